@@ -1,0 +1,88 @@
+"""revsearch: reverse image search for notebooks and Python code.
+
+>>> from revsearch import reverse_image_search
+>>> matches = reverse_image_search("query.jpg", "resnet50", "photos/", "vectors/", generate=True)
+
+Importing revsearch is cheap: TensorFlow loads the first time a model is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+from .errors import (  # noqa: E402  (light, no heavy imports)
+    DatasetLayoutError,
+    DownloadError,
+    ImageReadError,
+    IndexFormatError,
+    IndexNotFoundError,
+    LegacyFormatError,
+    ModelMismatchError,
+    OptionalDependencyError,
+    RevsearchError,
+    UnknownModelError,
+    UnsafePickleError,
+    WeightsUnavailableError,
+)
+
+# Public names and the module that defines each; loaded on first access (PEP 562).
+_LAZY = {
+    "reverse_image_search": "api",
+    "SearchResults": "api",
+    "Embedder": "embedding",
+    "get_embedder": "embedding",
+    "MODELS": "embedding",
+    "Index": "index",
+    "UpdateReport": "index",
+    "Match": "search",
+    "topk_cosine": "search",
+    "plot_results": "display",
+    "load_image": "images",
+    "find_images": "images",
+    "import_legacy": "legacy",
+}
+
+__all__ = sorted(
+    [
+        *_LAZY,
+        "__version__",
+        "RevsearchError",
+        "ImageReadError",
+        "IndexNotFoundError",
+        "IndexFormatError",
+        "ModelMismatchError",
+        "WeightsUnavailableError",
+        "UnknownModelError",
+        "LegacyFormatError",
+        "UnsafePickleError",
+        "DownloadError",
+        "DatasetLayoutError",
+        "OptionalDependencyError",
+    ]
+)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'revsearch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import SearchResults, reverse_image_search
+    from .display import plot_results
+    from .embedding import MODELS, Embedder, get_embedder
+    from .images import find_images, load_image
+    from .index import Index, UpdateReport
+    from .legacy import import_legacy
+    from .search import Match, topk_cosine

@@ -1,0 +1,161 @@
+"""The one-call entry point, with the original notebook's signature."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from .embedding import Embedder, get_embedder
+from .errors import IndexNotFoundError, RevsearchError
+from .images import ImageSource, load_image
+from .index import Index, UpdateReport
+from .search import Match
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["reverse_image_search", "SearchResults"]
+
+
+class SearchResults(list):
+    """The matches of one query, best first (a list of :class:`~revsearch.search.Match`).
+
+    Attributes
+    ----------
+    figure : matplotlib.figure.Figure or None
+        The result picture, if ``show`` or ``save_path`` asked for it.
+    report : UpdateReport or None
+        What indexing did, if ``generate=True``.
+    index : Index
+        The index searched.
+    """
+
+    figure: Any = None
+    report: UpdateReport | None = None
+    index: Index | None = None
+
+    @property
+    def paths(self) -> list[Path]:
+        """The matched files, best first."""
+        return [m.path for m in self]
+
+    @property
+    def scores(self) -> list[float]:
+        """The cosine scores, best first."""
+        return [m.score for m in self]
+
+
+def _display(fig: Any) -> bool:
+    """Show a figure in a running IPython/Jupyter session; return False elsewhere."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        return False
+    if get_ipython() is None:
+        return False
+    display(fig)
+    return True
+
+
+def reverse_image_search(
+    query: ImageSource,
+    model: str | Embedder | Any = None,
+    dataset_dir: str | os.PathLike | None = None,
+    vector_dir: str | os.PathLike | None = None,
+    generate: bool = False,
+    *,
+    k: int = 9,
+    weights: str | os.PathLike | None = "imagenet",
+    show: bool = False,
+    save_path: str | os.PathLike | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> SearchResults:
+    """Find the images most similar to ``query``.
+
+    The first call (``generate=True``) embeds every image in ``dataset_dir`` and stores the
+    vectors in ``vector_dir``; a later ``generate=True`` only embeds what is new or changed and
+    drops what was deleted. ``generate=False`` reuses the stored vectors and embeds only the query.
+
+    Parameters
+    ----------
+    query : str, os.PathLike, bytes, PIL.Image.Image or numpy.ndarray
+        The query image: a file path, the bytes of an image file (as an upload widget gives),
+        a Pillow image or an (H, W, 3) uint8 RGB array.
+    model : str, Embedder or keras.Model, optional
+        ``"resnet50"``, ``"mobilenet"``, ``"resnet50-seed"``, a Keras model whose output is one
+        vector per image, or an :class:`~revsearch.embedding.Embedder`. Default: the model the
+        index was built with, or ``"resnet50"`` for a new index.
+    dataset_dir : path, optional
+        The folder of images. Needed with ``generate=True``; otherwise the folder recorded in the
+        index is used unless this is given.
+    vector_dir : path
+        The index folder.
+    generate : bool, default False
+        Build or update the index first.
+    k : int, default 9
+        Number of results.
+    weights : {"imagenet", None} or path, default "imagenet"
+        Weights of a named model (``None``: seeded random weights, for tests).
+    show : bool, default False
+        Display the result picture (in a notebook) and keep it in ``results.figure``.
+    save_path : path, optional
+        Save the result picture there (PNG, JPEG, PDF...).
+    batch_size : int, default 32
+        Images per model call while indexing.
+    progress : bool, default True
+        Show progress bars while indexing.
+
+    Returns
+    -------
+    SearchResults
+        A list of ``k`` :class:`~revsearch.search.Match` (path, relpath, score), best first.
+
+    Raises
+    ------
+    IndexNotFoundError
+        If ``generate=False`` and ``vector_dir`` holds no index.
+    ModelMismatchError
+        If ``model`` is not the one the index was built with.
+    ImageReadError
+        If the query cannot be read.
+    """
+    if vector_dir is None:
+        raise RevsearchError("vector_dir is required: the folder where the vectors are (or will be) stored")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, not {k}")
+    query_image = load_image(query)  # read the query first: a bad query fails before any indexing
+    report = None
+    if generate:
+        if dataset_dir is None:
+            raise RevsearchError("dataset_dir is required with generate=True: the folder of images to index")
+        if not Path(dataset_dir).is_dir():
+            raise RevsearchError(f"dataset folder {str(dataset_dir)!r} does not exist or is not a folder")
+        if model is None and Index.exists(vector_dir):
+            embedder = Index.open(vector_dir).embedder()
+        else:
+            embedder = get_embedder(model if model is not None else "resnet50", weights=weights)
+        index, report = Index.build(dataset_dir, vector_dir, embedder, batch_size=batch_size, progress=progress)
+        for s in report.skipped:
+            logger.warning("skipped %s", s)
+    else:
+        try:
+            index = Index.open(vector_dir)
+        except IndexNotFoundError as e:
+            raise IndexNotFoundError(f"{e} (run reverse_image_search with generate=True first)") from None
+        embedder = index.embedder() if model is None else get_embedder(model, weights=weights)
+    matches: list[Match] = index.search(query_image, k, embedder=embedder, dataset_dir=dataset_dir)  # type: ignore[assignment]
+    results = SearchResults(matches)
+    results.report, results.index = report, index
+    if show or save_path is not None:
+        from .display import plot_results, save_figure
+
+        results.figure = plot_results(query_image, matches)
+        if save_path is not None:
+            save_figure(results.figure, save_path)
+            logger.info("saved the result picture to %s", save_path)
+        if show and not _display(results.figure):
+            logger.info("show=True outside a notebook: the picture is in results.figure (or use save_path)")
+    return results

@@ -1,0 +1,197 @@
+"""The command line: a thin layer over the library.
+
+Run ``revsearch --help`` (or ``python -m revsearch --help``). Errors print one line and exit
+non-zero; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import __version__
+from .errors import RevsearchError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _weights(value: str) -> str | None:
+    return None if value.lower() == "none" else value
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from .embedding import get_embedder
+    from .index import Index
+
+    if args.model is None and Index.exists(args.vector_dir):
+        embedder = Index.open(args.vector_dir).embedder()
+    else:
+        embedder = get_embedder(args.model or "resnet50", weights=args.weights, precision=args.precision)
+    index, report = Index.build(
+        args.dataset_dir,
+        args.vector_dir,
+        embedder,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    for s in report.skipped:
+        print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
+    print(f"{index.folder}: {len(index)} vectors ({index.spec['model']}, {index.dim}-d); {report.summary()}")
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from .images import load_image
+    from .index import Index
+
+    index = Index.open(args.vector_dir)
+    query = load_image(args.query)
+    matches = index.search(query, args.k, dataset_dir=args.dataset_dir)
+    if args.out:
+        from .display import plot_results, save_figure
+
+        save_figure(plot_results(query, matches), args.out)  # type: ignore[arg-type]
+    if args.json:
+        out: dict[str, Any] = {
+            "query": args.query,
+            "index": str(index.folder),
+            "model": index.spec["model"],
+            "k": args.k,
+            "results": [
+                {"rank": m.rank + 1, "score": round(m.score, 6), "path": str(m.path), "relpath": m.relpath}
+                for m in matches  # type: ignore[union-attr]
+            ],
+        }
+        if args.out:
+            out["figure"] = args.out
+        print(json.dumps(out, indent=2))
+    else:
+        for m in matches:  # type: ignore[union-attr]
+            print(f"{m.rank + 1:>3}  {m.score:.4f}  {m.path}")
+        if args.out:
+            print(f"saved {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_import_legacy(args: argparse.Namespace) -> int:
+    from .legacy import import_legacy
+
+    index, legacy = import_legacy(
+        args.legacy_dir, args.vector_dir, dataset_dir=args.dataset_dir, progress=not args.quiet
+    )
+    for path, reason in legacy.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"{index.folder}: imported {len(index)} vectors (resnet50-seed, {index.dim}-d), {len(legacy.skipped)} skipped")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .index import Index
+
+    index = Index.open(args.vector_dir)
+    info = {
+        "folder": str(index.folder),
+        "vectors": len(index),
+        "complete": index.complete,
+        "dataset_dir": str(index.dataset_dir) if index.dataset_dir else None,
+        **index.spec,
+        "shards": len(index.shards),
+        "updated": index.manifest.get("updated"),
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key:>14}: {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``revsearch`` command (also used to check the docs)."""
+    parser = argparse.ArgumentParser(
+        prog="revsearch",
+        description="Reverse image search: index a folder of photos, then find the most similar ones.",
+    )
+    parser.add_argument("--version", action="version", version=f"revsearch {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("index", help="index (or update the index of) a folder of images")
+    p.add_argument("dataset_dir", metavar="DATASET_DIR", help="folder of images (searched recursively)")
+    p.add_argument("vector_dir", metavar="VECTOR_DIR", help="folder for the index (created if needed)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="resnet50 (default for a new index), mobilenet or resnet50-seed; an existing index keeps its model",
+    )
+    p.add_argument(
+        "--weights", type=_weights, default="imagenet", help="imagenet (default), none (random, for tests) or a weights file"
+    )
+    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=None, help="image-reading threads (default: CPUs)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser("search", help="find the images most similar to QUERY")
+    p.add_argument("query", metavar="QUERY", help="the query image file")
+    p.add_argument("vector_dir", metavar="VECTOR_DIR", help="the index folder")
+    p.add_argument("-k", type=int, default=9, help="number of results (default 9)")
+    p.add_argument("--out", default=None, help="save the result picture (query above a grid) to this file")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--dataset-dir", default=None, help="where the images are now (default: as recorded in the index)")
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("import-legacy", help="convert the original project's .pbz2/.pickle vector files into an index")
+    p.add_argument("legacy_dir", metavar="LEGACY_VECTOR_DIR")
+    p.add_argument("vector_dir", metavar="VECTOR_DIR", help="a new folder for the index")
+    p.add_argument("--dataset-dir", default=None, help="the folder of the images the vectors were made from")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_import_legacy)
+
+    p = sub.add_parser("info", help="describe an index")
+    p.add_argument("vector_dir", metavar="VECTOR_DIR")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_info)
+
+    for extra in _EXTRA_COMMANDS:
+        extra(sub)
+    return parser
+
+
+#: Functions that add more subcommands (registered by optional modules).
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "k", 1) is not None and getattr(args, "k", 1) < 1:
+        parser.error("-k must be at least 1")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.ERROR, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("revsearch: interrupted", file=sys.stderr)
+        return 130
+    except (RevsearchError, OSError, ValueError) as e:
+        if args.debug:
+            raise
+        message = str(e) or type(e).__name__
+        print(f"revsearch: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Drawing results: the query on top, the matches in a grid below.
+
+Returns a :class:`matplotlib.figure.Figure` built without pyplot, so nothing is shown or kept
+in global state: a notebook displays the returned figure, a script saves it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+
+from matplotlib.figure import Figure
+
+from .errors import ImageReadError
+from .images import ImageSource, load_image
+from .search import Match
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["plot_results", "save_figure"]
+
+
+def plot_results(
+    query: ImageSource | None,
+    matches: Sequence[Match],
+    *,
+    ncols: int = 3,
+    cell_size: float = 2.6,
+    title: str | None = "query",
+) -> Figure:
+    """Draw the query above a grid of its matches.
+
+    Parameters
+    ----------
+    query : ImageSource or None
+        The query image (path, bytes, PIL image or (H, W, 3) array); ``None`` leaves the top row out.
+    matches : sequence of Match
+        Best first; 9 matches give a 3x3 grid.
+    ncols : int, default 3
+        Columns of the grid.
+    cell_size : float, default 2.6
+        Inches per grid cell.
+    title : str or None, default "query"
+        Title of the query panel.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Axes: the query first (if given), then one per match in rank order, each titled with
+        the file name and the cosine score. A match whose file cannot be read shows its name
+        and the reason instead of the picture.
+    """
+    n = len(matches)
+    nrows = max(1, math.ceil(n / ncols))
+    top = 1 if query is not None else 0
+    fig = Figure(figsize=(ncols * cell_size, (nrows + top * 1.15) * cell_size), layout="constrained")
+    grid = fig.add_gridspec(nrows + top, ncols, height_ratios=[1.15] * top + [1.0] * nrows)
+    if query is not None:
+        ax = fig.add_subplot(grid[0, :])
+        ax.imshow(load_image(query))
+        ax.set_title(title or "", fontsize=11, fontweight="bold")
+        ax.set_axis_off()
+    for i, m in enumerate(matches):
+        ax = fig.add_subplot(grid[top + i // ncols, i % ncols])
+        ax.set_axis_off()
+        name = m.name if len(m.name) <= 28 else m.name[:12] + "…" + m.name[-14:]
+        ax.set_title(f"{i + 1}. {name}\n{m.score:.3f}", fontsize=8)
+        try:
+            ax.imshow(load_image(m.path))
+        except ImageReadError as e:
+            logger.warning("cannot show match %s: %s", m.path, e)
+            ax.text(0.5, 0.5, "image not found" if not os.path.exists(m.path) else "unreadable",
+                    ha="center", va="center", fontsize=8, transform=ax.transAxes)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 100) -> None:
+    """Save a figure (PNG, JPEG, PDF or SVG, chosen by the file's extension)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi)

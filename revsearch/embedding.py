@@ -1,0 +1,526 @@
+"""Models and embedding: from images to L2-normalised vectors.
+
+An :class:`Embedder` is a model plus the exact preprocessing it needs. Its :attr:`Embedder.spec`
+records both, and the index stores it, so a query is always embedded the way the collection
+was. TensorFlow/Keras is imported on first use, never at ``import revsearch``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ImageReadError, UnknownModelError, WeightsUnavailableError
+from .images import ImageSource, SkippedFile, prepare_image
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "MODELS",
+    "Embedder",
+    "EmbeddedBatch",
+    "FileInfo",
+    "get_embedder",
+    "l2_normalize",
+]
+
+#: Seed used to initialise a model built with ``weights=None``, so two processes build the same model.
+RANDOM_WEIGHTS_SEED = 1234
+
+
+@dataclass(frozen=True)
+class _ModelInfo:
+    keras_name: str  # attribute of keras.applications
+    module: str  # keras.applications.<module>.preprocess_input
+    dim: int
+    preprocess: str  # "keras" or "raw-bgr"
+    description: str
+
+
+#: The models known by name.
+MODELS: dict[str, _ModelInfo] = {
+    "resnet50": _ModelInfo(
+        "ResNet50", "resnet50", 2048, "keras", "Keras ResNet50, global average pooled, preprocess_input (caffe)"
+    ),
+    "mobilenet": _ModelInfo(
+        "MobileNet", "mobilenet", 1024, "keras", "Keras MobileNet 1.0/224, global average pooled, preprocess_input (tf)"
+    ),
+    "resnet50-seed": _ModelInfo(
+        "ResNet50",
+        "resnet50",
+        2048,
+        "raw-bgr",
+        "the original notebook's pipeline: ResNet50 on raw BGR 0..255 (no preprocess_input), average pooled",
+    ),
+}
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Scale vectors to unit length.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Shape (n, d) or (d,).
+    axis : int, default -1
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, same shape; all-zero vectors stay zero.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    norm = np.linalg.norm(x, axis=axis, keepdims=True)
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """Size, modification time and content hash of a file, as read while embedding it."""
+
+    size: int
+    mtime_ns: int
+    digest: bytes  # 16-byte BLAKE2b of the content
+
+
+@dataclass
+class EmbeddedBatch:
+    """One batch out of :meth:`Embedder.embed_files`.
+
+    Attributes
+    ----------
+    indices : list of int
+        Positions (in the ``paths`` given) of the images embedded in this batch.
+    vectors : numpy.ndarray
+        Shape (len(indices), dim), float32, L2-normalised.
+    infos : list of FileInfo
+        The files' size, mtime and hash, aligned with ``indices``.
+    skipped : list of SkippedFile
+        Files met since the previous batch that could not be read.
+    """
+
+    indices: list[int]
+    vectors: np.ndarray
+    infos: list[FileInfo]
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+
+def _weights_id(weights: str | os.PathLike | None) -> str:
+    if weights is None or (isinstance(weights, str) and weights.lower() == "none"):
+        return "none"
+    if isinstance(weights, str) and weights == "imagenet":
+        return "imagenet"
+    p = Path(weights)
+    if not p.is_file():
+        raise WeightsUnavailableError(
+            f"weights file {str(p)!r} does not exist: pass weights='imagenet', weights=None, "
+            "or the path of a Keras weights file (.h5 / .weights.h5)"
+        )
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return f"file:{p.name}:sha256:{h.hexdigest()[:16]}"
+
+
+def _keras_cache_dir() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+class Embedder:
+    """A model and its preprocessing, turning images into L2-normalised vectors.
+
+    Parameters
+    ----------
+    model : str or keras.Model, default "resnet50"
+        A name from :data:`MODELS` (``"resnet50"``, ``"mobilenet"``, ``"resnet50-seed"``), or a Keras
+        model whose output has shape (batch, dim) (one vector per image).
+    weights : {"imagenet", None} or path, default "imagenet"
+        For named models: ImageNet weights (downloaded by Keras to its cache, ``$KERAS_HOME/models``),
+        ``None`` for a seeded random initialisation (same speed, meaningless features: for tests and
+        speed benchmarks), or the path of a Keras weights file.
+    precision : {"float32", "bfloat16"}, default "float32"
+        Compute precision of the model. ``"bfloat16"`` is faster on CPUs with bfloat16 units.
+    fill : tuple of 3 int, ``"edge"`` or ``"mean"``, default black
+        Colour used to pad images to a square.
+    fit : {"pad", "crop"}, default "pad"
+        Pad to a square (as the original project) or centre-crop.
+    preprocess : callable, optional
+        For a custom Keras model: maps a float32 batch (n, S, S, 3) of RGB 0..255 to the model's
+        input. Defaults to the identity.
+    name : str, optional
+        For a custom Keras model: the name recorded in the index (default ``"keras:<model.name>"``).
+
+    Notes
+    -----
+    The Keras model is built on first use, not in the constructor.
+    """
+
+    def __init__(
+        self,
+        model: Any = "resnet50",
+        *,
+        weights: str | os.PathLike | None = "imagenet",
+        precision: str = "float32",
+        fill: tuple[int, int, int] | str = (0, 0, 0),
+        fit: str = "pad",
+        preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+        name: str | None = None,
+    ) -> None:
+        if precision not in ("float32", "bfloat16"):
+            raise ValueError(f"precision must be 'float32' or 'bfloat16', not {precision!r}")
+        if fit not in ("pad", "crop"):
+            raise ValueError(f"fit must be 'pad' or 'crop', not {fit!r}")
+        self.precision = precision
+        self.fill = fill
+        self.fit = fit
+        self._lock = threading.Lock()
+        self._custom_preprocess = preprocess
+        if isinstance(model, str):
+            key = model.lower()
+            if key not in MODELS:
+                raise UnknownModelError(
+                    f"unknown model {model!r}: choose one of {', '.join(sorted(MODELS))}, "
+                    "or pass a Keras model whose output is one vector per image"
+                )
+            self.name = key
+            self._info: _ModelInfo | None = MODELS[key]
+            self._keras_model: Any = None
+            self.dim = self._info.dim
+            self.input_size = 224
+            self._weights_arg = weights
+            self.weights = _weights_id(weights)
+        else:
+            if not (hasattr(model, "predict_on_batch") and hasattr(model, "input_shape")):
+                raise UnknownModelError(
+                    f"model must be a name ({', '.join(sorted(MODELS))}) or a Keras model; "
+                    f"got {type(model).__name__}"
+                )
+            out = tuple(model.output_shape)
+            if len(out) != 2 or out[-1] is None:
+                raise ValueError(
+                    f"the Keras model's output must be one vector per image, shape (batch, dim); "
+                    f"it is {out}: add pooling (e.g. pooling='avg') or a Flatten layer"
+                )
+            inp = tuple(model.input_shape)
+            if len(inp) != 4 or inp[1] is None or inp[1] != inp[2] or inp[3] != 3:
+                raise ValueError(f"the Keras model's input must be (batch, S, S, 3) with a fixed S; it is {inp}")
+            self.name = name or f"keras:{model.name}"
+            self._info = None
+            self._keras_model = model
+            self.dim = int(out[-1])
+            self.input_size = int(inp[1])
+            self._weights_arg = None
+            h = hashlib.sha256()
+            for w in model.get_weights():
+                h.update(np.ascontiguousarray(w).tobytes())
+            self.weights = f"sha256:{h.hexdigest()[:16]}"
+
+    # ------------------------------------------------------------------ description
+    @property
+    def preprocessing(self) -> str:
+        """A string naming every preprocessing step (recorded in the index)."""
+        fill = self.fill if isinstance(self.fill, str) else "rgb({},{},{})".format(*self.fill)
+        if self._info is None:
+            fn = self._custom_preprocess
+            norm = "identity" if fn is None else getattr(fn, "__qualname__", type(fn).__name__)
+        elif self._info.preprocess == "raw-bgr":
+            norm = "raw-bgr-0-255"
+        else:
+            norm = f"keras.applications.{self._info.module}.preprocess_input"
+        return f"{self.fit}:{fill}/resize:{self.input_size}:bicubic/{norm}"
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """What made the vectors: ``model``, ``preprocessing``, ``dim``, ``weights``, ``precision``."""
+        return {
+            "model": self.name,
+            "preprocessing": self.preprocessing,
+            "dim": self.dim,
+            "weights": self.weights,
+            "precision": self.precision,
+        }
+
+    def __repr__(self) -> str:
+        return f"Embedder(model={self.name!r}, weights={self.weights!r}, dim={self.dim}, precision={self.precision!r})"
+
+    # ------------------------------------------------------------------ the Keras model
+    @property
+    def keras_model(self) -> Any:
+        """The Keras model, built (and its weights loaded) on first access."""
+        if self._keras_model is None:
+            with self._lock:
+                if self._keras_model is None:
+                    self._keras_model = self._build()
+        return self._keras_model
+
+    def _build(self) -> Any:
+        assert self._info is not None
+        import keras
+
+        builder = getattr(keras.applications, self._info.keras_name)
+        kwargs = dict(include_top=False, pooling="avg", input_shape=(self.input_size, self.input_size, 3))
+        previous_policy = keras.config.dtype_policy()
+        if self.precision == "bfloat16":
+            keras.config.set_dtype_policy("mixed_bfloat16")
+        try:
+            if self.weights == "none":
+                py_state, np_state = random.getstate(), np.random.get_state()
+                keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)
+                try:
+                    return builder(weights=None, **kwargs)
+                finally:
+                    random.setstate(py_state)
+                    np.random.set_state(np_state)
+            if self.weights == "imagenet":
+                try:
+                    return builder(weights="imagenet", **kwargs)
+                except Exception as e:  # Keras raises a bare Exception("URL fetch failure ...")
+                    if _is_download_failure(e):
+                        raise WeightsUnavailableError(
+                            f"could not download the ImageNet weights of {self._info.keras_name} ({e}). "
+                            f"Keras looks for them in its cache folder {str(_keras_cache_dir())!r} "
+                            "($KERAS_HOME/models, default ~/.keras/models). Offline, copy the weights "
+                            "file Keras expects there, or pass weights='path/to/weights.h5' "
+                            "(or weights=None for random weights, for tests)."
+                        ) from e
+                    raise
+            return builder(weights=str(self._weights_arg), **kwargs)
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
+
+    # ------------------------------------------------------------------ preprocessing
+    def prepare(self, source: ImageSource) -> np.ndarray:
+        """Read one image and pad/resize it to the model's input size.
+
+        Parameters
+        ----------
+        source : ImageSource
+            Path, bytes, array or PIL image (see :func:`revsearch.images.load_image`).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (S, S, 3), float32 RGB 0..255, with S = :attr:`input_size`.
+        """
+        return prepare_image(source, self.input_size, fit=self.fit, fill=self.fill)
+
+    def normalize_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Apply the model's own input normalisation to prepared images.
+
+        Parameters
+        ----------
+        batch : numpy.ndarray
+            Shape (n, S, S, 3), float32 RGB 0..255 (from :meth:`prepare`). Modified in place.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (n, S, S, 3), the model's input.
+        """
+        if self._info is None:
+            return batch if self._custom_preprocess is None else self._custom_preprocess(batch)
+        if self._info.preprocess == "raw-bgr":
+            return np.ascontiguousarray(batch[..., ::-1])
+        import importlib
+
+        module = importlib.import_module(f"keras.applications.{self._info.module}")
+        return module.preprocess_input(batch)
+
+    # ------------------------------------------------------------------ embedding
+    def embed_prepared(self, batch: np.ndarray) -> np.ndarray:
+        """Embed images already brought to the input size by :meth:`prepare`.
+
+        Parameters
+        ----------
+        batch : numpy.ndarray
+            Shape (n, S, S, 3), float32 RGB 0..255.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (n, dim), float32, L2-normalised.
+        """
+        batch = np.asarray(batch, dtype=np.float32)
+        if batch.ndim != 4 or batch.shape[1:] != (self.input_size, self.input_size, 3):
+            raise ValueError(
+                f"expected a batch of shape (n, {self.input_size}, {self.input_size}, 3); got {batch.shape}"
+            )
+        if len(batch) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        out = self.keras_model.predict_on_batch(self.normalize_batch(batch.copy()))
+        out = np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
+        return l2_normalize(out)
+
+    def embed(self, images: ImageSource | Sequence[ImageSource], *, batch_size: int = 32) -> np.ndarray:
+        """Embed one image or a list of images.
+
+        Parameters
+        ----------
+        images : ImageSource or sequence of ImageSource
+            One image (path, bytes, PIL image, or an (H, W, 3) array) or a list of them.
+        batch_size : int, default 32
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (dim,) for one image, (n, dim) for a list; float32, L2-normalised.
+
+        Raises
+        ------
+        ImageReadError
+            If an image cannot be read (the message names it).
+        """
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)  # type: ignore[list-item]
+        parts = []
+        for start in range(0, len(items), batch_size):
+            prepared = np.stack([self.prepare(s) for s in items[start : start + batch_size]])
+            parts.append(self.embed_prepared(prepared))
+        vecs = np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+        return vecs[0] if single else vecs
+
+    def _read_one(self, path: Path) -> tuple[FileInfo | None, np.ndarray | None, str | None]:
+        try:
+            st = os.stat(path)
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            return None, None, f"cannot read the file: {e.strerror or e}"
+        info = FileInfo(st.st_size, st.st_mtime_ns, hashlib.blake2b(data, digest_size=16).digest())
+        try:
+            return info, self.prepare(data), None
+        except ImageReadError as e:
+            return info, None, str(e).replace("the given bytes", "the file")
+
+    def embed_files(
+        self,
+        paths: Sequence[str | os.PathLike],
+        *,
+        batch_size: int = 32,
+        workers: int | None = None,
+        progress: bool = True,
+        desc: str = "embedding",
+    ) -> Iterator[EmbeddedBatch]:
+        """Embed image files, reading them in parallel while the model runs on batches.
+
+        Parameters
+        ----------
+        paths : sequence of path
+            The image files.
+        batch_size : int, default 32
+            Images per model call.
+        workers : int, optional
+            Threads that read and resize images (default: the number of CPUs, at most 8).
+        progress : bool, default True
+            Show a ``tqdm.auto`` progress bar.
+        desc : str
+            Label of the progress bar.
+
+        Yields
+        ------
+        EmbeddedBatch
+            In the order of ``paths``; unreadable files are reported in ``skipped`` (and logged),
+            not raised.
+        """
+        from tqdm.auto import tqdm
+
+        paths = [Path(p) for p in paths]
+        if workers is None:
+            workers = min(8, os.cpu_count() or 1)
+        self.keras_model  # build before the threads start
+        prefetch = max(2 * batch_size, 4 * workers)
+        bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress)
+        todo = iter(range(len(paths)))
+        pending: deque = deque()
+        idx: list[int] = []
+        arrays: list[np.ndarray] = []
+        infos: list[FileInfo] = []
+        skipped: list[SkippedFile] = []
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="revsearch-read") as pool:
+
+                def refill() -> None:
+                    while len(pending) < prefetch:
+                        i = next(todo, None)
+                        if i is None:
+                            return
+                        pending.append((i, pool.submit(self._read_one, paths[i])))
+
+                refill()
+                while pending:
+                    i, fut = pending.popleft()
+                    refill()
+                    info, arr, err = fut.result()
+                    if err is not None:
+                        logger.warning("skipped %s: %s", paths[i], err)
+                        skipped.append(SkippedFile(paths[i], err))
+                        bar.update(1)
+                    else:
+                        idx.append(i)
+                        arrays.append(arr)  # type: ignore[arg-type]
+                        infos.append(info)  # type: ignore[arg-type]
+                    if len(arrays) == batch_size or (not pending and (arrays or skipped)):
+                        vecs = self.embed_prepared(np.stack(arrays)) if arrays else np.zeros((0, self.dim), np.float32)
+                        bar.update(len(arrays))
+                        yield EmbeddedBatch(idx, vecs, infos, skipped)
+                        idx, arrays, infos, skipped = [], [], [], []
+        finally:
+            bar.close()
+
+
+def _is_download_failure(e: BaseException) -> bool:
+    import urllib.error
+
+    text = str(e).lower()
+    return isinstance(e, (urllib.error.URLError, ConnectionError, TimeoutError)) or any(
+        s in text for s in ("url fetch failure", "urlopen error", "name or service not known", "network is unreachable")
+    )
+
+
+_CACHE: dict[tuple, Embedder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_embedder(
+    model: str | Embedder | Any = "resnet50",
+    *,
+    weights: str | os.PathLike | None = "imagenet",
+    precision: str = "float32",
+) -> Embedder:
+    """Return an :class:`Embedder`, reusing one built earlier for the same name and options.
+
+    Building a model and loading its weights takes seconds, so repeated calls of
+    :func:`revsearch.reverse_image_search` with a model name share one embedder.
+
+    Parameters
+    ----------
+    model : str, Embedder or keras.Model
+        An Embedder is returned as it is; a Keras model is wrapped.
+    weights : {"imagenet", None} or path
+    precision : {"float32", "bfloat16"}
+
+    Returns
+    -------
+    Embedder
+    """
+    if isinstance(model, Embedder):
+        return model
+    if not isinstance(model, str):
+        return Embedder(model)
+    key = (model.lower(), _weights_id(weights), precision)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = Embedder(model, weights=weights, precision=precision)
+        return _CACHE[key]

@@ -1,0 +1,71 @@
+"""Named exceptions raised by revsearch.
+
+Every error a user can cause derives from :class:`RevsearchError`, so callers (and the
+command line) can catch one class and show its message, which always says what was wrong,
+with which file, and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "RevsearchError",
+    "ImageReadError",
+    "IndexNotFoundError",
+    "IndexFormatError",
+    "ModelMismatchError",
+    "WeightsUnavailableError",
+    "UnknownModelError",
+    "LegacyFormatError",
+    "UnsafePickleError",
+    "DownloadError",
+    "DatasetLayoutError",
+    "OptionalDependencyError",
+]
+
+
+class RevsearchError(Exception):
+    """Base class of every error revsearch raises on purpose."""
+
+
+class ImageReadError(RevsearchError, ValueError):
+    """An image (a query, or a file while indexing) could not be decoded."""
+
+
+class IndexNotFoundError(RevsearchError, FileNotFoundError):
+    """No index exists in the given vector folder."""
+
+
+class IndexFormatError(RevsearchError, ValueError):
+    """The index folder exists but its files are damaged or of an unknown format."""
+
+
+class ModelMismatchError(RevsearchError, ValueError):
+    """A query vector was made by another model, preprocessing, weights or dimension than the index."""
+
+
+class WeightsUnavailableError(RevsearchError, OSError):
+    """Model weights could not be downloaded or loaded."""
+
+
+class UnknownModelError(RevsearchError, ValueError):
+    """A model name that revsearch does not know."""
+
+
+class LegacyFormatError(RevsearchError, ValueError):
+    """A vector file of the original project could not be read."""
+
+
+class UnsafePickleError(LegacyFormatError):
+    """A pickle asked to load something other than plain arrays, dicts and strings."""
+
+
+class DownloadError(RevsearchError, OSError):
+    """A download or archive extraction failed."""
+
+
+class DatasetLayoutError(RevsearchError, ValueError):
+    """A dataset folder does not have the layout an operation needs (e.g. class labels)."""
+
+
+class OptionalDependencyError(RevsearchError, ImportError):
+    """An optional extra (faiss, dask, ...) is needed but not installed."""
