@@ -402,9 +402,9 @@ class Index:
 
     # ------------------------------------------------------------------ searching
     def topk(
-        self, vectors: np.ndarray, k: int = 9, *, exclude: Sequence[int] | None = None
+        self, vectors: np.ndarray, k: int = 9, *, exclude: Sequence[int] | None = None, exact: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact cosine top-k for query vectors.
+        """Cosine top-k for query vectors: exact, or approximate where an ANN index was built.
 
         Parameters
         ----------
@@ -413,6 +413,8 @@ class Index:
         k : int, default 9
         exclude : sequence of int, optional
             Rows never to return.
+        exact : bool, default False
+            Force exact search even if the index holds an approximate (FAISS) index.
 
         Returns
         -------
@@ -423,6 +425,10 @@ class Index:
         """
         if len(self) == 0:
             raise RevsearchError(f"the index in {str(self.folder)!r} is empty: index some images first")
+        if not exact and self.manifest.get("ann"):
+            from .ann import ann_topk
+
+            return ann_topk(self, vectors, k, exclude=exclude)
         return topk_cosine(self.shards, vectors, k, exclude=exclude)
 
     def _matches(
@@ -442,6 +448,7 @@ class Index:
         *,
         dataset_dir: str | os.PathLike | None = None,
         exclude: Sequence[int] | None = None,
+        exact: bool = False,
     ) -> list[Match] | list[list[Match]]:
         """Search with query vectors.
 
@@ -454,6 +461,8 @@ class Index:
             Where the images are now (default: :attr:`dataset_dir`).
         exclude : sequence of int, optional
             Rows never to return.
+        exact : bool, default False
+            Force exact search even where an approximate index exists.
 
         Returns
         -------
@@ -461,7 +470,7 @@ class Index:
             Best first.
         """
         single = np.ndim(vectors) == 1
-        scores, rows = self.topk(vectors, k, exclude=exclude)
+        scores, rows = self.topk(vectors, k, exclude=exclude, exact=exact)
         out = self._matches(scores, rows, dataset_dir)
         return out[0] if single else out
 
@@ -472,6 +481,7 @@ class Index:
         *,
         embedder: Embedder | None = None,
         dataset_dir: str | os.PathLike | None = None,
+        exact: bool = False,
     ) -> list[Match] | list[list[Match]]:
         """Search with query images.
 
@@ -484,6 +494,8 @@ class Index:
             Defaults to the model recorded in the index; another one must be compatible.
         dataset_dir : path, optional
             Where the images are now (default: :attr:`dataset_dir`).
+        exact : bool, default False
+            Force exact search even where an approximate index exists.
 
         Returns
         -------
@@ -491,7 +503,7 @@ class Index:
         """
         emb = embedder if embedder is not None else self.embedder()
         self.check_compatible(emb.spec)
-        return self.search_vectors(emb.embed(images), k, dataset_dir=dataset_dir)  # type: ignore[arg-type]
+        return self.search_vectors(emb.embed(images), k, dataset_dir=dataset_dir, exact=exact)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ writing
     @classmethod
