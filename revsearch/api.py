@@ -9,7 +9,8 @@ from typing import Any
 
 from .embedding import Embedder, get_embedder
 from .errors import IndexNotFoundError, RevsearchError
-from .images import ImageSource, load_image
+from .errors import ImageReadError
+from .images import ImageSource, load_image, read_source
 from .index import Index, UpdateReport
 from .search import Match
 
@@ -126,7 +127,11 @@ def reverse_image_search(
         raise RevsearchError("vector_dir is required: the folder where the vectors are (or will be) stored")
     if k < 1:
         raise ValueError(f"k must be at least 1, not {k}")
-    query_image = load_image(query)  # read the query first: a bad query fails before any indexing
+    try:
+        query = read_source(query)  # the query's bytes, decoded like the indexed files
+        query_image = load_image(query)  # read the query first: a bad query fails before any indexing
+    except ImageReadError as e:
+        raise ImageReadError(f"bad query: {e}") from None
     report = None
     if generate:
         if dataset_dir is None:
@@ -146,7 +151,7 @@ def reverse_image_search(
         except IndexNotFoundError as e:
             raise IndexNotFoundError(f"{e} (run reverse_image_search with generate=True first)") from None
         embedder = index.embedder() if model is None else get_embedder(model, weights=weights)
-    matches: list[Match] = index.search(query_image, k, embedder=embedder, dataset_dir=dataset_dir)  # type: ignore[assignment]
+    matches: list[Match] = index.search(query, k, embedder=embedder, dataset_dir=dataset_dir)  # type: ignore[assignment]
     results = SearchResults(matches)
     results.report, results.index = report, index
     if show or save_path is not None:

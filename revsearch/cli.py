@@ -48,11 +48,12 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from .images import load_image
+    from .images import load_image, read_source
     from .index import Index
 
     index = Index.open(args.vector_dir)
-    query = load_image(args.query)
+    query = read_source(args.query)
+    load_image(query)  # a bad query fails here, before the model loads
     matches = index.search(query, args.k, dataset_dir=args.dataset_dir)
     if args.out:
         from .display import plot_results, save_figure

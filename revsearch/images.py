@@ -33,6 +33,7 @@ __all__ = [
     "load_image",
     "pad_to_square",
     "prepare_image",
+    "read_source",
 ]
 
 #: File name endings that are taken to be images (any case).
@@ -304,6 +305,34 @@ def load_image(
         raise ImageReadError(f"image {what} could not be decoded: {msg}") from None
     except (ValueError, SyntaxError, EOFError, IndexError, struct.error) as e:
         raise ImageReadError(f"image {what} is damaged: {e}") from None
+
+
+def read_source(source: ImageSource) -> ImageSource:
+    """Read a file path's bytes once; return any other source unchanged.
+
+    A query is then decoded from the same bytes for embedding and for display, exactly as
+    indexed files are (from their bytes, with JPEG draft decoding), so an image that is in
+    the collection finds itself with a cosine of 1.
+
+    Raises
+    ------
+    ImageReadError
+        If the path is missing, a folder, or unreadable.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return source
+    path = Path(source)
+    if not path.is_file():
+        raise ImageReadError(
+            f"image file {str(path)!r} " + ("is a folder, not an image file" if path.is_dir() else "does not exist")
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageReadError(f"image file {str(path)!r} cannot be read: {e.strerror or e}") from None
+    if not data:
+        raise ImageReadError(f"image file {str(path)!r} is empty (0 bytes)")
+    return data
 
 
 def pad_to_square(img: Image.Image, fill: tuple[int, int, int] | str = (0, 0, 0)) -> Image.Image:
