@@ -79,10 +79,17 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     -------
     numpy.ndarray
         float32, same shape; all-zero vectors stay zero.
+
+    Notes
+    -----
+    The norm is summed in float64, and any non-zero vector is scaled to unit length however
+    short it is: a model (e.g. one with random weights) may output vectors of norm 1e-18.
     """
     x = np.asarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=axis, keepdims=True)
-    return (x / np.maximum(norm, 1e-12)).astype(np.float32, copy=False)
+    moved = np.moveaxis(x, axis, -1)
+    sq = np.einsum("...i,...i->...", moved, moved, dtype=np.float64)  # no float64 copy of x
+    norm = np.expand_dims(np.sqrt(sq).astype(np.float32), axis)
+    return np.divide(x, norm, out=np.zeros_like(x), where=norm != 0)
 
 
 @dataclass(frozen=True)

@@ -52,11 +52,13 @@ _SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (0, b"\x89PNG\r\n\x1a\n"),
     (0, b"GIF87a"),
     (0, b"GIF89a"),
-    (0, b"BM"),
     (0, b"II*\x00"),  # TIFF little endian
     (0, b"MM\x00*"),  # TIFF big endian
     (8, b"WEBP"),  # RIFF....WEBP
 )
+
+#: DIB header sizes of the BMP variants (BITMAPCOREHEADER ... BITMAPV5HEADER).
+_BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,13 @@ class SkippedFile:
 def _has_image_signature(path: Path) -> bool:
     try:
         with open(path, "rb") as f:
-            head = f.read(16)
+            head = f.read(32)
     except OSError:
         return False
+    if head[:2] == b"BM":
+        # "BM" alone is too weak (a text file may start "BMW..."): also require a DIB header
+        # size Pillow can read, a little-endian uint32 at offset 14.
+        return len(head) >= 18 and struct.unpack_from("<I", head, 14)[0] in _BMP_HEADER_SIZES
     return any(head[off : off + len(sig)] == sig for off, sig in _SIGNATURES)
 
 
@@ -205,7 +211,7 @@ def _array_to_image(arr: np.ndarray) -> Image.Image:
 def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB with its real tones."""
     mode = img.mode
-    if mode == "RGB":
+    if mode == "RGB" and "transparency" not in img.info:  # an RGB PNG may carry a tRNS colour key
         return img
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         # 16-bit (or 32-bit integer) grey: scale the full range down instead of clipping at 255.
