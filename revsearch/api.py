@@ -54,10 +54,30 @@ def _display(fig: Any) -> bool:
         from IPython.display import display
     except ImportError:
         return False
-    if get_ipython() is None:
+    shell = get_ipython()
+    if shell is None:
         return False
+    # A Figure made without pyplot has no image/png formatter unless the inline backend was
+    # activated (pyplot imported): register one, so display() shows the picture, not "<Figure ...>".
+    png = getattr(getattr(shell, "display_formatter", None), "formatters", {}).get("image/png")
+    if png is not None:
+        from matplotlib.figure import Figure
+
+        try:
+            png.lookup_by_type(Figure)
+        except KeyError:
+            png.for_type(Figure, _figure_png)
     display(fig)
     return True
+
+
+def _figure_png(fig: Any) -> bytes:
+    """The PNG bytes of a matplotlib figure (IPython's image/png formatter for figures)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
 
 
 def reverse_image_search(

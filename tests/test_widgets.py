@@ -1,0 +1,457 @@
+"""The search widget and the notebook's steps (revsearch.widgets), used the way a user would.
+
+The widget is driven through real ipywidgets: a ``FileUpload`` value is set to the bytes of a
+file, the path box is typed into and the button clicked, and what the ``Output`` area shows is
+checked.
+"""
+
+from __future__ import annotations
+
+import base64
+import bz2
+import datetime as dt
+import io
+import logging
+import pickle
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_photos
+from revsearch.errors import RevsearchError
+
+widgets = pytest.importorskip("ipywidgets")
+
+from revsearch import widgets as rw  # noqa: E402
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _walk(widget):
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from _walk(child)
+
+
+def _parts(box):
+    """The upload, path box, button, slider and output of a search widget."""
+    found = {type(w).__name__: w for w in _walk(box)}
+    return found["FileUpload"], found["Text"], found["Button"], found["IntSlider"], found["Output"]
+
+
+def _upload_value(name: str, content: bytes, mime: str = "image/jpeg") -> tuple[dict, ...]:
+    """What ipywidgets 8 puts in ``FileUpload.value`` when a user picks a file."""
+    return (
+        {
+            "name": name,
+            "type": mime,
+            "size": len(content),
+            "content": memoryview(content),
+            "last_modified": dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc),
+        },
+    )
+
+
+def _pngs(output) -> list[bytes]:
+    return [base64.b64decode(o["data"]["image/png"]) for o in output.outputs if "image/png" in o.get("data", {})]
+
+
+def _all_text(output) -> str:
+    parts = []
+    for o in output.outputs:
+        if o.get("output_type") == "stream":
+            parts.append(o["text"])
+        for key in ("text/plain", "text/html"):
+            parts.append(o.get("data", {}).get(key, ""))
+        if o.get("output_type") == "error":
+            parts.append("Traceback " + "\n".join(o.get("traceback", [])))
+    return "\n".join(parts)
+
+
+def _listing(output) -> list[str]:
+    text = "".join(o["text"] for o in output.outputs if o.get("output_type") == "stream")
+    return [line.split()[-1] for line in text.splitlines() if line.strip()[:1].isdigit()]
+
+
+def _assert_message(output, *needles: str) -> None:
+    """A clear message and nothing else: no picture, no traceback, no error output."""
+    assert not _pngs(output)
+    assert all(o.get("output_type") != "error" for o in output.outputs)
+    text = _all_text(output)
+    assert "Traceback" not in text and 'File "' not in text
+    for needle in needles:
+        assert needle in text, f"{needle!r} not in {text!r}"
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory, resnet_random):
+    """A folder of 10 photos and its index (ResNet50, random weights)."""
+    from revsearch.index import Index
+
+    root = tmp_path_factory.mktemp("widget")
+    photos = root / "photos"
+    write_photos(photos / "a", 6, start=0)
+    write_photos(photos / "b", 4, start=6, ext=".png")
+    Index.build(photos, root / "vectors", resnet_random, progress=False)
+    return photos, root / "vectors"
+
+
+@pytest.fixture()
+def box(indexed):
+    photos, vectors = indexed
+    return rw.search_widget(vectors, dataset_dir=photos, k=9)
+
+
+# --------------------------------------------------------------------------- the widget
+
+
+def test_search_widget_has_upload_path_slider_button_output(box):
+    assert isinstance(box, widgets.VBox)
+    upload, path, button, slider, output = _parts(box)
+    assert upload.accept == "image/*"
+    assert slider.value == 9 and slider.min == 1
+    assert button.description == "Search"
+    assert output.outputs == ()
+
+
+def test_upload_of_a_photo_then_of_a_broken_file(box, indexed):
+    photos, _ = indexed
+    upload, _, _, _, output = _parts(box)
+    query = photos / "a" / "img0003.jpg"
+
+    upload.value = _upload_value("holiday.jpg", query.read_bytes())
+
+    pngs = _pngs(output)
+    assert len(pngs) == 1, _all_text(output)
+    from PIL import Image
+
+    picture = Image.open(io.BytesIO(pngs[0]))
+    assert picture.format == "PNG"
+    assert picture.height > picture.width  # the query on top of a 3 x 3 grid
+    listing = _listing(output)
+    assert len(listing) == 9
+    assert listing[0] == "a/img0003.jpg"  # the same photo is its own best match
+    assert "Traceback" not in _all_text(output)
+    assert upload.value == ()  # emptied, so the same file can be uploaded again
+
+    upload.value = _upload_value("broken.jpg", b"\xff\xd8\xff\xe0 this is not really a JPEG")
+
+    _assert_message(output, "broken.jpg", "Could not search")
+    assert len(output.outputs) == 1  # the previous result was replaced by the message
+
+
+def test_upload_of_a_text_file_and_of_an_empty_file(box):
+    upload, _, _, _, output = _parts(box)
+    upload.value = _upload_value("notes.txt", b"hello, not a picture", "text/plain")
+    _assert_message(output, "notes.txt", "not an image")
+    upload.value = _upload_value("empty.jpg", b"")
+    _assert_message(output, "empty.jpg", "empty")
+
+
+def test_uploading_the_same_file_twice_searches_twice(box, indexed):
+    photos, _ = indexed
+    upload, _, _, slider, output = _parts(box)
+    content = (photos / "b" / "img0007.png").read_bytes()
+    upload.value = _upload_value("x.png", content, "image/png")
+    output.outputs = ()
+    upload.value = _upload_value("x.png", content, "image/png")
+    assert len(_pngs(output)) == 1
+    assert _listing(output)[0] == "b/img0007.png"
+
+
+def test_path_box_and_button(box, indexed):
+    photos, _ = indexed
+    _, path, button, _, output = _parts(box)
+
+    button.click()
+    _assert_message(output, "Upload a photo")
+
+    path.value = str(photos / "b" / "img0008.png")
+    button.click()
+    assert len(_pngs(output)) == 1
+    assert _listing(output)[0] == "b/img0008.png"
+
+    path.value = str(photos / "missing.jpg")
+    button.click()
+    _assert_message(output, "missing.jpg", "does not exist")
+
+
+def test_slider_searches_the_last_query_again(box, indexed):
+    photos, _ = indexed
+    upload, _, button, slider, output = _parts(box)
+    upload.value = _upload_value("q.jpg", (photos / "a" / "img0001.jpg").read_bytes())
+    assert len(_listing(output)) == 9
+    slider.value = 3
+    assert len(_listing(output)) == 3
+    assert len(_pngs(output)) == 1
+    button.click()  # an empty path box: the last upload again, with the slider's k
+    assert _listing(output)[0] == "a/img0001.jpg" and len(_listing(output)) == 3
+
+
+def test_widget_without_an_index_says_so(tmp_path, indexed):
+    photos, _ = indexed
+    box = rw.search_widget(tmp_path / "no-index-here")
+    upload, _, _, _, output = _parts(box)
+    upload.value = _upload_value("q.jpg", (photos / "a" / "img0000.jpg").read_bytes())
+    _assert_message(output, "no revsearch index")
+
+
+def test_widget_with_the_wrong_model_says_so(indexed):
+    photos, vectors = indexed
+    box = rw.search_widget(vectors, model="mobilenet", weights=None)
+    upload, _, _, _, output = _parts(box)
+    upload.value = _upload_value("q.jpg", (photos / "a" / "img0000.jpg").read_bytes())
+    _assert_message(output, "q.jpg", "resnet50")
+
+
+def test_show_search_handles_one_upload(indexed):
+    photos, vectors = indexed
+    output = widgets.Output()
+    query = (photos / "a" / "img0002.jpg").read_bytes()
+    results = rw.show_search(output, query, name="up.jpg", vector_dir=vectors, k=4)
+    assert results is not None and len(results) == 4 and results.figure is not None
+    assert len(_pngs(output)) == 1
+    assert rw.show_search(output, b"GIF89a broken", name="bad.gif", vector_dir=vectors, append=True) is None
+    assert len(_pngs(output)) == 1  # appended: the earlier picture stays, the message follows
+    assert "bad.gif" in _all_text(output)
+
+
+def test_search_image_draws_query_above_matches(indexed):
+    photos, vectors = indexed
+    results = rw.search_image(photos / "a" / "img0004.jpg", vectors, k=5, title="mine")
+    axes = results.figure.axes
+    assert len(axes) == 6 and axes[0].get_title() == "mine"
+    assert rw.figure_png(results.figure).startswith(b"\x89PNG")
+
+
+def test_uploaded_files_reads_ipywidgets_7_and_8_values():
+    v8 = _upload_value("a.jpg", b"abc") + _upload_value("b.png", b"de")
+    assert rw.uploaded_files(v8) == [("a.jpg", b"abc"), ("b.png", b"de")]
+    v7 = {"c.jpg": {"metadata": {"name": "c.jpg", "type": "image/jpeg", "size": 3}, "content": b"xyz"}}
+    assert rw.uploaded_files(v7) == [("c.jpg", b"xyz")]
+    assert rw.uploaded_files(()) == [] and rw.uploaded_files({}) == [] and rw.uploaded_files(None) == []
+
+
+def test_importing_revsearch_and_its_widgets_module_stays_light():
+    code = (
+        "import sys, revsearch, revsearch.widgets; "
+        "heavy = [m for m in ('tensorflow', 'keras', 'ipywidgets', 'IPython', 'gdown') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+# --------------------------------------------------------------------------- Colab
+
+
+@pytest.fixture()
+def fake_colab(monkeypatch, tmp_path):
+    """A google.colab module whose drive.mount creates MyDrive under a temporary mount point."""
+    calls: dict[str, list] = {"mount": [], "widget_manager": []}
+
+    def mount(mountpoint: str) -> None:
+        calls["mount"].append(mountpoint)
+        (Path(mountpoint) / "MyDrive").mkdir(parents=True)
+
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mount)  # type: ignore[attr-defined]
+    colab.output = types.SimpleNamespace(  # type: ignore[attr-defined]
+        enable_custom_widget_manager=lambda: calls["widget_manager"].append(True)
+    )
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setattr(rw, "COLAB_CONTENT", tmp_path / "content")
+    monkeypatch.setattr(rw, "DRIVE_MOUNT", tmp_path / "content" / "drive")
+    for key in [k for k in __import__("os").environ if k.startswith(rw.ENV_PREFIX)]:
+        monkeypatch.delenv(key)
+    return calls
+
+
+def test_colab_with_drive_mounts_it_and_unpacks_to_the_vm_disk(fake_colab, tmp_path):
+    assert rw.in_colab()
+    s = rw.notebook_settings("Google Drive", True, "", "resnet50-seed", 9)
+    assert fake_colab["mount"] == [str(tmp_path / "content" / "drive")]
+    drive = tmp_path / "content" / "drive" / "MyDrive" / "revsearch-data"
+    assert s.storage == "drive" and s.colab
+    assert s.persist_dir == drive and s.archive_dir == drive / "archives"
+    assert s.vector_dir == drive / "indexes" / "imagenet_resized-resnet50-seed"
+    assert s.work_dir == tmp_path / "content" / "revsearch-data"
+    assert s.dataset_dir == s.work_dir / "imagenet_resized"  # extracted to the fast local disk
+    assert s.legacy_dir == s.work_dir / "legacy_vectors"
+    rw.notebook_settings("Google Drive", True, "", "mobilenet", 9)
+    assert len(fake_colab["mount"]) == 1  # already mounted: not again
+    assert fake_colab["widget_manager"]  # for tqdm's progress bars while indexing
+    assert rw.enable_colab_widgets() is True
+
+
+def test_colab_with_vm_disk_does_not_mount(fake_colab, tmp_path):
+    s = rw.notebook_settings("VM disk", True, "", "mobilenet", 5)
+    assert fake_colab["mount"] == []
+    assert s.storage == "local" and s.persist_dir == s.work_dir == tmp_path / "content" / "revsearch-data"
+
+
+def test_colab_offline_never_mounts(fake_colab, monkeypatch):
+    monkeypatch.setenv("REVSEARCH_NB_OFFLINE", "1")
+    s = rw.notebook_settings("Google Drive", True, "", "resnet50", 9)
+    assert fake_colab["mount"] == [] and not s.colab and not s.download and s.offline
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@pytest.fixture()
+def no_env(monkeypatch):
+    import os
+
+    for key in [k for k in os.environ if k.startswith((rw.ENV_PREFIX, "COLAB_"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+
+
+def test_settings_outside_colab_use_local_folders(no_env, tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO, logger="revsearch"):
+        s = rw.notebook_settings("Google Drive", True, "", "resnet50-seed", 9)
+    assert not s.colab and s.storage == "local"
+    assert s.work_dir == s.persist_dir == tmp_path / "revsearch-data"
+    assert "Google Drive is not used" in caplog.text
+    assert not (tmp_path / "revsearch-data").exists()  # nothing created yet
+    assert rw.enable_colab_widgets() is False
+    assert "resnet50-seed" in s.describe() and str(s.vector_dir) in s.describe()
+
+
+def test_environment_overrides_the_form(no_env, tmp_path, monkeypatch):
+    photos = tmp_path / "my photos"
+    monkeypatch.setenv("REVSEARCH_NB_DATASET_DIR", str(photos))
+    monkeypatch.setenv("REVSEARCH_NB_MODEL", "MobileNet")
+    monkeypatch.setenv("REVSEARCH_NB_K", "4")
+    monkeypatch.setenv("REVSEARCH_NB_WEIGHTS", "none")
+    monkeypatch.setenv("REVSEARCH_NB_DOWNLOAD", "no")
+    monkeypatch.setenv("REVSEARCH_NB_WORK_DIR", str(tmp_path / "work"))
+    s = rw.notebook_settings("Google Drive", True, "", "resnet50-seed", 9)
+    assert (s.model, s.k, s.weights, s.download) == ("mobilenet", 4, None, False)
+    assert s.dataset_dir == photos and s.own_dataset
+    assert s.vector_dir == tmp_path / "work" / "indexes" / "my photos-mobilenet-random"
+    kwargs = s.search_kwargs()
+    assert kwargs["vector_dir"] == s.vector_dir and kwargs["k"] == 4 and kwargs["weights"] is None
+
+
+@pytest.mark.parametrize(
+    "env, needle",
+    [
+        ({"REVSEARCH_NB_MODEL": "vgg16"}, "unknown model"),
+        ({"REVSEARCH_NB_K": "many"}, "whole number"),
+        ({"REVSEARCH_NB_K": "0"}, "at least 1"),
+        ({"REVSEARCH_NB_DOWNLOAD": "perhaps"}, "REVSEARCH_NB_DOWNLOAD"),
+        ({"REVSEARCH_NB_STORAGE": "floppy"}, "floppy"),
+    ],
+)
+def test_bad_settings_are_clear_errors(env, needle):
+    with pytest.raises(RevsearchError, match=needle):
+        rw.notebook_settings(env=env)
+
+
+# --------------------------------------------------------------------------- data and index steps
+
+
+def _settings(tmp_path: Path, **env: str) -> rw.NotebookSettings:
+    base = {"REVSEARCH_NB_WORK_DIR": str(tmp_path / "work"), "REVSEARCH_NB_STORAGE": "VM disk"}
+    base.update(env)
+    return rw.notebook_settings(env=base)
+
+
+def test_fetch_data_skips_cleanly_when_download_is_off(tmp_path, monkeypatch, caplog):
+    import revsearch.data
+
+    monkeypatch.setattr(revsearch.data, "fetch_original_data", lambda *a, **k: pytest.fail("must not download"))
+    with caplog.at_level(logging.INFO, logger="revsearch"):
+        assert rw.fetch_data(_settings(tmp_path, REVSEARCH_NB_DOWNLOAD="0")) == {}
+        assert rw.fetch_data(_settings(tmp_path, REVSEARCH_NB_OFFLINE="1")) == {}
+        assert rw.fetch_data(_settings(tmp_path, REVSEARCH_NB_DATASET_DIR=str(tmp_path))) == {}
+    assert "Download is off" in caplog.text and "nothing to download" in caplog.text
+
+
+@pytest.mark.parametrize("model, vectors", [("resnet50-seed", True), ("mobilenet", False)])
+def test_fetch_data_asks_for_what_the_model_needs(tmp_path, monkeypatch, model, vectors):
+    import revsearch.data
+
+    calls = []
+
+    def fake(root, **kwargs):
+        calls.append((root, kwargs))
+        return {"images": Path(root) / "imagenet_resized"}
+
+    monkeypatch.setattr(revsearch.data, "fetch_original_data", fake)
+    s = _settings(tmp_path, REVSEARCH_NB_MODEL=model)
+    assert rw.fetch_data(s, quiet=True) == {"images": s.dataset_dir}
+    (root, kwargs), = calls
+    assert root == s.work_dir and kwargs["archive_dir"] == s.archive_dir
+    assert kwargs["images"] is True and kwargs["vectors"] is vectors and kwargs["quiet"] is True
+    # Once the index exists, the vector files are not needed any more (a new Colab session).
+    s.vector_dir.mkdir(parents=True)
+    (s.vector_dir / "revsearch.json").write_text("{}")
+    rw.fetch_data(s)
+    assert calls[-1][1]["images"] is True and calls[-1][1]["vectors"] is False
+
+
+def test_prepare_index_builds_then_reuses(tmp_path, resnet_random):
+    photos = tmp_path / "photos"
+    write_photos(photos, 5)
+    s = _settings(
+        tmp_path, REVSEARCH_NB_DATASET_DIR=str(photos), REVSEARCH_NB_MODEL="resnet50", REVSEARCH_NB_WEIGHTS="none"
+    )
+    index, report = rw.prepare_index(s, progress=False)
+    assert len(index) == 5 and report is not None and len(report.added) == 5
+    write_photos(photos, 1, start=5)
+    index, report = rw.prepare_index(s, progress=False)
+    assert len(index) == 6 and report.added == ["img0005.jpg"] and len(report.unchanged) == 5
+    assert rw.sample_query(s) == photos / "img0000.jpg"
+    assert rw.sample_query(s, "~/x.jpg") == Path.home() / "x.jpg"
+
+
+def test_prepare_index_without_images_says_what_to_do(tmp_path):
+    with pytest.raises(RevsearchError, match="DOWNLOAD_ORIGINAL_DATA"):
+        rw.prepare_index(_settings(tmp_path, REVSEARCH_NB_DOWNLOAD="0"))
+    with pytest.raises(RevsearchError, match="check DATASET_DIR"):
+        rw.prepare_index(_settings(tmp_path, REVSEARCH_NB_DATASET_DIR=str(tmp_path / "nope")))
+
+
+def test_prepare_index_imports_the_original_vectors_once(tmp_path):
+    s = _settings(tmp_path, REVSEARCH_NB_MODEL="resnet50-seed")
+    names = [p.name for p in write_photos(s.dataset_dir, 3, prefix="0001_00000")]
+    s.legacy_dir.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i, name in enumerate(names, start=1):  # the original format: {name: (100352,) float32}, bz2 pickle
+        with bz2.BZ2File(s.legacy_dir / f"{i}.pbz2", "wb") as f:
+            pickle.dump({name: rng.random(100352, dtype=np.float32)}, f)
+    index, report = rw.prepare_index(s, progress=False)
+    assert report is None and len(index) == 3 and sorted(index.paths) == sorted(names)
+    assert index.spec["model"] == "resnet50-seed" and index.dataset_dir == s.dataset_dir
+    again, report = rw.prepare_index(s, progress=False)  # a rerun opens it, never re-imports
+    assert report is None and len(again) == 3
+
+
+def test_sample_query_of_an_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RevsearchError, match="no image"):
+        rw.sample_query(_settings(tmp_path, REVSEARCH_NB_DATASET_DIR=str(tmp_path / "empty")))
+
+
+def test_notebook_logging_adds_one_handler(capsys):
+    log = rw.notebook_logging()
+    rw.notebook_logging()
+    try:
+        handlers = [h for h in log.handlers if isinstance(h, rw._NotebookHandler)]
+        assert len(handlers) == 1
+        logging.getLogger("revsearch.index").info("indexed %d images", 3)
+        logging.getLogger("revsearch.data").warning("quota exceeded")
+        out = capsys.readouterr().out
+        assert "indexed 3 images\n" in out and "Warning: quota exceeded" in out
+    finally:
+        for h in handlers:
+            log.removeHandler(h)
+        log.setLevel(logging.NOTSET)
