@@ -48,12 +48,16 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
+    from .errors import ImageReadError
     from .images import load_image, read_source
     from .index import Index
 
     index = Index.open(args.vector_dir)
     query = read_source(args.query)
-    load_image(query)  # a bad query fails here, before the model loads
+    try:
+        load_image(query)  # a bad query fails here, before the model loads
+    except ImageReadError as e:  # decoded from its bytes: name the file again
+        raise ImageReadError(str(e).replace("the given bytes", repr(str(args.query)))) from None
     matches = index.search(query, args.k, dataset_dir=args.dataset_dir)
     if args.out:
         from .display import plot_results, save_figure
@@ -114,6 +118,71 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_index, evaluate_near_duplicates
+    from .index import Index
+
+    index = Index.open(args.vector_dir)
+    if args.near_duplicates:
+        report: Any = evaluate_near_duplicates(
+            index,
+            args.dataset_dir,
+            k=args.k,
+            sample=args.sample or None,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            progress=not args.quiet and not args.json,
+        )
+    else:
+        report = evaluate_index(index, args.dataset_dir, k=args.k, layout=args.layout)
+    if args.json:
+        head = {"dataset_dir": args.dataset_dir, "index": str(index.folder), "model": index.spec["model"]}
+        print(json.dumps({**head, **report.to_dict()}, indent=2))
+        return 0
+    k = report.k
+    if args.near_duplicates:
+        print(f"near duplicates in {index.folder} ({index.spec['model']}): {report.summary()}")
+        print(f"{'edit':<12} {'copies':>6} {'recall@1':>9} {f'recall@{k}':>9}")
+        for name, s in report.per_edit.items():
+            print(f"{name:<12} {s.n:>6} {s.recall_at_1:>9.4f} {s.recall_at_k:>9.4f}")
+        print(f"{'all':<12} {sum(s.n for s in report.per_edit.values()):>6} {report.recall_at_1:>9.4f} {report.recall_at_k:>9.4f}")
+        for path in report.skipped:
+            print(f"skipped {path}: unreadable", file=sys.stderr)
+        return 0
+    print(f"classes in {index.folder} ({index.spec['model']}, {report.layout} layout): {report.summary()}")
+    width = max([5, *(len(c) for c in report.per_class)])
+    print(f"{'class':<{width}} {'images':>6} {f'prec@{k}':>8} {'AP':>8} {'recall@1':>9}")
+    for name, c in report.per_class.items():
+        print(f"{name:<{width}} {c.n_images:>6} {c.precision_at_k:>8.4f} {c.average_precision:>8.4f} {c.recall_at_1:>9.4f}")
+    print(
+        f"{'all':<{width}} {report.n_queries:>6} {report.precision_at_k:>8.4f} "
+        f"{report.mean_average_precision:>8.4f} {report.recall_at_1:>9.4f}"
+    )
+    return 0
+
+
+def _add_evaluate_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="measure retrieval quality on a labelled folder (class per folder or CLASS_NUMBER.jpg), or near-duplicate recall",
+    )
+    p.add_argument("dataset_dir", metavar="DATASET_DIR", help="the folder the index was built from")
+    p.add_argument("vector_dir", metavar="VECTOR_DIR", help="the index folder (any revsearch index, or an imported legacy one)")
+    p.add_argument("-k", type=int, default=9, help="cut-off of precision@k / recall@k (default 9)")
+    p.add_argument("--layout", choices=["auto", "folder", "prefix"], default="auto", help="where the class is read from")
+    p.add_argument(
+        "--near-duplicates",
+        action="store_true",
+        help="query with edited copies (JPEG q30, resize, crop, rotate, colour, grey, flip, letterbox, text) of indexed photos",
+    )
+    p.add_argument("--sample", type=int, default=200, help="photos to edit in --near-duplicates mode (default 200; 0: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --sample draw")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``revsearch`` command (also used to check the docs)."""
     parser = argparse.ArgumentParser(
@@ -162,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_info)
 
+    _add_evaluate_parser(sub)
     for extra in _EXTRA_COMMANDS:
         extra(sub)
     return parser
@@ -178,8 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "k", 1) is not None and getattr(args, "k", 1) < 1:
         parser.error("-k must be at least 1")
+    # Without --debug the command reports what matters itself (errors as one line, skipped
+    # files): library log records would only repeat it.
     logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.ERROR, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if args.debug else logging.CRITICAL, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
         return int(args.func(args) or 0)
@@ -189,8 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RevsearchError, OSError, ValueError) as e:
         if args.debug:
             raise
-        message = str(e) or type(e).__name__
-        print(f"revsearch: error: {message}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+        print(f"revsearch: error: {message}", file=sys.stderr)  # always one line
         return EXIT_ERROR
 
 

@@ -102,19 +102,38 @@ class _Shard:
             "paths": f"paths-{self.token}.txt",
         }
 
+    def _missing(self, kind: str) -> IndexFormatError:
+        assert self.folder is not None
+        return IndexFormatError(
+            f"index file {str(self.folder / self.files[kind])!r} is gone: the index was updated (or damaged) "
+            "since this Index was opened; open it again with Index.open"
+        )
+
     @property
     def rows(self) -> np.ndarray:
         if self._rows is None:
             assert self.folder is not None
-            self._rows = np.load(self.folder / self.files["rows"], mmap_mode="r")
+            try:
+                self._rows = np.load(self.folder / self.files["rows"], mmap_mode="r")
+            except FileNotFoundError:
+                raise self._missing("rows") from None
         return self._rows
 
     @property
     def paths(self) -> list[str]:
         if self._paths is None:
             assert self.folder is not None
-            text = (self.folder / self.files["paths"]).read_text(encoding="utf-8")
-            self._paths = text.split("\n")[:-1] if text else []
+            try:
+                text = (self.folder / self.files["paths"]).read_text(encoding="utf-8")
+            except FileNotFoundError:
+                raise self._missing("paths") from None
+            paths = text.split("\n")[:-1] if text else []
+            if len(paths) != self.count:
+                raise IndexFormatError(
+                    f"index file {str(self.folder / self.files['paths'])!r} names {len(paths)} images, "
+                    f"expected {self.count}: the index is damaged; rebuild it"
+                )
+            self._paths = paths
         return self._paths
 
 
@@ -454,8 +473,9 @@ class Index:
 
         Parameters
         ----------
-        vectors : numpy.ndarray
-            Shape (dim,) for one query, or (b, dim) for a batch; L2-normalised float32.
+        vectors : array_like
+            Shape (dim,) for one query, or (b, dim) for a batch (an array or nested lists);
+            L2-normalised here, so scores are cosines whatever the vectors' length.
         k : int, default 9
         dataset_dir : path, optional
             Where the images are now (default: :attr:`dataset_dir`).
@@ -469,7 +489,10 @@ class Index:
         list of Match, or list of lists of Match for a batch
             Best first.
         """
+        from .embedding import l2_normalize
+
         single = np.ndim(vectors) == 1
+        vectors = l2_normalize(np.asarray(vectors, dtype=np.float32))
         scores, rows = self.topk(vectors, k, exclude=exclude, exact=exact)
         out = self._matches(scores, rows, dataset_dir)
         return out[0] if single else out
@@ -659,7 +682,8 @@ class Index:
             raise RevsearchError(
                 f"{str(folder)!r} already holds an index: choose an empty folder (nothing was overwritten)"
             )
-        vectors = l2_normalize(np.asarray(vectors, np.float32).reshape(len(paths), -1))
+        vectors = np.asarray(vectors, np.float32)
+        vectors = l2_normalize(vectors.reshape(len(paths), -1 if len(paths) else int(spec["dim"])))
         if vectors.shape[1] != int(spec["dim"]):
             raise ValueError(f"vectors have dimension {vectors.shape[1]}, spec says {spec['dim']}")
         if rows is None:
@@ -757,15 +781,14 @@ class _Writer:
             report.added.extend(rel)
             self._commit(complete=False)
             return list(range(len(rel)))
-        keep_vec: list[np.ndarray] = []
-        keep_rows: list[np.ndarray] = []
         keep_paths: list[str] = []
-        kept_shards_whole: list[_Shard] = []
+        shards: list[_Shard] = []
         changed_any = False
         embedded_again: set[str] = set()
         for shard in old._shards:
             rows = np.array(shard.rows)  # small copy: (n,) records
             keep_mask = np.zeros(shard.count, bool)
+            shard_changed = False
             for j, path in enumerate(shard.paths):
                 i = where.get(path)
                 if i is None:
@@ -778,25 +801,20 @@ class _Writer:
                     keep_mask[j] = True
                     st = os.stat(files[i])
                     rows[j]["size"], rows[j]["mtime_ns"] = st.st_size, st.st_mtime_ns
-                    changed_any = True
+                    shard_changed = True
                 else:
                     embedded_again.add(path)
-            if keep_mask.all() and not changed_any:
-                kept_shards_whole.append(shard)
-            else:
-                changed_any = True
-            keep_vec.append(np.asarray(shard.vectors)[keep_mask])
-            keep_rows.append(rows[keep_mask])
-            keep_paths.extend(p for p, m in zip(shard.paths, keep_mask) if m)
-        if changed_any or report.removed or embedded_again:
-            if keep_paths:
-                base = _write_shard(self.folder, np.concatenate(keep_vec), np.concatenate(keep_rows), keep_paths)
-                self.shards = [base]
-            else:
-                self.shards = []
+            paths = [p for p, m in zip(shard.paths, keep_mask) if m]
+            keep_paths.extend(paths)
+            if keep_mask.all() and not shard_changed:
+                shards.append(shard)  # kept as it is: unchanged shards are never rewritten
+                continue
+            changed_any = True
+            if paths:  # rewrite this shard only (bounded memory: one shard at a time)
+                shards.append(_write_shard(self.folder, np.asarray(shard.vectors)[keep_mask], rows[keep_mask], paths))
+        self.shards = shards
+        if changed_any:
             self._commit(complete=False)
-        else:
-            self.shards = list(old._shards)
         kept = set(keep_paths)
         report.unchanged.extend(p for p in keep_paths)
         todo = []

@@ -44,8 +44,9 @@ class Match:
         return Path(self.relpath).name
 
 
-#: Rows scored per matrix product: bounds the temporary score matrix to CHUNK_ROWS x batch float32.
-CHUNK_ROWS = 65536
+#: Most rows scored per matrix product (1 GiB of 2048-d float32): few, large products keep BLAS
+#: threads busy; the temporary score matrix is bounded by CHUNK_ROWS x batch and SCORE_BUDGET.
+CHUNK_ROWS = 1 << 18
 
 
 def _as_queries(queries: np.ndarray, dim: int) -> tuple[np.ndarray, bool]:
@@ -64,6 +65,33 @@ def _as_queries(queries: np.ndarray, dim: int) -> tuple[np.ndarray, bool]:
     return np.ascontiguousarray(q, dtype=np.float32), single
 
 
+#: At most this many scores (rows x queries) per matrix product: 16 MB of float32. A batch of b
+#: queries is scored min(chunk_rows, SCORE_BUDGET // b) rows at a time.
+SCORE_BUDGET = 1 << 22
+#: Queries whose block scores are partitioned together (bounds that temporary copy).
+_PARTITION_GROUP = 8
+
+
+def _merge_topk(
+    best_s: np.ndarray, best_r: np.ndarray, cand_s: np.ndarray, cand_r: np.ndarray, cand_q: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge candidates (score, row, query) into the running (b, k) best: best first, ties by row."""
+    b, k = best_s.shape
+    have = np.isfinite(best_s)
+    s = np.concatenate([best_s[have], cand_s])
+    r = np.concatenate([best_r[have], cand_r])
+    qq = np.concatenate([np.nonzero(have)[0], cand_q])
+    order = np.lexsort((r, -s, qq))
+    s, r, qq = s[order], r[order], qq[order]
+    rank = np.arange(len(qq)) - np.searchsorted(qq, np.arange(b))[qq]
+    keep = rank < k
+    out_s = np.full((b, k), -np.inf, np.float32)
+    out_r = np.full((b, k), -1, np.int64)
+    out_s[qq[keep], rank[keep]] = s[keep]
+    out_r[qq[keep], rank[keep]] = r[keep]
+    return out_s, out_r
+
+
 def topk_cosine(
     shards: Sequence[np.ndarray],
     queries: np.ndarray,
@@ -74,9 +102,12 @@ def topk_cosine(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product (cosine for L2-normalised vectors) over all vectors.
 
-    Scores are computed as float32 matrix products over blocks of at most ``chunk_rows`` rows
-    (views of memory-mapped shards are read in place, never copied whole), keeping a running
-    top-k per query with a partial sort.
+    Scores are computed as float32 matrix products over blocks of rows (views of memory-mapped
+    shards are read in place, never copied whole). A running top-k per query is kept: a row of a
+    block is a candidate only if it beats the k-th best score so far, so most blocks cost one
+    comparison per score beyond the matrix product; a block with many candidates (the first one)
+    is cut to each query's k best with a partial sort. Ties are broken by row number (the lower
+    row ranks first), also at the k-th place.
 
     Parameters
     ----------
@@ -89,7 +120,9 @@ def topk_cosine(
     exclude : sequence of int, optional
         Global row numbers never to return (e.g. the query's own row).
     chunk_rows : int
-        Block size; bounds the temporary score matrix to (chunk_rows, b) float32.
+        Most rows per block; a batch of b queries uses at most ``SCORE_BUDGET // b`` rows
+        (at least 1024), so the temporary score matrix stays within (chunk_rows, b) float32
+        and 16 MB, whatever the number of vectors.
 
     Returns
     -------
@@ -104,37 +137,37 @@ def topk_cosine(
     q, _ = _as_queries(queries, dim)
     b = q.shape[0]
     qt = np.ascontiguousarray(q.T)  # (d, b)
-    excluded = np.asarray(sorted(set(exclude or ())), dtype=np.int64)
-    best_s = np.empty((0, b), np.float32)
-    best_r = np.empty((0, b), np.int64)
+    excluded = np.unique(np.asarray(list(exclude) if exclude is not None else [], dtype=np.int64))
+    step = max(1, min(int(chunk_rows), max(1024, SCORE_BUDGET // b)))
+    best_s = np.full((b, k), -np.inf, np.float32)  # running top-k, best first
+    best_r = np.full((b, k), -1, np.int64)
     offset = 0
     for shard in shards:
         n = shard.shape[0]
-        for start in range(0, n, chunk_rows):
-            block = np.asarray(shard[start : start + chunk_rows])
+        for start in range(0, n, step):
+            block = np.asarray(shard[start : start + step])
+            m = len(block)
+            lo = offset + start
             s = block @ qt  # (m, b) float32
-            rows = np.arange(offset + start, offset + start + len(block), dtype=np.int64)
             if excluded.size:
-                hit = np.isin(rows, excluded)
-                if hit.any():
-                    s[hit] = -np.inf
-            kk = min(k, len(block))
-            if kk < len(block):
-                part = np.argpartition(s, len(block) - kk, axis=0)[len(block) - kk :]
-                s_top = np.take_along_axis(s, part, axis=0)
-                r_top = rows[part]
-            else:
-                s_top, r_top = s, np.broadcast_to(rows[:, None], s.shape)
-            best_s = np.concatenate([best_s, s_top])
-            best_r = np.concatenate([best_r, r_top])
-            if len(best_s) > k:
-                part = np.argpartition(best_s, len(best_s) - k, axis=0)[len(best_s) - k :]
-                best_s = np.take_along_axis(best_s, part, axis=0)
-                best_r = np.take_along_axis(best_r, part, axis=0)
+                e = excluded[np.searchsorted(excluded, lo) : np.searchsorted(excluded, lo + m)]
+                if e.size:
+                    s[e - lo] = -np.inf
+            # Rows seen before have lower numbers and so win ties: a row of this block must beat
+            # the k-th best strictly (NaN and excluded rows never do).
+            mask = s > best_s[:, k - 1]
+            if np.count_nonzero(mask) > 2 * k * b + 256:
+                kk = min(k, m)
+                for j in range(0, b, _PARTITION_GROUP):
+                    part = s[:, j : j + _PARTITION_GROUP].T.copy()  # (g, m): each query's scores contiguous
+                    part.partition(m - kk, axis=1)
+                    mask[:, j : j + _PARTITION_GROUP] &= s[:, j : j + _PARTITION_GROUP] >= part[:, m - kk]
+                    del part
+            ri, qi = np.nonzero(mask)
+            del mask
+            if ri.size:
+                best_s, best_r = _merge_topk(best_s, best_r, s[ri, qi], ri + lo, qi)
+            del s
         offset += n
-    # best first; ties broken by row number so results are deterministic
-    order = np.lexsort((best_r, -best_s), axis=0)
-    scores = np.take_along_axis(best_s, order, axis=0).T
-    rows_out = np.take_along_axis(best_r, order, axis=0).T
-    keep = np.isfinite(scores).all(axis=0)  # drop columns that were excluded rows
-    return np.ascontiguousarray(scores[:, keep]), np.ascontiguousarray(rows_out[:, keep])
+    keep = np.isfinite(best_s).all(axis=0)  # drop places no query could fill (k > rows available)
+    return np.ascontiguousarray(best_s[:, keep]), np.ascontiguousarray(best_r[:, keep])
