@@ -148,8 +148,9 @@ def reverse_image_search(
     if k < 1:
         raise ValueError(f"k must be at least 1, not {k}")
     try:
+        label = str(query) if isinstance(query, (str, os.PathLike)) else None
         query = read_source(query)  # the query's bytes, decoded like the indexed files
-        query_image = load_image(query)  # read the query first: a bad query fails before any indexing
+        query_image = load_image(query, label=label)  # a bad query fails before any indexing
     except ImageReadError as e:
         raise ImageReadError(f"bad query: {e}") from None
     report = None

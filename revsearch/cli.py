@@ -48,16 +48,12 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from .errors import ImageReadError
     from .images import load_image, read_source
     from .index import Index
 
     index = Index.open(args.vector_dir)
     query = read_source(args.query)
-    try:
-        load_image(query)  # a bad query fails here, before the model loads
-    except ImageReadError as e:  # decoded from its bytes: name the file again
-        raise ImageReadError(str(e).replace("the given bytes", repr(str(args.query)))) from None
+    load_image(query, label=args.query)  # a bad query fails here, before the model loads
     matches = index.search(query, args.k, dataset_dir=args.dataset_dir)
     if args.out:
         from .display import plot_results, save_figure

@@ -308,20 +308,22 @@ class Embedder:
             keras.config.set_dtype_policy(previous_policy)
 
     # ------------------------------------------------------------------ preprocessing
-    def prepare(self, source: ImageSource) -> np.ndarray:
+    def prepare(self, source: ImageSource, *, label: str | None = None) -> np.ndarray:
         """Read one image and pad/resize it to the model's input size.
 
         Parameters
         ----------
         source : ImageSource
             Path, bytes, array or PIL image (see :func:`revsearch.images.load_image`).
+        label : str, optional
+            How error messages name the image.
 
         Returns
         -------
         numpy.ndarray
             Shape (S, S, 3), float32 RGB 0..255, with S = :attr:`input_size`.
         """
-        return prepare_image(source, self.input_size, fit=self.fit, fill=self.fill)
+        return prepare_image(source, self.input_size, fit=self.fit, fill=self.fill, label=label)
 
     def normalize_batch(self, batch: np.ndarray) -> np.ndarray:
         """Apply the model's own input normalisation to prepared images.
@@ -366,7 +368,12 @@ class Embedder:
             )
         if len(batch) == 0:
             return np.zeros((0, self.dim), np.float32)
-        out = self.keras_model.predict_on_batch(self.normalize_batch(batch.copy()))
+        return self._embed_own_batch(batch.copy())
+
+    def _embed_own_batch(self, batch: np.ndarray) -> np.ndarray:
+        """:meth:`embed_prepared` of a checked (n, S, S, 3) float32 batch the caller gives up:
+        it is normalised in place, not copied."""
+        out = self.keras_model.predict_on_batch(self.normalize_batch(batch))
         out = np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
         return l2_normalize(out)
 
@@ -407,9 +414,9 @@ class Embedder:
             return None, None, f"cannot read the file: {e.strerror or e}"
         info = FileInfo(st.st_size, st.st_mtime_ns, hashlib.blake2b(data, digest_size=16).digest())
         try:
-            return info, self.prepare(data), None
+            return info, self.prepare(data, label=str(path)), None
         except ImageReadError as e:
-            return info, None, str(e).replace("the given bytes", "the file")
+            return info, None, str(e)
 
     def embed_files(
         self,
@@ -452,7 +459,8 @@ class Embedder:
         todo = iter(range(len(paths)))
         pending: deque = deque()
         idx: list[int] = []
-        arrays: list[np.ndarray] = []
+        # One batch buffer, filled as images arrive and normalised in place (no stacking, no copy).
+        buf = np.empty((batch_size, self.input_size, self.input_size, 3), np.float32)
         infos: list[FileInfo] = []
         skipped: list[SkippedFile] = []
         try:
@@ -475,14 +483,15 @@ class Embedder:
                         skipped.append(SkippedFile(paths[i], err))
                         bar.update(1)
                     else:
+                        buf[len(idx)] = arr
                         idx.append(i)
-                        arrays.append(arr)  # type: ignore[arg-type]
                         infos.append(info)  # type: ignore[arg-type]
-                    if len(arrays) == batch_size or (not pending and (arrays or skipped)):
-                        vecs = self.embed_prepared(np.stack(arrays)) if arrays else np.zeros((0, self.dim), np.float32)
-                        bar.update(len(arrays))
+                    if len(idx) == batch_size or (not pending and (idx or skipped)):
+                        n = len(idx)
+                        vecs = self._embed_own_batch(buf[:n]) if n else np.zeros((0, self.dim), np.float32)
+                        bar.update(n)
                         yield EmbeddedBatch(idx, vecs, infos, skipped)
-                        idx, arrays, infos, skipped = [], [], [], []
+                        idx, infos, skipped = [], [], []
         finally:
             bar.close()
 

@@ -242,6 +242,7 @@ def load_image(
     *,
     background: tuple[int, int, int] = (255, 255, 255),
     draft_size: int | None = None,
+    label: str | None = None,
 ) -> Image.Image:
     """Read an image into 8-bit RGB.
 
@@ -261,6 +262,8 @@ def load_image(
         If given, a JPEG may be decoded at a reduced scale (a power of two) as long as its longer
         side stays at least ``draft_size`` pixels: much faster, for images that will be resized
         down anyway.
+    label : str, optional
+        How error messages name the image (e.g. the file a buffer of bytes was read from).
 
     Returns
     -------
@@ -273,7 +276,7 @@ def load_image(
         If the source is missing, empty, truncated, corrupt, not an image, or larger than
         :data:`MAX_PIXELS` (a possible decompression bomb). The message names the file.
     """
-    what = _describe(source)
+    what = repr(label) if label is not None else _describe(source)
     try:
         if isinstance(source, np.ndarray):
             img = _array_to_image(source)
@@ -378,6 +381,7 @@ def prepare_image(
     *,
     fit: str = "pad",
     fill: tuple[int, int, int] | str = (0, 0, 0),
+    label: str | None = None,
 ) -> np.ndarray:
     """Read an image and bring it to the model's input size, before ``preprocess_input``.
 
@@ -392,13 +396,15 @@ def prepare_image(
         centred square.
     fill : tuple of 3 int, ``"edge"`` or ``"mean"``, default black
         The padding colour (see :func:`pad_to_square`).
+    label : str, optional
+        How error messages name the image.
 
     Returns
     -------
     numpy.ndarray
         Shape (size, size, 3), float32, RGB values in 0..255.
     """
-    img = load_image(source, draft_size=size)
+    img = load_image(source, draft_size=size, label=label)
     if fit == "pad":
         img = pad_to_square(img, fill)
     elif fit == "crop":
