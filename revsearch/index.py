@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .embedding import Embedder, FileInfo, get_embedder
+from .embedding import Embedder, FileInfo, get_embedder, preprocessing_options
 from .errors import IndexFormatError, IndexNotFoundError, ModelMismatchError, RevsearchError
 from .images import ImageSource, SkippedFile, find_images
 from .search import Match, topk_cosine
@@ -168,12 +168,19 @@ def _new_token() -> str:
     return f"{time.time_ns() // 1_000_000:x}-{secrets.token_hex(3)}"
 
 
-def _write_shard(folder: Path, vectors: np.ndarray, rows: np.ndarray, paths: Sequence[str]) -> _Shard:
-    """Write the three files of a new shard (atomically each); the manifest does not name it yet."""
+def _write_shard(
+    folder: Path, vectors: np.ndarray, rows: np.ndarray, paths: Sequence[str], *, token: str | None = None
+) -> _Shard:
+    """Write the three files of a new shard (atomically each); the manifest does not name it yet.
+
+    ``token`` names the files (default: a new unique one). A deterministic token (Dask partitions)
+    makes a retried write replace the same files; the paths file is written last, so its presence
+    means the shard is complete.
+    """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if not (len(vectors) == len(rows) == len(paths)):
         raise ValueError("vectors, rows and paths must be aligned")
-    shard = _Shard(_new_token(), len(vectors), vectors, folder=folder)
+    shard = _Shard(token or _new_token(), len(vectors), vectors, folder=folder)
     f = shard.files
     _write_atomic(folder / f["vectors"], lambda fh: np.lib.format.write_array(fh, vectors, allow_pickle=False))
     _write_atomic(
@@ -414,7 +421,12 @@ class Index:
                         f"the index was built with weights from a file ({spec['weights']}) that is not at "
                         f"{weights!r} any more: pass the weights file again (weights=... / --weights)"
                     )
-            emb = get_embedder(name, weights=weights, precision=spec.get("precision", "float32"))
+            emb = get_embedder(
+                name,
+                weights=weights,
+                precision=spec.get("precision", "float32"),
+                **preprocessing_options(spec.get("preprocessing", "")),  # fit, fill, pooling as recorded
+            )
             self.check_compatible(emb.spec)
             self._embedder = emb
         return self._embedder
@@ -634,6 +646,11 @@ class Index:
                     done.update(rel[todo[j]] for j in batch.indices)
                     report.skipped.extend(batch.skipped)
             writer.finish()
+            stale_ann = (writer.manifest or {}).get("ann_stale")
+            if stale_ann:  # the index had an approximate index: extend or rebuild it (logged there)
+                from .ann import refresh_after_update
+
+                refresh_after_update(folder, stale_ann, progress=progress)
         report.added = [r for r in report.added if r in done]
         report.updated = [r for r in report.updated if r in done]
         report.seconds = time.perf_counter() - t0
@@ -708,7 +725,9 @@ def _commit(
 ) -> dict[str, Any]:
     """Atomically replace the manifest, then delete shard files it no longer names."""
     manifest: dict[str, Any] = dict(previous or {})
-    manifest.pop("ann", None)  # an approximate index is stale once the vectors change
+    stale_ann = manifest.pop("ann", None)  # an approximate index is stale once the vectors change:
+    if stale_ann:  # remember it, so the end of the run (or a resumed run) rebuilds or extends it (revsearch.ann)
+        manifest["ann_stale"] = stale_ann
     manifest.update(
         {
             "format": FORMAT_NAME,

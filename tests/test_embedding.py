@@ -78,7 +78,8 @@ def test_spec_fields_of_named_models() -> None:
         assert spec["dim"] == info.dim == e.dim
         assert spec["weights"] == "none"
         assert spec["precision"] == "float32"
-        assert "224" in spec["preprocessing"] and spec["preprocessing"].startswith("pad:")
+        default_fit = "pad:" if name == "resnet50-seed" else "crop:"  # the original pipeline pads
+        assert "224" in spec["preprocessing"] and spec["preprocessing"].startswith(default_fit)
     assert Embedder("resnet50", weights=None).dim == 2048
     assert Embedder("mobilenet", weights=None).dim == 1024
     assert Embedder("ResNet50", weights=None).name == "resnet50"
@@ -249,7 +250,7 @@ def test_resnet_random_vectors(resnet_random: Embedder) -> None:
     # resnet50: keras.applications.resnet50.preprocess_input, then the model
     from keras.applications.resnet50 import preprocess_input
 
-    x = np.stack([prepare_image(i) for i in imgs])
+    x = np.stack([resnet_random.prepare(i) for i in imgs])
     raw = np.asarray(resnet_random.keras_model.predict_on_batch(preprocess_input(x.copy())))
     np.testing.assert_allclose(v, l2_normalize(raw), rtol=1e-4, atol=1e-5)
 
@@ -263,7 +264,8 @@ def test_resnet50_seed_is_raw_bgr(resnet_random: Embedder) -> None:
     assert float(a @ b) < 0.999
     # resnet50-seed = the ResNet50 model on raw BGR 0..255, without preprocess_input
     bgr = prepare_image(img)[None, ..., ::-1].copy()
-    for model in (seed.keras_model, resnet_random.keras_model):
+    avg_pooled = get_embedder("resnet50", weights=None, pooling="avg")  # the default pools with GeM
+    for model in (seed.keras_model, avg_pooled.keras_model):
         raw = np.asarray(model.predict_on_batch(bgr))[0]
         np.testing.assert_allclose(b, raw / np.linalg.norm(raw), rtol=1e-4, atol=1e-5)
 
