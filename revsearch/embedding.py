@@ -127,7 +127,7 @@ class EmbeddedBatch:
     skipped: list[SkippedFile] = field(default_factory=list)
 
 
-def _weights_id(weights: str | os.PathLike | None) -> str:
+def weights_id(weights: str | os.PathLike | None) -> str:
     if weights is None or (isinstance(weights, str) and weights.lower() == "none"):
         return "none"
     if isinstance(weights, str) and weights == "imagenet":
@@ -227,7 +227,7 @@ class Embedder:
             self.dim = self._info.dim
             self.input_size = 224
             self._weights_arg = weights
-            self.weights = _weights_id(weights)
+            self.weights = weights_id(weights)
         else:
             if not (hasattr(model, "predict_on_batch") and hasattr(model, "input_shape")):
                 raise UnknownModelError(

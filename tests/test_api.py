@@ -199,3 +199,20 @@ def test_another_model_is_refused_and_the_index_untouched(generated) -> None:  #
 
 def json_count(vec: Path) -> int:
     return int(json.loads((vec / MANIFEST_NAME).read_text())["count"])
+
+
+def test_model_name_uses_the_preprocessing_recorded_in_the_index(tmp_path: Path) -> None:
+    """An index built with non-default preprocessing (pad + average pooling) is searched with that
+    preprocessing when the caller names the same model, instead of being refused as a mismatch."""
+    from revsearch.embedding import get_embedder
+    from revsearch.index import Index
+
+    ds = tmp_path / "ds"
+    write_photos(ds, 6)
+    padded = get_embedder("resnet50", weights=None, fit="pad", pooling="avg")
+    Index.build(ds, tmp_path / "vec", padded, progress=False)
+    query = sorted(ds.iterdir())[2]
+    results = reverse_image_search(query, "resnet50", ds, tmp_path / "vec", False, k=3, weights=None)
+    assert results[0].relpath == query.name
+    assert results[0].score == pytest.approx(1.0, abs=1e-4)
+    assert results.index is not None and "pad:" in results.index.spec["preprocessing"]
