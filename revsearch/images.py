@@ -242,6 +242,7 @@ def load_image(
     *,
     background: tuple[int, int, int] = (255, 255, 255),
     draft_size: int | None = None,
+    draft_side: str = "long",
     label: str | None = None,
 ) -> Image.Image:
     """Read an image into 8-bit RGB.
@@ -259,9 +260,12 @@ def load_image(
     background : tuple of 3 int, default (255, 255, 255)
         The colour transparent pixels are composited onto.
     draft_size : int, optional
-        If given, a JPEG may be decoded at a reduced scale (a power of two) as long as its longer
-        side stays at least ``draft_size`` pixels: much faster, for images that will be resized
-        down anyway.
+        If given, a JPEG may be decoded at a reduced scale (a power of two) as long as the side
+        named by ``draft_side`` stays at least ``draft_size`` pixels: much faster, for images that
+        will be resized down anyway.
+    draft_side : {"long", "short"}, default "long"
+        Which side must keep ``draft_size`` pixels: the long one for an image that will be padded
+        to a square, the short one for an image that will be centre-cropped.
     label : str, optional
         How error messages name the image (e.g. the file a buffer of bytes was read from).
 
@@ -293,8 +297,8 @@ def load_image(
                         "refused as a possible decompression bomb (resize it first)"
                     )
                 if draft_size and img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK"):
-                    long_side = max(w, h)
-                    req = (max(1, -(-draft_size * w // long_side)), max(1, -(-draft_size * h // long_side)))
+                    side = max(w, h) if draft_side == "long" else min(w, h)
+                    req = (max(1, -(-draft_size * w // side)), max(1, -(-draft_size * h // side)))
                     img.draft(img.mode, req)
         if getattr(img, "is_animated", False):
             img.seek(0)
@@ -404,7 +408,7 @@ def prepare_image(
     numpy.ndarray
         Shape (size, size, 3), float32, RGB values in 0..255.
     """
-    img = load_image(source, draft_size=size, label=label)
+    img = load_image(source, draft_size=size, draft_side="short" if fit == "crop" else "long", label=label)
     if fit == "pad":
         img = pad_to_square(img, fill)
     elif fit == "crop":

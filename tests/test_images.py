@@ -621,3 +621,21 @@ def test_read_source(tmp_path: Path) -> None:
     (tmp_path / "e.png").write_bytes(b"")
     with pytest.raises(ImageReadError, match="empty"):
         images.read_source(tmp_path / "e.png")
+
+
+def test_crop_of_a_wide_jpeg_is_not_upscaled_from_a_reduced_decode(tmp_path: Path) -> None:
+    """A reduced-scale JPEG decode must keep the *short* side at 224 px when the image will be
+    centre-cropped: a 1024x500 photo cropped to 224 must match a full decode, not a 125 px crop
+    stretched to 224."""
+    from PIL import ImageFilter
+
+    rng = np.random.default_rng(3)
+    noise = Image.fromarray((rng.random((500, 1024, 3)) * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1))
+    path = tmp_path / "wide.jpg"
+    noise.save(path, quality=95)
+    fast = prepare_image(path, 224, fit="crop")
+    full = Image.open(path).convert("RGB")
+    w, h = full.size
+    ref = full.crop(((w - h) // 2, 0, (w - h) // 2 + h, h)).resize((224, 224), Image.Resampling.BICUBIC)
+    err = np.abs(fast - np.asarray(ref, np.float32)).mean()
+    assert err < 6.0, f"mean abs difference {err:.1f}: the crop was upscaled from a too small decode"
