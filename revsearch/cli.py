@@ -33,17 +33,33 @@ def _cmd_index(args: argparse.Namespace) -> int:
         embedder = Index.open(args.vector_dir).embedder()
     else:
         embedder = get_embedder(args.model or "resnet50", weights=args.weights, precision=args.precision)
-    index, report = Index.build(
-        args.dataset_dir,
-        args.vector_dir,
-        embedder,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        progress=not args.quiet,
-    )
+    if getattr(args, "dask", None):  # on a Dask cluster (revsearch.distributed)
+        from .distributed import build_index_dask
+
+        index, dreport = build_index_dask(
+            args.dataset_dir, args.vector_dir, embedder, client=args.dask, n_workers=args.dask_workers,
+            partition_size=args.partition_size, batch_size=args.batch_size, progress=not args.quiet,
+        )
+        report, summary = dreport.report, dreport.summary()
+    else:
+        index, report = Index.build(
+            args.dataset_dir,
+            args.vector_dir,
+            embedder,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            progress=not args.quiet,
+        )
+        summary = report.summary()
     for s in report.skipped:
         print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
-    print(f"{index.folder}: {len(index)} vectors ({index.spec['model']}, {index.dim}-d); {report.summary()}")
+    print(f"{index.folder}: {len(index)} vectors ({index.spec['model']}, {index.dim}-d); {summary}")
+    ann = index.manifest.get("ann")
+    if ann:  # an approximate index was brought up to date (revsearch.ann)
+        last = ann.get("last_update", {})
+        print(f"approximate index: {ann['kind']}, {ann['count']} vectors ({last.get('action', 'built')})")
+    elif index.manifest.get("ann_stale"):
+        print(f"approximate index: out of date, search is exact; rebuild: revsearch ann {index.folder}", file=sys.stderr)
     return 0
 
 
@@ -54,7 +70,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
     index = Index.open(args.vector_dir)
     query = read_source(args.query)
     load_image(query, label=args.query)  # a bad query fails here, before the model loads
-    matches = index.search(query, args.k, dataset_dir=args.dataset_dir)
+    if getattr(args, "dask", None):  # exact search on a Dask cluster (revsearch.distributed)
+        from .distributed import search_dask
+
+        scores, rows = search_dask(index, index.embedder().embed(query), args.k, client=args.dask)
+        matches = index._matches(scores, rows, args.dataset_dir)[0]
+    else:
+        matches = index.search(query, args.k, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False))
     if args.out:
         from .display import plot_results, save_figure
 
@@ -105,6 +127,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         **index.spec,
         "shards": len(index.shards),
         "updated": index.manifest.get("updated"),
+        "ann": (lambda a: f"{a['kind']}, {a['count']} vectors" if a else None)(index.manifest.get("ann")),
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -179,6 +202,54 @@ def _add_evaluate_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
+def _cmd_ann(args: argparse.Namespace) -> int:
+    from .ann import ann_info, build_ann, drop_ann
+
+    if args.drop:
+        had = drop_ann(args.vector_dir)
+        print(f"{args.vector_dir}: approximate index {'removed' if had else 'absent'}; search is exact")
+        return 0
+    if args.info:
+        meta = ann_info(args.vector_dir)
+    else:
+        meta = build_ann(
+            args.vector_dir, kind=args.kind, memory_budget=args.memory_budget, nlist=args.nlist,
+            pq_bytes=args.pq_bytes, nprobe=args.nprobe, rerank=args.rerank, progress=not args.quiet,
+        )
+    if args.json:
+        print(json.dumps(meta, indent=2))
+    elif meta is None:
+        print(f"{args.vector_dir}: no approximate index (search is exact); build one with: revsearch ann {args.vector_dir}")
+    else:
+        params = ", ".join(f"{k}={v}" for k, v in meta["params"].items())
+        size = f", {meta['file_bytes'] / 2**20:.1f} MiB on disk, ~{meta['memory_bytes_estimate'] / 2**20:.1f} MiB in memory"
+        print(f"{args.vector_dir}: {meta['kind']} approximate index of {meta['count']} vectors ({params}){size}; "
+              f"built {meta['built']} in {meta['build_seconds']:.1f} s")
+    return 0
+
+
+def _add_ann_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "ann", help="build (or rebuild) the approximate (FAISS) index of an index; searches use it automatically"
+    )
+    p.add_argument("vector_dir", metavar="VECTOR_DIR", help="the index folder")
+    p.add_argument(
+        "--kind", choices=["auto", "flat", "ivfpq", "hnsw"], default="auto",
+        help="auto (default): flat (exact) under 100k vectors, else IVF-PQ with exact re-ranking, or HNSW if "
+        "--memory-budget holds the full vectors",
+    )
+    p.add_argument("--memory-budget", default=None, help="memory the index may use, e.g. 1GB (default: 1/8 of the vectors)")
+    p.add_argument("--nlist", type=int, default=None, help="IVF cells (default ~sqrt(n))")
+    p.add_argument("--pq-bytes", type=int, default=None, help="PQ code bytes per vector (default dim/32, within the budget)")
+    p.add_argument("--nprobe", type=int, default=None, help="cells scanned per query (default max(16, nlist/64))")
+    p.add_argument("--rerank", type=int, default=None, help="candidates re-scored exactly per query (default 100)")
+    p.add_argument("--info", action="store_true", help="describe the approximate index instead of building one")
+    p.add_argument("--drop", action="store_true", help="remove the approximate index (search becomes exact)")
+    p.add_argument("--json", action="store_true", help="print the description as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_ann)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``revsearch`` command (also used to check the docs)."""
     parser = argparse.ArgumentParser(
@@ -203,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None, help="image-reading threads (default: CPUs)")
+    p.add_argument(
+        "--dask", metavar="ADDRESS", default=None,
+        help="embed on a Dask cluster: a scheduler address (tcp://host:8786) or 'local' (needs revsearch[dask])",
+    )
+    p.add_argument("--dask-workers", type=int, default=2, help="worker processes of --dask local (default 2)")
+    p.add_argument("--partition-size", type=int, default=512, help="images per Dask task and shard (default 512)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_index)
 
@@ -213,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="save the result picture (query above a grid) to this file")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--dataset-dir", default=None, help="where the images are now (default: as recorded in the index)")
+    p.add_argument("--exact", action="store_true", help="exact search even if the index has an approximate index")
+    p.add_argument("--dask", metavar="ADDRESS", default=None, help="exact search on a Dask cluster (address or 'local')")
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("import-legacy", help="convert the original project's .pbz2/.pickle vector files into an index")
@@ -228,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info)
 
     _add_evaluate_parser(sub)
+    _add_ann_parser(sub)
     for extra in _EXTRA_COMMANDS:
         extra(sub)
     return parser

@@ -1,0 +1,804 @@
+"""Approximate nearest-neighbour search with FAISS: millions of vectors on one machine.
+
+An approximate (ANN) index is built from an existing revsearch index and stored in the same
+vector folder, next to the shards::
+
+    vector_dir/
+        revsearch.json        manifest["ann"] = {"file", "kind", "params", "count", "built", ...}
+        ann-<token>.faiss     the FAISS index (absent for kind "flat")
+
+:meth:`revsearch.Index.topk` (and so ``search`` / ``search_vectors``) uses it automatically
+when the manifest names one, and falls back to exact search otherwise; ``exact=True`` forces
+exact search.
+
+The kind of index is chosen from the collection size and a memory budget:
+
+``"flat"`` (under :data:`FLAT_MAX_VECTORS` vectors)
+    Exact search over the memory-mapped shards. No file is written: a FAISS flat index would
+    hold a second copy of the float32 matrix and score exactly the same way.
+``"ivfpq"`` (the default above that)
+    An inverted file (``nlist`` k-means cells) of product-quantized codes (``pq_bytes`` bytes
+    per vector). A query scans the ``nprobe`` nearest cells and keeps ``rerank`` candidates,
+    which are then re-scored exactly with their float32 vectors read from the memory-mapped
+    shards (only those rows are read). Defaults: ``nlist`` ~ sqrt(n) (a power of 2),
+    ``pq_bytes`` = dim / 32 (64 bytes for 2048-d vectors, within the memory budget),
+    ``nprobe`` = max(16, nlist / 64), ``rerank`` = 100, training on 32k-128k sampled vectors.
+    Memory: about ``n * (pq_bytes + 8)`` bytes plus ``nlist * pq_bytes`` KiB of distance tables,
+    a small fraction of the float32 matrix (1/57 at 1M x 2048).
+``"hnsw"`` (when an explicit ``memory_budget`` holds the whole matrix again)
+    A FAISS HNSW graph over full vectors: fastest and most accurate, but holds the matrix in
+    memory.
+
+FAISS is an optional extra (``pip install revsearch[ann]``); it is imported only here, inside
+functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import OptionalDependencyError, RevsearchError
+from .search import _as_queries, topk_cosine
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .index import Index
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FLAT_MAX_VECTORS",
+    "KINDS",
+    "ann_topk",
+    "build_ann",
+    "drop_ann",
+    "ann_info",
+    "plan_ann",
+    "parse_bytes",
+]
+
+#: Below this many vectors "auto" chooses exact ("flat") search.
+FLAT_MAX_VECTORS = 100_000
+#: The kinds of approximate index that can be asked for.
+KINDS = ("auto", "flat", "ivfpq", "hnsw")
+#: Default candidates re-scored exactly per query (kind "ivfpq").
+DEFAULT_RERANK = 100
+#: Rows read from the shards per FAISS ``add`` call while building.
+ADD_CHUNK_ROWS = 32768
+_ANN_PREFIX = "ann-"
+_ANN_SUFFIX = ".faiss"
+
+
+def _faiss() -> Any:
+    """Import FAISS, or raise :class:`OptionalDependencyError` saying how to install it."""
+    try:
+        import faiss
+    except ImportError as e:
+        raise OptionalDependencyError(
+            "approximate search needs FAISS, an optional extra: pip install revsearch[ann] "
+            f"(or pip install faiss-cpu) ({e})"
+        ) from None
+    return faiss
+
+
+# ---------------------------------------------------------------------------------------- sizes
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+          "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(value: int | float | str | None) -> int | None:
+    """Turn a size such as ``512MB``, ``1.5GiB`` or ``1000000`` into bytes.
+
+    Parameters
+    ----------
+    value : int, float, str or None
+
+    Returns
+    -------
+    int or None
+        ``None`` stays ``None``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        if value <= 0:
+            raise ValueError(f"a memory budget must be positive, not {value}")
+        return int(value)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", value)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ValueError(f"cannot read {value!r} as a size: write e.g. 2GB, 512MiB or a number of bytes")
+    return parse_bytes(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------------------- planning
+def _pow2_near(x: float) -> int:
+    return 1 << max(0, round(math.log2(max(1.0, x))))
+
+
+def _ivfpq_bytes(n: int, dim: int, nlist: int, m: int, nbits: int) -> int:
+    """Memory of an IVF-PQ index: codes and ids, coarse centroids, PQ centroids, precomputed tables."""
+    ksub = 1 << nbits
+    table = nlist * m * ksub * 4 if nlist * m * ksub * 4 <= 2**31 else 0
+    return n * (m * nbits // 8 + 8) + nlist * dim * 4 + dim * ksub * 4 + table
+
+
+def _hnsw_bytes(n: int, dim: int, hnsw_m: int) -> int:
+    return int(n * (dim * 4 + hnsw_m * 2 * 4 * 1.1 + 16))
+
+
+def plan_ann(
+    n: int,
+    dim: int,
+    *,
+    memory_budget: int | str | None = None,
+    kind: str = "auto",
+    nlist: int | None = None,
+    pq_bytes: int | None = None,
+    nprobe: int | None = None,
+    rerank: int | None = None,
+    hnsw_m: int | None = None,
+    train_size: int | None = None,
+) -> tuple[str, dict[str, Any], int]:
+    """Choose the kind of approximate index and its parameters for a collection.
+
+    Parameters
+    ----------
+    n : int
+        Number of vectors.
+    dim : int
+        Their dimension.
+    memory_budget : int or str, optional
+        Bytes the approximate index may hold in memory (``"1GB"`` is understood), a hard limit.
+        Default: aim at 1/8 of the float32 matrix (``n * dim * 4 / 8``), a target that tiny
+        collections (where ids and tables dominate) may exceed.
+    kind : {"auto", "flat", "ivfpq", "hnsw"}, default "auto"
+        ``"auto"``: ``"flat"`` under :data:`FLAT_MAX_VECTORS` vectors; above, ``"hnsw"`` if an
+        explicit budget holds the HNSW graph and the full vectors, else ``"ivfpq"``.
+    nlist, pq_bytes, nprobe, rerank, hnsw_m, train_size : int, optional
+        Override the chosen parameters (see the module notes).
+
+    Returns
+    -------
+    kind : str
+        ``"flat"``, ``"ivfpq"`` or ``"hnsw"``.
+    params : dict
+        The parameters, as recorded in the manifest.
+    memory_bytes : int
+        Estimated memory of the index once loaded (0 for ``"flat"``).
+
+    Raises
+    ------
+    RevsearchError
+        If the budget cannot hold even the smallest index of the kind asked for.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    if n < 1:
+        raise RevsearchError("the index is empty: index some images before building an approximate index")
+    explicit_budget = parse_bytes(memory_budget)
+    budget = explicit_budget if explicit_budget is not None else max(1, n * dim * 4 // 8)
+    hnsw_m = int(hnsw_m or 32)
+    if kind == "auto":
+        if n < FLAT_MAX_VECTORS:
+            kind = "flat"
+        elif explicit_budget is not None and _hnsw_bytes(n, dim, hnsw_m) <= explicit_budget:
+            kind = "hnsw"
+        else:
+            kind = "ivfpq"
+    if kind == "flat":
+        return "flat", {}, 0
+    if kind == "hnsw":
+        need = _hnsw_bytes(n, dim, hnsw_m)
+        if explicit_budget is not None and need > explicit_budget:
+            raise RevsearchError(
+                f"an HNSW index of {n} {dim}-d vectors needs about {_fmt_bytes(need)}, more than the memory "
+                f"budget of {_fmt_bytes(explicit_budget)}: use kind='ivfpq' (or 'auto')"
+            )
+        params = {"M": hnsw_m, "ef_construction": 80, "ef_search": 128, "metric": "inner_product"}
+        return "hnsw", params, need
+    # ivfpq
+    if nlist is None:
+        nlist = _pow2_near(math.sqrt(n))
+        nlist = max(1, min(nlist, 65536, _pow2_floor(n // 39)))
+    nlist = int(max(1, min(nlist, n)))
+    nbits = 8 if n >= 39 * 256 else max(4, min(8, int(math.log2(max(16, n // 39)))))
+    divisors = [m for m in range(dim, 0, -1) if dim % m == 0]
+    if pq_bytes is not None:
+        if dim % int(pq_bytes):
+            raise ValueError(f"pq_bytes must divide the dimension {dim}; {pq_bytes} does not")
+        m = int(pq_bytes)
+    else:
+        target = max(8, dim // 32)  # 2048-d -> 64 bytes per vector (128x smaller than float32)
+        fitting = [d for d in divisors if d <= target and _ivfpq_bytes(n, dim, nlist, d, nbits) <= budget]
+        if not fitting and explicit_budget is None:  # tiny collections: ids and tables dominate
+            fitting = [d for d in divisors if d <= target]
+        if not fitting:
+            smallest = _ivfpq_bytes(n, dim, nlist, divisors[-1], nbits)
+            raise RevsearchError(
+                f"a memory budget of {_fmt_bytes(budget)} cannot hold an IVF-PQ index of {n} {dim}-d vectors "
+                f"(at least {_fmt_bytes(smallest)} are needed): raise memory_budget"
+            )
+        m = fitting[0]
+    if nprobe is None:
+        nprobe = max(1, min(nlist, max(16, nlist // 64)))
+    params = {
+        "nlist": nlist,
+        "pq_bytes": m,
+        "nbits": nbits,
+        "nprobe": int(min(nprobe, nlist)),
+        "rerank": int(DEFAULT_RERANK if rerank is None else rerank),
+        "train_size": int(min(n, train_size or min(131072, max(32768, 64 * nlist)))),
+        "metric": "l2_on_unit_vectors",
+    }
+    return "ivfpq", params, _ivfpq_bytes(n, dim, nlist, m, nbits)
+
+
+def _pow2_floor(x: int) -> int:
+    return 1 << max(0, int(x).bit_length() - 1) if x >= 1 else 1
+
+
+# ---------------------------------------------------------------------------------------- rows
+def _offsets(index: Index) -> np.ndarray:
+    """Row number of each shard's first row, shape (n_shards + 1,)."""
+    return np.concatenate([[0], np.cumsum([len(s) for s in index.shards])]).astype(np.int64)
+
+
+def _gather(index: Index, rows: np.ndarray) -> np.ndarray:
+    """Read the vectors of global ``rows`` (shape (r,), any order) from the memory-mapped shards: (r, dim)."""
+    offsets = _offsets(index)
+    shards = index.shards
+    if len(shards) == 1:
+        return np.asarray(shards[0][rows], np.float32)
+    out = np.empty((len(rows), index.dim), np.float32)
+    which = np.searchsorted(offsets, rows, side="right") - 1
+    order = np.argsort(which, kind="stable")
+    bounds = np.searchsorted(which[order], np.arange(len(shards) + 1))
+    for s, shard in enumerate(shards):
+        sel = order[bounds[s] : bounds[s + 1]]
+        if sel.size:
+            out[sel] = shard[rows[sel] - offsets[s]]
+    return out
+
+
+def _iter_rows(index: Index, start: int, stop: int, chunk: int = ADD_CHUNK_ROWS) -> Any:
+    """Yield contiguous float32 blocks of rows ``start:stop`` (each at most ``chunk`` rows)."""
+    offsets = _offsets(index)
+    for s, shard in enumerate(index.shards):
+        lo, hi = max(start, offsets[s]), min(stop, offsets[s + 1])
+        for a in range(int(lo), int(hi), chunk):
+            b = min(int(hi), a + chunk)
+            yield np.ascontiguousarray(shard[a - offsets[s] : b - offsets[s]], dtype=np.float32)
+
+
+def _fingerprints(index: Index, prefixes: Sequence[int]) -> dict[int, str]:
+    """Hash of the paths and content digests of the first ``p`` rows, for each ``p`` in ``prefixes``.
+
+    The hash does not depend on how rows are split into shards, so it tells whether the rows an
+    approximate index was built on are still the first rows of the index, unchanged.
+    """
+    wanted = sorted(set(int(p) for p in prefixes))
+    out: dict[int, str] = {}
+    hp, hd = hashlib.blake2b(digest_size=16), hashlib.blake2b(digest_size=16)
+    done = 0
+
+    def snap(p: int) -> None:
+        out[p] = hp.copy().hexdigest() + hd.copy().hexdigest()
+
+    while wanted and wanted[0] <= 0:
+        snap(wanted.pop(0))
+    for shard in index._shards:
+        if not wanted:
+            break
+        paths, digests = shard.paths, np.asarray(shard.rows["digest"])
+        at = 0
+        while at < shard.count and wanted:
+            upto = min(shard.count, at + (wanted[0] - done))
+            hp.update("".join(p + "\n" for p in paths[at:upto]).encode("utf-8"))
+            hd.update(np.ascontiguousarray(digests[at:upto]).tobytes())
+            done += upto - at
+            at = upto
+            while wanted and wanted[0] == done:
+                snap(wanted.pop(0))
+    for p in wanted:  # beyond the end: cannot match
+        out[p] = "beyond-end"
+    return out
+
+
+# ---------------------------------------------------------------------------------------- loading
+_LOADED: OrderedDict[str, Any] = OrderedDict()
+_LOADED_LOCK = threading.Lock()
+_LOADED_MAX = 2
+_WARNED: set[str] = set()
+
+
+def _load(path: Path) -> Any:
+    """Read a FAISS index file, keeping the last few in memory (file names are never reused)."""
+    faiss = _faiss()
+    key = str(path.resolve())
+    with _LOADED_LOCK:
+        if key in _LOADED:
+            _LOADED.move_to_end(key)
+            return _LOADED[key]
+    if not path.is_file():
+        raise RevsearchError(
+            f"the approximate index file {str(path)!r} is missing: rebuild it with `revsearch ann {path.parent}`"
+        )
+    idx = faiss.read_index(str(path))
+    with _LOADED_LOCK:
+        _LOADED[key] = idx
+        while len(_LOADED) > _LOADED_MAX:
+            _LOADED.popitem(last=False)
+    return idx
+
+
+def _warn_once(key: str, message: str, *args: Any) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        logger.warning(message, *args)
+
+
+# ---------------------------------------------------------------------------------------- searching
+def ann_topk(
+    index: Index,
+    vectors: np.ndarray,
+    k: int = 9,
+    *,
+    exclude: Sequence[int] | None = None,
+    nprobe: int | None = None,
+    rerank: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate cosine top-k with the index's FAISS index (exact where it has none).
+
+    Called by :meth:`revsearch.Index.topk` when the manifest names an approximate index. Falls
+    back to exact search (with a warning) when the approximate index is stale (built on another
+    number of rows) or FAISS is not installed, and for kind ``"flat"``.
+
+    Parameters
+    ----------
+    index : Index
+        The index to search.
+    vectors : numpy.ndarray
+        Shape (dim,) or (b, dim), L2-normalised float32.
+    k : int, default 9
+        Results per query.
+    exclude : sequence of int, optional
+        Rows never to return.
+    nprobe : int, optional
+        Cells scanned per query (kind ``"ivfpq"``); default as recorded in the manifest.
+    rerank : int, optional
+        Candidates re-scored exactly per query (0: return the approximate scores); default as recorded.
+
+    Returns
+    -------
+    scores : numpy.ndarray
+        Shape (b, k') float32, cosine similarities, best first (k' = min(k, rows not excluded)).
+    rows : numpy.ndarray
+        Shape (b, k') int64.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, not {k}")
+    meta = index.manifest.get("ann") or {}
+    n = len(index)
+    exact = lambda: topk_cosine(index.shards, vectors, k, exclude=exclude)  # noqa: E731
+    if not meta or meta.get("kind") == "flat" or not meta.get("file"):
+        return exact()
+    if int(meta.get("count", -1)) != n:
+        _warn_once(
+            f"stale:{index.folder}:{meta.get('file')}",
+            "the approximate index of %s was built on %s vectors but the index holds %s: using exact search "
+            "(rebuild it with `revsearch ann %s`)",
+            index.folder, meta.get("count"), n, index.folder,
+        )
+        return exact()
+    try:
+        faiss = _faiss()
+    except OptionalDependencyError as e:
+        _warn_once("nofaiss", "%s; using exact search", e)
+        return exact()
+    q, _ = _as_queries(vectors, index.dim)
+    try:
+        fidx = _load(index.folder / meta["file"])
+    except (RevsearchError, RuntimeError) as e:  # missing or damaged file (FAISS raises RuntimeError)
+        _warn_once(f"load:{index.folder}:{meta['file']}", "%s; using exact search", e)
+        return exact()
+    params = meta.get("params", {})
+    kind = meta["kind"]
+    excluded = np.unique(np.asarray([r for r in (exclude or ()) if 0 <= int(r) < n], dtype=np.int64))
+    kk = min(k, n - len(excluded))
+    b = q.shape[0]
+    if kk <= 0:
+        return np.zeros((b, 0), np.float32), np.zeros((b, 0), np.int64)
+    rerank = int(params.get("rerank", 0) if rerank is None else rerank)
+    kc = int(min(n, max(k, rerank) + len(excluded)))
+    if kind == "ivfpq":
+        sp = faiss.SearchParametersIVF(nprobe=int(min(nprobe or params.get("nprobe", 8), params.get("nlist", 1 << 30))))
+    elif kind == "hnsw":
+        sp = faiss.SearchParametersHNSW(efSearch=int(max(params.get("ef_search", 128), kc)))
+    else:
+        raise RevsearchError(f"unknown approximate index kind {kind!r} in {str(index.folder)!r}: rebuild it")
+    dist, cand = fidx.search(q, kc, params=sp)
+    cand = cand.astype(np.int64, copy=False)
+    if rerank > 0:
+        scores = _rescore(index, q, cand)
+    elif kind == "hnsw":
+        scores = np.where(cand >= 0, dist, -np.inf).astype(np.float32)
+    else:  # squared L2 between unit vectors -> cosine
+        scores = np.where(cand >= 0, 1.0 - dist / 2.0, -np.inf).astype(np.float32)
+    if excluded.size:
+        scores[np.isin(cand, excluded)] = -np.inf
+    scores[cand < 0] = -np.inf
+    order = np.lexsort((cand, -scores), axis=-1)[:, :kk]
+    top_s = np.take_along_axis(scores, order, axis=-1)
+    top_r = np.take_along_axis(cand, order, axis=-1)
+    short = ~np.isfinite(top_s).all(axis=1)
+    if short.any():  # too few candidates in the cells scanned: exact search for those queries
+        logger.debug("%d queries found fewer than %d candidates; searched exactly", int(short.sum()), kk)
+        es, er = topk_cosine(index.shards, q[short], kk, exclude=excluded.tolist())
+        top_s[short], top_r[short] = es, er
+    return np.ascontiguousarray(top_s, np.float32), np.ascontiguousarray(top_r, np.int64)
+
+
+def _rescore(index: Index, q: np.ndarray, cand: np.ndarray, block_bytes: int = 32 * 2**20) -> np.ndarray:
+    """Exact inner products of each query (b, d) with its candidates (b, c) read from the shards.
+
+    Candidate rows are copied once, straight from the memory-mapped shards into a (block, c, d)
+    buffer (only those rows are read), then scored with one batched matrix product.
+    """
+    b, c = cand.shape
+    out = np.full((b, c), -np.inf, np.float32)
+    per_block = max(1, block_bytes // max(1, c * index.dim * 4))
+    for a in range(0, b, per_block):
+        blk = cand[a : a + per_block]
+        valid = blk >= 0
+        flat = np.where(valid, blk, 0).ravel()
+        vecs = _gather(index, flat).reshape(blk.shape[0], c, index.dim)
+        s = np.matmul(vecs, q[a : a + per_block, :, None])[..., 0]  # (blk, c)
+        out[a : a + per_block] = np.where(valid, s, -np.inf)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- building
+def _new_faiss_index(faiss: Any, kind: str, dim: int, params: dict[str, Any]) -> Any:
+    if kind == "ivfpq":
+        quantizer = faiss.IndexFlatL2(dim)
+        idx = faiss.IndexIVFPQ(quantizer, dim, int(params["nlist"]), int(params["pq_bytes"]), int(params["nbits"]))
+        idx.own_fields = True
+        quantizer.this.disown()
+        idx.do_polysemous_training = False  # slow, and useless here: candidates are re-scored exactly
+        idx.cp.niter = 10
+        idx.pq.cp.niter = 10
+        idx.cp.seed = idx.pq.cp.seed = int(params.get("seed", 1234))
+        return idx
+    if kind == "hnsw":
+        idx = faiss.IndexHNSWFlat(dim, int(params["M"]), faiss.METRIC_INNER_PRODUCT)
+        idx.hnsw.efConstruction = int(params["ef_construction"])
+        return idx
+    raise ValueError(kind)
+
+
+def _sample_rows(n: int, size: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(n, size), replace=False)).astype(np.int64)
+
+
+def _add_chunk_rows(fidx: Any, dim: int) -> int:
+    """Rows per ``add`` call: FAISS encodes a block with an (rows, M, 256) float32 distance table."""
+    pq = getattr(fidx, "pq", None)
+    per_row = dim * 8 + (pq.M * pq.ksub * 4 if pq is not None else 0)
+    return int(min(ADD_CHUNK_ROWS, max(256, 2**28 // per_row)))  # about 256 MiB of temporaries
+
+
+def _add_rows(fidx: Any, index: Index, start: int, stop: int, progress: bool, desc: str) -> None:
+    from tqdm.auto import tqdm
+
+    with tqdm(total=stop - start, desc=desc, unit="vec", disable=not progress) as bar:
+        for block in _iter_rows(index, start, stop, _add_chunk_rows(fidx, index.dim)):
+            fidx.add(block)
+            bar.update(len(block))
+
+
+def _write_faiss(faiss: Any, folder: Path, fidx: Any) -> str:
+    """Write a FAISS index under a new name, atomically (write aside, fsync, rename)."""
+    from .index import _fsync_dir, _new_token
+
+    name = f"{_ANN_PREFIX}{_new_token()}{_ANN_SUFFIX}"
+    tmp = folder / f".{name}.tmp"
+    try:
+        faiss.write_index(fidx, str(tmp))
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, folder / name)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    _fsync_dir(folder)
+    return name
+
+
+def _remove_stale_files(folder: Path, live: str | None) -> None:
+    for p in folder.iterdir():
+        if p.name.startswith(_ANN_PREFIX) and p.name.endswith(_ANN_SUFFIX) and p.name != live:
+            with contextlib.suppress(OSError):
+                p.unlink()
+                logger.debug("removed stale approximate index %s", p)
+
+
+def _commit_ann(index: Index, meta: dict[str, Any] | None) -> None:
+    """Record ``meta`` as the index's approximate index (None: none) through the index's atomic commit."""
+    from .index import _commit
+
+    previous = {k: v for k, v in index.manifest.items() if k not in ("ann", "ann_stale")}
+    index.manifest = _commit(
+        index.folder,
+        index.spec,
+        index._shards,
+        None,
+        complete=index.complete,
+        extra={"ann": meta} if meta else None,
+        previous=previous,
+    )
+    _remove_stale_files(index.folder, meta.get("file") if meta else None)
+
+
+def _request(meta: dict[str, Any]) -> dict[str, Any]:
+    """The build options an existing approximate index was asked for (to rebuild it alike)."""
+    return dict(meta.get("request") or {"kind": meta.get("kind", "auto")})
+
+
+def _build_locked(index: Index, request: dict[str, Any], *, progress: bool, action: str = "built") -> dict[str, Any]:
+    """Build and commit an approximate index; the caller holds the folder's lock."""
+    if not index.complete:
+        raise RevsearchError(
+            f"the index in {str(index.folder)!r} is incomplete (an indexing run did not finish): run "
+            "`revsearch index` on it again before building an approximate index"
+        )
+    t0 = time.perf_counter()
+    n, dim = len(index), index.dim
+    opts = {k: v for k, v in request.items() if k != "seed"}
+    kind, params, mem = plan_ann(n, dim, **opts)
+    name: str | None = None
+    file_bytes = 0
+    faiss_version = None
+    if kind != "flat":
+        faiss = _faiss()
+        faiss_version = faiss.__version__
+        params["seed"] = int(request.get("seed", 1234))
+        fidx = _new_faiss_index(faiss, kind, dim, params)
+        if kind == "ivfpq":
+            rows = _sample_rows(n, int(params["train_size"]), params["seed"])
+            logger.info("training IVF-PQ (%s) on %d of %d vectors", params, len(rows), n)
+            fidx.train(_gather(index, rows))
+        _add_rows(fidx, index, 0, n, progress, f"ANN {kind}")
+        name = _write_faiss(faiss, index.folder, fidx)
+        file_bytes = (index.folder / name).stat().st_size
+    meta = {
+        "file": name,
+        "kind": kind,
+        "params": params,
+        "count": n,
+        "trained_count": n,
+        "dim": dim,
+        "fingerprint": _fingerprints(index, [n])[n],
+        "built": _now(),
+        "build_seconds": round(time.perf_counter() - t0, 3),
+        "file_bytes": file_bytes,
+        "memory_bytes_estimate": int(mem),
+        "faiss_version": faiss_version,
+        "request": {k: v for k, v in request.items() if v is not None},
+        "last_update": {"action": action, "at": _now(), "vectors": n},
+    }
+    _commit_ann(index, meta)
+    logger.info("approximate index of %s %s: %s, %d vectors, %s", index.folder, action, kind, n, params)
+    return meta
+
+
+def _extend_locked(index: Index, meta: dict[str, Any], *, progress: bool) -> dict[str, Any]:
+    """Add rows ``meta['count']:len(index)`` to the existing FAISS index and commit it under a new name."""
+    t0 = time.perf_counter()
+    n, old = len(index), int(meta["count"])
+    new = dict(meta)
+    if meta.get("file"):
+        faiss = _faiss()
+        fidx = faiss.read_index(str(index.folder / meta["file"]))
+        _add_rows(fidx, index, old, n, progress, "ANN extend")
+        new["file"] = _write_faiss(faiss, index.folder, fidx)
+        new["file_bytes"] = (index.folder / new["file"]).stat().st_size
+    new.update(
+        count=n,
+        fingerprint=_fingerprints(index, [n])[n],
+        last_update={"action": "extended" if n > old else "kept", "at": _now(), "vectors": n - old,
+                     "seconds": round(time.perf_counter() - t0, 3)},
+    )
+    _commit_ann(index, new)
+    logger.info("approximate index of %s extended with %d vectors (now %d)", index.folder, n - old, n)
+    return new
+
+
+def refresh_after_update(folder: str | os.PathLike, stale: dict[str, Any], *, progress: bool = True) -> dict[str, Any] | None:
+    """Bring an approximate index up to date after the vectors changed; the caller holds the lock.
+
+    Called at the end of :meth:`revsearch.Index.update_folder` (and of a Dask build) when the
+    index had an approximate index before. If the rows it was built on are still the first
+    rows, unchanged, and the collection has not outgrown its training (more than twice the
+    vectors it was trained on) or its kind, the new rows are added; otherwise it is rebuilt
+    with the options it was first built with. Either way, this is logged.
+
+    Parameters
+    ----------
+    folder : path
+        The index folder.
+    stale : dict
+        The manifest's ``ann`` entry before the update.
+    progress : bool, default True
+
+    Returns
+    -------
+    dict or None
+        The new manifest ``ann`` entry; None if FAISS is missing (a warning says to rebuild).
+    """
+    from .index import Index
+
+    index = Index.open(folder)
+    n = len(index)
+    request = _request(stale)
+    try:
+        if n == 0:
+            _commit_ann(index, None)
+            logger.warning("approximate index of %s dropped: the index is empty", folder)
+            return None
+        old = int(stale.get("count", -1))
+        want_kind, _, _ = plan_ann(n, index.dim, **{k: v for k, v in request.items() if k != "seed"})
+        reason = None
+        if want_kind != stale.get("kind"):
+            reason = f"{n} vectors now call for kind {want_kind!r} instead of {stale.get('kind')!r}"
+        elif old < 0 or old > n or _fingerprints(index, [old])[old] != stale.get("fingerprint"):
+            reason = "rows it was built on were changed or removed"
+        elif n > 2 * int(stale.get("trained_count", old)):
+            reason = f"the collection grew from {stale.get('trained_count', old)} to {n} vectors since it was trained"
+        elif stale.get("file") and not (index.folder / stale["file"]).is_file():
+            reason = "its file is missing"
+        if reason is None:
+            return _extend_locked(index, stale, progress=progress)
+        logger.warning("approximate index of %s needs a rebuild (%s): rebuilding it", folder, reason)
+        return _build_locked(index, request, progress=progress, action="rebuilt")
+    except OptionalDependencyError as e:
+        logger.warning(
+            "the approximate index of %s is out of date and could not be rebuilt (%s); search is exact until "
+            "you run `revsearch ann %s`",
+            folder, e, folder,
+        )
+        return None
+
+
+def build_ann(
+    index_or_dir: Index | str | os.PathLike,
+    *,
+    memory_budget: int | str | None = None,
+    kind: str = "auto",
+    nlist: int | None = None,
+    pq_bytes: int | None = None,
+    nprobe: int | None = None,
+    rerank: int | None = None,
+    hnsw_m: int | None = None,
+    train_size: int | None = None,
+    seed: int = 1234,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Build (or rebuild) the approximate index of a revsearch index, in its folder.
+
+    The FAISS index is written aside and renamed into place (``ann-<token>.faiss``), then the
+    manifest is replaced atomically with its description in ``manifest["ann"]``; an older
+    approximate index file is deleted. Later searches use it automatically.
+
+    Parameters
+    ----------
+    index_or_dir : Index or path
+        The index (its ``manifest`` is refreshed in place) or its folder.
+    memory_budget : int or str, optional
+        Memory the approximate index may use, in bytes or as ``"1GB"``. Default: 1/8 of the
+        float32 vectors.
+    kind : {"auto", "flat", "ivfpq", "hnsw"}, default "auto"
+        See :func:`plan_ann`.
+    nlist, pq_bytes, nprobe, rerank, hnsw_m, train_size : int, optional
+        Override the chosen parameters.
+    seed : int, default 1234
+        Seeds the training sample and k-means.
+    progress : bool, default True
+        Show a ``tqdm.auto`` progress bar while adding vectors.
+
+    Returns
+    -------
+    dict
+        The manifest's new ``ann`` entry: ``file``, ``kind``, ``params``, ``count``, ``built``,
+        ``build_seconds``, ``file_bytes``, ``memory_bytes_estimate``, ...
+
+    Raises
+    ------
+    OptionalDependencyError
+        If FAISS is needed (kind other than ``"flat"``) and not installed.
+    RevsearchError
+        If the index is empty or incomplete, or the budget is too small.
+    """
+    from .index import Index, _Lock
+
+    folder = index_or_dir.folder if isinstance(index_or_dir, Index) else Path(index_or_dir)
+    request: dict[str, Any] = {
+        "kind": kind, "memory_budget": parse_bytes(memory_budget), "nlist": nlist, "pq_bytes": pq_bytes,
+        "nprobe": nprobe, "rerank": rerank, "hnsw_m": hnsw_m, "train_size": train_size, "seed": seed,
+    }
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    with _Lock(folder):
+        index = Index.open(folder)
+        meta = _build_locked(index, request, progress=progress)
+    if isinstance(index_or_dir, Index):
+        index_or_dir.manifest = index.manifest
+        index_or_dir._shards = index._shards
+    return meta
+
+
+def drop_ann(index_or_dir: Index | str | os.PathLike) -> bool:
+    """Remove the approximate index of an index (search becomes exact).
+
+    Parameters
+    ----------
+    index_or_dir : Index or path
+
+    Returns
+    -------
+    bool
+        Whether there was one.
+    """
+    from .index import Index, _Lock
+
+    folder = index_or_dir.folder if isinstance(index_or_dir, Index) else Path(index_or_dir)
+    with _Lock(folder):
+        index = Index.open(folder)
+        had = bool(index.manifest.get("ann") or index.manifest.get("ann_stale"))
+        _commit_ann(index, None)
+    if isinstance(index_or_dir, Index):
+        index_or_dir.manifest = index.manifest
+    return had
+
+
+def ann_info(index_or_dir: Index | str | os.PathLike) -> dict[str, Any] | None:
+    """The manifest's ``ann`` entry of an index (None if it has no approximate index).
+
+    Parameters
+    ----------
+    index_or_dir : Index or path
+
+    Returns
+    -------
+    dict or None
+    """
+    from .index import Index
+
+    index = index_or_dir if isinstance(index_or_dir, Index) else Index.open(index_or_dir)
+    return index.manifest.get("ann")
+
+
+def _now() -> str:
+    from .index import _now as now
+
+    return now()
