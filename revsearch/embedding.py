@@ -322,9 +322,8 @@ class Embedder:
         try:
             if self.weights == "none":
                 py_state, np_state = random.getstate(), np.random.get_state()
-                keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)
-                try:
-                    return builder(weights=None, **kwargs)
+                try:  # Keras's initialisers consume the global random state: give it back untouched
+                    return seed_random_weights(builder(weights=None, **kwargs))
                 finally:
                     random.setstate(py_state)
                     np.random.set_state(np_state)
@@ -532,6 +531,42 @@ class Embedder:
                         idx, infos, skipped = [], [], []
         finally:
             bar.close()
+
+
+def seed_random_weights(model: Any, seed: int = RANDOM_WEIGHTS_SEED) -> Any:
+    """Give a Keras model reproducible random weights, drawn from a private generator.
+
+    Keras's own initialisers draw their seeds from Python's global ``random``, which other threads
+    (an event loop, a Dask worker) may use at the same time; here every kernel is Glorot-uniform and
+    every normalisation/bias variable takes its usual start value, from ``numpy.random.default_rng(seed)``
+    alone, so any two processes (or threads) get the same model.
+
+    Parameters
+    ----------
+    model : keras.Model
+    seed : int, default RANDOM_WEIGHTS_SEED
+
+    Returns
+    -------
+    keras.Model
+        The same model, its weights replaced.
+    """
+    rng = np.random.default_rng(seed)
+    values = []
+    for var in model.weights:
+        shape = tuple(int(d) for d in var.shape)
+        leaf = str(getattr(var, "name", "")).rsplit("/", 1)[-1]
+        if leaf in ("gamma", "moving_variance"):
+            w = np.ones(shape)
+        elif leaf in ("beta", "moving_mean", "bias") or len(shape) < 2:
+            w = np.zeros(shape)
+        else:
+            receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+            limit = np.sqrt(6.0 / (receptive * (shape[-2] + shape[-1])))
+            w = rng.uniform(-limit, limit, shape)
+        values.append(w.astype(str(var.dtype)))
+    model.set_weights(values)
+    return model
 
 
 def _is_download_failure(e: BaseException) -> bool:

@@ -466,3 +466,31 @@ def test_real_weights_same_class_more_similar(photo_collection) -> None:
     same = (lab[:, None] == lab[None, :]) & ~np.eye(len(lab), dtype=bool)
     other = lab[:, None] != lab[None, :]
     assert sims[same].mean() > sims[other].mean() + 0.05, (sims[same].mean(), sims[other].mean())
+
+
+def test_random_weights_do_not_depend_on_global_random_state() -> None:
+    """weights=None draws from a private generator: another thread consuming Python's global
+    `random` while the model is built (as a Dask worker's event loop does) changes nothing."""
+    import random
+    import threading
+
+    from revsearch.embedding import Embedder
+
+    first = Embedder("mobilenet", weights=None).keras_model.get_weights()
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            random.random()
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        random.seed(12345)
+        second = Embedder("mobilenet", weights=None).keras_model.get_weights()
+    finally:
+        stop.set()
+        t.join()
+    assert len(first) == len(second) > 50
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert any(np.abs(w).max() > 0 for w in first)

@@ -6,7 +6,6 @@ import bz2
 import json
 import os
 import pickle
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from conftest import write_photos
 
 from revsearch import cli, reverse_image_search
-from revsearch.embedding import RANDOM_WEIGHTS_SEED, Embedder, get_embedder
+from revsearch.embedding import RANDOM_WEIGHTS_SEED, Embedder, get_embedder, seed_random_weights
 from revsearch.errors import IndexNotFoundError, LegacyFormatError, ModelMismatchError, UnsafePickleError
 from revsearch.index import Index
 from revsearch.legacy import LEGACY_DIM, import_legacy
@@ -207,13 +206,10 @@ def unpooled_resnet50_seed() -> Any:
     """The original pipeline's model: Keras ResNet50 without pooling, seeded as Embedder._build seeds weights=None."""
     import keras
 
-    py_state, np_state = random.getstate(), np.random.get_state()
-    keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)
-    try:
-        return keras.applications.ResNet50(include_top=False, weights=None, pooling=None, input_shape=(224, 224, 3))
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
+    return seed_random_weights(
+        keras.applications.ResNet50(include_top=False, weights=None, pooling=None, input_shape=(224, 224, 3)),
+        RANDOM_WEIGHTS_SEED,
+    )
 
 
 def test_real_legacy_vectors_search_like_the_resnet50_seed_embedder(tmp_path: Path) -> None:
