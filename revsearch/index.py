@@ -23,7 +23,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -933,12 +933,3 @@ def _merge(folder: Path, group: list[_Shard], dim: int) -> _Shard:
     merged.vectors = np.load(vpath, mmap_mode="r")
     merged._rows, merged._paths = rows, paths
     return merged
-
-
-def iter_rows(index: Index) -> Iterator[tuple[int, str, np.ndarray]]:
-    """Yield ``(row, relpath, vector)`` for every row of an index, in order."""
-    row = 0
-    for shard in index._shards:
-        for path, vec in zip(shard.paths, shard.vectors):
-            yield row, path, vec
-            row += 1
