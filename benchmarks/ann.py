@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from common import command_line, fmt_mb, fmt_ms, load_average, machine_lines, median, table
+from common import command_line, fmt_mb, fmt_ms, load_average, machine_lines, median, proc_kib, synthetic_spec, table
 
 from revsearch import ann
 from revsearch.index import ROW_DTYPE, TARGET_SHARD_BYTES, Index, _commit, _Shard, _write_atomic
@@ -107,10 +107,6 @@ class Isotropic:
         return x
 
 
-def spec(dim: int) -> dict[str, Any]:
-    return {"model": "synthetic", "preprocessing": "none", "dim": dim, "weights": "none", "precision": "float32"}
-
-
 def write_index(folder: Path, gen: Any, n: int, chunk: int = 16384) -> Index:
     """Write an index of ``n`` generated vectors, shard by shard, through memory maps."""
     folder.mkdir(parents=True)
@@ -133,17 +129,14 @@ def write_index(folder: Path, gen: Any, n: int, chunk: int = 16384) -> Index:
         text = "".join(f"img{i:08d}.jpg\n" for i in range(start, start + m))
         (folder / shard.files["paths"]).write_text(text, encoding="utf-8")
         shards.append(shard)
-    _commit(folder, spec(dim), shards, None, complete=True)
+    _commit(folder, synthetic_spec(dim), shards, None, complete=True)
     return Index.open(folder)
 
 
 # ---------------------------------------------------------------------------------------- measuring
 def rss_anon() -> int:
     """Resident anonymous memory (heap, not the memory-mapped shard files) of this process, in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    return proc_kib("RssAnon") or 0
 
 
 class AnonPeak:
@@ -305,6 +298,10 @@ def main() -> None:
     ap.add_argument("--tmp", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    small = [n for n in args.sizes if n < ann.FLAT_MAX_VECTORS]
+    if small:
+        ap.error(f"sizes {small}: under {ann.FLAT_MAX_VECTORS:,} vectors revsearch searches exactly (no approximate "
+                 "index to measure); use larger sizes")
     logging.basicConfig(level=logging.WARNING)
     import faiss
 

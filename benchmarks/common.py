@@ -127,3 +127,20 @@ def fmt_mb(nbytes: float) -> str:
 
 def command_line() -> str:
     return "python " + " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:])
+
+
+def proc_kib(key: str, path: str = "/proc/self/status") -> int | None:
+    """A ``Key:  N kB`` field of a /proc file (``VmRSS``, ``VmHWM``, ``RssAnon``, ``MemAvailable``...)
+    in bytes, or None where /proc or the field is missing."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def synthetic_spec(dim: int) -> dict[str, Any]:
+    """The spec recorded for an index of synthetic vectors (no model made them)."""
+    return {"model": "synthetic", "preprocessing": "none", "dim": dim, "weights": "none", "precision": "float32"}

@@ -172,23 +172,6 @@ def cpu_seconds() -> float:
 
 
 # ---------------------------------------------------------------------------- memory (child process)
-def _vm_hwm_bytes() -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _vm_rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def memory_child(name: str, weights: str | None, dataset: Path, warmup: Path, batch_size: int, workers: int | None) -> None:
     """Build the index of ``dataset`` after a warm-up build, print peak memory figures as JSON."""
     import tracemalloc
@@ -200,7 +183,7 @@ def memory_child(name: str, weights: str | None, dataset: Path, warmup: Path, ba
     work = Path(tempfile.mkdtemp(prefix="revsearch-bench-mem-"))
     try:
         Index.build(warmup, work / "warm", embedder=emb, batch_size=batch_size, workers=workers, progress=False)
-        rss_before = _vm_rss_bytes()
+        rss_before = common.proc_kib("VmRSS")
         try:  # reset the peak-RSS counter (Linux >= 4.0), so VmHWM is the peak of the build alone
             Path("/proc/self/clear_refs").write_text("5")
             reset = True
@@ -210,7 +193,7 @@ def memory_child(name: str, weights: str | None, dataset: Path, warmup: Path, ba
         index, _ = Index.build(dataset, work / "vec", embedder=emb, batch_size=batch_size, workers=workers, progress=False)
         _, traced_peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        hwm = _vm_hwm_bytes() if reset else None
+        hwm = common.proc_kib("VmHWM") if reset else None
         maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         print(
             json.dumps(

@@ -39,9 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-import common  # noqa: F401  (puts the repository on sys.path)
+import common  # noqa: E402  (also puts the repository on sys.path)
 
-from revsearch.embedding import Embedder  # noqa: E402
 from revsearch.index import Index  # noqa: E402
 from revsearch.search import topk_cosine  # noqa: E402
 
@@ -74,9 +73,6 @@ def queries(n_rows: int, dim: int, b: int, source: np.ndarray, seed: int = 1) ->
     q = np.asarray(source[rows], np.float32) + 0.5 * unit_rows(rng, b, dim)
     return q / np.linalg.norm(q, axis=1, keepdims=True)
 
-
-def spec(dim: int) -> dict:
-    return Embedder("resnet50", weights=None).spec | {"dim": dim}
 
 
 # ---------------------------------------------------------------------------- timing
@@ -117,7 +113,7 @@ def bench_size(n: int, dim: int, batch: int, runs: int, tmp: Path, faiss_copy_ma
         q1 = queries(n, dim, 1, src)[0]
         qb = queries(n, dim, batch, src, seed=2)
         paths = [f"img{i:07d}.jpg" for i in range(n)]
-        Index.from_vectors(work / "index", src, paths, spec(dim))
+        Index.from_vectors(work / "index", src, paths, common.synthetic_spec(dim))
         del src
         raw.unlink()  # only the index folder from here on
         res["setup_s"] = time.perf_counter() - t0
@@ -208,8 +204,8 @@ def bench_original(n_files: int, runs: int, tmp: Path) -> dict:
         t0 = time.perf_counter()
         write_vector_files(vecs, names, work / "pbz2")
         write_s = time.perf_counter() - t0
-        full = Index.from_vectors(work / "full", vecs, names, spec(LEGACY_DIM))
-        pooled = Index.from_vectors(work / "pooled", np.stack([reduce_legacy_vector(v) for v in vecs]), names, spec(2048))
+        full = Index.from_vectors(work / "full", vecs, names, common.synthetic_spec(LEGACY_DIM))
+        pooled = Index.from_vectors(work / "pooled", np.stack([reduce_legacy_vector(v) for v in vecs]), names, common.synthetic_spec(2048))
         qi = 7
         q_full = vecs[qi]
         q_pool = reduce_legacy_vector(q_full)
@@ -338,17 +334,6 @@ def report(results: list[dict], orig: dict | None, info: list[str], args: argpar
     return "\n".join(lines)
 
 
-def mem_available() -> int | None:
-    """MemAvailable of /proc/meminfo in bytes (free memory plus reclaimable cache), if known."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -376,7 +361,7 @@ def main() -> None:
             skipped.append(f"N={n:,}: SKIPPED, needs {2 * need / 2**30:.1f} GiB in {tmp}, {free / 2**30:.1f} free")
             print("  " + skipped[-1], flush=True)
             continue
-        avail = mem_available()
+        avail = common.proc_kib("MemAvailable", "/proc/meminfo")
         if avail is not None and 1.25 * need > avail:
             skipped.append(
                 f"N={n:,}: SKIPPED, the matrix ({need / 2**30:.1f} GiB) does not fit in the memory available now "
