@@ -466,11 +466,11 @@ class Index:
         self, scores: np.ndarray, rows: np.ndarray, dataset_dir: str | os.PathLike | None
     ) -> list[list[Match]]:
         base = Path(dataset_dir) if dataset_dir is not None else (self.dataset_dir or Path("."))
-        paths = self.paths
-        return [
-            [Match(base / paths[r], paths[r], float(s), rank, int(r)) for rank, (s, r) in enumerate(zip(srow, rrow))]
-            for srow, rrow in zip(scores, rows)
-        ]
+        out = []
+        for srow, rrow in zip(scores, rows):
+            rel = [self._path_at(int(r)) for r in rrow]  # only the matched rows, not all n paths
+            out.append([Match(base / p, p, float(s), rank, int(r)) for rank, (p, s, r) in enumerate(zip(rel, srow, rrow))])
+        return out
 
     def search_vectors(
         self,
