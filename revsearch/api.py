@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .embedding import Embedder, weights_id, get_embedder
+from .embedding import Embedder
 from .errors import ImageReadError, IndexNotFoundError, RevsearchError
 from .images import ImageSource, load_image, read_source
-from .index import Index, UpdateReport
+from .index import Index, UpdateReport, resolve_embedder
 from .search import Match
 
 logger = logging.getLogger(__name__)
@@ -77,17 +77,6 @@ def _figure_png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     return buf.getvalue()
-
-
-def _embedder_for(index: Index | None, model: Any, weights: str | os.PathLike | None) -> Embedder:
-    """The embedder for ``model``: the index's own (with its recorded preprocessing) when ``model``
-    is None or names the index's model with the same weights; otherwise one built from ``model``."""
-    if index is not None:
-        spec = index.spec
-        same_name = isinstance(model, str) and model.lower() == spec["model"]
-        if model is None or (same_name and weights_id(weights) == spec["weights"]):
-            return index.embedder()
-    return get_embedder(model if model is not None else "resnet50", weights=weights)
 
 
 def reverse_image_search(
@@ -170,7 +159,7 @@ def reverse_image_search(
         if not Path(dataset_dir).is_dir():
             raise RevsearchError(f"dataset folder {str(dataset_dir)!r} does not exist or is not a folder")
         existing = Index.open(vector_dir) if Index.exists(vector_dir) else None
-        embedder = _embedder_for(existing, model, weights)
+        embedder = resolve_embedder(existing, model, weights=weights)
         index, report = Index.build(dataset_dir, vector_dir, embedder, batch_size=batch_size, progress=progress)
         for s in report.skipped:
             logger.warning("skipped %s", s)
@@ -179,7 +168,7 @@ def reverse_image_search(
             index = Index.open(vector_dir)
         except IndexNotFoundError as e:
             raise IndexNotFoundError(f"{e} (run reverse_image_search with generate=True first)") from None
-        embedder = _embedder_for(index, model, weights)
+        embedder = resolve_embedder(index, model, weights=weights)
     matches: list[Match] = index.search(query, k, embedder=embedder, dataset_dir=dataset_dir)  # type: ignore[assignment]
     results = SearchResults(matches)
     results.report, results.index = report, index

@@ -26,13 +26,10 @@ def _weights(value: str) -> str | None:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from .embedding import get_embedder
-    from .index import Index
+    from .index import Index, resolve_embedder
 
-    if args.model is None and Index.exists(args.vector_dir):
-        embedder = Index.open(args.vector_dir).embedder()
-    else:
-        embedder = get_embedder(args.model or "resnet50", weights=args.weights, precision=args.precision)
+    existing = Index.open(args.vector_dir) if Index.exists(args.vector_dir) else None
+    embedder = resolve_embedder(existing, args.model, weights=args.weights, precision=args.precision)
     if getattr(args, "dask", None):  # on a Dask cluster (revsearch.distributed)
         from .distributed import build_index_dask
 

@@ -30,14 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from .embedding import Embedder, FileInfo, get_embedder, preprocessing_options
+from .embedding import Embedder, FileInfo, get_embedder, preprocessing_options, weights_id
 from .errors import IndexFormatError, IndexNotFoundError, ModelMismatchError, RevsearchError
 from .images import ImageSource, SkippedFile, find_images
 from .search import Match, topk_cosine
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Index", "UpdateReport", "MANIFEST_NAME", "FORMAT_VERSION"]
+__all__ = ["Index", "UpdateReport", "resolve_embedder", "MANIFEST_NAME", "FORMAT_VERSION"]
 
 MANIFEST_NAME = "revsearch.json"
 FORMAT_NAME = "revsearch-index"
@@ -711,6 +711,43 @@ class Index:
             shard = _write_shard(folder, vectors, rows, list(paths))
             _commit(folder, spec, [shard], dataset_dir, complete=True, extra=extra)
         return cls.open(folder)
+
+
+def resolve_embedder(
+    index: Index | None,
+    model: Any = None,
+    *,
+    weights: str | os.PathLike | None = "imagenet",
+    precision: str = "float32",
+) -> Embedder:
+    """The embedder to use with an index that may already exist.
+
+    The index's own embedder (with the preprocessing recorded in it) when ``model`` is None or
+    names the index's model with the same weights and precision; otherwise one built from
+    ``model`` (default ``"resnet50"``), which :meth:`Index.check_compatible` may then refuse.
+
+    Parameters
+    ----------
+    index : Index or None
+    model : str, Embedder, keras.Model or None
+    weights : {"imagenet", None} or path
+    precision : {"float32", "bfloat16"}
+
+    Returns
+    -------
+    Embedder
+    """
+    if index is not None:
+        spec = index.spec
+        same = (
+            isinstance(model, str)
+            and model.lower() == spec["model"]
+            and weights_id(weights) == spec["weights"]
+            and precision == spec.get("precision", "float32")
+        )
+        if model is None or same:
+            return index.embedder()
+    return get_embedder(model if model is not None else "resnet50", weights=weights, precision=precision)
 
 
 def _commit(

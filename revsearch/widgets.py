@@ -545,9 +545,10 @@ def prepare_index(
         if legacy.skipped:
             logger.warning("%d vector files could not be used (see the messages above)", len(legacy.skipped))
         return index, None
-    from .embedding import get_embedder
+    from .index import resolve_embedder
 
-    embedder = get_embedder(settings.model, weights=settings.weights)
+    existing = Index.open(vector_dir) if Index.exists(vector_dir) else None
+    embedder = resolve_embedder(existing, settings.model, weights=settings.weights)
     index, report = Index.build(dataset, vector_dir, embedder, batch_size=batch_size, progress=progress)
     for skipped in report.skipped[:20]:
         logger.warning("skipped %s", skipped)

@@ -223,3 +223,22 @@ def test_bad_k_in_process(indexed, capsys: pytest.CaptureFixture[str]) -> None: 
     assert e.value.code == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert "-k must be at least 1" in err and "Traceback" not in err
+
+
+def test_index_again_naming_the_model_keeps_the_recorded_preprocessing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`index --model resnet50` on an index of the same model built with other preprocessing
+    (pad + average pooling) updates it with that preprocessing instead of refusing it."""
+    from revsearch.embedding import get_embedder
+
+    ds = tmp_path / "ds"
+    write_photos(ds, 4)
+    Index.build(ds, tmp_path / "vec", get_embedder("resnet50", weights=None, fit="pad", pooling="avg"), progress=False)
+    write_photos(ds, 2, start=4)
+    code = cli.main(["index", str(ds), str(tmp_path / "vec"), "--model", "resnet50", "--weights", "none", "-q"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "2 added" in out.out and "4 unchanged" in out.out
+    index = Index.open(tmp_path / "vec")
+    assert len(index) == 6 and "pad:" in index.spec["preprocessing"]
