@@ -62,21 +62,14 @@ def _display(fig: Any) -> bool:
     if png is not None:
         from matplotlib.figure import Figure
 
+        from .display import figure_png
+
         try:
             png.lookup_by_type(Figure)
         except KeyError:
-            png.for_type(Figure, _figure_png)
+            png.for_type(Figure, figure_png)
     display(fig)
     return True
-
-
-def _figure_png(fig: Any) -> bytes:
-    """The PNG bytes of a matplotlib figure (IPython's image/png formatter for figures)."""
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
 
 
 def reverse_image_search(
@@ -161,8 +154,6 @@ def reverse_image_search(
         existing = Index.open(vector_dir) if Index.exists(vector_dir) else None
         embedder = resolve_embedder(existing, model, weights=weights)
         index, report = Index.build(dataset_dir, vector_dir, embedder, batch_size=batch_size, progress=progress)
-        for s in report.skipped:
-            logger.warning("skipped %s", s)
     else:
         try:
             index = Index.open(vector_dir)

@@ -19,7 +19,7 @@ from .search import Match
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["plot_results", "save_figure"]
+__all__ = ["figure_png", "plot_results", "save_figure"]
 
 
 def plot_results(
@@ -80,3 +80,12 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 100) -> None
     """Save a figure (PNG, JPEG, PDF or SVG, chosen by the file's extension)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=dpi)
+
+
+def figure_png(fig: Figure, *, dpi: int = 100) -> bytes:
+    """Render a figure to PNG bytes (for notebooks and widgets)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import logging
 import os
 import sys
@@ -32,7 +31,6 @@ from .errors import RevsearchError
 
 if TYPE_CHECKING:  # pragma: no cover
     import ipywidgets
-    from matplotlib.figure import Figure
 
     from .api import SearchResults
     from .images import ImageSource
@@ -48,7 +46,6 @@ __all__ = [
     "SearchApp",
     "enable_colab_widgets",
     "fetch_data",
-    "figure_png",
     "in_colab",
     "mount_drive",
     "notebook_logging",
@@ -550,10 +547,8 @@ def prepare_index(
     existing = Index.open(vector_dir) if Index.exists(vector_dir) else None
     embedder = resolve_embedder(existing, settings.model, weights=settings.weights)
     index, report = Index.build(dataset, vector_dir, embedder, batch_size=batch_size, progress=progress)
-    for skipped in report.skipped[:20]:
-        logger.warning("skipped %s", skipped)
-    if len(report.skipped) > 20:
-        logger.warning("... and %d more files skipped", len(report.skipped) - 20)
+    if report.skipped:  # each one was logged with its reason while indexing
+        logger.warning("%d files could not be read and were skipped (see the messages above)", len(report.skipped))
     return index, report
 
 
@@ -589,13 +584,6 @@ def sample_query(settings: NotebookSettings, query: str | os.PathLike | None = N
 
 
 # --------------------------------------------------------------------------- searching and showing
-
-
-def figure_png(fig: Figure, *, dpi: int = 100) -> bytes:
-    """Render a matplotlib figure to PNG bytes."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
 
 
 def search_image(
@@ -721,6 +709,8 @@ def show_search(
     output.outputs = (*before, _stream(f"Searching with {name} ..."))
     try:
         results = search_image(query, vector_dir, title=name, **kwargs)
+        from .display import figure_png
+
         picture = _picture(figure_png(results.figure), f"{name} and its {len(results)} best matches")
     except RevsearchError as e:
         logger.info("search with %s failed: %s", name, e)

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from revsearch.display import figure_png
+
 from conftest import write_photos
 from revsearch.errors import RevsearchError
 
@@ -226,7 +228,7 @@ def test_search_image_draws_query_above_matches(indexed):
     results = rw.search_image(photos / "a" / "img0004.jpg", vectors, k=5, title="mine")
     axes = results.figure.axes
     assert len(axes) == 6 and axes[0].get_title() == "mine"
-    assert rw.figure_png(results.figure).startswith(b"\x89PNG")
+    assert figure_png(results.figure).startswith(b"\x89PNG")
 
 
 def test_uploaded_files_reads_ipywidgets_7_and_8_values():
