@@ -181,16 +181,19 @@ def _write_shard(
     if not (len(vectors) == len(rows) == len(paths)):
         raise ValueError("vectors, rows and paths must be aligned")
     shard = _Shard(token or _new_token(), len(vectors), vectors, folder=folder)
-    f = shard.files
-    _write_atomic(folder / f["vectors"], lambda fh: np.lib.format.write_array(fh, vectors, allow_pickle=False))
-    _write_atomic(
-        folder / f["rows"], lambda fh: np.lib.format.write_array(fh, np.asarray(rows, ROW_DTYPE), allow_pickle=False)
-    )
-    text = "".join(p + "\n" for p in paths)
-    _write_atomic(folder / f["paths"], lambda fh: fh.write(text.encode("utf-8")))
-    shard._rows = np.asarray(rows, ROW_DTYPE)
-    shard._paths = list(paths)
+    _write_atomic(folder / shard.files["vectors"], lambda fh: np.lib.format.write_array(fh, vectors, allow_pickle=False))
+    _write_rows_and_paths(shard, np.asarray(rows, ROW_DTYPE), list(paths))
     return shard
+
+
+def _write_rows_and_paths(shard: _Shard, rows: np.ndarray, paths: list[str]) -> None:
+    """Write a shard's rows file, then its paths file (last: its presence marks a complete shard)."""
+    assert shard.folder is not None
+    f = shard.files
+    _write_atomic(shard.folder / f["rows"], lambda fh: np.lib.format.write_array(fh, rows, allow_pickle=False))
+    text = "".join(p + "\n" for p in paths)
+    _write_atomic(shard.folder / f["paths"], lambda fh: fh.write(text.encode("utf-8")))
+    shard._rows, shard._paths = rows, paths
 
 
 def _rows_from_infos(infos: Sequence[FileInfo]) -> np.ndarray:
@@ -946,27 +949,20 @@ def _consolidate(folder: Path, shards: list[_Shard], dim: int) -> list[_Shard]:
 
 
 def _merge(folder: Path, group: list[_Shard], dim: int) -> _Shard:
+    """Write the shards of ``group`` as one, streaming their vectors (no whole copy in memory)."""
     n = sum(s.count for s in group)
-    token = _new_token()
-    merged = _Shard(token, n, np.empty((0, dim), np.float32), folder=folder)
-    f = merged.files
-    vpath = folder / f["vectors"]
-    tmp = vpath.with_name(f".{vpath.name}.tmp")
-    mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
-    at = 0
-    for s in group:
-        mm[at : at + s.count] = s.vectors
-        at += s.count
-    mm.flush()
-    del mm
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, vpath)
-    rows = np.concatenate([np.asarray(s.rows) for s in group])
-    paths = [p for s in group for p in s.paths]
-    _write_atomic(folder / f["rows"], lambda fh: np.lib.format.write_array(fh, rows, allow_pickle=False))
-    text = "".join(p + "\n" for p in paths)
-    _write_atomic(folder / f["paths"], lambda fh: fh.write(text.encode("utf-8")))
+    merged = _Shard(_new_token(), n, np.empty((0, dim), np.float32), folder=folder)
+    vpath = folder / merged.files["vectors"]
+
+    def write_vectors(fh: Any) -> None:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": (n, dim)}
+        np.lib.format.write_array_header_1_0(fh, header)
+        for s in group:
+            fh.write(memoryview(np.ascontiguousarray(s.vectors, dtype=np.float32)).cast("B"))
+
+    _write_atomic(vpath, write_vectors)
+    _write_rows_and_paths(
+        merged, np.concatenate([np.asarray(s.rows) for s in group]), [p for s in group for p in s.paths]
+    )
     merged.vectors = np.load(vpath, mmap_mode="r")
-    merged._rows, merged._paths = rows, paths
     return merged

@@ -514,3 +514,17 @@ def test_killing_at_any_moment_never_breaks_the_index(many_photos: tuple[Path, l
         assert idx.paths == all_paths[: len(idx)]
         last = len(idx)
     assert last > 0
+
+
+def test_checkpoint_shards_are_merged_into_one_at_the_end(tmp_path: Path, resnet_random: Embedder) -> None:
+    """Checkpoints every 4 images write small shards; the finished index merges them into one,
+    holding the same rows and vectors as an index written in one go."""
+    ds = tmp_path / "ds"
+    write_photos(ds, 10)
+    merged, _ = Index.build(ds, tmp_path / "merged", resnet_random, checkpoint_every=4, batch_size=4, progress=False)
+    whole, _ = Index.build(ds, tmp_path / "whole", resnet_random, checkpoint_every=1000, progress=False)
+    assert len(merged.shards) == 1 and isinstance(merged.shards[0], np.memmap)
+    assert merged.paths == whole.paths
+    np.testing.assert_allclose(merged.vectors, whole.vectors, atol=1e-5)
+    names = {p.name for p in (tmp_path / "merged").iterdir() if p.name.startswith("vectors-")}
+    assert len(names) == 1  # the checkpoint shards' files were deleted
