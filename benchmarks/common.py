@@ -144,3 +144,13 @@ def proc_kib(key: str, path: str = "/proc/self/status") -> int | None:
 def synthetic_spec(dim: int) -> dict[str, Any]:
     """The spec recorded for an index of synthetic vectors (no model made them)."""
     return {"model": "synthetic", "preprocessing": "none", "dim": dim, "weights": "none", "precision": "float32"}
+
+
+def emit(text: str, t_start: float, markdown: str | None) -> None:
+    """Print a benchmark's report with its total time and the load average, and save it to
+    ``markdown`` if given."""
+    text += f"\n\n(total benchmark time {time.perf_counter() - t_start:.0f} s; load average at the end: {load_average()})"
+    print()
+    print(text)
+    if markdown:
+        Path(markdown).write_text(text + "\n")

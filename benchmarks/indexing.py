@@ -373,11 +373,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = report(results, memory, args, info)
-    text += f"\n\n(total benchmark time {time.perf_counter() - t_start:.0f} s; load average at the end: {common.load_average()})"
-    print()
-    print(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text + "\n")
+    common.emit(text, t_start, args.markdown)
 
 
 if __name__ == "__main__":

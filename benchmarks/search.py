@@ -374,11 +374,7 @@ def main() -> None:
     text = report(results, orig, info, args)
     if skipped:
         text += "\n\n" + "\n".join(f"- {x}" for x in skipped)
-    text += f"\n\n(total benchmark time {time.perf_counter() - t_start:.0f} s; load average at the end: {common.load_average()})"
-    print()
-    print(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text + "\n")
+    common.emit(text, t_start, args.markdown)
 
 
 if __name__ == "__main__":
