@@ -43,6 +43,8 @@ _LAZY = {
     "load_image": "images",
     "find_images": "images",
     "import_legacy": "legacy",
+    "search_images": "rerank",
+    "DatabaseAugmentation": "rerank",
 }
 
 __all__ = sorted(
@@ -85,4 +87,5 @@ if TYPE_CHECKING:  # pragma: no cover
     from .images import find_images, load_image
     from .index import Index, UpdateReport
     from .legacy import import_legacy
+    from .rerank import DatabaseAugmentation, search_images
     from .search import Match, topk_cosine

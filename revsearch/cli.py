@@ -30,6 +30,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
     existing = Index.open(args.vector_dir) if Index.exists(args.vector_dir) else None
     embedder = resolve_embedder(existing, args.model, weights=args.weights, precision=args.precision)
+    if getattr(args, "resolution", None) is not None or getattr(args, "scales", None) is not None:
+        embedder = _sized_embedder(existing, args)
     if getattr(args, "dask", None):  # on a Dask cluster (revsearch.distributed)
         from .distributed import build_index_dask
 
@@ -60,6 +62,40 @@ def _cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scales(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.replace("+", ",").split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--scales takes input sides separated by commas, e.g. 224,320; not {value!r}") from None
+
+
+def _sized_embedder(existing: Any, args: argparse.Namespace) -> Any:
+    """The embedder of ``revsearch index --resolution/--scales``: the model (of the index, if one exists)
+    at those input sizes; an existing index made at other sizes then refuses it (nothing is changed)."""
+    from .embedding import get_embedder, preprocessing_options
+
+    model = args.model
+    options: dict[str, Any] = {}
+    if existing is not None and (model is None or model.lower() == existing.spec["model"]):
+        model = existing.spec["model"]
+        options = preprocessing_options(existing.spec.get("preprocessing", ""))
+        options.pop("resolution", None), options.pop("scales", None)
+    return get_embedder(
+        model or "resnet50", weights=args.weights, precision=args.precision, resolution=args.resolution,
+        scales=args.scales, **options,
+    )
+
+
+def _add_search_options(p: argparse.ArgumentParser) -> None:
+    """Search-side options (revsearch.rerank) of ``search`` and ``evaluate``."""
+    p.add_argument("--qe", type=int, default=0, metavar="K",
+                   help="alpha query expansion from the K best matches (0: off, default; 2 is a good start)")
+    p.add_argument("--alpha", type=float, default=3.0, help="query-expansion weight exponent (default 3; 0: average)")
+    p.add_argument("--dba", type=int, default=0, metavar="K",
+                   help="database-side augmentation with K neighbours, computed from the index (0: off, default)")
+    p.add_argument("--dba-alpha", type=float, default=3.0, help="database-augmentation weight exponent (default 3)")
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
     from .images import load_image, read_source
     from .index import Index
@@ -67,11 +103,20 @@ def _cmd_search(args: argparse.Namespace) -> int:
     index = Index.open(args.vector_dir)
     query = read_source(args.query)
     load_image(query, label=args.query)  # a bad query fails here, before the model loads
+    if getattr(args, "dask", None) and (args.qe or args.dba or args.rotations):
+        raise ValueError("--qe, --dba and --rotations search on this machine: leave out --dask to use them")
     if getattr(args, "dask", None):  # exact search on a Dask cluster (revsearch.distributed)
         from .distributed import search_dask
 
         scores, rows = search_dask(index, index.embedder().embed(query), args.k, client=args.dask)
         matches = index._matches(scores, rows, args.dataset_dir)[0]
+    elif args.qe or args.dba or args.rotations:
+        from .rerank import search_images
+
+        matches = search_images(
+            index, query, args.k, qe=args.qe, alpha=args.alpha, dba=args.dba, dba_alpha=args.dba_alpha,
+            rotations=args.rotations, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False),
+        )
     else:
         matches = index.search(query, args.k, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False))
     if args.out:
@@ -84,6 +129,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
             "index": str(index.folder),
             "model": index.spec["model"],
             "k": args.k,
+            "options": {"qe": args.qe, "alpha": args.alpha, "dba": args.dba, "dba_alpha": args.dba_alpha,
+                        "rotations": args.rotations},
             "results": [
                 {"rank": m.rank + 1, "score": round(m.score, 6), "path": str(m.path), "relpath": m.relpath}
                 for m in matches  # type: ignore[union-attr]
@@ -150,9 +197,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             progress=not args.quiet and not args.json,
         )
     else:
-        report = evaluate_index(index, args.dataset_dir, k=args.k, layout=args.layout)
+        report = evaluate_index(
+            index, args.dataset_dir, k=args.k, layout=args.layout, qe=args.qe, alpha=args.alpha, dba=args.dba,
+            dba_alpha=args.dba_alpha,
+        )
     if args.json:
-        head = {"dataset_dir": args.dataset_dir, "index": str(index.folder), "model": index.spec["model"]}
+        head = {"dataset_dir": args.dataset_dir, "index": str(index.folder), "model": index.spec["model"],
+                "preprocessing": index.spec.get("preprocessing")}
         print(json.dumps({**head, **report.to_dict()}, indent=2))
         return 0
     k = report.k
@@ -166,6 +217,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"skipped {path}: unreadable", file=sys.stderr)
         return 0
     print(f"classes in {index.folder} ({index.spec['model']}, {report.layout} layout): {report.summary()}")
+    print(f"pipeline: {index.spec.get('preprocessing')}; search options: {report.options_text()}")
     width = max([5, *(len(c) for c in report.per_class)])
     print(f"{'class':<{width}} {'images':>6} {f'prec@{k}':>8} {'AP':>8} {'recall@1':>9}")
     for name, c in report.per_class.items():
@@ -196,6 +248,7 @@ def _add_evaluate_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_search_options(p)  # evaluated from the index's vectors: nothing is rebuilt
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -263,12 +316,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default=None,
-        help="resnet50 (default for a new index), mobilenet or resnet50-seed; an existing index keeps its model",
+        help="resnet50 (default for a new index), mobilenet, efficientnetv2-b0, efficientnetv2-s, convnext-tiny or "
+        "resnet50-seed; an existing index keeps its model",
     )
     p.add_argument(
         "--weights", type=_weights, default="imagenet", help="imagenet (default), none (random, for tests) or a weights file"
     )
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="input side in pixels (default: the model's, 224; larger keeps more detail, ~(side/224)^2 the time)")
+    p.add_argument("--scales", type=_scales, default=None,
+                   help="multi-scale descriptors: input sides, e.g. 224,320 (the sum of the per-scale vectors)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None, help="image-reading threads (default: CPUs)")
     p.add_argument(
@@ -289,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-dir", default=None, help="where the images are now (default: as recorded in the index)")
     p.add_argument("--exact", action="store_true", help="exact search even if the index has an approximate index")
     p.add_argument("--dask", metavar="ADDRESS", default=None, help="exact search on a Dask cluster (address or 'local')")
+    _add_search_options(p)
+    p.add_argument("--rotations", action="store_true",
+                   help="also search with the query rotated by 90/180/270 degrees (photos stored sideways); 4x the cost")
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("import-legacy", help="convert the original project's .pbz2/.pickle vector files into an index")

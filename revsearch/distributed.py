@@ -229,7 +229,7 @@ def _embedder_args(emb: Embedder) -> dict[str, Any]:
         )
     accepted = inspect.signature(get_embedder).parameters
     args: dict[str, Any] = {"model": emb.name, "weights": emb._weights_arg, "precision": emb.precision}
-    for name in ("fit", "fill", "pooling"):
+    for name in ("fit", "fill", "pooling", "resolution", "scales"):
         if name in accepted and hasattr(emb, name):
             args[name] = getattr(emb, name)
     if args["weights"] is not None and args["weights"] != "imagenet":

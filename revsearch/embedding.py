@@ -35,12 +35,19 @@ __all__ = [
     "get_embedder",
     "l2_normalize",
     "preprocessing_options",
+    "resize_prepared",
 ]
 
 #: Seed used to initialise a model built with ``weights=None``, so two processes build the same model.
 RANDOM_WEIGHTS_SEED = 1234
 #: Exponent of generalised-mean (GeM) pooling, ``pooling="gem"``: (mean of x**p over positions)**(1/p).
 GEM_P = 3.0
+#: Default ``fit`` and ``pooling`` of the named models (except the original notebook's ``resnet50-seed``),
+#: chosen by the rule of ``benchmarks/quality.py`` over every dataset measured (see README, Quality).
+DEFAULT_FIT = "crop"
+DEFAULT_POOLING = "gem"
+#: Smallest and largest input side accepted by ``resolution`` / ``scales``.
+MIN_RESOLUTION, MAX_RESOLUTION = 32, 1024
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,8 @@ class _ModelInfo:
     dim: int
     preprocess: str  # "keras" or "raw-bgr"
     description: str
+    size: int = 224  # default input side (the resolution it was trained at)
+    pooling: str | None = None  # default pooling (None: DEFAULT_POOLING)
 
 
 #: The models known by name.
@@ -60,6 +69,23 @@ MODELS: dict[str, _ModelInfo] = {
     "mobilenet": _ModelInfo(
         "MobileNet", "mobilenet", 1024, "keras", "Keras MobileNet 1.0/224, centre crop, preprocess_input (tf), GeM pooled"
     ),
+    # Backbones known to retrieve better than ResNet50 with ImageNet weights (need internet for the weights;
+    # their retrieval quality was not measured here: only MobileNet's weights are available offline).
+    "efficientnetv2-b0": _ModelInfo(
+        "EfficientNetV2B0", "efficientnet_v2", 1280, "keras",
+        "Keras EfficientNetV2-B0 (rescales 0..255 inside the model), centre crop, average pooled",
+        pooling="avg",
+    ),
+    "efficientnetv2-s": _ModelInfo(
+        "EfficientNetV2S", "efficientnet_v2", 1280, "keras",
+        "Keras EfficientNetV2-S (rescales 0..255 inside the model), centre crop, 384x384, average pooled", 384,
+        pooling="avg",
+    ),
+    "convnext-tiny": _ModelInfo(
+        "ConvNeXtTiny", "convnext", 768, "keras",
+        "Keras ConvNeXt-Tiny (normalises 0..255 inside the model), centre crop, average pooled",
+        pooling="avg",
+    ),
     "resnet50-seed": _ModelInfo(
         "ResNet50",
         "resnet50",
@@ -68,6 +94,53 @@ MODELS: dict[str, _ModelInfo] = {
         "the original notebook's pipeline: ResNet50 on raw BGR 0..255 (no preprocess_input), average pooled",
     ),
 }
+
+
+def _check_scales(resolution: int | None, scales: Sequence[int] | None, default: int) -> tuple[int, ...]:
+    """The input sides to embed at, largest first, from ``resolution`` / ``scales``."""
+
+    def side(v: Any, what: str) -> int:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not MIN_RESOLUTION <= v <= MAX_RESOLUTION:
+            raise ValueError(f"{what} must be whole numbers of pixels from {MIN_RESOLUTION} to {MAX_RESOLUTION}; got {v!r}")
+        return int(v)
+
+    if scales is None:
+        return (side(resolution, "resolution") if resolution is not None else default,)
+    if isinstance(scales, (str, bytes)) or len(scales) == 0:
+        raise ValueError(f"scales must be a non-empty sequence of input sides, e.g. (224, 320); got {scales!r}")
+    out = tuple(sorted({side(v, "scales") for v in scales}, reverse=True))
+    if len(out) != len(scales):
+        raise ValueError(f"scales must not repeat a side; got {list(scales)}")
+    if resolution is not None and side(resolution, "resolution") != out[0]:
+        raise ValueError(f"resolution ({resolution}) must be the largest of scales {list(scales)} (or left out)")
+    return out
+
+
+def resize_prepared(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize a prepared image (as :meth:`Embedder.prepare` returns it) to another square side.
+
+    Bicubic, as :func:`revsearch.images.prepare_image`; used for the smaller scales of multi-scale
+    descriptors.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Shape (S, S, 3), float32 RGB 0..255.
+    size : int
+        The new side.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (size, size, 3), float32 RGB 0..255.
+    """
+    from PIL import Image
+
+    arr = np.asarray(image)
+    if arr.shape[:2] == (size, size):
+        return np.asarray(arr, dtype=np.float32)
+    img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
+    return np.asarray(img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0), dtype=np.float32)
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -181,6 +254,16 @@ class Embedder:
         input. Defaults to the identity.
     name : str, optional
         For a custom Keras model: the name recorded in the index (default ``"keras:<model.name>"``).
+    resolution : int, optional
+        For named models: side of the square input in pixels (the short side with ``fit="crop"``),
+        default the model's own (224; 384 for ``"efficientnetv2-s"``). The backbones are fully
+        convolutional: a larger input keeps more detail with the same pre-trained weights, at about
+        (resolution / 224)**2 the cost.
+    scales : sequence of int, optional
+        For named models: multi-scale descriptors. The image is prepared at the largest scale, resized
+        (bicubic) to each smaller one, embedded and pooled at each, and the L2-normalised descriptors are
+        summed and L2-normalised again. ``scales=(224, 320)`` costs about the sum of the single-scale costs.
+        A single scale is the same as ``resolution``.
 
     Notes
     -----
@@ -202,6 +285,8 @@ class Embedder:
         preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
         name: str | None = None,
         pooling: str | None = None,
+        resolution: int | None = None,
+        scales: Sequence[int] | None = None,
     ) -> None:
         if precision not in ("float32", "bfloat16"):
             raise ValueError(f"precision must be 'float32' or 'bfloat16', not {precision!r}")
@@ -225,7 +310,8 @@ class Embedder:
             self._info: _ModelInfo | None = MODELS[key]
             self._keras_model: Any = None
             self.dim = self._info.dim
-            self.input_size = 224
+            self.scales = _check_scales(resolution, scales, self._info.size)
+            self.input_size = self.scales[0]
             self._weights_arg = weights
             self.weights = weights_id(weights)
         else:
@@ -248,6 +334,9 @@ class Embedder:
             self._keras_model = model
             self.dim = int(out[-1])
             self.input_size = int(inp[1])
+            if resolution is not None or scales is not None:
+                raise ValueError("resolution and scales apply to named models; a custom Keras model has a fixed input size")
+            self.scales = (self.input_size,)
             self._weights_arg = None
             h = hashlib.sha256()
             for w in model.get_weights():
@@ -255,9 +344,12 @@ class Embedder:
             self.weights = f"sha256:{h.hexdigest()[:16]}"
             if pooling is not None:
                 raise ValueError("pooling applies to named models; a custom Keras model pools itself")
-        measured = self._info is not None and self._info.preprocess != "raw-bgr"  # resnet50, mobilenet
-        self.fit = fit if fit is not None else ("crop" if measured else "pad")
-        self.pooling: str | None = None if self._info is None else (pooling or ("gem" if measured else "avg"))
+        measured = self._info is not None and self._info.preprocess != "raw-bgr"  # not the original pipeline
+        self.fit = fit if fit is not None else (DEFAULT_FIT if measured else "pad")
+        own = None if self._info is None else (self._info.pooling or (DEFAULT_POOLING if measured else "avg"))
+        self.pooling: str | None = pooling or own
+        self.resolution = self.input_size
+        self._scale_embedders: list[Embedder] | None = None
 
     # ------------------------------------------------------------------ description
     @property
@@ -272,7 +364,8 @@ class Embedder:
         else:
             norm = f"keras.applications.{self._info.module}.preprocess_input"
         pool = {None: "", "avg": "", "max": "/pool:max", "gem": f"/pool:gem:p={GEM_P:g}"}[self.pooling]
-        return f"{self.fit}:{fill}/resize:{self.input_size}:bicubic/{norm}{pool}"
+        multi = "" if len(self.scales) == 1 else "/scales:" + "+".join(map(str, self.scales)) + ":sum-l2"
+        return f"{self.fit}:{fill}/resize:{self.input_size}:bicubic/{norm}{pool}{multi}"
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -288,10 +381,44 @@ class Embedder:
     def __repr__(self) -> str:
         return f"Embedder(model={self.name!r}, weights={self.weights!r}, dim={self.dim}, precision={self.precision!r})"
 
+    # ------------------------------------------------------------------ multi-scale
+    def scale_embedders(self) -> list[Embedder]:
+        """One single-scale embedder per scale of :attr:`scales` (largest first): ``[self]`` for one scale.
+
+        Returns
+        -------
+        list of Embedder
+        """
+        if len(self.scales) == 1:
+            return [self]
+        if self._scale_embedders is None:
+            with self._lock:
+                if self._scale_embedders is None:
+                    self._scale_embedders = [
+                        Embedder(self.name, weights=self._weights_arg, precision=self.precision, fill=self.fill,
+                                 fit=self.fit, pooling=self.pooling, resolution=s)
+                        for s in self.scales
+                    ]
+        return self._scale_embedders
+
+    def _embed_multiscale(self, batch: np.ndarray) -> np.ndarray:
+        """Sum of the L2-normalised descriptors of a prepared (n, S, S, 3) batch at every scale, L2-normalised."""
+        total = np.zeros((len(batch), self.dim), np.float32)
+        for emb in reversed(self.scale_embedders()):  # smaller scales first: ``batch`` is given up last
+            if emb.input_size == self.input_size:
+                part = emb._embed_own_batch(batch)
+            else:
+                part = emb._embed_own_batch(np.stack([resize_prepared(im, emb.input_size) for im in batch]))
+            total += part
+        return l2_normalize(total)
+
     # ------------------------------------------------------------------ the Keras model
     @property
     def keras_model(self) -> Any:
-        """The Keras model, built (and its weights loaded) on first access."""
+        """The Keras model, built (and its weights loaded) on first access (with several
+        :attr:`scales`: every scale's model is built; the largest scale's is returned)."""
+        if len(self.scales) > 1:
+            return [e.keras_model for e in self.scale_embedders()][0]
         if self._keras_model is None:
             with self._lock:
                 if self._keras_model is None:
@@ -410,6 +537,8 @@ class Embedder:
     def _embed_own_batch(self, batch: np.ndarray) -> np.ndarray:
         """:meth:`embed_prepared` of a checked (n, S, S, 3) float32 batch the caller gives up:
         it is normalised in place, not copied."""
+        if len(self.scales) > 1:
+            return self._embed_multiscale(batch)
         out = self.keras_model.predict_on_batch(self.normalize_batch(batch))
         out = np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
         return l2_normalize(out)
@@ -590,6 +719,8 @@ def get_embedder(
     fit: str | None = None,
     fill: tuple[int, int, int] | str = (0, 0, 0),
     pooling: str | None = None,
+    resolution: int | None = None,
+    scales: Sequence[int] | None = None,
 ) -> Embedder:
     """Return an :class:`Embedder`, reusing one built earlier for the same name and options.
 
@@ -602,7 +733,7 @@ def get_embedder(
         An Embedder is returned as it is; a Keras model is wrapped.
     weights : {"imagenet", None} or path
     precision : {"float32", "bfloat16"}
-    fit, fill, pooling
+    fit, fill, pooling, resolution, scales
         As for :class:`Embedder` (``None``: the model's default); see :func:`preprocessing_options`
         to get them back from an index's spec.
 
@@ -614,7 +745,10 @@ def get_embedder(
         return model
     if not isinstance(model, str):
         return Embedder(model)
-    new = Embedder(model, weights=weights, precision=precision, fit=fit, fill=fill, pooling=pooling)  # lazy: cheap
+    new = Embedder(
+        model, weights=weights, precision=precision, fit=fit, fill=fill, pooling=pooling, resolution=resolution,
+        scales=scales,
+    )  # lazy: cheap
     key = (new.name, new.weights, new.precision, new.preprocessing)
     with _CACHE_LOCK:
         if key not in _CACHE:
@@ -623,25 +757,34 @@ def get_embedder(
 
 
 def preprocessing_options(preprocessing: str) -> dict[str, Any]:
-    """Read ``fit``, ``fill`` and ``pooling`` back from an :attr:`Embedder.preprocessing` string.
+    """Read ``fit``, ``fill``, ``pooling`` and the input size(s) back from an :attr:`Embedder.preprocessing` string.
 
     Parameters
     ----------
     preprocessing : str
         E.g. ``"crop:rgb(0,0,0)/resize:224:bicubic/keras.applications.mobilenet.preprocess_input/pool:gem:p=3"``.
-        A string without a ``pool:`` step was made with average pooling.
+        A string without a ``pool:`` step was made with average pooling; one ending in
+        ``/scales:320+224:sum-l2`` with multi-scale descriptors.
 
     Returns
     -------
     dict
-        ``fit``, ``fill`` and ``pooling`` for :class:`Embedder` / :func:`get_embedder`; empty if the
-        string is not one :class:`Embedder` writes.
+        ``fit``, ``fill``, ``pooling`` and ``resolution`` (or ``scales``, for multi-scale) for
+        :class:`Embedder` / :func:`get_embedder`; empty if the string is not one :class:`Embedder` writes.
     """
     import re
 
-    pattern = r"^(pad|crop):(edge|mean|rgb\((\d+),(\d+),(\d+)\))/resize:\d+:bicubic/[^/]+(/pool:(gem|max)[^/]*)?$"
+    pattern = (
+        r"^(pad|crop):(edge|mean|rgb\((\d+),(\d+),(\d+)\))/resize:(\d+):bicubic/[^/]+(/pool:(gem|max)[^/]*)?"
+        r"(/scales:(\d+(?:\+\d+)+):sum-l2)?$"
+    )
     m = re.match(pattern, preprocessing)
     if m is None:
         return {}
     fill: Any = m.group(2) if m.group(3) is None else tuple(int(m.group(i)) for i in (3, 4, 5))
-    return {"fit": m.group(1), "fill": fill, "pooling": m.group(7) or "avg"}
+    out: dict[str, Any] = {"fit": m.group(1), "fill": fill, "pooling": m.group(8) or "avg"}
+    if m.group(10):
+        out["scales"] = tuple(int(v) for v in m.group(10).split("+"))
+    else:
+        out["resolution"] = int(m.group(6))
+    return out

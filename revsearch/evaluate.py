@@ -212,6 +212,8 @@ class ClassRetrievalReport:
         The same scores per class, sorted by class name.
     excluded : list of str
         Images not used as queries because no other image shares their class.
+    options : dict
+        The search-side options evaluated: ``qe``, ``alpha``, ``dba``, ``dba_alpha`` (0: off).
     """
 
     k: int
@@ -224,11 +226,13 @@ class ClassRetrievalReport:
     recall_at_1: float
     per_class: dict[str, ClassScores] = field(default_factory=dict)
     excluded: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (floats rounded to 6 digits)."""
         return {
             "mode": "classes",
+            "options": dict(self.options),
             "k": self.k,
             "n_images": self.n_images,
             "n_queries": self.n_queries,
@@ -248,6 +252,14 @@ class ClassRetrievalReport:
             f"recall@1 {self.recall_at_1:.4f} ({self.n_queries} queries, {self.n_classes} classes)"
         )
 
+    def options_text(self) -> str:
+        """The search-side options, e.g. ``"query expansion qe=2 alpha=3; no database augmentation"``."""
+        o = self.options
+        qe = f"query expansion qe={o['qe']} alpha={o['alpha']:g}" if o.get("qe") else "no query expansion"
+        dba = (f"database augmentation k={o['dba']} alpha={o['dba_alpha']:g}" if o.get("dba")
+               else "no database augmentation")
+        return f"{qe}; {dba}"
+
 
 def _shards_of(vectors: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
     if isinstance(vectors, np.ndarray):
@@ -263,6 +275,10 @@ def retrieval_metrics(
     paths: Sequence[str] | None = None,
     layout: str = "given",
     progress: bool = False,
+    qe: int = 0,
+    alpha: float = 3.0,
+    dba: int = 0,
+    dba_alpha: float = 3.0,
 ) -> ClassRetrievalReport:
     """Leave-one-out class retrieval scores of a set of vectors.
 
@@ -285,6 +301,15 @@ def retrieval_metrics(
         Recorded in the report.
     progress : bool, default False
         Show a progress bar over query blocks.
+    qe : int, default 0
+        Evaluate alpha query expansion from each query's ``qe`` best matches (0: off); see
+        :mod:`revsearch.rerank`.
+    alpha : float, default 3.0
+        Query-expansion exponent (0: average query expansion).
+    dba : int, default 0
+        Evaluate database-side augmentation with ``dba`` neighbours (0: off), computed from the
+        vectors; each query is scored against the augmentation made without it.
+    dba_alpha : float, default 3.0
 
     Returns
     -------
@@ -320,21 +345,31 @@ def retrieval_metrics(
     if excluded_rows.size:
         logger.warning("%d image(s) are alone in their class and are not used as queries", excluded_rows.size)
 
+    options = {"qe": int(qe), "alpha": float(alpha), "dba": int(dba), "dba_alpha": float(dba_alpha)}
+    expanded = bool(qe or dba)
+    if expanded:
+        from .rerank import DatabaseAugmentation, leave_one_out_scores
+
+        all_vectors = np.concatenate([np.asarray(s, np.float32) for s in shards]) if len(shards) != 1 else shards[0]
+        aug = DatabaseAugmentation.compute(all_vectors, dba, dba_alpha) if dba else None
     prec = np.zeros(n, np.float64)
     ap = np.zeros(n, np.float64)
     r1 = np.zeros(n, np.float64)
-    block = max(1, min(len(queries), _SCORE_BLOCK // max(n, 1)))
+    block = max(1, min(len(queries), _SCORE_BLOCK // (8 if expanded else 1) // max(n, 1)))
     offsets = np.cumsum([0] + [len(s) for s in shards])
     ranks = np.arange(1, n, dtype=np.float64)  # 1..n-1
     starts = range(0, len(queries), block)
     for start in tqdm(starts, desc="evaluating", unit="block", disable=not progress):
         rows = queries[start : start + block]
-        q = np.empty((len(rows), shards[0].shape[1] if shards else 0), np.float32)
-        for j, r in enumerate(rows):
-            s_idx = int(np.searchsorted(offsets, r, side="right") - 1)
-            q[j] = shards[s_idx][r - offsets[s_idx]]
-        scores = np.concatenate([np.asarray(s, np.float32) @ q.T for s in shards], axis=0).T  # (b, n)
-        scores[np.arange(len(rows)), rows] = -np.inf
+        if expanded:
+            scores = leave_one_out_scores(all_vectors, rows, qe=qe, alpha=alpha, dba=aug)  # self is -inf
+        else:
+            q = np.empty((len(rows), shards[0].shape[1] if shards else 0), np.float32)
+            for j, r in enumerate(rows):
+                s_idx = int(np.searchsorted(offsets, r, side="right") - 1)
+                q[j] = shards[s_idx][r - offsets[s_idx]]
+            scores = np.concatenate([np.asarray(s, np.float32) @ q.T for s in shards], axis=0).T  # (b, n)
+            scores[np.arange(len(rows)), rows] = -np.inf
         order = np.argsort(-scores, axis=1, kind="stable")[:, : n - 1]  # self (-inf) ranks last
         rel = codes[order] == codes[rows][:, None]  # (b, n-1)
         hits = np.cumsum(rel, axis=1)
@@ -365,6 +400,7 @@ def retrieval_metrics(
         recall_at_1=float(r1[queries].mean()),
         per_class=per_class,
         excluded=[names[i] for i in excluded_rows],
+        options=options,
     )
 
 
@@ -391,6 +427,10 @@ def evaluate_index(
     k: int = 9,
     layout: str = "auto",
     progress: bool = False,
+    qe: int = 0,
+    alpha: float = 3.0,
+    dba: int = 0,
+    dba_alpha: float = 3.0,
 ) -> ClassRetrievalReport:
     """Leave-one-out class retrieval on an index of a labelled dataset.
 
@@ -408,6 +448,9 @@ def evaluate_index(
     k : int, default 9
     layout : {"auto", "folder", "prefix"}, default "auto"
     progress : bool, default False
+    qe, alpha, dba, dba_alpha
+        Search-side options to evaluate, from the index's vectors as they are (nothing is
+        rebuilt): see :func:`retrieval_metrics` and :mod:`revsearch.rerank`.
 
     Returns
     -------
@@ -429,7 +472,10 @@ def evaluate_index(
         _check_dataset_dir(idx, dataset_dir)
     paths = idx.paths
     labels, found = class_labels(paths, layout)
-    return retrieval_metrics(idx.shards, labels, k, paths=paths, layout=found, progress=progress)
+    return retrieval_metrics(
+        idx.shards, labels, k, paths=paths, layout=found, progress=progress, qe=qe, alpha=alpha, dba=dba,
+        dba_alpha=dba_alpha,
+    )
 
 
 # ============================================================================ near duplicates
