@@ -98,7 +98,8 @@ def reverse_image_search(
         The query image: a file path, the bytes of an image file (as an upload widget gives),
         a Pillow image or an (H, W, 3) uint8 RGB array.
     model : str, Embedder or keras.Model, optional
-        ``"resnet50"``, ``"mobilenet"``, ``"resnet50-seed"``, a Keras model whose output is one
+        ``"resnet50"``, ``"mobilenet"``, ``"resnet50-seed"`` (or another name of
+        :data:`revsearch.MODELS`: ``"efficientnetv2-b0"``, ``"efficientnetv2-s"``, ``"convnext-tiny"``), a Keras model whose output is one
         vector per image, or an :class:`~revsearch.embedding.Embedder`. Default: the model the
         index was built with, or ``"resnet50"`` for a new index.
     dataset_dir : path, optional

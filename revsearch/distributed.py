@@ -224,7 +224,7 @@ def _embedder_args(emb: Embedder) -> dict[str, Any]:
 
     if getattr(emb, "_info", None) is None:
         raise RevsearchError(
-            f"Dask indexing needs a named model (resnet50, mobilenet, resnet50-seed); {emb.name!r} is a custom "
+            f"Dask indexing needs a named model (one of revsearch.MODELS); {emb.name!r} is a custom "
             "Keras model, which the workers cannot rebuild"
         )
     accepted = inspect.signature(get_embedder).parameters

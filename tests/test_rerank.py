@@ -16,7 +16,7 @@ from revsearch.cli import main
 from revsearch.embedding import MODELS, Embedder, get_embedder, l2_normalize, preprocessing_options, resize_prepared
 from revsearch.errors import ModelMismatchError
 from revsearch.evaluate import evaluate_index, retrieval_metrics
-from revsearch.index import Index
+from revsearch.index import Index, resolve_embedder
 from revsearch.rerank import (
     DatabaseAugmentation,
     expand_queries,
@@ -206,6 +206,8 @@ def test_old_indexes_keep_their_recorded_pipeline(tmp_path: Path) -> None:
             emb.fit, emb.pooling, emb.input_size)
         with pytest.raises(ModelMismatchError):
             index.check_compatible(Embedder("mobilenet", weights=None, fit="crop", pooling="gem", resolution=448).spec)
+        # naming the model (as `revsearch index DATASET VECTORS --model mobilenet` does) reuses the recorded pipeline
+        assert resolve_embedder(Index.open(index.folder), "mobilenet", weights=None).spec == emb.spec
 
 
 # ---------------------------------------------------------------------------- command line
