@@ -256,7 +256,7 @@ def vectors(feats: dict[str, dict[str, np.ndarray]], pool: str, scales: tuple[in
     """As revsearch.Embedder(fit, pooling=pool, scales=scales) makes them."""
     if len(scales) == 1:
         return l2(feats[str(scales[0])][pool])
-    return l2(sum(l2(feats[name][pool]) for name in MULTISCALE[scales]))
+    return l2(sum(l2(feats[name][pool]) for name in MULTISCALE[tuple(sorted(scales, reverse=True))]))
 
 
 def metrics_from_scores(scores: np.ndarray, labels: Sequence[str], k: int) -> dict[str, float]:

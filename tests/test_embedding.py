@@ -264,7 +264,7 @@ def test_resnet50_seed_is_raw_bgr(resnet_random: Embedder) -> None:
     assert float(a @ b) < 0.999
     # resnet50-seed = the ResNet50 model on raw BGR 0..255, without preprocess_input
     bgr = prepare_image(img)[None, ..., ::-1].copy()
-    avg_pooled = get_embedder("resnet50", weights=None, pooling="avg")  # the default pools with GeM
+    avg_pooled = get_embedder("resnet50", weights=None, pooling="avg")  # named: the defaults may change
     for model in (seed.keras_model, avg_pooled.keras_model):
         raw = np.asarray(model.predict_on_batch(bgr))[0]
         np.testing.assert_allclose(b, raw / np.linalg.norm(raw), rtol=1e-4, atol=1e-5)

@@ -317,14 +317,17 @@ def test_real_model_class_and_near_duplicate_modes(tmp_path: Path, mobilenet: An
 # ---------------------------------------------------------------------------- the default chosen by the benchmark
 
 
-def test_default_is_crop_and_gem_except_for_the_original_pipeline(tmp_path: Path) -> None:
+def test_default_is_crop_and_avg_except_for_the_original_pipeline(tmp_path: Path) -> None:
     from revsearch.embedding import Embedder, preprocessing_options
 
     for name in ("mobilenet", "resnet50"):
         e = Embedder(name, weights=None)
-        assert (e.fit, e.pooling) == ("crop", "gem")
-        assert e.preprocessing.startswith("crop:") and e.preprocessing.endswith("/pool:gem:p=3")
-        assert preprocessing_options(e.preprocessing) == {"fit": "crop", "fill": (0, 0, 0), "pooling": "gem"}
+        assert (e.fit, e.pooling, e.input_size) == ("crop", "avg", 224)  # chosen by benchmarks/quality.py's rule
+        assert e.preprocessing == f"crop:rgb(0,0,0)/resize:224:bicubic/keras.applications.{name}.preprocess_input"
+        assert preprocessing_options(e.preprocessing) == {"fit": "crop", "fill": (0, 0, 0), "pooling": "avg",
+                                                          "resolution": 224}
+    gem = Embedder("mobilenet", weights=None, pooling="gem")  # the earlier default, still recorded as such
+    assert gem.preprocessing.endswith("/pool:gem:p=3") and preprocessing_options(gem.preprocessing)["pooling"] == "gem"
     seed = Embedder("resnet50-seed", weights=None)
     assert (seed.fit, seed.pooling) == ("pad", "avg")
     assert seed.preprocessing == "pad:rgb(0,0,0)/resize:224:bicubic/raw-bgr-0-255"  # as legacy imports record it
@@ -333,7 +336,8 @@ def test_default_is_crop_and_gem_except_for_the_original_pipeline(tmp_path: Path
     with pytest.raises(ValueError, match="pooling"):
         Embedder("mobilenet", pooling="sum")
     # an index records fit, fill and pooling; its own embedder is rebuilt with them
-    options: list[dict[str, Any]] = [{"fit": "pad", "pooling": "avg"}, {"fit": "pad", "fill": "edge", "pooling": "max"}, {}]
+    options: list[dict[str, Any]] = [{"fit": "pad", "pooling": "avg"}, {"fit": "pad", "fill": "edge", "pooling": "max"}, {},
+                                     {"fit": "crop", "pooling": "gem"}, {"scales": (224, 320)}]
     for i, opts in enumerate(options):
         spec = Embedder("mobilenet", weights=None, **opts).spec
         index = Index.from_vectors(tmp_path / f"v{i}", np.ones((2, 1024)), ["a.jpg", "b.jpg"], spec)
@@ -345,7 +349,7 @@ def test_gem_model_matches_numpy_gem() -> None:
 
     from revsearch.embedding import GEM_P, Embedder
 
-    e = Embedder("mobilenet", weights=None)
+    e = Embedder("mobilenet", weights=None, pooling="gem")
     x = e.normalize_batch(np.stack([e.prepare(make_photo(i)) for i in range(2)]))
     base = e.keras_model.get_layer("conv_pw_13_relu").output
     fmap = np.asarray(keras.Model(e.keras_model.input, base).predict_on_batch(x))
