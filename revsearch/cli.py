@@ -186,6 +186,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .index import Index
 
     index = Index.open(args.vector_dir)
+    if args.near_duplicates and (args.qe or args.dba):
+        raise ValueError("--qe and --dba are evaluated on class retrieval: leave out --near-duplicates to use them")
     if args.near_duplicates:
         report: Any = evaluate_near_duplicates(
             index,

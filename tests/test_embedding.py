@@ -79,7 +79,7 @@ def test_spec_fields_of_named_models() -> None:
         assert spec["weights"] == "none"
         assert spec["precision"] == "float32"
         default_fit = "pad:" if name == "resnet50-seed" else "crop:"  # the original pipeline pads
-        assert "224" in spec["preprocessing"] and spec["preprocessing"].startswith(default_fit)
+        assert f"resize:{info.size}:" in spec["preprocessing"] and spec["preprocessing"].startswith(default_fit)
     assert Embedder("resnet50", weights=None).dim == 2048
     assert Embedder("mobilenet", weights=None).dim == 1024
     assert Embedder("ResNet50", weights=None).name == "resnet50"
