@@ -297,13 +297,13 @@ def _check_threshold(threshold: float) -> float:
 def _exact_edges(a: _Rows, b: _Rows | None, threshold: float, top: _TopK, block: int, bar: Any) -> None:
     """Score every pair (within ``a``, or between ``a`` and ``b``) block by block."""
     nA = a.n
+    other = b if b is not None else a
     for i0, xi in a.blocks(block):
         xi = np.asarray(xi, np.float32)
-        other = b if b is not None else a
-        for j0, xj in other.blocks(block):
-            if b is None and j0 + len(xj) <= i0:
-                continue  # each pair once: blocks on or above the diagonal only
-            s = np.asarray(xi, np.float32) @ np.asarray(xj, np.float32).T  # (bi, bj) float32
+        # within one set, each pair once: the blocks on and above the diagonal only
+        for j0 in range(i0 if b is None else 0, other.n, block):
+            xj = np.asarray(other.slice(j0, min(other.n, j0 + block)), np.float32)
+            s = xi @ xj.T  # (bi, bj) float32
             hits = np.flatnonzero(s >= threshold)
             if hits.size:
                 r, c = np.divmod(hits, s.shape[1])
