@@ -490,7 +490,7 @@ def _pillow_knows(head: bytes) -> bool:
         try:
             if accept is not None and accept(prefix):  # (TGA & co. have no signature to check)
                 return True
-        except Exception:  # noqa: BLE001 - a plugin's own check failing means "not this format"
+        except (IndexError, ValueError, TypeError, struct.error):  # a check failing: "not this format"
             continue
     return False
 
