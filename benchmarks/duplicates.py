@@ -38,7 +38,6 @@ import hashlib
 import io
 import json
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -51,7 +50,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    REPO,
     SHARED,
     command_line,
     emit,

@@ -1145,6 +1145,9 @@ def undo_moves(log: str | os.PathLike, *, update_index: bool = True) -> UndoRepo
     out = UndoReport()
     indexes: dict[str, str] = {}
     for row in reversed(rows):
+        if any(not row.get(c) for c in ("source", "destination", "blake2b")):  # a line cut short by a crash
+            out.skipped.append((Path(row.get("source") or "?"), "incomplete log line (the move was interrupted)"))
+            continue
         src, dst = Path(row["source"]), Path(row["destination"])
         if src.exists():
             out.skipped.append((src, "a file is at its old place (it was not moved, or was put back)"))
