@@ -260,6 +260,12 @@ def _cmd_duplicates(args: argparse.Namespace) -> int:
         return 0 if not undone.skipped else EXIT_ERROR
     if not args.vector_dir:
         raise ValueError("give the index folder: revsearch duplicates VECTOR_DIR (or --undo LOG)")
+    if args.move_to:  # refuse a bad destination before the search, not after
+        from .duplicates import check_destination
+        from .index import Index
+
+        index = Index.open(args.vector_dir)
+        check_destination(args.move_to, index.dataset_dir, index.folder)
     report = find_duplicates(
         args.vector_dir, args.threshold, against=args.against, k=args.k, keep=args.keep, progress=not args.quiet
     )

@@ -72,6 +72,7 @@ __all__ = [
     "KEEP_RULES",
     "MoveReport",
     "UndoReport",
+    "check_destination",
     "connected_components",
     "default_threshold",
     "duplicate_edges",
@@ -1007,6 +1008,37 @@ def _fsync(f: Any) -> None:
         os.fsync(f.fileno())
 
 
+def check_destination(
+    destination: str | os.PathLike, *folders: str | os.PathLike | None
+) -> Path:
+    """Refuse a move destination inside any of ``folders`` (dataset and index folders).
+
+    Parameters
+    ----------
+    destination : path
+    *folders : path or None
+        Folders the destination must not lie in (None entries are ignored).
+
+    Returns
+    -------
+    pathlib.Path
+        The destination, resolved.
+
+    Raises
+    ------
+    RevsearchError
+        If it lies inside one of them.
+    """
+    dest = Path(destination).resolve()
+    for folder in folders:
+        if folder is not None and _inside(dest, Path(folder).resolve()):
+            raise RevsearchError(
+                f"the destination {str(dest)!r} lies inside the dataset or index folder {str(Path(folder).resolve())!r}: "
+                "choose a folder outside it (moved files would be indexed again)"
+            )
+    return dest
+
+
 def move_duplicates(
     report: DuplicateReport,
     destination: str | os.PathLike,
@@ -1049,15 +1081,8 @@ def move_duplicates(
 
     if report.dataset_dir is None:
         raise RevsearchError("the report does not know the dataset folder: pass dataset_dir to find_duplicates")
-    dest = Path(destination).resolve()
+    dest = check_destination(destination, report.dataset_dir, report.index_dir, report.against_dataset_dir)
     dataset = Path(report.dataset_dir).resolve()
-    for name, folder in (("dataset folder", dataset), ("index folder", report.index_dir),
-                         ("--against dataset folder", report.against_dataset_dir)):
-        if folder is not None and _inside(dest, Path(folder).resolve()):
-            raise RevsearchError(
-                f"the destination {str(dest)!r} lies inside the {name} {str(Path(folder).resolve())!r}: "
-                "choose a folder outside it (moved files would be indexed again)"
-            )
     dest.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     log_path = Path(log) if log is not None else dest / f"revsearch-moves-{stamp}.csv"

@@ -436,7 +436,7 @@ def test_cli_errors_are_one_line(collection: dict, tmp_path: Path, capsys: pytes
     cases = [
         (["duplicates", str(tmp_path / "missing")], "no revsearch index"),
         (["duplicates", str(collection["vdir"]), "--threshold", "2"], "[-1, 1]"),
-        (["duplicates", str(collection["vdir"]), "--threshold", "0.9", "--move-to", str(collection["ds"] / "x")], "inside the dataset folder"),
+        (["duplicates", str(collection["vdir"]), "--threshold", "0.9", "--move-to", str(collection["ds"] / "x")], "inside the dataset or index folder"),
     ]
     for argv, needle in cases:
         assert main(argv + ["-q"]) == 1
