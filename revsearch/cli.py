@@ -269,6 +269,10 @@ def _cmd_duplicates(args: argparse.Namespace) -> int:
     report = find_duplicates(
         args.vector_dir, args.threshold, against=args.against, k=args.k, keep=args.keep, progress=not args.quiet
     )
+    cal = report.calibration
+    if cal is not None and not cal.calibrated:
+        print(f"note: threshold {report.threshold:.3f} is not calibrated for {cal.model!r}; check the groups "
+              "(--plot) or pass --threshold", file=sys.stderr)
     if args.csv:
         report.write_csv(args.csv)
     pages: list[str] = []
