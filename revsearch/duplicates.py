@@ -74,6 +74,7 @@ __all__ = [
     "UndoReport",
     "check_destination",
     "connected_components",
+    "default_nlist",
     "default_threshold",
     "duplicate_edges",
     "find_duplicates",
