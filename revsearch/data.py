@@ -45,6 +45,7 @@ __all__ = [
     "ORIGINAL_IMAGES_ID",
     "ORIGINAL_VECTORS_ID",
     "VECTOR_PATTERNS",
+    "describe_source",
     "download",
     "extract",
     "fetch_original_data",
@@ -120,6 +121,27 @@ def _parse_source(source: str) -> _Source:
         f"{source!r} is neither a Google Drive file id, a Google Drive link nor an "
         "http(s) URL."
     )
+
+
+def describe_source(source: str) -> str:
+    """Check a download source and say what it is.
+
+    Parameters
+    ----------
+    source : str
+        A Google Drive file id or link, or an http(s) URL.
+
+    Returns
+    -------
+    str
+        ``"Google Drive file <id>"`` or the URL.
+
+    Raises
+    ------
+    ValueError
+        If ``source`` is none of these (the message says what is accepted).
+    """
+    return _parse_source(source).describe()
 
 
 def _gdown_partials(target: Path) -> list[Path]:

@@ -28,6 +28,7 @@ from revsearch.errors import RevsearchError
 
 widgets = pytest.importorskip("ipywidgets")
 
+from revsearch import notebook as nb  # noqa: E402
 from revsearch import widgets as rw  # noqa: E402
 
 
@@ -266,40 +267,100 @@ def fake_colab(monkeypatch, tmp_path):
         enable_custom_widget_manager=lambda: calls["widget_manager"].append(True)
     )
     monkeypatch.setitem(sys.modules, "google.colab", colab)
-    monkeypatch.setattr(rw, "COLAB_CONTENT", tmp_path / "content")
-    monkeypatch.setattr(rw, "DRIVE_MOUNT", tmp_path / "content" / "drive")
-    for key in [k for k in __import__("os").environ if k.startswith(rw.ENV_PREFIX)]:
+    monkeypatch.setattr(nb, "COLAB_CONTENT", tmp_path / "content")
+    monkeypatch.setattr(nb, "DRIVE_MOUNT", tmp_path / "content" / "drive")
+    for key in [k for k in __import__("os").environ if k.startswith(nb.ENV_PREFIX)]:
         monkeypatch.delenv(key)
     return calls
 
 
-def test_colab_with_drive_mounts_it_and_unpacks_to_the_vm_disk(fake_colab, tmp_path):
-    assert rw.in_colab()
-    s = rw.notebook_settings("Google Drive", True, "", "resnet50-seed", 9)
+def test_colab_with_drive_keeps_images_and_index_on_drive_and_archives_on_the_vm(fake_colab, tmp_path):
+    assert nb.in_colab()
+    s = nb.notebook_settings("Google Drive", True, "", "resnet50-seed", 9)
     assert fake_colab["mount"] == [str(tmp_path / "content" / "drive")]
     drive = tmp_path / "content" / "drive" / "MyDrive" / "revsearch-data"
-    assert s.storage == "drive" and s.colab
-    assert s.persist_dir == drive and s.archive_dir == drive / "archives"
+    vm = tmp_path / "content" / "revsearch-data"
+    assert s.storage == "drive" and s.colab and s.vectors == nb.ORIGINAL_VECTORS
+    assert s.persist_dir == drive and s.work_dir == vm
+    assert s.archive_dir == vm / "archives"  # zips never go to Drive (unless kept)
     assert s.vector_dir == drive / "indexes" / "imagenet_resized-resnet50-seed"
-    assert s.work_dir == tmp_path / "content" / "revsearch-data"
-    assert s.dataset_dir == s.work_dir / "imagenet_resized"  # extracted to the fast local disk
-    assert s.legacy_dir == s.work_dir / "legacy_vectors"
-    rw.notebook_settings("Google Drive", True, "", "mobilenet", 9)
+    assert s.dataset_dir == drive / "imagenet_resized"  # a new session finds them
+    assert s.legacy_dir == vm / "legacy_vectors"  # deleted once imported
+    kept = nb.notebook_settings("Google Drive", True, "", "mobilenet", 9, vectors="re-index", keep_archives=True)
+    assert kept.archive_dir == drive / "archives" and kept.model == "mobilenet" and kept.vectors == nb.REINDEX
     assert len(fake_colab["mount"]) == 1  # already mounted: not again
     assert fake_colab["widget_manager"]  # for tqdm's progress bars while indexing
-    assert rw.enable_colab_widgets() is True
+    assert nb.enable_colab_widgets() is (int(widgets.__version__.split(".")[0]) >= 8)
 
 
 def test_colab_with_vm_disk_does_not_mount(fake_colab, tmp_path):
-    s = rw.notebook_settings("VM disk", True, "", "mobilenet", 5)
+    s = nb.notebook_settings("VM disk", True, "", "mobilenet", 5, vectors="re-index")
     assert fake_colab["mount"] == []
     assert s.storage == "local" and s.persist_dir == s.work_dir == tmp_path / "content" / "revsearch-data"
 
 
 def test_colab_offline_never_mounts(fake_colab, monkeypatch):
     monkeypatch.setenv("REVSEARCH_NB_OFFLINE", "1")
-    s = rw.notebook_settings("Google Drive", True, "", "resnet50", 9)
+    s = nb.notebook_settings("Google Drive", True, "", "resnet50", 9, vectors="re-index")
     assert fake_colab["mount"] == [] and not s.colab and not s.download and s.offline
+
+
+def test_drive_refused_is_one_line_and_the_vm_disk_is_used(fake_colab, monkeypatch, tmp_path, capsys):
+    import google.colab as colab  # the fake
+
+    def refuse(mountpoint: str) -> None:
+        fake_colab["mount"].append(mountpoint)
+        raise ValueError("mount failed: credential propagation was unsuccessful")
+
+    monkeypatch.setattr(colab.drive, "mount", refuse)
+    log = nb.notebook_logging()
+    try:
+        s = nb.notebook_settings("Google Drive", True, "", "resnet50-seed", 9)
+    finally:
+        for h in [h for h in log.handlers if isinstance(h, nb._NotebookHandler)]:
+            log.removeHandler(h)
+    out = capsys.readouterr().out
+    assert s.storage == "local" and s.persist_dir == tmp_path / "content" / "revsearch-data"
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Warning: Google Drive is not available")
+    assert "VM's disk" in lines[0] and "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    "devices, expected",
+    [([], "original"), (["/physical_device:GPU:0"], "reindex"), (["/physical_device:CPU:0"], "original")],
+)
+def test_auto_vectors_follow_the_device_list(no_env, tmp_path, devices, expected):
+    assert nb.default_vectors(devices) == expected
+    s = nb.notebook_settings("VM disk", True, "", "resnet50", 9, work_dir=tmp_path, devices=devices)
+    assert s.vectors == expected and ("a GPU is available" in s.vectors_reason) == (expected == "reindex")
+    assert s.model == ("resnet50-seed" if expected == "original" else "resnet50")
+    assert s.vector_dir.name == f"imagenet_resized-{s.model}"
+    # Chosen explicitly, the device list does not matter.
+    s = nb.notebook_settings(
+        "VM disk", True, "", "mobilenet", 9, work_dir=tmp_path, devices=devices, vectors="use the original vectors"
+    )
+    assert s.vectors == "original" and s.model == "resnet50-seed"
+    own = nb.notebook_settings("VM disk", True, str(tmp_path), "mobilenet", 9, work_dir=tmp_path, devices=devices)
+    assert own.vectors == "reindex" and own.model == "mobilenet"  # own images are always indexed
+
+
+def test_sources_come_from_the_form_or_the_environment(no_env, tmp_path):
+    from revsearch.data import ORIGINAL_IMAGES_ID, ORIGINAL_VECTORS_ID
+
+    s = nb.notebook_settings(work_dir=tmp_path, devices=[])
+    assert (s.images_source, s.vectors_source) == (ORIGINAL_IMAGES_ID, ORIGINAL_VECTORS_ID)
+    env = {
+        "REVSEARCH_NB_IMAGES_SOURCE": "https://mirror.example.org/imagenet_resized.zip",
+        "REVSEARCH_NB_VECTORS_SOURCE": "https://drive.google.com/file/d/1AbCdEfGhIjKlMnOpQrStUvWxYz/view",
+        "REVSEARCH_NB_WORK_DIR": str(tmp_path),
+        "REVSEARCH_NB_KEEP_ARCHIVES": "1",
+    }
+    s = nb.notebook_settings(images_source="ignored-because-env-wins-xxxxx", devices=[], env=env)
+    assert s.images_source == env["REVSEARCH_NB_IMAGES_SOURCE"] and s.vectors_source == env["REVSEARCH_NB_VECTORS_SOURCE"]
+    assert s.keep_archives and "mirror.example.org" in s.describe()
+    with pytest.raises(RevsearchError, match="IMAGES_SOURCE"):
+        nb.notebook_settings(images_source="ftp://nope", devices=[], env={})
 
 
 # --------------------------------------------------------------------------- settings
@@ -309,7 +370,7 @@ def test_colab_offline_never_mounts(fake_colab, monkeypatch):
 def no_env(monkeypatch):
     import os
 
-    for key in [k for k in os.environ if k.startswith((rw.ENV_PREFIX, "COLAB_"))]:
+    for key in [k for k in os.environ if k.startswith((nb.ENV_PREFIX, "COLAB_"))]:
         monkeypatch.delenv(key)
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
 
@@ -317,12 +378,12 @@ def no_env(monkeypatch):
 def test_settings_outside_colab_use_local_folders(no_env, tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
     with caplog.at_level(logging.INFO, logger="revsearch"):
-        s = rw.notebook_settings("Google Drive", True, "", "resnet50-seed", 9)
+        s = nb.notebook_settings("Google Drive", True, "", "resnet50-seed", 9)
     assert not s.colab and s.storage == "local"
     assert s.work_dir == s.persist_dir == tmp_path / "revsearch-data"
     assert "Google Drive is not used" in caplog.text
     assert not (tmp_path / "revsearch-data").exists()  # nothing created yet
-    assert rw.enable_colab_widgets() is False
+    assert nb.enable_colab_widgets() is False
     assert "resnet50-seed" in s.describe() and str(s.vector_dir) in s.describe()
 
 
@@ -334,7 +395,7 @@ def test_environment_overrides_the_form(no_env, tmp_path, monkeypatch):
     monkeypatch.setenv("REVSEARCH_NB_WEIGHTS", "none")
     monkeypatch.setenv("REVSEARCH_NB_DOWNLOAD", "no")
     monkeypatch.setenv("REVSEARCH_NB_WORK_DIR", str(tmp_path / "work"))
-    s = rw.notebook_settings("Google Drive", True, "", "resnet50-seed", 9)
+    s = nb.notebook_settings("Google Drive", True, "", "resnet50-seed", 9)
     assert (s.model, s.k, s.weights, s.download) == ("mobilenet", 4, None, False)
     assert s.dataset_dir == photos and s.own_dataset
     assert s.vector_dir == tmp_path / "work" / "indexes" / "my photos-mobilenet-random"
@@ -350,20 +411,22 @@ def test_environment_overrides_the_form(no_env, tmp_path, monkeypatch):
         ({"REVSEARCH_NB_K": "0"}, "at least 1"),
         ({"REVSEARCH_NB_DOWNLOAD": "perhaps"}, "REVSEARCH_NB_DOWNLOAD"),
         ({"REVSEARCH_NB_STORAGE": "floppy"}, "floppy"),
+        ({"REVSEARCH_NB_VECTORS": "both"}, "vectors 'both'"),
+        ({"REVSEARCH_NB_KEEP_ARCHIVES": "maybe"}, "KEEP_ARCHIVES"),
     ],
 )
 def test_bad_settings_are_clear_errors(env, needle):
     with pytest.raises(RevsearchError, match=needle):
-        rw.notebook_settings(env=env)
+        nb.notebook_settings(env=env, devices=[])
 
 
 # --------------------------------------------------------------------------- data and index steps
 
 
-def _settings(tmp_path: Path, **env: str) -> rw.NotebookSettings:
+def _settings(tmp_path: Path, **env: str) -> nb.NotebookSettings:
     base = {"REVSEARCH_NB_WORK_DIR": str(tmp_path / "work"), "REVSEARCH_NB_STORAGE": "VM disk"}
     base.update(env)
-    return rw.notebook_settings(env=base)
+    return nb.notebook_settings(env=base, devices=[])
 
 
 def test_fetch_data_skips_cleanly_when_download_is_off(tmp_path, monkeypatch, caplog):
@@ -371,32 +434,34 @@ def test_fetch_data_skips_cleanly_when_download_is_off(tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(revsearch.data, "fetch_original_data", lambda *a, **k: pytest.fail("must not download"))
     with caplog.at_level(logging.INFO, logger="revsearch"):
-        assert rw.fetch_data(_settings(tmp_path, REVSEARCH_NB_DOWNLOAD="0")) == {}
-        assert rw.fetch_data(_settings(tmp_path, REVSEARCH_NB_OFFLINE="1")) == {}
-        assert rw.fetch_data(_settings(tmp_path, REVSEARCH_NB_DATASET_DIR=str(tmp_path))) == {}
+        assert nb.fetch_data(_settings(tmp_path, REVSEARCH_NB_DOWNLOAD="0")) == {}
+        assert nb.fetch_data(_settings(tmp_path, REVSEARCH_NB_OFFLINE="1")) == {}
+        assert nb.fetch_data(_settings(tmp_path, REVSEARCH_NB_DATASET_DIR=str(tmp_path))) == {}
     assert "Download is off" in caplog.text and "nothing to download" in caplog.text
 
 
-@pytest.mark.parametrize("model, vectors", [("resnet50-seed", True), ("mobilenet", False)])
-def test_fetch_data_asks_for_what_the_model_needs(tmp_path, monkeypatch, model, vectors):
+@pytest.mark.parametrize("choice, vectors", [("use the original vectors", True), ("re-index", False)])
+def test_fetch_data_asks_for_what_the_settings_need(tmp_path, monkeypatch, choice, vectors):
     import revsearch.data
 
     calls = []
 
     def fake(root, **kwargs):
         calls.append((root, kwargs))
-        return {"images": Path(root) / "imagenet_resized"}
+        return {"images": kwargs["images_dir"]}
 
     monkeypatch.setattr(revsearch.data, "fetch_original_data", fake)
-    s = _settings(tmp_path, REVSEARCH_NB_MODEL=model)
-    assert rw.fetch_data(s, quiet=True) == {"images": s.dataset_dir}
+    s = _settings(tmp_path, REVSEARCH_NB_VECTORS=choice, REVSEARCH_NB_IMAGES_SOURCE="http://mirror.test/i.zip")
+    assert nb.fetch_data(s, quiet=True) == {"images": s.dataset_dir}
     (root, kwargs), = calls
     assert root == s.work_dir and kwargs["archive_dir"] == s.archive_dir
     assert kwargs["images"] is True and kwargs["vectors"] is vectors and kwargs["quiet"] is True
+    assert kwargs["images_source"] == "http://mirror.test/i.zip" and kwargs["keep_archives"] is False
+    assert kwargs["images_dir"] == s.dataset_dir and kwargs["vectors_dir"] == s.legacy_dir
     # Once the index exists, the vector files are not needed any more (a new Colab session).
     s.vector_dir.mkdir(parents=True)
     (s.vector_dir / "revsearch.json").write_text("{}")
-    rw.fetch_data(s)
+    nb.fetch_data(s)
     assert calls[-1][1]["images"] is True and calls[-1][1]["vectors"] is False
 
 
@@ -406,20 +471,25 @@ def test_prepare_index_builds_then_reuses(tmp_path, resnet_random):
     s = _settings(
         tmp_path, REVSEARCH_NB_DATASET_DIR=str(photos), REVSEARCH_NB_MODEL="resnet50", REVSEARCH_NB_WEIGHTS="none"
     )
-    index, report = rw.prepare_index(s, progress=False)
+    assert s.vectors == "reindex"  # own images are always indexed
+    index, report = nb.prepare_index(s, progress=False)
     assert len(index) == 5 and report is not None and len(report.added) == 5
     write_photos(photos, 1, start=5)
-    index, report = rw.prepare_index(s, progress=False)
+    index, report = nb.prepare_index(s, progress=False)
     assert len(index) == 6 and report.added == ["img0005.jpg"] and len(report.unchanged) == 5
-    assert rw.sample_query(s) == photos / "img0000.jpg"
-    assert rw.sample_query(s, "~/x.jpg") == Path.home() / "x.jpg"
+    assert nb.sample_query(s) == photos / "img0000.jpg"
+    assert nb.sample_query(s, "~/x.jpg") == Path.home() / "x.jpg"
 
 
 def test_prepare_index_without_images_says_what_to_do(tmp_path):
     with pytest.raises(RevsearchError, match="DOWNLOAD_ORIGINAL_DATA"):
-        rw.prepare_index(_settings(tmp_path, REVSEARCH_NB_DOWNLOAD="0"))
+        nb.prepare_index(_settings(tmp_path, REVSEARCH_NB_DOWNLOAD="0"))
+    s = _settings(tmp_path, REVSEARCH_NB_VECTORS="original")
+    write_photos(s.dataset_dir, 2)
+    with pytest.raises(RevsearchError, match="original vector files are not in"):
+        nb.prepare_index(s)
     with pytest.raises(RevsearchError, match="check DATASET_DIR"):
-        rw.prepare_index(_settings(tmp_path, REVSEARCH_NB_DATASET_DIR=str(tmp_path / "nope")))
+        nb.prepare_index(_settings(tmp_path, REVSEARCH_NB_DATASET_DIR=str(tmp_path / "nope")))
 
 
 def test_prepare_index_imports_the_original_vectors_once(tmp_path):
@@ -430,24 +500,44 @@ def test_prepare_index_imports_the_original_vectors_once(tmp_path):
     for i, name in enumerate(names, start=1):  # the original format: {name: (100352,) float32}, bz2 pickle
         with bz2.BZ2File(s.legacy_dir / f"{i}.pbz2", "wb") as f:
             pickle.dump({name: rng.random(100352, dtype=np.float32)}, f)
-    index, report = rw.prepare_index(s, progress=False)
+    index, report = nb.prepare_index(s, progress=False, estimate=False)
     assert report is None and len(index) == 3 and sorted(index.paths) == sorted(names)
     assert index.spec["model"] == "resnet50-seed" and index.dataset_dir == s.dataset_dir
-    again, report = rw.prepare_index(s, progress=False)  # a rerun opens it, never re-imports
+    assert not s.legacy_dir.exists()  # imported, then deleted (keep_archives is off)
+    again, report = nb.prepare_index(s, progress=False, estimate=False)  # a rerun opens it, never re-imports
     assert report is None and len(again) == 3
+    note = nb.pipeline_note(again, s)
+    assert "original project's vectors" in note and "raw BGR" in note and "re-index the images" in note
+
+
+def test_estimate_indexing_times_the_first_batches_and_remembers(tmp_path, monkeypatch):
+    s = _settings(tmp_path, REVSEARCH_NB_VECTORS="original", REVSEARCH_NB_WEIGHTS="none")
+    write_photos(s.dataset_dir, 12)
+    seconds = nb.estimate_indexing(s, model="mobilenet", batch_size=4, batches=1, devices=[])
+    assert seconds is not None and seconds > 0
+    import revsearch.embedding
+
+    monkeypatch.setattr(revsearch.embedding, "get_embedder", lambda *a, **k: pytest.fail("timed again"))
+    assert nb.estimate_indexing(s, model="mobilenet", batch_size=4, batches=1, devices=[]) == pytest.approx(
+        seconds, abs=0.051
+    )
+    write_photos(s.dataset_dir, 1, start=12)  # more images: the cached estimate no longer fits
+    with pytest.raises(pytest.fail.Exception, match="timed again"):
+        nb.estimate_indexing(s, model="mobilenet", batch_size=4, batches=1, devices=[])
+    assert nb.estimate_indexing(s, model="mobilenet", batch_size=40, devices=[]) is None  # too few images
 
 
 def test_sample_query_of_an_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(RevsearchError, match="no image"):
-        rw.sample_query(_settings(tmp_path, REVSEARCH_NB_DATASET_DIR=str(tmp_path / "empty")))
+        nb.sample_query(_settings(tmp_path, REVSEARCH_NB_DATASET_DIR=str(tmp_path / "empty")))
 
 
 def test_notebook_logging_adds_one_handler(capsys):
-    log = rw.notebook_logging()
-    rw.notebook_logging()
+    log = nb.notebook_logging()
+    nb.notebook_logging()
     try:
-        handlers = [h for h in log.handlers if isinstance(h, rw._NotebookHandler)]
+        handlers = [h for h in log.handlers if isinstance(h, nb._NotebookHandler)]
         assert len(handlers) == 1
         logging.getLogger("revsearch.index").info("indexed %d images", 3)
         logging.getLogger("revsearch.data").warning("quota exceeded")
