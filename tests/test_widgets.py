@@ -60,6 +60,48 @@ def _upload_value(name: str, content: bytes, mime: str = "image/jpeg") -> tuple[
     )
 
 
+IPYWIDGETS_MAJOR = int(widgets.__version__.split(".")[0])
+
+
+def front_end_upload(upload, name: str, content: bytes, mime: str = "image/jpeg") -> None:
+    """Pick a file as the browser's widget does: the sync message each ipywidgets version sends.
+
+    ipywidgets 7 (Colab's 7.7.1): ``metadata`` and ``data`` and ``_counter`` + 1 in one message;
+    ipywidgets 8: ``value``, a list of file dicts (content as a binary buffer, time in ms).
+    """
+    if IPYWIDGETS_MAJOR < 8:
+        upload.set_state(
+            {
+                "_counter": upload._counter + 1,
+                "metadata": [{"name": name, "type": mime, "size": len(content), "lastModified": 1714521600000}],
+                "data": [memoryview(content)],
+            }
+        )
+    else:
+        upload.set_state(
+            {
+                "value": [
+                    {"name": name, "type": mime, "size": len(content), "content": memoryview(content),
+                     "last_modified": 1714521600000}
+                ]
+            }
+        )
+
+
+@pytest.fixture()
+def count_searches(monkeypatch):
+    """Count the searches the widget runs (calls of show_search)."""
+    calls = []
+    real = rw.show_search
+
+    def counted(output, query, **kwargs):
+        calls.append(kwargs.get("name"))
+        return real(output, query, **kwargs)
+
+    monkeypatch.setattr(rw, "show_search", counted)
+    return calls
+
+
 def _pngs(output) -> list[bytes]:
     return [base64.b64decode(o["data"]["image/png"]) for o in output.outputs if "image/png" in o.get("data", {})]
 
@@ -113,6 +155,34 @@ def box(indexed):
 # --------------------------------------------------------------------------- the widget
 
 
+def test_each_front_end_upload_is_searched_exactly_once(box, indexed, count_searches):
+    photos, _ = indexed
+    upload, _, _, _, output = _parts(box)
+    content = (photos / "a" / "img0002.jpg").read_bytes()
+    front_end_upload(upload, "first.jpg", content)
+    assert count_searches == ["first.jpg"]
+    assert _listing(output)[0] == "a/img0002.jpg" and len(_pngs(output)) == 1
+    front_end_upload(upload, "first.jpg", content)  # the same file again: searched again, once
+    assert count_searches == ["first.jpg", "first.jpg"]
+    front_end_upload(upload, "other.png", (photos / "b" / "img0009.png").read_bytes(), "image/png")
+    assert count_searches == ["first.jpg", "first.jpg", "other.png"]
+    assert _listing(output)[0] == "b/img0009.png"
+    assert not uploaded_now(upload)  # emptied after each upload
+
+
+def uploaded_now(upload):
+    return rw.uploaded_files(upload.value)
+
+
+def test_the_first_result_carries_the_note(indexed, count_searches):
+    photos, vectors = indexed
+    app = rw.SearchApp(vectors, dataset_dir=photos, k=3, note="These results come from resnet50 (test).")
+    front_end_upload(app.upload, "q.jpg", (photos / "a" / "img0001.jpg").read_bytes())
+    assert "These results come from resnet50" in _all_text(app.output)
+    app.k.value = 2  # a second search: no note
+    assert "These results come from" not in _all_text(app.output) and app.searches == 2
+
+
 def test_search_widget_has_upload_path_slider_button_output(box):
     assert isinstance(box, widgets.VBox)
     upload, path, button, slider, output = _parts(box)
@@ -127,7 +197,7 @@ def test_upload_of_a_photo_then_of_a_broken_file(box, indexed):
     upload, _, _, _, output = _parts(box)
     query = photos / "a" / "img0003.jpg"
 
-    upload.value = _upload_value("holiday.jpg", query.read_bytes())
+    front_end_upload(upload, "holiday.jpg", query.read_bytes())
 
     pngs = _pngs(output)
     assert len(pngs) == 1, _all_text(output)
@@ -140,9 +210,9 @@ def test_upload_of_a_photo_then_of_a_broken_file(box, indexed):
     assert len(listing) == 9
     assert listing[0] == "a/img0003.jpg"  # the same photo is its own best match
     assert "Traceback" not in _all_text(output)
-    assert upload.value == ()  # emptied, so the same file can be uploaded again
+    assert not uploaded_now(upload)  # emptied, so the same file can be uploaded again
 
-    upload.value = _upload_value("broken.jpg", b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    front_end_upload(upload, "broken.jpg", b"\xff\xd8\xff\xe0 this is not really a JPEG")
 
     _assert_message(output, "broken.jpg", "Could not search")
     assert len(output.outputs) == 1  # the previous result was replaced by the message
@@ -150,9 +220,9 @@ def test_upload_of_a_photo_then_of_a_broken_file(box, indexed):
 
 def test_upload_of_a_text_file_and_of_an_empty_file(box):
     upload, _, _, _, output = _parts(box)
-    upload.value = _upload_value("notes.txt", b"hello, not a picture", "text/plain")
+    front_end_upload(upload, "notes.txt", b"hello, not a picture", "text/plain")
     _assert_message(output, "notes.txt", "not an image")
-    upload.value = _upload_value("empty.jpg", b"")
+    front_end_upload(upload, "empty.jpg", b"")
     _assert_message(output, "empty.jpg", "empty")
 
 
@@ -160,9 +230,9 @@ def test_uploading_the_same_file_twice_searches_twice(box, indexed):
     photos, _ = indexed
     upload, _, _, slider, output = _parts(box)
     content = (photos / "b" / "img0007.png").read_bytes()
-    upload.value = _upload_value("x.png", content, "image/png")
+    front_end_upload(upload, "x.png", content, "image/png")
     output.outputs = ()
-    upload.value = _upload_value("x.png", content, "image/png")
+    front_end_upload(upload, "x.png", content, "image/png")
     assert len(_pngs(output)) == 1
     assert _listing(output)[0] == "b/img0007.png"
 
@@ -187,7 +257,7 @@ def test_path_box_and_button(box, indexed):
 def test_slider_searches_the_last_query_again(box, indexed):
     photos, _ = indexed
     upload, _, button, slider, output = _parts(box)
-    upload.value = _upload_value("q.jpg", (photos / "a" / "img0001.jpg").read_bytes())
+    front_end_upload(upload, "q.jpg", (photos / "a" / "img0001.jpg").read_bytes())
     assert len(_listing(output)) == 9
     slider.value = 3
     assert len(_listing(output)) == 3
@@ -200,7 +270,7 @@ def test_widget_without_an_index_says_so(tmp_path, indexed):
     photos, _ = indexed
     box = rw.search_widget(tmp_path / "no-index-here")
     upload, _, _, _, output = _parts(box)
-    upload.value = _upload_value("q.jpg", (photos / "a" / "img0000.jpg").read_bytes())
+    front_end_upload(upload, "q.jpg", (photos / "a" / "img0000.jpg").read_bytes())
     _assert_message(output, "no revsearch index")
 
 
@@ -208,7 +278,7 @@ def test_widget_with_the_wrong_model_says_so(indexed):
     photos, vectors = indexed
     box = rw.search_widget(vectors, model="mobilenet", weights=None)
     upload, _, _, _, output = _parts(box)
-    upload.value = _upload_value("q.jpg", (photos / "a" / "img0000.jpg").read_bytes())
+    front_end_upload(upload, "q.jpg", (photos / "a" / "img0000.jpg").read_bytes())
     _assert_message(output, "q.jpg", "resnet50")
 
 
@@ -240,9 +310,18 @@ def test_uploaded_files_reads_ipywidgets_7_and_8_values():
     assert rw.uploaded_files(()) == [] and rw.uploaded_files({}) == [] and rw.uploaded_files(None) == []
 
 
+def test_running_under_the_expected_ipywidgets():
+    """Under tests/test_compat.py's overlay the old version must really be the one imported."""
+    import os
+
+    expected = os.environ.get("REVSEARCH_TEST_EXPECT_IPYWIDGETS")
+    if expected:
+        assert widgets.__version__ == expected
+
+
 def test_importing_revsearch_and_its_widgets_module_stays_light():
     code = (
-        "import sys, revsearch, revsearch.widgets; "
+        "import sys, revsearch, revsearch.widgets, revsearch.notebook, revsearch.remote, revsearch.console; "
         "heavy = [m for m in ('tensorflow', 'keras', 'ipywidgets', 'IPython', 'gdown') if m in sys.modules]; "
         "assert not heavy, heavy"
     )
@@ -289,8 +368,9 @@ def test_colab_with_drive_keeps_images_and_index_on_drive_and_archives_on_the_vm
     kept = nb.notebook_settings("Google Drive", True, "", "mobilenet", 9, vectors="re-index", keep_archives=True)
     assert kept.archive_dir == drive / "archives" and kept.model == "mobilenet" and kept.vectors == nb.REINDEX
     assert len(fake_colab["mount"]) == 1  # already mounted: not again
-    assert fake_colab["widget_manager"]  # for tqdm's progress bars while indexing
-    assert nb.enable_colab_widgets() is (int(widgets.__version__.split(".")[0]) >= 8)
+    # Colab renders ipywidgets 7 itself; 8 (and tqdm's bars built on it) needs the custom manager.
+    assert bool(fake_colab["widget_manager"]) == (IPYWIDGETS_MAJOR >= 8)
+    assert nb.enable_colab_widgets() is (IPYWIDGETS_MAJOR >= 8)
 
 
 def test_colab_with_vm_disk_does_not_mount(fake_colab, tmp_path):
