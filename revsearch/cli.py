@@ -306,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_evaluate_parser(sub)
     _add_ann_parser(sub)
+    from .demo import add_demo_parser
+
+    add_demo_parser(sub)
     for extra in _EXTRA_COMMANDS:
         extra(sub)
     return parser
