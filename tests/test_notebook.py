@@ -100,6 +100,29 @@ def test_install_cell_without_clone_or_url_says_what_to_do(tmp_path):
     assert "no clone of its repository was found" in proc.stderr
 
 
+def test_install_cell_with_drive_refused_says_so_in_one_line(tmp_path):
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    src = _cell(nb, 1).source
+    fake = tmp_path / "fake"
+    (fake / "google" / "colab").mkdir(parents=True)
+    (fake / "google" / "colab" / "__init__.py").write_text(
+        "class drive:\n    @staticmethod\n    def mount(path):\n"
+        "        raise ValueError('mount failed: credential propagation was unsuccessful')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "REVSEARCH_REPO", "COLAB_"))}
+    env["PYTHONPATH"] = str(fake)
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", "import google.colab\n" + src], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode != 0
+    assert proc.stdout.strip().splitlines() == [
+        "Google Drive is not available (ValueError: mount failed: credential propagation was unsuccessful); "
+        "not looking for a clone there."
+    ]
+    assert "no clone of its repository was found" in proc.stderr and "mount failed" not in proc.stderr
+
+
 def test_install_cell_does_nothing_when_revsearch_is_importable(tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     src = _cell(nb, 1).source
@@ -392,6 +415,7 @@ def test_run_all_in_a_simulated_colab_with_colabs_versions_then_a_new_session(
     listed = re.findall(r"\d{4}_\d{6}\.jpg", outputs[2])
     assert len(listed) == 4 and set(listed) <= set(names)  # k matches (the fake vectors are random)
     assert len(_pngs(_cell(nb, 6))) == 1
+    assert "These results come from the original project's vectors" in _text(_cell(nb, 6))
 
     # A new session: the VM's disk is empty again; Drive keeps images and index. Switch to re-index.
     import shutil as _shutil

@@ -627,3 +627,35 @@ def test_notebook_logging_adds_one_handler(capsys):
         for h in handlers:
             log.removeHandler(h)
         log.setLevel(logging.NOTSET)
+
+
+def test_link_box_searches_an_image_url_and_explains_a_page(indexed, count_searches, monkeypatch):
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    photos, vectors = indexed
+    for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    served = photos.parent / "served"
+    served.mkdir(exist_ok=True)
+    (served / "found%20it.jpg").write_bytes((photos / "a" / "img0005.jpg").read_bytes())
+    (served / "page.html").write_text("<!DOCTYPE html><html><body><img src='x.jpg'></body></html>")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(served)))
+    httpd.RequestHandlerClass.log_message = lambda *a: None
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        box = rw.search_widget(vectors, dataset_dir=photos, k=3)
+        _, path, button, _, output = _parts(box)
+        path.value = f"  {base}/found%2520it.jpg?w=800 "
+        button.click()
+        assert count_searches == ["found%20it.jpg"]
+        assert _listing(output)[0] == "a/img0005.jpg" and len(_pngs(output)) == 1
+        path.value = base + "/page.html"
+        button.click()
+        _assert_message(output, "web page", "Copy image address")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
