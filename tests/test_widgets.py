@@ -321,8 +321,8 @@ def test_running_under_the_expected_ipywidgets():
 
 def test_importing_revsearch_and_its_widgets_module_stays_light():
     code = (
-        "import sys, revsearch, revsearch.widgets, revsearch.notebook, revsearch.remote, revsearch.console; "
-        "heavy = [m for m in ('tensorflow', 'keras', 'ipywidgets', 'IPython', 'gdown') if m in sys.modules]; "
+        "import sys, revsearch, revsearch.widgets, revsearch.notebook, revsearch.remote, revsearch.console, revsearch.demo; "
+        "heavy = [m for m in ('tensorflow', 'keras', 'ipywidgets', 'IPython', 'gdown', 'requests', 'skimage') if m in sys.modules]; "
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
