@@ -374,7 +374,9 @@ def _http_attempt(requests: Any, url: str, partial: Path, *, quiet: bool) -> Non
             logger.info("The server of %s cannot resume a download; starting again.", url)
             start = 0
         length = res.headers.get("Content-Length")
-        total = int(length) + start if length and length.isdigit() else None
+        # With a Content-Encoding (gzip...), Content-Length counts the encoded bytes, not the file's.
+        encoded = res.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+        total = int(length) + start if length and length.isdigit() and not encoded else None
         progress = tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
                         desc=partial.name[: -len(".partial")], disable=quiet)
         try:
