@@ -81,6 +81,7 @@ def main() -> None:
     ap.add_argument("--markdown", default=None, help="also write the report to this file")
     args = ap.parse_args()
     t_start = time.perf_counter()
+    machine = machine_lines()  # at the start: the load average before the runs
 
     if not (args.keras_models / WEIGHTS_FILE).is_file():
         sys.exit(f"needs {args.keras_models / WEIGHTS_FILE} (MobileNet's ImageNet weights)")
@@ -112,7 +113,7 @@ def main() -> None:
     lines = [
         "# The notebook's VECTORS choices: original pipeline vs default (MobileNet, ImageNet weights)",
         "",
-        *machine_lines(),
+        *machine,
         f"dataset: {args.dataset} ({n} photos, renamed CCCC_NNNNNN.jpg in one flat folder)",
         "",
         table(
