@@ -61,11 +61,12 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from .images import load_image, read_source
+    from .images import load_image
     from .index import Index
+    from .remote import read_query
 
     index = Index.open(args.vector_dir)
-    query = read_source(args.query)
+    query = read_query(args.query)  # a file, or an http(s) URL (downloaded with a time limit and size cap)
     load_image(query, label=args.query)  # a bad query fails here, before the model loads
     if getattr(args, "dask", None):  # exact search on a Dask cluster (revsearch.distributed)
         from .distributed import search_dask
@@ -378,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("search", help="find the images most similar to QUERY")
-    p.add_argument("query", metavar="QUERY", help="the query image file")
+    p.add_argument("query", metavar="QUERY", help="the query image: a file or an http(s) URL")
     p.add_argument("vector_dir", metavar="VECTOR_DIR", help="the index folder")
     p.add_argument("-k", type=int, default=9, help="number of results (default 9)")
     p.add_argument("--out", default=None, help="save the result picture (query above a grid) to this file")
@@ -403,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_parser(sub)
     _add_ann_parser(sub)
     _add_duplicates_parser(sub)
+    from .demo import add_demo_parser
+
+    add_demo_parser(sub)
     for extra in _EXTRA_COMMANDS:
         extra(sub)
     return parser
@@ -414,7 +418,6 @@ _EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "k", 1) is not None and getattr(args, "k", 1) < 1:
@@ -424,8 +427,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.CRITICAL, format="%(levelname)s %(name)s: %(message)s"
     )
+    from .console import quiet_tensorflow
+
     try:
-        return int(args.func(args) or 0)
+        # TensorFlow's C++ start-up noise (oneDNN, CUDA drivers, cuInit) off the terminal unless --debug.
+        with quiet_tensorflow(not args.debug):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("revsearch: interrupted", file=sys.stderr)
         return 130
