@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__
-from .errors import RevsearchError
+from .errors import IndexDamagedError, RevsearchError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -25,17 +25,61 @@ def _weights(value: str) -> str | None:
     return None if value.lower() == "none" else value
 
 
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
+
+
+def _say(text: str, *, err: bool = False) -> None:
+    """Print a line; file names that are not valid UTF-8 are written as their original bytes."""
+    stream = sys.stderr if err else sys.stdout
+    try:
+        print(text, file=stream)
+    except UnicodeEncodeError:
+        data = (text + "\n").encode(getattr(stream, "encoding", None) or "utf-8", "surrogateescape")
+        buffer = getattr(stream, "buffer", None)
+        stream.flush()
+        if buffer is not None:
+            buffer.write(data)
+            buffer.flush()
+        else:
+            print(data.decode("utf-8", "replace"), end="", file=stream)
+
+
+def _warn(text: str) -> None:
+    _say(f"revsearch: warning: {text}", err=True)
+
+
+def _warn_incomplete(index: Any) -> None:
+    if not index.complete:
+        where = index.dataset_dir or "DATASET_DIR"
+        _warn(
+            f"the index in {index.folder} is incomplete (an indexing run did not finish): results come from the "
+            f"{len(index)} images indexed so far; run `revsearch index {where} {index.folder}` to finish it"
+        )
+
+
 def _cmd_index(args: argparse.Namespace) -> int:
     from .index import Index, resolve_embedder
 
-    existing = Index.open(args.vector_dir) if Index.exists(args.vector_dir) else None
+    existing = None
+    if Index.exists(args.vector_dir):
+        try:
+            existing = Index.open(args.vector_dir)
+        except IndexDamagedError:  # indexing again repairs it: take the model from its manifest
+            existing = Index.open_manifest(args.vector_dir)
     embedder = resolve_embedder(existing, args.model, weights=args.weights, precision=args.precision)
     if getattr(args, "dask", None):  # on a Dask cluster (revsearch.distributed)
         from .distributed import build_index_dask
 
         index, dreport = build_index_dask(
             args.dataset_dir, args.vector_dir, embedder, client=args.dask, n_workers=args.dask_workers,
-            partition_size=args.partition_size, batch_size=args.batch_size, progress=not args.quiet,
+            partition_size=args.partition_size, batch_size=args.batch_size, prune=args.prune, progress=not args.quiet,
         )
         report, summary = dreport.report, dreport.summary()
     else:
@@ -45,12 +89,13 @@ def _cmd_index(args: argparse.Namespace) -> int:
             embedder,
             batch_size=args.batch_size,
             workers=args.workers,
+            prune=args.prune,
             progress=not args.quiet,
         )
         summary = report.summary()
     for s in report.skipped:
-        print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
-    print(f"{index.folder}: {len(index)} vectors ({index.spec['model']}, {index.dim}-d); {summary}")
+        _say(f"skipped {s.path}: {s.reason}", err=True)
+    _say(f"{index.folder}: {len(index)} vectors ({index.spec['model']}, {index.dim}-d); {summary}")
     ann = index.manifest.get("ann")
     if ann:  # an approximate index was brought up to date (revsearch.ann)
         last = ann.get("last_update", {})
@@ -67,11 +112,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
     index = Index.open(args.vector_dir)
     query = read_source(args.query)
     load_image(query, label=args.query)  # a bad query fails here, before the model loads
+    _warn_incomplete(index)
     if getattr(args, "dask", None):  # exact search on a Dask cluster (revsearch.distributed)
         from .distributed import search_dask
 
         scores, rows = search_dask(index, index.embedder().embed(query), args.k, client=args.dask)
-        matches = index._matches(scores, rows, args.dataset_dir)[0]
+        matches = index.matches(scores, rows, args.dataset_dir)[0]
     else:
         matches = index.search(query, args.k, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False))
     if args.out:
@@ -94,7 +140,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
     else:
         for m in matches:  # type: ignore[union-attr]
-            print(f"{m.rank + 1:>3}  {m.score:.4f}  {m.path}")
+            _say(f"{m.rank + 1:>3}  {m.score:.4f}  {m.path}")
         if args.out:
             print(f"saved {args.out}", file=sys.stderr)
     return 0
@@ -116,6 +162,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from .index import Index
 
     index = Index.open(args.vector_dir)
+    _warn_incomplete(index)
     info = {
         "folder": str(index.folder),
         "vectors": len(index),
@@ -193,7 +240,7 @@ def _add_evaluate_parser(sub: Any) -> None:
     )
     p.add_argument("--sample", type=int, default=200, help="photos to edit in --near-duplicates mode (default 200; 0: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --sample draw")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_evaluate)
@@ -269,14 +316,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", type=_weights, default="imagenet", help="imagenet (default), none (random, for tests) or a weights file"
     )
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=None, help="image-reading threads (default: CPUs)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per model call (default 32)")
+    p.add_argument("--workers", type=_positive_int, default=None, help="image-reading threads (default: CPUs)")
+    p.add_argument(
+        "--prune", action="store_true",
+        help="confirm an update that removes all the indexed images or more than half of them (refused without it)",
+    )
     p.add_argument(
         "--dask", metavar="ADDRESS", default=None,
         help="embed on a Dask cluster: a scheduler address (tcp://host:8786) or 'local' (needs revsearch[dask])",
     )
-    p.add_argument("--dask-workers", type=int, default=2, help="worker processes of --dask local (default 2)")
-    p.add_argument("--partition-size", type=int, default=512, help="images per Dask task and shard (default 512)")
+    p.add_argument("--dask-workers", type=_positive_int, default=2, help="worker processes of --dask local (default 2)")
+    p.add_argument("--partition-size", type=_positive_int, default=512, help="images per Dask task and shard (default 512)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_index)
 
@@ -326,6 +377,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.CRITICAL, format="%(levelname)s %(name)s: %(message)s"
     )
+    handler = None
+    if not args.debug:  # warnings the commands do not report themselves (the ANN falling back, a repair)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("revsearch: warning: %(message)s"))
+        handler.addFilter(lambda r: r.levelno >= logging.WARNING and r.name in _WARNING_LOGGERS)
+        for name in _WARNING_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("revsearch").addHandler(handler)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -334,9 +393,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RevsearchError, OSError, ValueError) as e:
         if args.debug:
             raise
-        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
-        print(f"revsearch: error: {message}", file=sys.stderr)  # always one line
+        text = _damaged_words(e) if isinstance(e, IndexDamagedError) else str(e)
+        message = " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(e).__name__
+        _say(f"revsearch: error: {message}", err=True)  # always one line
         return EXIT_ERROR
+    finally:
+        if handler is not None:
+            logging.getLogger("revsearch").removeHandler(handler)
+            for name in _WARNING_LOGGERS:
+                logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+#: Loggers whose warnings reach the command line's stderr (others are reported by the commands).
+_WARNING_LOGGERS = ("revsearch.ann", "revsearch.indexing")
+
+
+def _damaged_words(e: IndexDamagedError) -> str:
+    """The damaged-index error in command-line words: which command repairs it."""
+    from .store import read_manifest
+
+    dataset = "DATASET_DIR"
+    try:
+        dataset = (read_manifest(e.folder).get("dataset_dir") or {}).get("absolute") or dataset
+    except (RevsearchError, OSError):
+        pass
+    return f"the index in {str(e.folder)!r} is damaged: {e.detail}; run `revsearch index {dataset} {e.folder}` again to repair it"
 
 
 if __name__ == "__main__":  # pragma: no cover
