@@ -381,10 +381,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug:  # warnings the commands do not report themselves (the ANN falling back, a repair)
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("revsearch: warning: %(message)s"))
-        handler.addFilter(lambda r: r.levelno >= logging.WARNING and r.name in _WARNING_LOGGERS)
-        for name in _WARNING_LOGGERS:
-            logging.getLogger(name).setLevel(logging.WARNING)
-        logging.getLogger("revsearch").addHandler(handler)
+        for name in _WARNING_LOGGERS:  # shown here once, not again by the root logger's handler
+            lg = logging.getLogger(name)
+            lg.setLevel(logging.WARNING)
+            lg.addHandler(handler)
+            lg.propagate = False
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -399,9 +400,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     finally:
         if handler is not None:
-            logging.getLogger("revsearch").removeHandler(handler)
             for name in _WARNING_LOGGERS:
-                logging.getLogger(name).setLevel(logging.NOTSET)
+                lg = logging.getLogger(name)
+                lg.removeHandler(handler)
+                lg.setLevel(logging.NOTSET)
+                lg.propagate = True
 
 
 #: Loggers whose warnings reach the command line's stderr (others are reported by the commands).

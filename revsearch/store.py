@@ -220,10 +220,12 @@ def check_relpath(path: str) -> str | None:
         return "it is empty"
     if "\n" in path or "\r" in path or "\0" in path:
         return "it contains a line break or NUL"
-    if path.startswith("/") or (len(path) > 1 and path[1] == ":") or path.startswith("\\"):
+    if path.startswith("/"):
         return "it is absolute"
     parts = path.split("/")
-    if os.name == "nt":
+    if os.name == "nt":  # there a backslash separates too, and "C:" starts an absolute path
+        if path.startswith("\\") or (len(path) > 1 and path[1] == ":"):
+            return "it is absolute"
         parts = re.split(r"[\\/]", path)
     if any(p in ("", ".", "..") for p in parts):
         return "it has an empty, '.' or '..' part"

@@ -405,13 +405,14 @@ SLOW_BUILD = textwrap.dedent(
     from revsearch.embedding import Embedder
     from revsearch.index import Index
 
-    original = Embedder.embed_prepared
+    original = Embedder.embed_files
 
-    def slow(self, batch):
-        time.sleep({sleep})
-        return original(self, batch)
+    def slow(self, paths, **kwargs):
+        for batch in original(self, paths, **kwargs):
+            time.sleep({sleep})
+            yield batch
 
-    Embedder.embed_prepared = slow
+    Embedder.embed_files = slow
     Index.build(sys.argv[1], sys.argv[2], "resnet50", weights=None, batch_size={batch},
                 checkpoint_every={every}, workers=1, progress=False)
     """
