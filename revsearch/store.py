@@ -232,6 +232,22 @@ def check_relpath(path: str) -> str | None:
     return None
 
 
+def _suspect(raw: bytes) -> bool:
+    """Whether a whole paths file (lines ending in newline) may hold a path :func:`check_relpath` refuses:
+    an empty, "." or ".." part (which includes an absolute path and an empty line), a carriage return
+    or NUL. Vectorised: 100,000 paths in a few milliseconds."""
+    if b"\r" in raw or b"\0" in raw:
+        return True
+    a = np.frombuffer(raw + b"\n\n\n", np.uint8)
+    sep = (a == ord("/")) | (a == ord("\n"))
+    starts = np.concatenate([[0], np.flatnonzero(sep[: len(raw) - 1]) + 1])  # where each part begins
+    dot = a == ord(".")
+    empty = sep[starts]
+    one_dot = dot[starts] & sep[starts + 1]
+    two_dots = dot[starts] & dot[starts + 1] & sep[starts + 2]
+    return bool((empty | one_dot | two_dots).any())
+
+
 def encode_paths(paths: Sequence[str]) -> bytes:
     """The content of a paths file: one path per line, UTF-8 (non-UTF-8 file names kept byte for byte).
 
@@ -465,16 +481,18 @@ class ShardView:
         """Shape (count,): each row's path relative to the dataset folder (validated on first use)."""
         if self._paths is None:
             path = self.folder / self.ref.files["paths"]
-            text = bytes(self._text).decode("utf-8", PATH_ERRORS)
+            raw = bytes(self._text)
+            text = raw.decode("utf-8", PATH_ERRORS)
             paths = text.split("\n")[:-1] if text else []
             if len(paths) != self.count or (text and not text.endswith("\n")):
                 raise IndexDamagedError(
                     self.folder, f"index file {str(path)!r} names {len(paths)} images, expected {self.count}"
                 )
-            for p in paths:
-                why = check_relpath(p)
-                if why is not None:
-                    raise IndexDamagedError(self.folder, f"index file {str(path)!r} holds the path {p!r}: {why}")
+            if raw and (os.name == "nt" or _suspect(raw)):
+                for p in paths:  # which path, and why (rare: only when the whole-text check found something)
+                    why = check_relpath(p)
+                    if why is not None:
+                        raise IndexDamagedError(self.folder, f"index file {str(path)!r} holds the path {p!r}: {why}")
             self._paths = paths
         return self._paths
 
