@@ -7,6 +7,7 @@ single-process reference index are built once for the module; each build writes 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -94,8 +95,9 @@ def test_killed_worker_loses_and_duplicates_nothing(photos, client, reference, t
         marker = markers / f"died-{number}"
         if number in (1, 3) and not marker.exists():
             marker.write_text(str(os.getpid()))
-            (vdir / f"vectors-{token}.npy").write_bytes(b"\x93NUMPY half written")
-            (vdir / f".rows-{token}.npy.1234.tmp").write_bytes(b"junk")
+            sid = json.loads((vdir / "revsearch.json").read_text())["store_id"]  # committed before any task runs
+            (vdir / f"vectors-{sid}-{token}.npy").write_bytes(b"\x93NUMPY half written")
+            (vdir / f".rows-{sid}-{token}.npy.{sid}-0123abcd.tmp").write_bytes(b"junk")
             os._exit(1)
 
     index, report = rd.build_index_dask(
@@ -137,7 +139,8 @@ def test_failed_partition_is_retried_then_a_rerun_resumes(photos, client, refere
             photos, tmp_path / "v2", "resnet50", weights=None, client=client, partition_size=PARTITION,
             progress=False, retries=0, _hook=broken,
         )
-    assert not Index.exists(tmp_path / "v2")  # nothing committed
+    failed = Index.open(tmp_path / "v2")  # no rows committed: only the empty, incomplete index that names the store id
+    assert len(failed) == 0 and not failed.complete
     index, report = rd.build_index_dask(
         photos, tmp_path / "v2", "resnet50", weights=None, client=client, partition_size=PARTITION, progress=False
     )
