@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -90,6 +91,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             workers=args.workers,
             prune=args.prune,
+            exclude=args.exclude,
             progress=not args.quiet,
         )
         summary = report.summary()
@@ -116,10 +118,16 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if getattr(args, "dask", None):  # exact search on a Dask cluster (revsearch.distributed)
         from .distributed import search_dask
 
+        if args.under or args.exclude:
+            raise RevsearchError("--under and --exclude do not work with --dask yet: leave out --dask to use them")
+
         scores, rows = search_dask(index, index.embedder().embed(query), args.k, client=args.dask)
         matches = index.matches(scores, rows, args.dataset_dir)[0]
     else:
-        matches = index.search(query, args.k, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False))
+        matches = index.search(
+            query, args.k, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False),
+            under=_relative_folder(index, args.under, args.dataset_dir), exclude_paths=args.exclude,
+        )
     if args.out:
         from .display import plot_results, save_figure
 
@@ -144,6 +152,21 @@ def _cmd_search(args: argparse.Namespace) -> int:
         if args.out:
             print(f"saved {args.out}", file=sys.stderr)
     return 0
+
+
+def _relative_folder(index: Any, under: str | None, dataset_dir: str | None) -> str | None:
+    """``--under``: a folder relative to the dataset folder, or a path to a folder inside it."""
+    if not under:
+        return None
+    base = Path(dataset_dir) if dataset_dir else index.dataset_dir
+    p = Path(under)
+    if base is not None and (p.is_absolute() or p.is_dir()):
+        try:
+            return p.resolve().relative_to(Path(base).resolve()).as_posix()
+        except ValueError:
+            if p.is_absolute():
+                raise RevsearchError(f"--under {under!r} is not inside the dataset folder {str(base)!r}") from None
+    return p.as_posix()
 
 
 def _cmd_import_legacy(args: argparse.Namespace) -> int:
@@ -323,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="confirm an update that removes all the indexed images or more than half of them (refused without it)",
     )
     p.add_argument(
+        "--exclude", metavar="PATTERN", action="append", default=None,
+        help="leave out images matching PATTERN (repeatable; e.g. '*/thumbnails/*', 'raw', '*.png'); recorded in "
+        "the index for later updates (default: the recorded ones); .revsearchignore in DATASET_DIR adds more",
+    )
+    p.add_argument(
         "--dask", metavar="ADDRESS", default=None,
         help="embed on a Dask cluster: a scheduler address (tcp://host:8786) or 'local' (needs revsearch[dask])",
     )
@@ -339,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--dataset-dir", default=None, help="where the images are now (default: as recorded in the index)")
     p.add_argument("--exact", action="store_true", help="exact search even if the index has an approximate index")
+    p.add_argument("--under", metavar="SUBFOLDER", default=None, help="search only images in this folder of the dataset")
+    p.add_argument(
+        "--exclude", metavar="PATTERN", action="append", default=None,
+        help="leave out images whose path matches PATTERN (repeatable)",
+    )
     p.add_argument("--dask", metavar="ADDRESS", default=None, help="exact search on a Dask cluster (address or 'local')")
     p.set_defaults(func=_cmd_search)
 

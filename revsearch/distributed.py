@@ -426,7 +426,8 @@ def build_index_dask(
     emb_args = _embedder_args(emb)
     spec = emb.spec
     dim = int(spec["dim"])
-    scan = scan_dataset(dataset, folder)
+    recorded_exclude = store.read_manifest(folder).get("exclude", []) if store.exists(folder) else []
+    scan = scan_dataset(dataset, folder, recorded_exclude)  # the index's exclusions and .revsearchignore
     rel = scan.rel
     report = UpdateReport(skipped=list(scan.skipped))
     stats = scan.stats()

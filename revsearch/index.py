@@ -10,6 +10,7 @@ as the public entry points and call it.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ from .store import FORMAT_VERSION, MANIFEST_NAME, ROW_DTYPE, SPEC_KEYS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Index", "UpdateReport", "resolve_embedder", "MANIFEST_NAME", "FORMAT_VERSION", "ROW_DTYPE", "SPEC_KEYS"]
+__all__ = ["Index", "UpdateReport", "resolve_embedder", "path_excluded", "under_folder", "MANIFEST_NAME", "FORMAT_VERSION", "ROW_DTYPE", "SPEC_KEYS"]
 
 
 @dataclass
@@ -39,7 +40,11 @@ class UpdateReport:
     ----------
     added, updated, removed, unchanged : list of str
         Relative paths of images that were new, changed (re-embedded), deleted from the folder
-        (dropped from the index), or kept as they were.
+        or excluded (dropped from the index), or kept as they were.
+    moved, copied : list of str
+        New relative paths whose content the index already held (found by content hash), so their
+        vector was reused, not computed again: ``moved`` if the old path is gone (a move or
+        rename; the old path is not listed in ``removed``), ``copied`` if it is still there.
     skipped : list of SkippedFile
         Files that could not be read, with the reason.
     seconds : float
@@ -52,6 +57,8 @@ class UpdateReport:
     unchanged: list[str] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
     seconds: float = 0.0
+    moved: list[str] = field(default_factory=list)
+    copied: list[str] = field(default_factory=list)
 
     @property
     def embedded(self) -> int:
@@ -60,10 +67,53 @@ class UpdateReport:
 
     def summary(self) -> str:
         """One line: counts of each kind."""
+        reused = "".join(f"{len(v)} {k}, " for k, v in (("moved", self.moved), ("copied", self.copied)) if v)
         return (
             f"{len(self.added)} added, {len(self.updated)} updated, {len(self.removed)} removed, "
-            f"{len(self.unchanged)} unchanged, {len(self.skipped)} skipped in {self.seconds:.1f} s"
+            f"{len(self.unchanged)} unchanged, {reused}{len(self.skipped)} skipped in {self.seconds:.1f} s"
         )
+
+
+def path_excluded(relpath: str, patterns: Sequence[str]) -> bool:
+    """Whether a relative path is excluded by any of ``patterns`` (the syntax of ``--exclude``).
+
+    A pattern without ``/`` is matched (:mod:`fnmatch`, case-sensitive) against each part of the
+    path, so ``thumbnails`` or ``.*`` leave out such folders or files anywhere; a pattern with
+    ``/`` is matched against the whole path and each of its parent folders, so
+    ``'*/thumbnails/*'`` and ``raw/2019`` work as expected. ``*`` matches ``/`` too.
+
+    Parameters
+    ----------
+    relpath : str
+        ``/``-separated, relative to the dataset folder.
+    patterns : sequence of str
+
+    Returns
+    -------
+    bool
+    """
+    if not patterns:
+        return False
+    parts = relpath.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pat in patterns:
+        pat = pat.strip().strip("/")
+        if not pat:
+            continue
+        if "/" in pat:
+            if any(fnmatch.fnmatchcase(p, pat) for p in prefixes):
+                return True
+        elif any(fnmatch.fnmatchcase(p, pat) for p in parts):
+            return True
+    return False
+
+
+def under_folder(relpath: str, folder: str | None) -> bool:
+    """Whether a relative path lies in ``folder`` (relative to the dataset folder; None or "" for all)."""
+    if not folder:
+        return True
+    folder = folder.strip("/")
+    return not folder or relpath == folder or relpath.startswith(folder + "/")
 
 
 class Index:
@@ -271,8 +321,38 @@ class Index:
         return self._embedder
 
     # ------------------------------------------------------------------ searching
+    def select(self, under: str | None = None, exclude_paths: Sequence[str] | None = None) -> np.ndarray | None:
+        """The rows whose path lies in ``under`` and matches none of ``exclude_paths``.
+
+        Parameters
+        ----------
+        under : str, optional
+            A folder relative to the dataset folder (``/``-separated).
+        exclude_paths : sequence of str, optional
+            Patterns, as for ``--exclude`` (see :func:`path_excluded`).
+
+        Returns
+        -------
+        numpy.ndarray or None
+            Shape (n,) bool, or None when every row is selected.
+        """
+        if not under and not exclude_paths:
+            return None
+        patterns = list(exclude_paths or [])
+        mask = np.fromiter(
+            (under_folder(p, under) and not path_excluded(p, patterns) for p in self.paths), bool, count=len(self)
+        )
+        return None if mask.all() else mask
+
     def topk(
-        self, vectors: np.ndarray, k: int = 9, *, exclude: Sequence[int] | None = None, exact: bool = False
+        self,
+        vectors: np.ndarray,
+        k: int = 9,
+        *,
+        exclude: Sequence[int] | None = None,
+        exact: bool = False,
+        under: str | None = None,
+        exclude_paths: Sequence[str] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Cosine top-k for query vectors: exact, or approximate where an ANN index was built.
 
@@ -285,14 +365,23 @@ class Index:
             Rows never to return.
         exact : bool, default False
             Force exact search even if the index holds an approximate (FAISS) index.
+        under : str, optional
+            Search only images in this folder (relative to the dataset folder).
+        exclude_paths : sequence of str, optional
+            Leave out images whose path matches one of these patterns (see :func:`path_excluded`).
+            With ``under`` or ``exclude_paths`` the search is exact over the selected rows: the
+            same result as an index of only those images.
 
         Returns
         -------
         scores : numpy.ndarray
-            Shape (b, k') float32, best first (k' = min(k, len(self))).
+            Shape (b, k') float32, best first (k' = min(k, rows selected)).
         rows : numpy.ndarray
             Shape (b, k') int64.
         """
+        mask = self.select(under, exclude_paths) if len(self) else None
+        if mask is not None:
+            return self._topk_selected(vectors, k, mask, exclude)
         if len(self) == 0:
             raise RevsearchError(f"the index in {str(self.folder)!r} is empty: index some images first")
         if k < 1:
@@ -310,6 +399,31 @@ class Index:
 
             return ann.ann_topk(self._snapshot, vectors, k, exclude=exclude)
         return topk_cosine(self.shards, vectors, k, exclude=exclude)
+
+    def _topk_selected(
+        self, vectors: np.ndarray, k: int, mask: np.ndarray, exclude: Sequence[int] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over the rows of ``mask`` (shape (n,) bool), minus ``exclude``."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, not {k}")
+        mask = mask.copy()
+        if exclude is not None:
+            ex = np.asarray(list(exclude), np.int64)
+            mask[ex[(ex >= 0) & (ex < len(mask))]] = False
+        rows = np.flatnonzero(mask)
+        b = np.atleast_2d(np.asarray(vectors)).shape[0]
+        if rows.size == 0:
+            return np.zeros((b, 0), np.float32), np.zeros((b, 0), np.int64)
+        if rows.size * 2 <= len(mask):  # few rows: copy them out (rows.size x dim) and search those
+            parts, offset = [], 0
+            for shard in self.shards:
+                sel = rows[(rows >= offset) & (rows < offset + len(shard))] - offset
+                if sel.size:
+                    parts.append(np.asarray(shard[sel], np.float32))
+                offset += len(shard)
+            s, r = topk_cosine([np.concatenate(parts)], vectors, min(int(k), rows.size))
+            return s, rows[r]
+        return topk_cosine(self.shards, vectors, min(int(k), rows.size), exclude=np.flatnonzero(~mask))
 
     def matches(
         self, scores: np.ndarray, rows: np.ndarray, dataset_dir: str | os.PathLike | None = None
@@ -342,6 +456,8 @@ class Index:
         dataset_dir: str | os.PathLike | None = None,
         exclude: Sequence[int] | None = None,
         exact: bool = False,
+        under: str | None = None,
+        exclude_paths: Sequence[str] | None = None,
     ) -> list[Match] | list[list[Match]]:
         """Search with query vectors.
 
@@ -357,6 +473,10 @@ class Index:
             Rows never to return.
         exact : bool, default False
             Force exact search even where an approximate index exists.
+        under : str, optional
+            Search only images in this folder (relative to the dataset folder).
+        exclude_paths : sequence of str, optional
+            Leave out images whose relative path matches one of these patterns.
 
         Returns
         -------
@@ -367,7 +487,7 @@ class Index:
 
         single = np.ndim(vectors) == 1
         vectors = l2_normalize(np.asarray(vectors, dtype=np.float32))
-        scores, rows = self.topk(vectors, k, exclude=exclude, exact=exact)
+        scores, rows = self.topk(vectors, k, exclude=exclude, exact=exact, under=under, exclude_paths=exclude_paths)
         out = self.matches(scores, rows, dataset_dir)
         return out[0] if single else out
 
@@ -379,6 +499,8 @@ class Index:
         embedder: Embedder | None = None,
         dataset_dir: str | os.PathLike | None = None,
         exact: bool = False,
+        under: str | None = None,
+        exclude_paths: Sequence[str] | None = None,
     ) -> list[Match] | list[list[Match]]:
         """Search with query images.
 
@@ -393,6 +515,10 @@ class Index:
             Where the images are now (default: :attr:`dataset_dir`).
         exact : bool, default False
             Force exact search even where an approximate index exists.
+        under : str, optional
+            Search only images in this folder (relative to the dataset folder).
+        exclude_paths : sequence of str, optional
+            Leave out images whose relative path matches one of these patterns (see :func:`path_excluded`).
 
         Returns
         -------
@@ -400,7 +526,9 @@ class Index:
         """
         emb = embedder if embedder is not None else self.embedder()
         self.check_compatible(emb.spec)
-        return self.search_vectors(emb.embed(images), k, dataset_dir=dataset_dir, exact=exact)  # type: ignore[arg-type]
+        return self.search_vectors(  # type: ignore[arg-type]
+            emb.embed(images), k, dataset_dir=dataset_dir, exact=exact, under=under, exclude_paths=exclude_paths
+        )
 
     # ------------------------------------------------------------------ writing (revsearch.indexing)
     @classmethod

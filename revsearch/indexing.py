@@ -38,7 +38,7 @@ from . import store
 from .embedding import Embedder, FileInfo, get_embedder, l2_normalize
 from .errors import RevsearchError, StorageFullError, UpdateRefusedError
 from .images import SkippedFile, find_images
-from .index import Index, UpdateReport
+from .index import Index, UpdateReport, path_excluded
 from .store import ROW_DTYPE, FolderWriter, ShardRef, ShardView
 
 logger = logging.getLogger(__name__)
@@ -48,8 +48,10 @@ __all__ = [
     "CHECKPOINT_SECONDS",
     "TARGET_SHARD_BYTES",
     "PRUNE_MIN_ROWS",
+    "IGNORE_FILE",
     "Scan",
     "scan_dataset",
+    "read_ignore_file",
     "rows_from_infos",
     "check_prune",
     "index_fields",
@@ -67,6 +69,8 @@ CHECKPOINT_SECONDS = 30.0
 TARGET_SHARD_BYTES = 256 * 2**20
 #: An update removing more than half the rows of an index this big (or all rows of any index) needs prune=True.
 PRUNE_MIN_ROWS = 10
+#: A file in the dataset folder listing more exclusion patterns, one per line (``#`` starts a comment).
+IGNORE_FILE = ".revsearchignore"
 
 
 # ---------------------------------------------------------------------------------------- scanning
@@ -85,12 +89,18 @@ class Scan:
         POSIX name kept as surrogate escapes, so the file can be opened again).
     skipped : list of SkippedFile
         Files that cannot be indexed (a line break in the name).
+    excluded : list of str
+        Relative paths left out by an exclusion pattern.
+    patterns : list of str
+        The patterns applied (given ones, then those of the ignore file).
     """
 
     dataset: Path
     files: list[Path]
     rel: list[str]
     skipped: list[SkippedFile] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+    patterns: list[str] = field(default_factory=list)
 
     def stats(self) -> list[tuple[int, int]]:
         """Each file's (size, mtime_ns), shape (n,)."""
@@ -101,14 +111,32 @@ class Scan:
         return out
 
 
-def scan_dataset(dataset_dir: str | os.PathLike, vector_dir: str | os.PathLike | None = None) -> Scan:
-    """List the images of a dataset folder for indexing (an index folder inside it is left out).
+def read_ignore_file(dataset_dir: str | os.PathLike) -> list[str]:
+    """The exclusion patterns of the dataset folder's :data:`IGNORE_FILE` (empty if there is none)."""
+    path = Path(dataset_dir) / IGNORE_FILE
+    try:
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def scan_dataset(
+    dataset_dir: str | os.PathLike, vector_dir: str | os.PathLike | None = None, exclude: Sequence[str] = ()
+) -> Scan:
+    """List the images of a dataset folder for indexing.
+
+    Hidden files and folders and the index folder (if it lies inside ``dataset_dir``) are left
+    out, and so is every path matching a pattern of ``exclude`` or of the folder's
+    :data:`IGNORE_FILE` (syntax: :func:`revsearch.index.path_excluded`).
 
     Parameters
     ----------
     dataset_dir : path
     vector_dir : path, optional
-        The index folder, not indexed if it lies inside ``dataset_dir``.
+        The index folder.
+    exclude : sequence of str
+        Exclusion patterns, e.g. ``"*/thumbnails/*"``, ``"raw"``, ``"*.png"``.
 
     Returns
     -------
@@ -117,8 +145,12 @@ def scan_dataset(dataset_dir: str | os.PathLike, vector_dir: str | os.PathLike |
     dataset = Path(dataset_dir)
     files = find_images(dataset, exclude=[Path(vector_dir)] if vector_dir is not None else None)
     rel = [p.relative_to(dataset).as_posix() for p in files]
-    scan = Scan(dataset, [], [])
+    patterns = [*exclude, *read_ignore_file(dataset)]
+    scan = Scan(dataset, [], [], patterns=patterns)
     for f, r in zip(files, rel):
+        if path_excluded(r, patterns):
+            scan.excluded.append(r)
+            continue
         why = store.check_relpath(r)
         if why is not None:
             scan.skipped.append(SkippedFile(f, "file name contains a line break" if "line break" in why else why))
@@ -289,10 +321,72 @@ class _Plan:
     kept: list[tuple[ShardView, np.ndarray, np.ndarray, bool]]  # view, keep mask, rows, rewrite?
     todo: list[int]
     n_old: int
+    reuse: list[tuple[int, ShardView, int, FileInfo]] = field(default_factory=list)  # scan index, old row
+
+
+def _file_digest(path: Path) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.digest()
+
+
+def _find_reuse(plan: _Plan, scan: Scan, report: UpdateReport) -> None:
+    """Take the vectors of files the index already holds under another path (moved, renamed, copied).
+
+    Only files whose size equals a stored row's are hashed, so an ordinary update reads nothing more.
+    """
+    by_size: dict[int, list[tuple[ShardView, int]]] = {}
+    for view, _, rows, _ in plan.kept:
+        sizes = np.asarray(rows["size"])
+        for j in np.flatnonzero(sizes >= 0):
+            by_size.setdefault(int(sizes[j]), []).append((view, int(j)))
+    if not by_size:
+        return
+    rows_of = {id(view): rows for view, _, rows, _ in plan.kept}
+    removed = set(report.removed)
+    claimed: set[str] = set()
+    todo = []
+    for i in plan.todo:
+        try:
+            st = os.stat(scan.files[i])
+        except OSError:
+            todo.append(i)
+            continue
+        candidates = by_size.get(st.st_size)
+        if not candidates:
+            todo.append(i)
+            continue
+        try:
+            digest = _file_digest(scan.files[i])
+        except OSError:
+            todo.append(i)
+            continue
+        same = [(v, j) for v, j in candidates if bytes(rows_of[id(v)][j]["digest"]) == digest]
+        if not same:
+            todo.append(i)
+            continue
+        moved = [(v, j) for v, j in same if v.paths[j] in removed and v.paths[j] not in claimed]
+        view, j = (moved or same)[0]
+        new = scan.rel[i]
+        for lst in (report.added, report.updated):
+            if new in lst:
+                lst.remove(new)
+        if moved:
+            claimed.add(view.paths[j])
+            report.moved.append(new)
+        else:
+            report.copied.append(new)
+        plan.reuse.append((i, view, j, FileInfo(st.st_size, st.st_mtime_ns, digest)))
+    if claimed:
+        report.removed = [p for p in report.removed if p not in claimed]
+    plan.todo = todo
 
 
 def _plan(snap: store.Snapshot | None, scan: Scan, report: UpdateReport) -> _Plan:
-    """Decide which rows stay and which files are embedded (nothing is written)."""
+    """Decide which rows stay, which are taken for moved or copied files, and which files are embedded
+    (nothing is written)."""
     where = {r: i for i, r in enumerate(scan.rel)}
     if snap is None:
         report.added.extend(scan.rel)
@@ -325,7 +419,10 @@ def _plan(snap: store.Snapshot | None, scan: Scan, report: UpdateReport) -> _Pla
             continue
         (report.updated if r in again else report.added).append(r)
         todo.append(i)
-    return _Plan(kept, todo, len(snap))
+    plan = _Plan(kept, todo, len(snap))
+    if todo:
+        _find_reuse(plan, scan, report)
+    return plan
 
 
 def update_folder(
@@ -339,12 +436,14 @@ def update_folder(
     checkpoint_every: int = CHECKPOINT_EVERY,
     checkpoint_seconds: float = CHECKPOINT_SECONDS,
     prune: bool = False,
+    exclude: Sequence[str] | None = None,
     progress: bool = True,
 ) -> tuple[Index, UpdateReport]:
     """Create or incrementally update the index of ``dataset_dir`` in ``vector_dir``.
 
     Only new or changed images are embedded (a file is unchanged if its size and modification
-    time match, or failing that its content hash); rows of deleted files are dropped.
+    time match, or failing that its content hash); a moved, renamed or copied file whose content
+    the index holds takes the stored vector; rows of deleted or excluded files are dropped.
 
     Parameters
     ----------
@@ -369,6 +468,11 @@ def update_folder(
     prune : bool, default False
         Confirm an update that removes all the rows, or more than half of them (see
         :func:`check_prune`); without it such an update is refused before anything changes.
+        Rows of files excluded on purpose do not count.
+    exclude : sequence of str, optional
+        Exclusion patterns (see :func:`revsearch.index.path_excluded`), recorded in the index so
+        later updates apply them too; None keeps the recorded ones, ``[]`` clears them. The
+        dataset folder's :data:`IGNORE_FILE` adds more.
     progress : bool, default True
 
     Returns
@@ -395,7 +499,12 @@ def update_folder(
     dataset = Path(dataset_dir)
     folder = Path(vector_dir)
     emb = embedder if isinstance(embedder, Embedder) else get_embedder(embedder, weights=weights)
-    scan = scan_dataset(dataset, folder)
+    if exclude is None:
+        exclude = store.read_manifest(folder).get("exclude", []) if store.exists(folder) else []
+    if isinstance(exclude, str):
+        exclude = [exclude]
+    exclude = [str(p) for p in exclude]
+    scan = scan_dataset(dataset, folder, exclude)
     report = UpdateReport(skipped=list(scan.skipped))
     if not store.exists(folder) and scan.files:
         emb.keras_model  # noqa: B018  (load the weights before anything is written: no weights, no folder)
@@ -407,10 +516,12 @@ def update_folder(
             Index(snap).check_compatible(emb.spec)
         plan = _plan(snap, scan, report)
         recorded = ((snap.manifest.get("dataset_dir") or {}).get("absolute")) if snap is not None else None
-        check_prune(folder, dataset, plan.n_old, len(report.removed), len(scan.rel), recorded, prune)
+        on_purpose = sum(1 for p in report.removed if path_excluded(p, scan.patterns))
+        check_prune(folder, dataset, plan.n_old, len(report.removed) - on_purpose, len(scan.rel), recorded, prune)
         if plan.todo:
             emb.keras_model  # noqa: B018  (load the model before writing anything)
-        run = _Run(w, emb, index_fields(folder, dataset, emb), checkpoint_every, checkpoint_seconds)
+        fields = {**index_fields(folder, dataset, emb), "exclude": list(exclude) or None}
+        run = _Run(w, emb, fields, checkpoint_every, checkpoint_seconds)
         changed = snap is None or bool(problems) or w.needs_migration
         for view, mask, rows, rewrite in plan.kept:
             if not rewrite:
@@ -420,8 +531,11 @@ def update_folder(
             if mask.any():  # rewrite this shard only (bounded memory: one shard at a time)
                 paths = [p for p, m in zip(view.paths, mask) if m]
                 run.shards.append(w.write_shard(np.asarray(view.vectors)[mask], rows[mask], paths))
-        if changed or snap.spec != emb.spec:
+        if changed or snap.spec != emb.spec or list(exclude) != (snap.manifest.get("exclude") or []):
             run.commit(complete=False)
+        if plan.reuse:  # moved, renamed or copied files: their stored vectors, no model call
+            for i, view, j, info in plan.reuse:
+                run.add([scan.rel[i]], np.asarray(view.vectors[j : j + 1], np.float32), [info])
         done: set[str] = set()
         if plan.todo:
             for batch in emb.embed_files(
