@@ -143,10 +143,13 @@ def scan_dataset(
     Scan
     """
     dataset = Path(dataset_dir)
-    files = find_images(dataset, exclude=[Path(vector_dir)] if vector_dir is not None else None)
+    folders_skipped: list[SkippedFile] = []  # unreadable folders, links to folders already searched
+    files = find_images(
+        dataset, exclude=[Path(vector_dir)] if vector_dir is not None else None, skipped=folders_skipped
+    )
     rel = [p.relative_to(dataset).as_posix() for p in files]
     patterns = [*exclude, *read_ignore_file(dataset)]
-    scan = Scan(dataset, [], [], patterns=patterns)
+    scan = Scan(dataset, [], [], skipped=folders_skipped, patterns=patterns)
     for f, r in zip(files, rel):
         if path_excluded(r, patterns):
             scan.excluded.append(r)
