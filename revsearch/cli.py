@@ -80,7 +80,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
         index, dreport = build_index_dask(
             args.dataset_dir, args.vector_dir, embedder, client=args.dask, n_workers=args.dask_workers,
-            partition_size=args.partition_size, batch_size=args.batch_size, prune=args.prune, progress=not args.quiet,
+            partition_size=args.partition_size, batch_size=args.batch_size, prune=args.prune, exclude=args.exclude,
+            progress=not args.quiet,
         )
         report, summary = dreport.report, dreport.summary()
     else:

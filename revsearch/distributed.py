@@ -355,6 +355,7 @@ def build_index_dask(
     read_workers: int | None = 2,
     retries: int = 2,
     prune: bool = False,
+    exclude: Sequence[str] | None = None,
     progress: bool = True,
     _hook: Callable[[int, str], None] | None = None,
 ) -> tuple[Index, DaskReport]:
@@ -390,6 +391,9 @@ def build_index_dask(
     prune : bool, default False
         Confirm an update that removes all rows, or more than half of them (otherwise refused
         before anything is written, as :func:`revsearch.indexing.update_folder` does).
+    exclude : sequence of str, optional
+        Exclusion patterns, recorded in the index (None: the recorded ones); see
+        :func:`revsearch.indexing.update_folder`.
     progress : bool, default True
         ``tqdm.auto`` progress bar over images.
     _hook : callable, optional
@@ -415,7 +419,7 @@ def build_index_dask(
 
     from .embedding import Embedder, get_embedder
     from .images import SkippedFile
-    from .index import Index, UpdateReport
+    from .index import Index, UpdateReport, path_excluded
     from .indexing import check_prune, index_fields, refresh_ann, scan_dataset
 
     distributed = _distributed()
@@ -426,8 +430,10 @@ def build_index_dask(
     emb_args = _embedder_args(emb)
     spec = emb.spec
     dim = int(spec["dim"])
-    recorded_exclude = store.read_manifest(folder).get("exclude", []) if store.exists(folder) else []
-    scan = scan_dataset(dataset, folder, recorded_exclude)  # the index's exclusions and .revsearchignore
+    if exclude is None:  # the index's recorded exclusions (and .revsearchignore, always)
+        exclude = store.read_manifest(folder).get("exclude", []) if store.exists(folder) else []
+    exclude = [exclude] if isinstance(exclude, str) else [str(p) for p in exclude]
+    scan = scan_dataset(dataset, folder, exclude)
     rel = scan.rel
     report = UpdateReport(skipped=list(scan.skipped))
     stats = scan.stats()
@@ -445,7 +451,8 @@ def build_index_dask(
         kept = set(rel)
         report.removed = sorted(p for p in old_paths if p not in kept)
         recorded = (old.manifest.get("dataset_dir") or {}).get("absolute") if old is not None else None
-        check_prune(folder, dataset, len(old_paths), len(report.removed), len(rel), recorded, prune)
+        on_purpose = sum(1 for p in report.removed if path_excluded(p, scan.patterns))
+        check_prune(folder, dataset, len(old_paths), len(report.removed) - on_purpose, len(rel), recorded, prune)
         ours = {name for tok in tokens for name in store.shard_file_names(w.store_id, tok).values()}
         if w.manifest is None or w.needs_migration:  # record the store id (in the names workers write) first
             w.commit(spec=spec if w.manifest is None else None, complete=False if w.manifest is None else None,
@@ -519,7 +526,7 @@ def build_index_dask(
         embedded = [r for r in embedded if r not in skipped_rel]
         report.added = [r for r in embedded if r not in old_paths]
         report.updated = [r for r in embedded if r in old_paths]
-        fields = {**index_fields(folder, dataset, emb), "built_with": "dask"}
+        fields = {**index_fields(folder, dataset, emb), "built_with": "dask", "exclude": exclude or None}
         ann = (w.manifest or {}).get("ann")
         if ann:  # stale once the vectors change: extended or rebuilt below
             fields["ann_stale"], fields["ann"] = ann, None

@@ -187,6 +187,16 @@ def test_cli_index_and_search_on_the_cluster(photos, client, reference, tmp_path
     assert len(lines) == 3 and lines[0].endswith("img0003.jpg")
 
 
+def test_exclusions_apply_on_the_cluster_too(photos, client, tmp_path):
+    vdir = tmp_path / "vec"
+    index, _ = rd.build_index_dask(photos, vdir, "resnet50", weights=None, client=client, partition_size=PARTITION,
+                                   progress=False, exclude=["b"])
+    assert index.paths == [f"a/img{i:04d}.jpg" for i in range(12)] and index.manifest["exclude"] == ["b"]
+    again, report = rd.build_index_dask(photos, vdir, "resnet50", weights=None, client=client,
+                                        partition_size=PARTITION, progress=False)  # recorded: still excluded
+    assert again.paths == index.paths and report.reused == report.partitions
+
+
 def test_partitions_are_stable_when_files_are_added():
     names = [f"photos/img{i:05d}.jpg" for i in range(2000)]
     parts = rd.partition_files(names, 50)
