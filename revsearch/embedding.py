@@ -288,6 +288,13 @@ class Embedder:
     def __repr__(self) -> str:
         return f"Embedder(model={self.name!r}, weights={self.weights!r}, dim={self.dim}, precision={self.precision!r})"
 
+    @property
+    def weights_path(self) -> Path | None:
+        """The weights file a named model was built from (absolute), or None (ImageNet, random, custom model)."""
+        if not self.weights.startswith("file:") or self._weights_arg is None:
+            return None
+        return Path(self._weights_arg).resolve()
+
     # ------------------------------------------------------------------ the Keras model
     @property
     def keras_model(self) -> Any:
