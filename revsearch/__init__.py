@@ -17,14 +17,17 @@ from .errors import (  # noqa: E402  (light, no heavy imports)
     DatasetLayoutError,
     DownloadError,
     ImageReadError,
+    IndexDamagedError,
     IndexFormatError,
     IndexNotFoundError,
     LegacyFormatError,
     ModelMismatchError,
     OptionalDependencyError,
     RevsearchError,
+    StorageFullError,
     UnknownModelError,
     UnsafePickleError,
+    UpdateRefusedError,
     WeightsUnavailableError,
 )
 
@@ -45,6 +48,9 @@ _LAZY = {
     "import_legacy": "legacy",
     "search_images": "rerank",
     "DatabaseAugmentation": "rerank",
+    "find_duplicates": "duplicates",
+    "DuplicateReport": "duplicates",
+    "plot_duplicates": "duplicates",
 }
 
 __all__ = sorted(
@@ -55,6 +61,9 @@ __all__ = sorted(
         "ImageReadError",
         "IndexNotFoundError",
         "IndexFormatError",
+        "IndexDamagedError",
+        "StorageFullError",
+        "UpdateRefusedError",
         "ModelMismatchError",
         "WeightsUnavailableError",
         "UnknownModelError",
@@ -83,6 +92,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from .api import SearchResults, reverse_image_search
     from .display import plot_results
+    from .duplicates import DuplicateReport, find_duplicates, plot_duplicates
     from .embedding import MODELS, Embedder, get_embedder
     from .images import find_images, load_image
     from .index import Index, UpdateReport
