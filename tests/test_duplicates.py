@@ -394,7 +394,7 @@ def test_default_threshold_per_model(caplog: pytest.LogCaptureFixture) -> None:
     assert "not calibrated" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="revsearch.duplicates"):
-        default_threshold(Embedder("mobilenet", pooling="avg").spec)
+        default_threshold(Embedder("mobilenet", pooling="gem").spec)
     assert "calibrated with preprocessing" in caplog.text
 
 
