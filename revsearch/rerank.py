@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .embedding import l2_normalize
-from .search import Match, topk_cosine
+from .search import topk_cosine
 
 if TYPE_CHECKING:  # pragma: no cover
     from .embedding import Embedder
+    from .search import Match
     from .images import ImageSource
     from .index import Index
 
@@ -41,7 +42,6 @@ __all__ = [
     "ROTATIONS",
     "expand_queries",
     "leave_one_out_scores",
-    "matches_of",
     "rotated_copies",
     "search_expanded",
     "search_images",
@@ -427,20 +427,6 @@ def search_options(
     return {"qe": int(qe), "alpha": float(alpha), "dba": aug}
 
 
-def matches_of(
-    index: Index, scores: np.ndarray, rows: np.ndarray, dataset_dir: str | os.PathLike | None = None
-) -> list[list[Match]]:
-    """:class:`revsearch.search.Match` lists of (b, k) scores and rows of an index."""
-    from pathlib import Path
-
-    base = Path(dataset_dir) if dataset_dir is not None else (index.dataset_dir or Path("."))
-    paths = index.paths
-    return [
-        [Match(base / paths[int(r)], paths[int(r)], float(s), rank, int(r)) for rank, (s, r) in enumerate(zip(srow, rrow))]
-        for srow, rrow in zip(scores, rows)
-    ]
-
-
 def search_images(
     index: Index,
     images: ImageSource | Sequence[ImageSource],
@@ -500,5 +486,5 @@ def search_images(
     else:
         vecs = emb.embed(list(images) if not single else [images])  # type: ignore[list-item]
         scores, rows = search_expanded(index, vecs, k, qe=qe, alpha=alpha, dba=aug, exact=exact)
-    out = matches_of(index, scores, rows, dataset_dir)
+    out = index.matches(scores, rows, dataset_dir)
     return out[0] if single else out
