@@ -58,7 +58,10 @@ import numpy as np
 from common import command_line, fmt_mb, fmt_ms, load_average, machine_lines, median, proc_kib, synthetic_spec, table
 
 from revsearch import ann
-from revsearch.index import ROW_DTYPE, TARGET_SHARD_BYTES, Index, _commit, _Shard, _write_atomic
+from revsearch import store
+from revsearch.index import Index
+from revsearch.indexing import TARGET_SHARD_BYTES
+from revsearch.store import ROW_DTYPE
 
 K = 9
 
@@ -108,28 +111,22 @@ class Isotropic:
 
 
 def write_index(folder: Path, gen: Any, n: int, chunk: int = 16384) -> Index:
-    """Write an index of ``n`` generated vectors, shard by shard, through memory maps."""
-    folder.mkdir(parents=True)
+    """Write an index of ``n`` generated vectors, shard by shard, streamed through the store's writer."""
     dim = gen.dim
     per_shard = max(chunk, TARGET_SHARD_BYTES // (4 * dim))
-    shards = []
-    for s, start in enumerate(range(0, n, per_shard)):
-        m = min(per_shard, n - start)
-        token = f"bench{s:05d}"
-        shard = _Shard(token, m, np.empty((0, dim), np.float32), folder=folder)
-        mm = np.lib.format.open_memmap(folder / shard.files["vectors"], mode="w+", dtype=np.float32, shape=(m, dim))
-        for a in range(0, m, chunk):
-            b = min(m, a + chunk)
-            mm[a:b] = gen.sample(b - a, seed=1000 + (start + a) // chunk)
-        mm.flush()
-        del mm
-        rows = np.zeros(m, ROW_DTYPE)
-        rows["size"] = -1
-        _write_atomic(folder / shard.files["rows"], lambda f, r=rows: np.lib.format.write_array(f, r))
-        text = "".join(f"img{i:08d}.jpg\n" for i in range(start, start + m))
-        (folder / shard.files["paths"]).write_text(text, encoding="utf-8")
-        shards.append(shard)
-    _commit(folder, synthetic_spec(dim), shards, None, complete=True)
+    with store.writing(folder) as w:
+        w.commit(spec=synthetic_spec(dim), complete=False)
+        shards = []
+        for start in range(0, n, per_shard):
+            m = min(per_shard, n - start)
+            blocks = (
+                gen.sample(min(m, a + chunk) - a, seed=1000 + (start + a) // chunk) for a in range(0, m, chunk)
+            )
+            rows = np.zeros(m, ROW_DTYPE)
+            rows["size"] = -1
+            paths = [f"img{i:08d}.jpg" for i in range(start, start + m)]
+            shards.append(w.write_shard(blocks, rows, paths, dim=dim))
+        w.commit(shards=shards, complete=True)
     return Index.open(folder)
 
 
@@ -195,10 +192,10 @@ def bench_size(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         out["build_peak_extra_bytes"] = mem.extra
         out["ann"] = {k: meta[k] for k in ("kind", "params", "file_bytes", "memory_bytes_estimate")}
         print(f"[{n}] built {meta['kind']} {meta['params']} in {out['build_s']:.0f} s", flush=True)
-        ann._LOADED.clear()
+        ann.clear_cache()
         gc.collect()
         before = rss_anon()
-        fidx = ann._load(index.folder / meta["file"])
+        fidx = ann.load_ann(index)
         out["loaded_rss_growth_bytes"] = rss_anon() - before  # rough: freed memory may be reused
         out["ram_bytes"] = meta["file_bytes"]  # the file is read whole into memory ...
         if meta["kind"] == "ivfpq":
@@ -245,7 +242,7 @@ def bench_size(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         out["grid"] = grid
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-        ann._LOADED.clear()
+        ann.clear_cache()
     return out
 
 

@@ -12,10 +12,11 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import RevsearchError
+from .errors import IndexDamagedError, RevsearchError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -25,17 +26,62 @@ def _weights(value: str) -> str | None:
     return None if value.lower() == "none" else value
 
 
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
+
+
+def _say(text: str, *, err: bool = False) -> None:
+    """Print a line; file names that are not valid UTF-8 are written as their original bytes."""
+    stream = sys.stderr if err else sys.stdout
+    try:
+        print(text, file=stream)
+    except UnicodeEncodeError:
+        data = (text + "\n").encode(getattr(stream, "encoding", None) or "utf-8", "surrogateescape")
+        buffer = getattr(stream, "buffer", None)
+        stream.flush()
+        if buffer is not None:
+            buffer.write(data)
+            buffer.flush()
+        else:
+            print(data.decode("utf-8", "replace"), end="", file=stream)
+
+
+def _warn(text: str) -> None:
+    _say(f"revsearch: warning: {text}", err=True)
+
+
+def _warn_incomplete(index: Any) -> None:
+    if not index.complete:
+        where = index.dataset_dir or "DATASET_DIR"
+        _warn(
+            f"the index in {index.folder} is incomplete (an indexing run did not finish): results come from the "
+            f"{len(index)} images indexed so far; run `revsearch index {where} {index.folder}` to finish it"
+        )
+
+
 def _cmd_index(args: argparse.Namespace) -> int:
     from .index import Index, resolve_embedder
 
-    existing = Index.open(args.vector_dir) if Index.exists(args.vector_dir) else None
+    existing = None
+    if Index.exists(args.vector_dir):
+        try:
+            existing = Index.open(args.vector_dir)
+        except IndexDamagedError:  # indexing again repairs it: take the model from its manifest
+            existing = Index.open_manifest(args.vector_dir)
     embedder = resolve_embedder(existing, args.model, weights=args.weights, precision=args.precision)
     if getattr(args, "dask", None):  # on a Dask cluster (revsearch.distributed)
         from .distributed import build_index_dask
 
         index, dreport = build_index_dask(
             args.dataset_dir, args.vector_dir, embedder, client=args.dask, n_workers=args.dask_workers,
-            partition_size=args.partition_size, batch_size=args.batch_size, progress=not args.quiet,
+            partition_size=args.partition_size, batch_size=args.batch_size, prune=args.prune, exclude=args.exclude,
+            progress=not args.quiet,
         )
         report, summary = dreport.report, dreport.summary()
     else:
@@ -45,12 +91,14 @@ def _cmd_index(args: argparse.Namespace) -> int:
             embedder,
             batch_size=args.batch_size,
             workers=args.workers,
+            prune=args.prune,
+            exclude=args.exclude,
             progress=not args.quiet,
         )
         summary = report.summary()
     for s in report.skipped:
-        print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
-    print(f"{index.folder}: {len(index)} vectors ({index.spec['model']}, {index.dim}-d); {summary}")
+        _say(f"skipped {s.path}: {s.reason}", err=True)
+    _say(f"{index.folder}: {len(index)} vectors ({index.spec['model']}, {index.dim}-d); {summary}")
     ann = index.manifest.get("ann")
     if ann:  # an approximate index was brought up to date (revsearch.ann)
         last = ann.get("last_update", {})
@@ -61,19 +109,27 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from .images import load_image, read_source
+    from .images import load_image
     from .index import Index
+    from .remote import read_query
 
     index = Index.open(args.vector_dir)
-    query = read_source(args.query)
+    query = read_query(args.query)  # a file, or an http(s) URL (downloaded with a time limit and size cap)
     load_image(query, label=args.query)  # a bad query fails here, before the model loads
+    _warn_incomplete(index)
     if getattr(args, "dask", None):  # exact search on a Dask cluster (revsearch.distributed)
         from .distributed import search_dask
 
+        if args.under or args.exclude:
+            raise RevsearchError("--under and --exclude do not work with --dask yet: leave out --dask to use them")
+
         scores, rows = search_dask(index, index.embedder().embed(query), args.k, client=args.dask)
-        matches = index._matches(scores, rows, args.dataset_dir)[0]
+        matches = index.matches(scores, rows, args.dataset_dir)[0]
     else:
-        matches = index.search(query, args.k, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False))
+        matches = index.search(
+            query, args.k, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False),
+            under=_relative_folder(index, args.under, args.dataset_dir), exclude_paths=args.exclude,
+        )
     if args.out:
         from .display import plot_results, save_figure
 
@@ -94,10 +150,25 @@ def _cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
     else:
         for m in matches:  # type: ignore[union-attr]
-            print(f"{m.rank + 1:>3}  {m.score:.4f}  {m.path}")
+            _say(f"{m.rank + 1:>3}  {m.score:.4f}  {m.path}")
         if args.out:
             print(f"saved {args.out}", file=sys.stderr)
     return 0
+
+
+def _relative_folder(index: Any, under: str | None, dataset_dir: str | None) -> str | None:
+    """``--under``: a folder relative to the dataset folder, or a path to a folder inside it."""
+    if not under:
+        return None
+    base = Path(dataset_dir) if dataset_dir else index.dataset_dir
+    p = Path(under)
+    if base is not None and (p.is_absolute() or p.is_dir()):
+        try:
+            return p.resolve().relative_to(Path(base).resolve()).as_posix()
+        except ValueError:
+            if p.is_absolute():
+                raise RevsearchError(f"--under {under!r} is not inside the dataset folder {str(base)!r}") from None
+    return p.as_posix()
 
 
 def _cmd_import_legacy(args: argparse.Namespace) -> int:
@@ -116,6 +187,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from .index import Index
 
     index = Index.open(args.vector_dir)
+    _warn_incomplete(index)
     info = {
         "folder": str(index.folder),
         "vectors": len(index),
@@ -193,7 +265,7 @@ def _add_evaluate_parser(sub: Any) -> None:
     )
     p.add_argument("--sample", type=int, default=200, help="photos to edit in --near-duplicates mode (default 200; 0: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --sample draw")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_evaluate)
@@ -258,6 +330,103 @@ def _add_ann_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_ann)
 
 
+def _cmd_duplicates(args: argparse.Namespace) -> int:
+    from .duplicates import find_duplicates, move_duplicates, plot_duplicates, undo_moves
+
+    if args.undo:
+        if args.vector_dir or args.move_to:
+            raise ValueError("--undo LOG puts moved files back; give it alone (no VECTOR_DIR or --move-to)")
+        undone = undo_moves(args.undo)
+        for path, reason in undone.skipped:
+            print(f"not restored {path}: {reason}", file=sys.stderr)
+        print(undone.summary())
+        return 0 if not undone.skipped else EXIT_ERROR
+    if not args.vector_dir:
+        raise ValueError("give the index folder: revsearch duplicates VECTOR_DIR (or --undo LOG)")
+    if args.move_to:  # refuse a bad destination before the search, not after
+        from .duplicates import check_destination
+        from .index import Index
+
+        index = Index.open(args.vector_dir)
+        check_destination(args.move_to, index.dataset_dir, index.folder)
+    report = find_duplicates(
+        args.vector_dir, args.threshold, against=args.against, k=args.k, keep=args.keep, progress=not args.quiet
+    )
+    cal = report.calibration
+    if cal is not None and not cal.calibrated:
+        print(f"note: threshold {report.threshold:.3f} is not calibrated for {cal.model!r}; check the groups "
+              "(--plot) or pass --threshold", file=sys.stderr)
+    if args.csv:
+        report.write_csv(args.csv)
+    pages: list[str] = []
+    if args.plot and report.groups:
+        from pathlib import Path
+
+        from .display import save_figure
+
+        figures = plot_duplicates(report)
+        out = Path(args.plot)
+        for i, fig in enumerate(figures):
+            target = out if len(figures) == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
+            save_figure(fig, target)
+            pages.append(str(target))
+    moved = None
+    if args.move_to:
+        moved = move_duplicates(report, args.move_to, progress=not args.quiet)
+    if args.json:
+        out_json = report.to_dict()
+        out_json["plot"] = pages
+        if moved is not None:
+            out_json["moved"] = [[str(a), str(b)] for a, b in moved.moved]
+            out_json["log"] = str(moved.log)
+        print(json.dumps(out_json, indent=2))
+    elif not args.csv:
+        for gi, g in enumerate(report.groups):
+            print(f"group {gi + 1} ({len(g)} files)")
+            for j, f in enumerate(g.files):
+                tag = " [against]" if f.collection == "against" else ""
+                print(f"  {'keep' if j == 0 else f'{f.score:.4f}':>6}  {f.path}{tag}")
+    if moved is not None:
+        for path, reason in moved.skipped:
+            print(f"not moved {path}: {reason}", file=sys.stderr)
+        print(moved.summary(), file=sys.stderr if args.json else sys.stdout)
+        print(f"undo with: revsearch duplicates --undo {moved.log}", file=sys.stderr)
+    else:
+        dry = "dry run, nothing moved" + ("" if not report.groups else "; pass --move-to DIR to move the copies")
+        print(f"{report.summary()}; {dry}", file=sys.stderr)
+    if args.csv:
+        print(f"saved {args.csv}", file=sys.stderr)
+    for page in pages:
+        print(f"saved {page}", file=sys.stderr)
+    return 0
+
+
+def _add_duplicates_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "duplicates", help="find groups of near-duplicate images (dry run), and move the copies aside (--move-to)"
+    )
+    p.add_argument("vector_dir", metavar="VECTOR_DIR", nargs="?", help="the index folder")
+    p.add_argument(
+        "--threshold", type=float, default=None,
+        help="cosine in [-1, 1] at or above which images are duplicates (default: calibrated for the model)",
+    )
+    p.add_argument("--against", metavar="OTHER_VECTOR_DIR", default=None,
+                   help="only pairs between VECTOR_DIR and this index (which is never changed)")
+    p.add_argument("-k", type=int, default=16, help="neighbours per image considered (default 16)")
+    p.add_argument("--keep", choices=["largest", "oldest", "newest", "first"], default="largest",
+                   help="copy to keep: largest (pixels, then bytes; default), oldest/newest (mtime), first (path)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the groups as JSON")
+    out.add_argument("--csv", metavar="FILE", default=None, help="write one line per file to FILE")
+    p.add_argument("--plot", metavar="FILE", default=None,
+                   help="save pictures of the groups (one row per group; FILE-2.png... for more pages)")
+    p.add_argument("--move-to", metavar="DIR", default=None,
+                   help="move the copies not kept to DIR (outside the dataset folder), with a CSV log; never deletes")
+    p.add_argument("--undo", metavar="LOG", default=None, help="put back the files a --move-to LOG moved")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_duplicates)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``revsearch`` command (also used to check the docs)."""
     parser = argparse.ArgumentParser(
@@ -280,25 +449,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", type=_weights, default="imagenet", help="imagenet (default), none (random, for tests) or a weights file"
     )
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=None, help="image-reading threads (default: CPUs)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per model call (default 32)")
+    p.add_argument("--workers", type=_positive_int, default=None, help="image-reading threads (default: CPUs)")
+    p.add_argument(
+        "--prune", action="store_true",
+        help="confirm an update that removes all the indexed images or more than half of them (refused without it)",
+    )
+    p.add_argument(
+        "--exclude", metavar="PATTERN", action="append", default=None,
+        help="leave out images matching PATTERN (repeatable; e.g. '*/thumbnails/*', 'raw', '*.png'); recorded in "
+        "the index for later updates (default: the recorded ones); .revsearchignore in DATASET_DIR adds more",
+    )
     p.add_argument(
         "--dask", metavar="ADDRESS", default=None,
         help="embed on a Dask cluster: a scheduler address (tcp://host:8786) or 'local' (needs revsearch[dask])",
     )
-    p.add_argument("--dask-workers", type=int, default=2, help="worker processes of --dask local (default 2)")
-    p.add_argument("--partition-size", type=int, default=512, help="images per Dask task and shard (default 512)")
+    p.add_argument("--dask-workers", type=_positive_int, default=2, help="worker processes of --dask local (default 2)")
+    p.add_argument("--partition-size", type=_positive_int, default=512, help="images per Dask task and shard (default 512)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("search", help="find the images most similar to QUERY")
-    p.add_argument("query", metavar="QUERY", help="the query image file")
+    p.add_argument("query", metavar="QUERY", help="the query image: a file or an http(s) URL")
     p.add_argument("vector_dir", metavar="VECTOR_DIR", help="the index folder")
     p.add_argument("-k", type=int, default=9, help="number of results (default 9)")
     p.add_argument("--out", default=None, help="save the result picture (query above a grid) to this file")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--dataset-dir", default=None, help="where the images are now (default: as recorded in the index)")
     p.add_argument("--exact", action="store_true", help="exact search even if the index has an approximate index")
+    p.add_argument("--under", metavar="SUBFOLDER", default=None, help="search only images in this folder of the dataset")
+    p.add_argument(
+        "--exclude", metavar="PATTERN", action="append", default=None,
+        help="leave out images whose path matches PATTERN (repeatable)",
+    )
     p.add_argument("--dask", metavar="ADDRESS", default=None, help="exact search on a Dask cluster (address or 'local')")
     p.set_defaults(func=_cmd_search)
 
@@ -316,6 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_evaluate_parser(sub)
     _add_ann_parser(sub)
+    _add_duplicates_parser(sub)
+    from .demo import add_demo_parser
+
+    add_demo_parser(sub)
     for extra in _EXTRA_COMMANDS:
         extra(sub)
     return parser
@@ -327,7 +514,6 @@ _EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "k", 1) is not None and getattr(args, "k", 1) < 1:
@@ -337,17 +523,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.CRITICAL, format="%(levelname)s %(name)s: %(message)s"
     )
+    from .console import quiet_tensorflow
+
+    handler = None
+    if not args.debug:  # warnings the commands do not report themselves (the ANN falling back, a repair)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("revsearch: warning: %(message)s"))
+        for name in _WARNING_LOGGERS:  # shown here once, not again by the root logger's handler
+            lg = logging.getLogger(name)
+            lg.setLevel(logging.WARNING)
+            lg.addHandler(handler)
+            lg.propagate = False
     try:
-        return int(args.func(args) or 0)
+        # TensorFlow's C++ start-up noise (oneDNN, CUDA drivers, cuInit) off the terminal unless --debug.
+        with quiet_tensorflow(not args.debug):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("revsearch: interrupted", file=sys.stderr)
         return 130
     except (RevsearchError, OSError, ValueError) as e:
         if args.debug:
             raise
-        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
-        print(f"revsearch: error: {message}", file=sys.stderr)  # always one line
+        text = _damaged_words(e) if isinstance(e, IndexDamagedError) else str(e)
+        message = " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(e).__name__
+        _say(f"revsearch: error: {message}", err=True)  # always one line
         return EXIT_ERROR
+    finally:
+        if handler is not None:
+            for name in _WARNING_LOGGERS:
+                lg = logging.getLogger(name)
+                lg.removeHandler(handler)
+                lg.setLevel(logging.NOTSET)
+                lg.propagate = True
+
+
+#: Loggers whose warnings reach the command line's stderr (others are reported by the commands).
+_WARNING_LOGGERS = ("revsearch.ann", "revsearch.indexing")
+
+
+def _damaged_words(e: IndexDamagedError) -> str:
+    """The damaged-index error in command-line words: which command repairs it."""
+    from .store import read_manifest
+
+    dataset = "DATASET_DIR"
+    try:
+        dataset = (read_manifest(e.folder).get("dataset_dir") or {}).get("absolute") or dataset
+    except (RevsearchError, OSError):
+        pass
+    return f"the index in {str(e.folder)!r} is damaged: {e.detail}; run `revsearch index {dataset} {e.folder}` again to repair it"
 
 
 if __name__ == "__main__":  # pragma: no cover

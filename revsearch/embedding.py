@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ImageReadError, UnknownModelError, WeightsUnavailableError
-from .images import ImageSource, SkippedFile, prepare_image
+from .images import ImageSource, SkippedFile, prepare_image, read_image_file
 
 logger = logging.getLogger(__name__)
 
@@ -288,6 +288,13 @@ class Embedder:
     def __repr__(self) -> str:
         return f"Embedder(model={self.name!r}, weights={self.weights!r}, dim={self.dim}, precision={self.precision!r})"
 
+    @property
+    def weights_path(self) -> Path | None:
+        """The weights file a named model was built from (absolute), or None (ImageNet, random, custom model)."""
+        if not self.weights.startswith("file:") or self._weights_arg is None:
+            return None
+        return Path(self._weights_arg).resolve()
+
     # ------------------------------------------------------------------ the Keras model
     @property
     def keras_model(self) -> Any:
@@ -445,8 +452,9 @@ class Embedder:
     def _read_one(self, path: Path) -> tuple[FileInfo | None, np.ndarray | None, str | None]:
         try:
             st = os.stat(path)
-            with open(path, "rb") as f:
-                data = f.read()
+            data = read_image_file(path)  # size and first bytes checked before reading it whole
+        except ImageReadError as e:
+            return None, None, str(e)
         except OSError as e:
             return None, None, f"cannot read the file: {e.strerror or e}"
         info = FileInfo(st.st_size, st.st_mtime_ns, hashlib.blake2b(data, digest_size=16).digest())

@@ -143,7 +143,7 @@ def test_without_faiss_search_falls_back_and_build_says_how_to_install(
 ):
     ann.build_ann(vec_index, kind="hnsw", progress=False)
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss -> ImportError
-    ann._LOADED.clear()
+    ann.clear_cache()
     q = queries(vec_index)
     s, r = vec_index.topk(q, 9)
     se, re_ = vec_index.topk(q, 9, exact=True)
@@ -158,7 +158,7 @@ def test_stale_count_or_missing_file_falls_back_to_exact(vec_index: Index):
     q = queries(vec_index)
     assert (vec_index.topk(q, 9)[1] == vec_index.topk(q, 9, exact=True)[1]).all()
     vec_index.manifest["ann"]["count"] = len(vec_index)
-    ann._LOADED.clear()
+    ann.clear_cache()
     (vec_index.folder / meta["file"]).unlink()
     assert (vec_index.topk(q, 9)[1] == vec_index.topk(q, 9, exact=True)[1]).all()
 
