@@ -38,6 +38,7 @@ functions.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -74,6 +75,8 @@ __all__ = [
     "load_ann",
     "clear_cache",
     "refresh_after_update",
+    "tune_ann",
+    "DEFAULT_TARGET_RECALL",
 ]
 
 #: Below this many vectors "auto" chooses exact ("flat") search.
@@ -82,8 +85,16 @@ FLAT_MAX_VECTORS = 100_000
 KINDS = ("auto", "flat", "ivfpq", "hnsw")
 #: Default candidates re-scored exactly per query (kind "ivfpq").
 DEFAULT_RERANK = 100
+#: Recall@k that :func:`build_ann` tunes the search parameters to reach on the collection's own vectors.
+DEFAULT_TARGET_RECALL = 0.95
+#: Vectors of the collection used as queries while tuning.
+DEFAULT_TUNE_QUERIES = 200
+#: Candidates re-scored exactly that tuning tries (kind "ivfpq"; with "hnsw" they set efSearch).
+RERANK_GRID = (25, 50, 100, 200, 400, 800, 1600, 3200)
 #: Rows read from the shards per FAISS ``add`` call while building.
 ADD_CHUNK_ROWS = 32768
+#: Build options recorded in the manifest's request that are not :func:`plan_ann` options.
+_NOT_PLAN_OPTIONS = ("seed", "target_recall", "tune_queries")
 
 
 def _snap(index: Any) -> Snapshot:
@@ -521,6 +532,148 @@ def _rescore(index: Snapshot, q: np.ndarray, cand: np.ndarray, block_bytes: int 
     return out
 
 
+# ---------------------------------------------------------------------------------------- tuning
+def _recall_without_self(rows: np.ndarray, truth: np.ndarray, query_rows: np.ndarray, k: int) -> float:
+    """Mean recall@k of ``rows`` against ``truth`` (both (b, k+1)), ignoring each query's own row."""
+    hits = 0
+    for got, want, own in zip(rows, truth, query_rows):
+        want_k = [r for r in want.tolist() if r != own][:k]
+        got_k = [r for r in got.tolist() if r != own][:k]
+        hits += len(set(got_k) & set(want_k)) / max(1, len(want_k))
+    return hits / max(1, len(rows))
+
+
+def _search_cost(kind: str, params: dict[str, Any], n: int, dim: int, nprobe: int, rerank: int) -> float:
+    """A machine-independent cost model of one query, in bytes touched (to compare settings).
+
+    IVF-PQ scans ``nprobe`` cells of ``n / nlist`` codes of ``pq_bytes`` bytes and then reads
+    ``rerank`` float32 rows at random (counted twice: random reads cost more than a scan).
+    HNSW visits about ``efSearch`` nodes of ``dim`` floats.
+    """
+    if kind == "ivfpq":
+        scan = nprobe * (n / max(1, int(params["nlist"]))) * int(params["pq_bytes"])
+        return float(scan + 2 * rerank * dim * 4)
+    return float(max(rerank, int(params.get("ef_search", 0))) * dim * 4 * 2)
+
+
+def tune_ann(
+    index: IndexLike,
+    *,
+    target_recall: float = DEFAULT_TARGET_RECALL,
+    k: int = 9,
+    queries: int = DEFAULT_TUNE_QUERIES,
+    nprobe: int | None = None,
+    rerank: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Measure recall@k of the index's approximate index and choose the cheapest search settings.
+
+    A sample of the collection's own vectors is used as queries; exact search gives the true
+    top-k (each query's own row left out of both). Settings are tried from cheap to expensive,
+    starting at the recorded (planned) ones and never below them (``rerank`` candidates, and for
+    IVF-PQ ``nprobe`` cells; with HNSW ``rerank`` also sets efSearch), and the one with the lowest cost (:func:`_search_cost`, bytes touched per query,
+    so the choice does not depend on the machine's load) that reaches ``target_recall`` is
+    chosen; if none does, the one with the best recall, with a warning.
+
+    Parameters
+    ----------
+    index : Index or Snapshot
+        An index whose manifest names an approximate index (kind "ivfpq" or "hnsw").
+    target_recall : float, default 0.95
+        Recall@k to reach, in (0, 1].
+    k : int, default 9
+        Results per query that recall is measured on.
+    queries : int, default 200
+        Vectors of the collection used as queries (fewer if it holds fewer).
+    nprobe, rerank : int, optional
+        Keep this value fixed instead of tuning it.
+    seed : int, default 0
+        Seeds the draw of the query vectors.
+
+    Returns
+    -------
+    dict
+        ``{"target_recall", "k", "queries", "nprobe", "rerank", "recall", "reached", "seconds",
+        "tried": [{"nprobe", "rerank", "recall", "cost"}, ...]}``; ``nprobe`` is None for HNSW.
+    """
+    if not 0 < float(target_recall) <= 1:
+        raise ValueError(f"target_recall must be in (0, 1], not {target_recall}")
+    if k < 1 or queries < 1:
+        raise ValueError(f"k and queries must be at least 1, not {k} and {queries}")
+    index = _snap(index)
+    meta = index.manifest.get("ann") or {}
+    kind = meta.get("kind")
+    if kind not in ("ivfpq", "hnsw"):
+        raise RevsearchError(f"the index in {str(index.folder)!r} has no approximate index to tune (kind {kind!r})")
+    t0 = time.perf_counter()
+    params = meta.get("params", {})
+    n, dim = len(index), index.dim
+    rows = _sample_rows(n, queries, seed)
+    q = _gather(index, rows)
+    kk = min(k + 1, n)
+    _, truth = topk_cosine(index.vectors, q, kk)
+    # Never cheaper than the planned settings: the collection's own vectors are easier queries
+    # than new photos (each lies in its own cluster's cell), so tuning only adds work where the
+    # planned settings miss the target.
+    floor_rerank = max(k, int(params.get("rerank", DEFAULT_RERANK)))
+    if kind == "ivfpq":
+        nlist = int(params["nlist"])
+        floor = min(nlist, int(params.get("nprobe", 1)))
+        doubling = {min(nlist, floor << i) for i in range(0, nlist.bit_length() + 1)}
+        probes = [nprobe] if nprobe else sorted(doubling)
+    else:
+        probes = [None]
+    grid = sorted({floor_rerank, *(r for r in RERANK_GRID if r > floor_rerank)})
+    reranks = [rerank] if rerank is not None else grid
+    tried: list[dict[str, Any]] = []
+    best_cost = math.inf  # of the cheapest setting found that reaches the target
+    for rr in reranks:
+        if _search_cost(kind, params, n, dim, probes[0] or 0, rr) >= best_cost:
+            break  # the cost grows with rerank: nothing cheaper is left
+        previous, flat = None, 0
+        for npb in probes:
+            cost = _search_cost(kind, params, n, dim, npb or 0, rr)
+            if cost >= best_cost:
+                break
+            _, got = ann_topk(index, q, kk, nprobe=npb, rerank=rr)
+            rec = _recall_without_self(got, truth, rows, k)
+            tried.append({"nprobe": npb, "rerank": rr, "recall": round(rec, 4), "cost": cost})
+            if rec >= target_recall:
+                best_cost = cost
+                break  # more cells cannot make this rerank cheaper
+            flat = flat + 1 if previous is not None and rec - previous < 0.002 else 0
+            if flat >= 2:
+                break  # more cells no longer help: the candidates re-scored are the limit
+            previous = rec
+    reached = [t for t in tried if t["recall"] >= target_recall]
+    if reached:
+        best = min(reached, key=lambda t: (t["cost"], -t["recall"]))
+    else:
+        best = max(tried, key=lambda t: (t["recall"], -t["cost"]))
+        logger.warning(
+            "the approximate index of %s reaches recall@%d %.3f at best, below the target %.3f: search with "
+            "exact=True, or rebuild it with a larger memory budget",
+            index.folder, k, best["recall"], target_recall,
+        )
+    return {
+        "target_recall": float(target_recall), "k": int(k), "queries": int(len(rows)),
+        "nprobe": best["nprobe"], "rerank": int(best["rerank"]), "recall": best["recall"],
+        "reached": bool(reached), "seconds": round(time.perf_counter() - t0, 3), "tried": tried,
+    }
+
+
+def _apply_tuning(meta: dict[str, Any], tuning: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an ``ann`` manifest entry searching with the tuned settings."""
+    new = dict(meta)
+    params = dict(meta.get("params", {}))
+    if tuning["nprobe"] is not None:
+        params["nprobe"] = int(tuning["nprobe"])
+    params["rerank"] = int(tuning["rerank"])
+    new["params"] = params
+    new["tuning"] = {k: v for k, v in tuning.items()}
+    return new
+
+
 # ---------------------------------------------------------------------------------------- building
 def _new_faiss_index(faiss: Any, kind: str, dim: int, params: dict[str, Any]) -> Any:
     if kind == "ivfpq":
@@ -588,7 +741,7 @@ def _build_locked(
         )
     t0 = time.perf_counter()
     n, dim = len(index), index.dim
-    opts = {k: v for k, v in request.items() if k != "seed"}
+    opts = {k: v for k, v in request.items() if k not in _NOT_PLAN_OPTIONS}
     kind, params, mem = plan_ann(n, dim, **opts)
     name: str | None = None
     file_bytes = 0
@@ -621,6 +774,19 @@ def _build_locked(
         "request": {k: v for k, v in request.items() if v is not None},
         "last_update": {"action": action, "at": store.utc_now(), "vectors": n},
     }
+    target = request.get("target_recall", DEFAULT_TARGET_RECALL)
+    if kind != "flat" and target:
+        searchable = dataclasses.replace(index, manifest={**index.manifest, "ann": meta})  # committed below
+        tuning = tune_ann(
+            searchable, target_recall=target, queries=int(request.get("tune_queries") or DEFAULT_TUNE_QUERIES),
+            nprobe=request.get("nprobe"), rerank=request.get("rerank"), seed=int(request.get("seed", 1234)),
+        )
+        meta = _apply_tuning(meta, tuning)
+        meta["build_seconds"] = round(time.perf_counter() - t0, 3)
+        logger.info(
+            "tuned %s search to recall@%d %.3f (target %.3f) with nprobe=%s rerank=%s",
+            kind, tuning["k"], tuning["recall"], target, tuning["nprobe"], tuning["rerank"],
+        )
     _commit_ann(writer, meta)
     logger.info("approximate index of %s %s: %s, %d vectors, %s", index.folder, action, kind, n, params)
     return meta
@@ -681,7 +847,7 @@ def refresh_after_update(writer: FolderWriter, stale: dict[str, Any], *, progres
             logger.warning("approximate index of %s dropped: the index is empty", folder)
             return None
         old = int(stale.get("count", -1))
-        want_kind, _, _ = plan_ann(n, index.dim, **{k: v for k, v in request.items() if k != "seed"})
+        want_kind, _, _ = plan_ann(n, index.dim, **{k: v for k, v in request.items() if k not in _NOT_PLAN_OPTIONS})
         reason = None
         if want_kind != stale.get("kind"):
             reason = f"{n} vectors now call for kind {want_kind!r} instead of {stale.get('kind')!r}"
@@ -718,6 +884,8 @@ def build_ann(
     hnsw_m: int | None = None,
     train_size: int | None = None,
     seed: int = 1234,
+    target_recall: float | None = DEFAULT_TARGET_RECALL,
+    tune_queries: int = DEFAULT_TUNE_QUERIES,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Build (or rebuild) the approximate index of a revsearch index, in its folder.
@@ -739,6 +907,13 @@ def build_ann(
         Override the chosen parameters.
     seed : int, default 1234
         Seeds the training sample and k-means.
+    target_recall : float or None, default 0.95
+        After building, :func:`tune_ann` measures recall@9 on ``tune_queries`` of the
+        collection's own vectors and records the cheapest ``nprobe`` / ``rerank`` (efSearch for
+        HNSW) that reach it (an explicit ``nprobe`` or ``rerank`` is kept as given). None: no
+        tuning, the planned defaults are used.
+    tune_queries : int, default 200
+        Vectors used as queries while tuning.
     progress : bool, default True
         Show a ``tqdm.auto`` progress bar while adding vectors.
 
@@ -759,7 +934,11 @@ def build_ann(
     request: dict[str, Any] = {
         "kind": kind, "memory_budget": parse_bytes(memory_budget), "nlist": nlist, "pq_bytes": pq_bytes,
         "nprobe": nprobe, "rerank": rerank, "hnsw_m": hnsw_m, "train_size": train_size, "seed": seed,
+        # 0 records "no tuning" (None would be dropped from the manifest and mean the default).
+        "target_recall": 0 if target_recall is None else target_recall, "tune_queries": tune_queries,
     }
+    if target_recall is not None and not 0 < float(target_recall) <= 1:
+        raise ValueError(f"target_recall must be in (0, 1], not {target_recall}")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     with store.writing(folder, create=False) as w:

@@ -340,7 +340,8 @@ def _cmd_ann(args: argparse.Namespace) -> int:
     else:
         meta = build_ann(
             args.vector_dir, kind=args.kind, memory_budget=args.memory_budget, nlist=args.nlist,
-            pq_bytes=args.pq_bytes, nprobe=args.nprobe, rerank=args.rerank, progress=not args.quiet,
+            pq_bytes=args.pq_bytes, nprobe=args.nprobe, rerank=args.rerank,
+            target_recall=args.target_recall or None, progress=not args.quiet,
         )
     if args.json:
         print(json.dumps(meta, indent=2))
@@ -351,6 +352,11 @@ def _cmd_ann(args: argparse.Namespace) -> int:
         size = f", {meta['file_bytes'] / 2**20:.1f} MiB on disk, ~{meta['memory_bytes_estimate'] / 2**20:.1f} MiB in memory"
         print(f"{args.vector_dir}: {meta['kind']} approximate index of {meta['count']} vectors ({params}){size}; "
               f"built {meta['built']} in {meta['build_seconds']:.1f} s")
+        tuning = meta.get("tuning")
+        if tuning:
+            verdict = "reached" if tuning["reached"] else "NOT reached (search with --exact for exact results)"
+            print(f"measured recall@{tuning['k']} {tuning['recall']:.3f} on {tuning['queries']} of its own vectors; "
+                  f"target {tuning['target_recall']:.3f} {verdict}")
     return 0
 
 
@@ -369,6 +375,11 @@ def _add_ann_parser(sub: Any) -> None:
     p.add_argument("--pq-bytes", type=int, default=None, help="PQ code bytes per vector (default dim/32, within the budget)")
     p.add_argument("--nprobe", type=int, default=None, help="cells scanned per query (default max(16, nlist/64))")
     p.add_argument("--rerank", type=int, default=None, help="candidates re-scored exactly per query (default 100)")
+    p.add_argument(
+        "--target-recall", type=float, default=0.95,
+        help="tune nprobe/rerank to reach this recall@9, measured on a sample of the index's own vectors "
+        "(default 0.95; 0: no tuning)",
+    )
     p.add_argument("--info", action="store_true", help="describe the approximate index instead of building one")
     p.add_argument("--drop", action="store_true", help="remove the approximate index (search becomes exact)")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
