@@ -378,18 +378,21 @@ class OpenVINOModel:
             import openvino as ov
 
             core = ov.Core()
-            blobs = self.cache_dir / "compiled"
-            blobs.mkdir(parents=True, exist_ok=True)
             config: dict[str, Any] = {
                 "INFERENCE_PRECISION_HINT": _OV_HINT[self.precision],
                 "PERFORMANCE_HINT": self.hint.upper(),
-                "CACHE_DIR": str(blobs),
             }
+            blobs = self.cache_dir / "compiled"
+            try:
+                blobs.mkdir(parents=True, exist_ok=True)
+                config["CACHE_DIR"] = str(blobs)
+            except OSError as e:  # read-only or full disk, a file in the way: run, only slower to start
+                logger.warning("cannot use the OpenVINO cache folder %s (%s): converting without caching", self.cache_dir, e)
             if self.threads:
                 config["INFERENCE_NUM_THREADS"] = int(self.threads)
             source = "cached IR"
             compiled = None
-            if self.ir_path.is_file():
+            if "CACHE_DIR" in config and self.ir_path.is_file():
                 try:
                     compiled = core.compile_model(str(self.ir_path), "CPU", config)
                 except RuntimeError as e:  # a damaged or hand-edited cache entry: convert again
@@ -398,13 +401,18 @@ class OpenVINOModel:
             if compiled is None:
                 source = "converted"
                 ov_model = self._convert()
-                try:
-                    self._save(ov_model)
-                except OSError as e:  # a read-only or full disk: run without the cache
-                    logger.warning("could not cache the OpenVINO model in %s: %s", self.cache_dir, e)
-                    compiled = core.compile_model(ov_model, "CPU", config)
-                if compiled is None:
+                saved = "CACHE_DIR" in config
+                if saved:
+                    try:
+                        self._save(ov_model)
+                    except OSError as e:  # a read-only or full disk: run without the cache
+                        logger.warning("could not cache the OpenVINO model in %s: %s", self.cache_dir, e)
+                        saved = False
+                if saved and self.ir_path.is_file():
                     compiled = core.compile_model(str(self.ir_path), "CPU", config)
+                else:
+                    config.pop("CACHE_DIR", None)
+                    compiled = core.compile_model(ov_model, "CPU", config)
             try:
                 if bool(compiled.get_property("LOADED_FROM_CACHE")):
                     source += " + compiled blob"

@@ -30,12 +30,15 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
     existing = Index.open(args.vector_dir) if Index.exists(args.vector_dir) else None
     embedder = resolve_embedder(existing, args.model, weights=args.weights, precision=args.precision)
+    if args.backend is not None or args.precision is not None:  # asked for: also when the index exists
+        embedder = embedder.variant(backend=args.backend, precision=args.precision)
+    batch_size = args.batch_size or embedder.batch_size
     if getattr(args, "dask", None):  # on a Dask cluster (revsearch.distributed)
         from .distributed import build_index_dask
 
         index, dreport = build_index_dask(
             args.dataset_dir, args.vector_dir, embedder, client=args.dask, n_workers=args.dask_workers,
-            partition_size=args.partition_size, batch_size=args.batch_size, progress=not args.quiet,
+            partition_size=args.partition_size, batch_size=batch_size, progress=not args.quiet,
         )
         report, summary = dreport.report, dreport.summary()
     else:
@@ -43,14 +46,16 @@ def _cmd_index(args: argparse.Namespace) -> int:
             args.dataset_dir,
             args.vector_dir,
             embedder,
-            batch_size=args.batch_size,
+            batch_size=batch_size,
             workers=args.workers,
             progress=not args.quiet,
         )
         summary = report.summary()
     for s in report.skipped:
         print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
-    print(f"{index.folder}: {len(index)} vectors ({index.spec['model']}, {index.dim}-d); {summary}")
+    spec = index.spec
+    how = f"{spec['model']}, {index.dim}-d, {spec.get('backend', 'keras')} {spec.get('precision', 'float32')}"
+    print(f"{index.folder}: {len(index)} vectors ({how}); {summary}")
     ann = index.manifest.get("ann")
     if ann:  # an approximate index was brought up to date (revsearch.ann)
         last = ann.get("last_update", {})
@@ -73,7 +78,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
         scores, rows = search_dask(index, index.embedder().embed(query), args.k, client=args.dask)
         matches = index._matches(scores, rows, args.dataset_dir)[0]
     else:
-        matches = index.search(query, args.k, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False))
+        emb = index.embedder().variant(backend=args.backend) if getattr(args, "backend", None) else None
+        matches = index.search(
+            query, args.k, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False), embedder=emb
+        )
     if args.out:
         from .display import plot_results, save_figure
 
@@ -268,8 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--weights", type=_weights, default="imagenet", help="imagenet (default), none (random, for tests) or a weights file"
     )
-    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--backend", choices=["auto", "keras", "openvino"], default=None,
+        help="what runs the model: auto (default: OpenVINO on CPUs when installed, Keras on GPUs), keras, or "
+        "openvino (pip install \"revsearch[openvino]\")",
+    )  # fmt: skip
+    p.add_argument(
+        "--precision", choices=["float32", "bfloat16", "float16"], default=None,
+        help="compute precision (default: the backend's: bfloat16 on OpenVINO where the CPU has bfloat16 units, "
+        "float16/bfloat16 on a GPU, else float32); vectors are float32 either way",
+    )  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=None, help="images per model call (default 32; larger on a GPU)")
     p.add_argument("--workers", type=int, default=None, help="image-reading threads (default: CPUs)")
     p.add_argument(
         "--dask", metavar="ADDRESS", default=None,
@@ -288,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--dataset-dir", default=None, help="where the images are now (default: as recorded in the index)")
     p.add_argument("--exact", action="store_true", help="exact search even if the index has an approximate index")
+    p.add_argument(
+        "--backend", choices=["auto", "keras", "openvino"], default=None,
+        help="what embeds the query (default auto); any backend searches any index",
+    )  # fmt: skip
     p.add_argument("--dask", metavar="ADDRESS", default=None, help="exact search on a Dask cluster (address or 'local')")
     p.set_defaults(func=_cmd_search)
 

@@ -348,7 +348,9 @@ class Embedder:
         Embedder
             ``self`` if nothing changes.
         """
-        new_backend = backends.resolve_backend(backend or self.backend, precision)
+        if backend is None:  # keep this one's backend, unless it cannot run the precision asked for
+            backend = self.backend if precision is None or precision in backends.PRECISIONS[self.backend] else "auto"
+        new_backend = backends.resolve_backend(backend, precision)
         if precision is None and new_backend == self.backend:
             precision = self.precision
         if new_backend == self.backend and precision == self.precision:

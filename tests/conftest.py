@@ -30,6 +30,11 @@ elif "KERAS_HOME" not in os.environ:
     # Never let a test touch the user's ~/.keras or try to download: an empty private cache.
     os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="revsearch-keras-empty-")
 
+# Converted/compiled OpenVINO models (revsearch.backends) go to a private cache shared by this run's
+# tests, never to the user's ~/.cache.
+if not os.environ.get("REVSEARCH_CACHE_DIR"):
+    os.environ["REVSEARCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="revsearch-cache-")
+
 needs_weights = pytest.mark.skipif(
     not HAVE_WEIGHTS,
     reason=(
@@ -79,7 +84,9 @@ def resnet_random():
     """ResNet50 with seeded random weights (no download; meaningless but deterministic features)."""
     from revsearch.embedding import get_embedder
 
-    return get_embedder("resnet50", weights=None)
+    # Keras float32, as the tests that compare with Keras's own output expect; tests/test_backends.py
+    # covers the OpenVINO backend that backend="auto" may choose.
+    return get_embedder("resnet50", weights=None, backend="keras", precision="float32")
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +96,7 @@ def mobilenet():
         pytest.skip(needs_weights.kwargs["reason"])
     from revsearch.embedding import get_embedder
 
-    return get_embedder("mobilenet", weights="imagenet")
+    return get_embedder("mobilenet", weights="imagenet", backend="keras", precision="float32")
 
 
 @pytest.fixture()

@@ -20,7 +20,7 @@ from revsearch.images import SkippedFile, prepare_image
 
 REPO = Path(__file__).resolve().parents[1]
 FLOWERS = DATASETS / "oxford17_flowers"
-SPEC_KEYS = {"model", "preprocessing", "dim", "weights", "precision"}
+SPEC_KEYS = {"model", "preprocessing", "dim", "weights", "precision", "backend"}
 
 
 def _run_python(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -63,7 +63,7 @@ def tiny_model():
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model) -> Embedder:
-    return Embedder(tiny_model)
+    return Embedder(tiny_model, backend="keras")  # compared with the Keras model's own output below
 
 
 # ----------------------------------------------------------------------------- spec and errors
@@ -71,13 +71,14 @@ def tiny(tiny_model) -> Embedder:
 
 def test_spec_fields_of_named_models() -> None:
     for name, info in MODELS.items():
-        e = Embedder(name, weights=None)  # lazy: nothing is built here
+        e = Embedder(name, weights=None, backend="keras")  # lazy: nothing is built here
         spec = e.spec
         assert set(spec) == SPEC_KEYS
         assert spec["model"] == name
         assert spec["dim"] == info.dim == e.dim
         assert spec["weights"] == "none"
-        assert spec["precision"] == "float32"
+        assert spec["precision"] == "float32"  # Keras on a CPU: float32 unless asked
+        assert spec["backend"] == "keras"
         default_fit = "pad:" if name == "resnet50-seed" else "crop:"  # the original pipeline pads
         assert "224" in spec["preprocessing"] and spec["preprocessing"].startswith(default_fit)
     assert Embedder("resnet50", weights=None).dim == 2048
@@ -110,7 +111,9 @@ def test_unknown_model_lists_choices() -> None:
 
 def test_bad_options() -> None:
     with pytest.raises(ValueError, match="precision"):
-        Embedder("resnet50", weights=None, precision="float16")
+        Embedder("resnet50", weights=None, precision="float8")
+    with pytest.raises(ValueError, match="backend"):
+        Embedder("resnet50", weights=None, backend="onnx")
     with pytest.raises(ValueError, match="fit"):
         Embedder("resnet50", weights=None, fit="stretch")
 
@@ -139,7 +142,9 @@ def test_get_embedder_caches() -> None:
     e1 = get_embedder("mobilenet", weights=None)
     assert get_embedder("MobileNet", weights=None) is e1
     assert get_embedder(e1) is e1
-    assert get_embedder("mobilenet", weights=None, precision="bfloat16") is not e1
+    other = "float32" if e1.precision != "float32" else "bfloat16"
+    assert get_embedder("mobilenet", weights=None, precision=other) is not e1
+    assert get_embedder("mobilenet", weights=None, precision=e1.precision, backend=e1.backend) is e1
 
 
 def test_l2_normalize() -> None:
@@ -177,11 +182,14 @@ def test_custom_preprocess_is_used_and_recorded(tiny_model) -> None:
     def halve(batch: np.ndarray) -> np.ndarray:
         return batch / 2.0
 
-    e = Embedder(tiny_model, preprocess=halve)
-    assert "halve" in e.spec["preprocessing"]
     img = make_photo(12, (40, 40))
     expected = np.asarray(tiny_model.predict_on_batch(prepare_image(img, 32)[None] / 2.0))[0]
-    np.testing.assert_allclose(e.embed(img), expected / np.linalg.norm(expected), rtol=1e-5, atol=1e-6)
+    from revsearch.backends import openvino_installed
+
+    for backend in ["keras"] + (["openvino"] if openvino_installed() else []):  # the OpenVINO run applies it too
+        e = Embedder(tiny_model, preprocess=halve, backend=backend, precision="float32")
+        assert "halve" in e.spec["preprocessing"]
+        np.testing.assert_allclose(e.embed(img), expected / np.linalg.norm(expected), rtol=1e-4, atol=1e-5)
 
 
 def test_custom_model_with_4d_output_rejected() -> None:
