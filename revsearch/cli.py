@@ -29,7 +29,10 @@ def _cmd_index(args: argparse.Namespace) -> int:
     from .index import Index, resolve_embedder
 
     existing = Index.open(args.vector_dir) if Index.exists(args.vector_dir) else None
-    embedder = resolve_embedder(existing, args.model, weights=args.weights, precision=args.precision)
+    # precision and backend do not change which vectors are comparable: naming the index's model keeps its
+    # recorded preprocessing whatever they are (the index's precision is passed so resolve_embedder sees it)
+    recorded = existing.spec.get("precision", "float32") if existing is not None else None
+    embedder = resolve_embedder(existing, args.model, weights=args.weights, precision=recorded)  # type: ignore[arg-type]
     if args.backend is not None or args.precision is not None:  # asked for: also when the index exists
         embedder = embedder.variant(backend=args.backend, precision=args.precision)
     batch_size = args.batch_size or embedder.batch_size
@@ -54,8 +57,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
     for s in report.skipped:
         print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
     spec = index.spec
-    how = f"{spec['model']}, {index.dim}-d, {spec.get('backend', 'keras')} {spec.get('precision', 'float32')}"
-    print(f"{index.folder}: {len(index)} vectors ({how}); {summary}")
+    how = f"{spec.get('backend', 'keras')} {spec.get('precision', 'float32')}"
+    print(f"{index.folder}: {len(index)} vectors ({spec['model']}, {index.dim}-d) by {how}; {summary}")
     ann = index.manifest.get("ann")
     if ann:  # an approximate index was brought up to date (revsearch.ann)
         last = ann.get("last_update", {})

@@ -44,7 +44,8 @@ needs_weights = pytest.mark.skipif(
 )
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-DATASETS = SHARED / "datasets"
+# The real photos (../shared/datasets beside the checkout; REVSEARCH_TEST_DATASETS names another place).
+DATASETS = Path(os.environ.get("REVSEARCH_TEST_DATASETS") or SHARED / "datasets")
 
 
 def make_photo(seed: int, size: tuple[int, int] = (160, 120)) -> np.ndarray:
@@ -84,9 +85,9 @@ def resnet_random():
     """ResNet50 with seeded random weights (no download; meaningless but deterministic features)."""
     from revsearch.embedding import get_embedder
 
-    # Keras float32, as the tests that compare with Keras's own output expect; tests/test_backends.py
-    # covers the OpenVINO backend that backend="auto" may choose.
-    return get_embedder("resnet50", weights=None, backend="keras", precision="float32")
+    # float32 on the default backend (OpenVINO where installed, else Keras), as an index built by name with
+    # precision="float32" (e.g. on Dask workers) uses; tests comparing with Keras's own output ask for Keras.
+    return get_embedder("resnet50", weights=None, precision="float32")
 
 
 @pytest.fixture(scope="session")
@@ -96,7 +97,7 @@ def mobilenet():
         pytest.skip(needs_weights.kwargs["reason"])
     from revsearch.embedding import get_embedder
 
-    return get_embedder("mobilenet", weights="imagenet", backend="keras", precision="float32")
+    return get_embedder("mobilenet", weights="imagenet", precision="float32")
 
 
 @pytest.fixture()
