@@ -423,7 +423,7 @@ class Embedder:
             keras.config.set_dtype_policy(previous_policy)
 
     # ------------------------------------------------------------------ preprocessing
-    def prepare(self, source: ImageSource, *, label: str | None = None) -> np.ndarray:
+    def prepare(self, source: ImageSource, *, label: str | None = None, dtype: Any = np.float32) -> np.ndarray:
         """Read one image and pad/resize it to the model's input size.
 
         Parameters
@@ -432,13 +432,15 @@ class Embedder:
             Path, bytes, array or PIL image (see :func:`revsearch.images.load_image`).
         label : str, optional
             How error messages name the image.
+        dtype : numpy dtype, default float32
+            ``numpy.uint8`` saves a float copy where the caller copies into a float batch.
 
         Returns
         -------
         numpy.ndarray
-            Shape (S, S, 3), float32 RGB 0..255, with S = :attr:`input_size`.
+            Shape (S, S, 3), RGB 0..255, with S = :attr:`input_size`.
         """
-        return prepare_image(source, self.input_size, fit=self.fit, fill=self.fill, label=label)
+        return prepare_image(source, self.input_size, fit=self.fit, fill=self.fill, label=label, dtype=dtype)
 
     def normalize_batch(self, batch: np.ndarray) -> np.ndarray:
         """Apply the model's own input normalisation to prepared images.
@@ -563,7 +565,7 @@ class Embedder:
             return None, None, f"cannot read the file: {e.strerror or e}"
         info = FileInfo(st.st_size, st.st_mtime_ns, hashlib.blake2b(data, digest_size=16).digest())
         try:
-            return info, self.prepare(data, label=str(path)), None
+            return info, self.prepare(data, label=str(path), dtype=np.uint8), None  # cast into the batch buffer
         except ImageReadError as e:
             return info, None, str(e)
 

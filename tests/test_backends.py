@@ -292,7 +292,7 @@ def test_cross_backend_search_real_weights(tmp_path: Path) -> None:
     k_index, _ = Index.build(ds, tmp_path / "vec-keras", keras_emb, progress=False)
     assert ov_index.spec["backend"] == "openvino" and ov_index.spec["precision"] == ov_emb.precision
     assert k_index.spec["backend"] == "keras"
-    cos = (np.asarray(ov_index.shards[0].vectors) * np.asarray(k_index.shards[0].vectors)).sum(1)
+    cos = (np.asarray(ov_index.vectors) * np.asarray(k_index.vectors)).sum(1)
     assert cos.min() > 0.98
     queries = sorted(ds.rglob("*.jpg"))[::3]
     truth = _top9(k_index, keras_emb, queries)
