@@ -225,6 +225,8 @@ class Embedder:
         if pooling not in (None, "gem", "avg", "max"):
             raise ValueError(f"pooling must be 'gem', 'avg' or 'max', not {pooling!r}")
         self.backend = backends.resolve_backend(backend, precision)
+        self._chosen = backend == "auto" and self.backend == "openvino"  # may fall back to Keras
+        self._precision_given = precision is not None
         if precision is None:
             precision = "float32" if self.backend == "keras" and not isinstance(model, str) else None
         self.precision: str = precision or backends.default_precision(self.backend)
@@ -491,10 +493,23 @@ class Embedder:
         """Build the model now rather than on first use: the Keras model, or the compiled OpenVINO
         model (converted from Keras the first time, then read from the cache). Returns ``self``."""
         if self.backend == "openvino":
-            self._openvino_model().load()
-        else:
+            try:
+                self._openvino_model().load()
+            except Exception as e:  # noqa: BLE001 - OpenVINO's conversion errors have many types
+                if not self._chosen:
+                    raise
+                # backend="auto" picked OpenVINO: a model it cannot convert still embeds, with Keras
+                logger.warning("OpenVINO could not convert %s (%s: %s): embedding with Keras", self.name, type(e).__name__, e)
+                self._fall_back_to_keras()
+        if self.backend == "keras":
             self.keras_model
         return self
+
+    def _fall_back_to_keras(self) -> None:
+        with self._lock:
+            self.backend, self._ov, self._chosen = "keras", None, False
+            if not self._precision_given or self.precision not in backends.PRECISIONS["keras"] or self._info is None:
+                self.precision = "float32" if self._info is None else backends.default_precision("keras")
 
     def _openvino_model(self) -> backends.OpenVINOModel:
         if self._ov is None:
@@ -517,6 +532,8 @@ class Embedder:
     def _embed_own_batch(self, batch: np.ndarray) -> np.ndarray:
         """:meth:`embed_prepared` of a checked (n, S, S, 3) float32 batch the caller gives up:
         it is normalised in place, not copied."""
+        if self.backend == "openvino" and self._chosen:
+            self.load()  # where backend="auto" chose OpenVINO, a failed conversion falls back to Keras
         if self.backend == "openvino":
             if self._info is None and self._custom_preprocess is not None:
                 batch = np.asarray(self._custom_preprocess(batch), dtype=np.float32)

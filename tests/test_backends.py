@@ -343,3 +343,24 @@ def test_cli_backend_option(tmp_path: Path) -> None:
         assert out.returncode == 0, out.stderr[-2000:]
         res = json.loads(out.stdout)["results"][0]
         assert res["relpath"] == "img0020.jpg" and res["score"] > 0.9999
+
+
+@needs_openvino
+def test_auto_falls_back_to_keras_when_openvino_cannot_convert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(self):
+        raise RuntimeError("Check 'is_conversion_successful' failed: unsupported operation MyOp")
+
+    monkeypatch.setattr(backends.OpenVINOModel, "_convert", refuse)
+    auto = Embedder("mobilenet", weights=None, cache_dir=tmp_path / "fresh")
+    assert auto.backend == "openvino"
+    with caplog.at_level(logging.WARNING, logger="revsearch.embedding"):
+        v = auto.embed(make_photo(3))
+    assert auto.backend == "keras" and auto.spec["backend"] == "keras" and auto.precision == "float32"
+    assert "could not convert" in caplog.text and "MyOp" in caplog.text
+    ref = Embedder("mobilenet", weights=None, backend="keras", precision="float32").embed(make_photo(3))
+    np.testing.assert_allclose(v, ref, rtol=1e-4, atol=1e-5)
+    explicit = Embedder("mobilenet", weights=None, backend="openvino", cache_dir=tmp_path / "fresh2")
+    with pytest.raises(RuntimeError, match="MyOp"):  # asked for OpenVINO by name: the error is not hidden
+        explicit.embed(make_photo(3))
