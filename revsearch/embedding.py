@@ -164,9 +164,9 @@ class Embedder:
         speed benchmarks), or the path of a Keras weights file.
     precision : {"float32", "bfloat16", "float16"}, optional
         Compute precision of the model (the vectors are float32 either way). Default: the backend's
-        (:func:`revsearch.backends.default_precision`): ``"bfloat16"`` on OpenVINO where the CPU has
-        bfloat16 units, float16/bfloat16 mixed precision on a GPU (:func:`revsearch.backends.gpu_policy`),
-        else ``"float32"``. On Keras, ``"bfloat16"``/``"float16"`` build the model under Keras's
+        (:func:`revsearch.backends.default_precision`): float16/bfloat16 mixed precision on a GPU
+        (:func:`revsearch.backends.gpu_policy`), else ``"float32"``. ``"bfloat16"`` on OpenVINO is 2.3x
+        Keras float32's speed on an AVX512-BF16 CPU, its top-9 results agreeing 94.4% with float32's. On Keras, ``"bfloat16"``/``"float16"`` build the model under Keras's
         ``mixed_bfloat16``/``mixed_float16`` policy; OpenVINO runs ``"float32"`` and ``"bfloat16"``.
     backend : {"auto", "keras", "openvino"}, default "auto"
         What runs the model: Keras (TensorFlow), or OpenVINO (``pip install "revsearch[openvino]"``;

@@ -123,9 +123,10 @@ def test_auto_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert backends.resolve_backend("auto", "float16") == "keras"  # OpenVINO on a CPU runs no float16
     assert backends.resolve_backend("keras") == "keras"
     monkeypatch.setattr(backends, "cpu_bfloat16", lambda: True)
-    assert backends.default_precision("openvino") == "bfloat16"
-    monkeypatch.setattr(backends, "cpu_bfloat16", lambda: False)
+    # bfloat16 missed the default rule (top-9 agreement 0.944 < 0.95 on flowers): opt-in even where it is fast
     assert backends.default_precision("openvino") == "float32"
+    assert backends.default_precision("keras", devices=[]) == "float32"
+    assert backends.default_precision("keras", devices=[T4]) == "float16"
     with pytest.raises(ValueError, match="backend"):
         backends.resolve_backend("tensorrt")
     with pytest.raises(ValueError, match="does not run precision 'float16'"):
@@ -133,13 +134,15 @@ def test_auto_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @needs_openvino
-def test_openvino_default_precision_follows_the_cpu_plugin() -> None:
+def test_openvino_defaults_and_bfloat16_detection(monkeypatch: pytest.MonkeyPatch) -> None:
     import openvino as ov
 
+    monkeypatch.setattr(backends, "gpu_devices", lambda: [])
     caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert backends.cpu_bfloat16() == ("BF16" in caps)
     e = Embedder("mobilenet", weights=None)
-    assert e.backend == "openvino"
-    assert e.precision == ("bfloat16" if "BF16" in caps else "float32")
+    assert (e.backend, e.precision, e.openvino_hint) == ("openvino", "float32", "throughput")
+    assert e.variant(precision="bfloat16").spec["precision"] == "bfloat16"
 
 
 def test_import_revsearch_imports_neither_runtime() -> None:
@@ -280,13 +283,16 @@ def _top9(index: Index, emb: Embedder, queries: list[Path]) -> list[list[int]]:
 @needs_weights
 @pytest.mark.skipif(not FLOWERS.is_dir(), reason=f"{FLOWERS} not found (real photos for the agreement test)")
 def test_cross_backend_search_real_weights(tmp_path: Path) -> None:
-    """An index built by OpenVINO (its default precision) is searched with Keras and vice versa: the top-9
-    results agree with Keras float32's (MobileNet, ImageNet weights, real photos)."""
+    """An index built by OpenVINO (bfloat16, opt-in) is searched with Keras and vice versa: the top-9 results
+    agree with Keras float32's (MobileNet, ImageNet weights, real photos); OpenVINO float32 (the default)
+    agrees almost exactly."""
     ds = tmp_path / "flowers"
     for f in _flowers(10):
         (ds / f.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy2(f, ds / f.parent.name / f.name)
-    ov_emb = get_embedder("mobilenet", weights="imagenet", backend="openvino")
+    ov_emb = get_embedder("mobilenet", weights="imagenet", backend="openvino", precision="bfloat16")
+    ov32 = get_embedder("mobilenet", weights="imagenet", backend="openvino")
+    assert ov32.precision == "float32"
     keras_emb = get_embedder("mobilenet", weights="imagenet", backend="keras", precision="float32")
     ov_index, _ = Index.build(ds, tmp_path / "vec-ov", ov_emb, progress=False)
     k_index, _ = Index.build(ds, tmp_path / "vec-keras", keras_emb, progress=False)
@@ -296,10 +302,11 @@ def test_cross_backend_search_real_weights(tmp_path: Path) -> None:
     assert cos.min() > 0.98
     queries = sorted(ds.rglob("*.jpg"))[::3]
     truth = _top9(k_index, keras_emb, queries)
-    for index, emb in ((ov_index, keras_emb), (k_index, ov_emb), (ov_index, ov_emb)):
+    for index, emb, least in ((ov_index, keras_emb, 0.85), (k_index, ov_emb, 0.85), (ov_index, ov_emb, 0.85),
+                              (k_index, ov32, 0.99)):  # fmt: skip
         got = _top9(index, emb, queries)
         agreement = np.mean([len(set(a) & set(b)) / 9 for a, b in zip(got, truth)])
-        assert agreement >= 0.9, (index.spec, emb, agreement)
+        assert agreement >= least, (index.spec, emb, agreement)
     # the index's own embedder (as recorded: model, weights, precision) searches it, whichever backend runs
     m = ov_index.search(queries[0], 1)[0]
     assert m.relpath == queries[0].relative_to(ds).as_posix() and m.score > 0.999
