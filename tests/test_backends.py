@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import DATASETS, HAVE_WEIGHTS, make_photo, needs_weights, write_photos
+from conftest import DATASETS, make_photo, needs_weights, write_photos
 from revsearch import backends
 from revsearch.backends import GpuDevice, gpu_policy
 from revsearch.embedding import Embedder, get_embedder
