@@ -43,6 +43,9 @@ _LAZY = {
     "load_image": "images",
     "find_images": "images",
     "import_legacy": "legacy",
+    "find_duplicates": "duplicates",
+    "DuplicateReport": "duplicates",
+    "plot_duplicates": "duplicates",
 }
 
 __all__ = sorted(
@@ -81,6 +84,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from .api import SearchResults, reverse_image_search
     from .display import plot_results
+    from .duplicates import DuplicateReport, find_duplicates, plot_duplicates
     from .embedding import MODELS, Embedder, get_embedder
     from .images import find_images, load_image
     from .index import Index, UpdateReport

@@ -9,8 +9,9 @@ from typing import Any
 
 from .embedding import Embedder
 from .errors import ImageReadError, IndexNotFoundError, RevsearchError
-from .images import ImageSource, load_image, read_source
+from .images import ImageSource, load_image
 from .index import Index, UpdateReport, resolve_embedder
+from .remote import read_query
 from .search import Match
 
 logger = logging.getLogger(__name__)
@@ -46,32 +47,6 @@ class SearchResults(list):
         return [m.score for m in self]
 
 
-def _display(fig: Any) -> bool:
-    """Show a figure in a running IPython/Jupyter session; return False elsewhere."""
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-    except ImportError:
-        return False
-    shell = get_ipython()
-    if shell is None:
-        return False
-    # A Figure made without pyplot has no image/png formatter unless the inline backend was
-    # activated (pyplot imported): register one, so display() shows the picture, not "<Figure ...>".
-    png = getattr(getattr(shell, "display_formatter", None), "formatters", {}).get("image/png")
-    if png is not None:
-        from matplotlib.figure import Figure
-
-        from .display import figure_png
-
-        try:
-            png.lookup_by_type(Figure)
-        except KeyError:
-            png.for_type(Figure, figure_png)
-    display(fig)
-    return True
-
-
 def reverse_image_search(
     query: ImageSource,
     model: str | Embedder | Any = None,
@@ -95,8 +70,9 @@ def reverse_image_search(
     Parameters
     ----------
     query : str, os.PathLike, bytes, PIL.Image.Image or numpy.ndarray
-        The query image: a file path, the bytes of an image file (as an upload widget gives),
-        a Pillow image or an (H, W, 3) uint8 RGB array.
+        The query image: a file path, an http(s) URL of an image (downloaded with a time limit
+        and a size cap, see :func:`revsearch.remote.fetch_image`), the bytes of an image file (as
+        an upload widget gives), a Pillow image or an (H, W, 3) uint8 RGB array.
     model : str, Embedder or keras.Model, optional
         ``"resnet50"``, ``"mobilenet"``, ``"resnet50-seed"``, a Keras model whose output is one
         vector per image, or an :class:`~revsearch.embedding.Embedder`. Default: the model the
@@ -141,7 +117,7 @@ def reverse_image_search(
         raise ValueError(f"k must be at least 1, not {k}")
     try:
         label = str(query) if isinstance(query, (str, os.PathLike)) else None
-        query = read_source(query)  # the query's bytes, decoded like the indexed files
+        query = read_query(query)  # the bytes of the file (or URL), decoded like the indexed files
         query_image = load_image(query, label=label)  # a bad query fails before any indexing
     except ImageReadError as e:
         raise ImageReadError(f"bad query: {e}") from None
@@ -171,6 +147,8 @@ def reverse_image_search(
         if save_path is not None:
             save_figure(results.figure, save_path)
             logger.info("saved the result picture to %s", save_path)
-        if show and not _display(results.figure):
+        from .notebook import display_figure
+
+        if show and not display_figure(results.figure):
             logger.info("show=True outside a notebook: the picture is in results.figure (or use save_path)")
     return results

@@ -69,11 +69,12 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from .images import load_image, read_source
+    from .images import load_image
     from .index import Index
+    from .remote import read_query
 
     index = Index.open(args.vector_dir)
-    query = read_source(args.query)
+    query = read_query(args.query)  # a file, or an http(s) URL (downloaded with a time limit and size cap)
     load_image(query, label=args.query)  # a bad query fails here, before the model loads
     if getattr(args, "dask", None):  # exact search on a Dask cluster (revsearch.distributed)
         from .distributed import search_dask
@@ -258,6 +259,103 @@ def _add_ann_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_ann)
 
 
+def _cmd_duplicates(args: argparse.Namespace) -> int:
+    from .duplicates import find_duplicates, move_duplicates, plot_duplicates, undo_moves
+
+    if args.undo:
+        if args.vector_dir or args.move_to:
+            raise ValueError("--undo LOG puts moved files back; give it alone (no VECTOR_DIR or --move-to)")
+        undone = undo_moves(args.undo)
+        for path, reason in undone.skipped:
+            print(f"not restored {path}: {reason}", file=sys.stderr)
+        print(undone.summary())
+        return 0 if not undone.skipped else EXIT_ERROR
+    if not args.vector_dir:
+        raise ValueError("give the index folder: revsearch duplicates VECTOR_DIR (or --undo LOG)")
+    if args.move_to:  # refuse a bad destination before the search, not after
+        from .duplicates import check_destination
+        from .index import Index
+
+        index = Index.open(args.vector_dir)
+        check_destination(args.move_to, index.dataset_dir, index.folder)
+    report = find_duplicates(
+        args.vector_dir, args.threshold, against=args.against, k=args.k, keep=args.keep, progress=not args.quiet
+    )
+    cal = report.calibration
+    if cal is not None and not cal.calibrated:
+        print(f"note: threshold {report.threshold:.3f} is not calibrated for {cal.model!r}; check the groups "
+              "(--plot) or pass --threshold", file=sys.stderr)
+    if args.csv:
+        report.write_csv(args.csv)
+    pages: list[str] = []
+    if args.plot and report.groups:
+        from pathlib import Path
+
+        from .display import save_figure
+
+        figures = plot_duplicates(report)
+        out = Path(args.plot)
+        for i, fig in enumerate(figures):
+            target = out if len(figures) == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
+            save_figure(fig, target)
+            pages.append(str(target))
+    moved = None
+    if args.move_to:
+        moved = move_duplicates(report, args.move_to, progress=not args.quiet)
+    if args.json:
+        out_json = report.to_dict()
+        out_json["plot"] = pages
+        if moved is not None:
+            out_json["moved"] = [[str(a), str(b)] for a, b in moved.moved]
+            out_json["log"] = str(moved.log)
+        print(json.dumps(out_json, indent=2))
+    elif not args.csv:
+        for gi, g in enumerate(report.groups):
+            print(f"group {gi + 1} ({len(g)} files)")
+            for j, f in enumerate(g.files):
+                tag = " [against]" if f.collection == "against" else ""
+                print(f"  {'keep' if j == 0 else f'{f.score:.4f}':>6}  {f.path}{tag}")
+    if moved is not None:
+        for path, reason in moved.skipped:
+            print(f"not moved {path}: {reason}", file=sys.stderr)
+        print(moved.summary(), file=sys.stderr if args.json else sys.stdout)
+        print(f"undo with: revsearch duplicates --undo {moved.log}", file=sys.stderr)
+    else:
+        dry = "dry run, nothing moved" + ("" if not report.groups else "; pass --move-to DIR to move the copies")
+        print(f"{report.summary()}; {dry}", file=sys.stderr)
+    if args.csv:
+        print(f"saved {args.csv}", file=sys.stderr)
+    for page in pages:
+        print(f"saved {page}", file=sys.stderr)
+    return 0
+
+
+def _add_duplicates_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "duplicates", help="find groups of near-duplicate images (dry run), and move the copies aside (--move-to)"
+    )
+    p.add_argument("vector_dir", metavar="VECTOR_DIR", nargs="?", help="the index folder")
+    p.add_argument(
+        "--threshold", type=float, default=None,
+        help="cosine in [-1, 1] at or above which images are duplicates (default: calibrated for the model)",
+    )
+    p.add_argument("--against", metavar="OTHER_VECTOR_DIR", default=None,
+                   help="only pairs between VECTOR_DIR and this index (which is never changed)")
+    p.add_argument("-k", type=int, default=16, help="neighbours per image considered (default 16)")
+    p.add_argument("--keep", choices=["largest", "oldest", "newest", "first"], default="largest",
+                   help="copy to keep: largest (pixels, then bytes; default), oldest/newest (mtime), first (path)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the groups as JSON")
+    out.add_argument("--csv", metavar="FILE", default=None, help="write one line per file to FILE")
+    p.add_argument("--plot", metavar="FILE", default=None,
+                   help="save pictures of the groups (one row per group; FILE-2.png... for more pages)")
+    p.add_argument("--move-to", metavar="DIR", default=None,
+                   help="move the copies not kept to DIR (outside the dataset folder), with a CSV log; never deletes")
+    p.add_argument("--undo", metavar="LOG", default=None, help="put back the files a --move-to LOG moved")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_duplicates)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``revsearch`` command (also used to check the docs)."""
     parser = argparse.ArgumentParser(
@@ -301,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("search", help="find the images most similar to QUERY")
-    p.add_argument("query", metavar="QUERY", help="the query image file")
+    p.add_argument("query", metavar="QUERY", help="the query image: a file or an http(s) URL")
     p.add_argument("vector_dir", metavar="VECTOR_DIR", help="the index folder")
     p.add_argument("-k", type=int, default=9, help="number of results (default 9)")
     p.add_argument("--out", default=None, help="save the result picture (query above a grid) to this file")
@@ -329,6 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_evaluate_parser(sub)
     _add_ann_parser(sub)
+    _add_duplicates_parser(sub)
+    from .demo import add_demo_parser
+
+    add_demo_parser(sub)
     for extra in _EXTRA_COMMANDS:
         extra(sub)
     return parser
@@ -340,7 +442,6 @@ _EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "k", 1) is not None and getattr(args, "k", 1) < 1:
@@ -350,8 +451,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.CRITICAL, format="%(levelname)s %(name)s: %(message)s"
     )
+    from .console import quiet_tensorflow
+
     try:
-        return int(args.func(args) or 0)
+        # TensorFlow's C++ start-up noise (oneDNN, CUDA drivers, cuInit) off the terminal unless --debug.
+        with quiet_tensorflow(not args.debug):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("revsearch: interrupted", file=sys.stderr)
         return 130

@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import fnmatch
 import gzip
+import inspect
 import logging
 import lzma
 import os
@@ -29,21 +30,27 @@ import tempfile
 import urllib.parse
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from tqdm.auto import tqdm
 
 from revsearch.errors import DownloadError
 
 __all__ = [
+    "DRIVE_DOWNLOAD_URL",
+    "IMAGE_PATTERNS",
     "ORIGINAL_IMAGES_ID",
     "ORIGINAL_VECTORS_ID",
+    "VECTOR_PATTERNS",
+    "describe_source",
     "download",
     "extract",
     "fetch_original_data",
+    "folder_size",
+    "format_bytes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -61,6 +68,8 @@ _RETRIES = 2
 _PART_SUFFIX = ".part"
 _CHUNK = 1024 * 1024
 
+#: How a Google Drive file id becomes the URL gdown downloads (``{id}``); tests point it elsewhere.
+DRIVE_DOWNLOAD_URL = "https://drive.google.com/uc?id={id}"
 _DRIVE_HOSTS = frozenset({"drive.google.com", "docs.google.com", "drive.usercontent.google.com"})
 _DRIVE_ID_RE = re.compile(r"^[-\w]{20,}$")
 _DRIVE_PATH_ID_RE = re.compile(r"/(?:file/(?:u/\d+/)?d|document/d|uc)/([-\w]{20,})")
@@ -105,13 +114,34 @@ def _parse_source(source: str) -> _Source:
                 "(https://drive.google.com/file/d/<id>/view) or its id; folder links are not "
                 "supported."
             )
-        return _Source(url=f"https://drive.google.com/uc?id={drive_id}", drive_id=drive_id)
+        return _Source(url=DRIVE_DOWNLOAD_URL.format(id=drive_id), drive_id=drive_id)
     if _DRIVE_ID_RE.match(text):
-        return _Source(url=f"https://drive.google.com/uc?id={text}", drive_id=text)
+        return _Source(url=DRIVE_DOWNLOAD_URL.format(id=text), drive_id=text)
     raise ValueError(
         f"{source!r} is neither a Google Drive file id, a Google Drive link nor an "
         "http(s) URL."
     )
+
+
+def describe_source(source: str) -> str:
+    """Check a download source and say what it is.
+
+    Parameters
+    ----------
+    source : str
+        A Google Drive file id or link, or an http(s) URL.
+
+    Returns
+    -------
+    str
+        ``"Google Drive file <id>"`` or the URL.
+
+    Raises
+    ------
+    ValueError
+        If ``source`` is none of these (the message says what is accepted).
+    """
+    return _parse_source(source).describe()
 
 
 def _gdown_partials(target: Path) -> list[Path]:
@@ -218,34 +248,147 @@ def _download_error(exc: BaseException, src: _Source, dest: Path) -> DownloadErr
     )
 
 
+def _gdown_options(gdown: Any) -> tuple[dict[str, Any], tuple[type[BaseException], ...]]:
+    """What this gdown accepts, found by looking, not by its version number.
+
+    gdown 6.3+ takes ``timeout=`` and ``retries=`` and raises ``gdown.exceptions.DownloadError``;
+    gdown 5.x (Colab's) and 6.0-6.2 lack the arguments, and 5.x lacks the exception (it raises
+    ``FileURLRetrievalError`` or lets requests' errors through).
+    """
+    try:
+        params = inspect.signature(gdown.download).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a C function or an odd wrapper
+        params = {}
+    kwargs: dict[str, Any] = {}
+    if "timeout" in params:
+        kwargs["timeout"] = _TIMEOUT
+    if "retries" in params:
+        kwargs["retries"] = _RETRIES
+    exceptions = getattr(gdown, "exceptions", None)
+    errors = tuple(
+        e
+        for e in (getattr(exceptions, "DownloadError", None), getattr(exceptions, "FileURLRetrievalError", None))
+        if isinstance(e, type) and issubclass(e, BaseException)
+    )
+    return kwargs, errors
+
+
+def _cannot_resume(exc: BaseException) -> bool:
+    text = str(exc)
+    return "byte range" in text or "multiple temporary files" in text
+
+
 def _gdown_fetch(src: _Source, target: Path, *, quiet: bool) -> None:
-    """Download ``src`` to ``target`` with gdown, resuming a partial transfer if any."""
+    """Download ``src`` to ``target`` with gdown (any version from 5.0), resuming a partial transfer."""
     import gdown  # imported here: it pulls in requests and bs4
+
+    kwargs, gdown_errors = _gdown_options(gdown)
+    # Without gdown's own retries (gdown < 6.3), retry here: each attempt resumes the partial file.
+    attempts = 1 if "retries" in kwargs else 1 + _RETRIES
 
     def attempt(resume: bool) -> None:
         # gdown writes to <target><8 chars>.part and renames it to target when done;
         # with resume=True it continues such a partial file, or returns at once if
         # target is already there (a finished download not yet checked).
-        gdown.download(
-            url=src.url,
-            output=str(target),
-            quiet=quiet,
-            resume=resume,
-            timeout=_TIMEOUT,
-            retries=_RETRIES,
-        )
+        if resume and len(_gdown_partials(target)) > 1:
+            # gdown 5.x prints a message and returns None here instead of raising.
+            raise _ResumeError("multiple temporary files to resume")
+        gdown.download(url=src.url, output=str(target), quiet=quiet, resume=resume, **kwargs)
 
-    try:
-        attempt(resume=True)
-    except gdown.exceptions.DownloadError as exc:
-        if "byte range" not in str(exc) and "multiple temporary files" not in str(exc):
-            raise
-        # The partial file cannot be resumed (the server ignores Range requests, or the
-        # file changed, or several partials exist): start again from scratch.
-        logger.info("Cannot resume the partial download of %s (%s); starting again.", src.url, exc)
-        for partial in _gdown_partials(target):
+    import requests
+
+    transient = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                 requests.exceptions.ChunkedEncodingError)
+    for i in range(attempts):
+        try:
+            attempt(resume=True)
+            return
+        except (_ResumeError, *gdown_errors) as exc:
+            if not _cannot_resume(exc):
+                raise
+            # The partial file cannot be resumed (the server ignores Range requests, or the
+            # file changed, or several partials exist): start again from scratch.
+            logger.info("Cannot resume the partial download of %s (%s); starting again.", src.url, exc)
+            for partial in _gdown_partials(target):
+                _remove_quietly(partial)
+            attempt(resume=False)
+            return
+        except transient as exc:
+            if i + 1 == attempts:
+                raise
+            logger.info("The download of %s was interrupted (%s); resuming.", src.describe(), exc)
+
+
+class _ResumeError(Exception):
+    """A partial download cannot be resumed."""
+
+
+class _IncompleteError(Exception):
+    """The connection ended before the announced number of bytes arrived."""
+
+
+def _http_partial(target: Path) -> Path:
+    """The partial file :func:`_http_fetch` writes to (kept between calls, to resume)."""
+    return target.with_name(target.name + "ial")  # <dest>.partial
+
+
+def _http_fetch(src: _Source, target: Path, *, quiet: bool) -> None:
+    """Download a plain http(s) URL to ``target`` with requests, resuming a partial transfer.
+
+    Unlike gdown, this checks the HTTP status (a 404 page is never saved as the file), and it
+    behaves the same whichever gdown is installed. The bytes go to ``<dest>.partial``, which
+    is renamed to ``target`` once complete; a dropped connection is retried (resuming with an
+    HTTP Range request where the server allows it, starting over where it does not).
+    """
+    import requests
+
+    partial = _http_partial(target)
+    transient = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                 requests.exceptions.ChunkedEncodingError, _IncompleteError)
+    for i in range(1 + _RETRIES):
+        try:
+            _http_attempt(requests, src.url, partial, quiet=quiet)
+            os.replace(partial, target)
+            return
+        except transient as exc:
+            if i == _RETRIES:
+                if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+                    raise _IncompleteError(f"the transfer is incomplete ({exc})") from exc
+                raise
+            logger.info("The download of %s was interrupted (%s); resuming.", src.url, exc)
+
+
+def _http_attempt(requests: Any, url: str, partial: Path, *, quiet: bool) -> None:
+    start = partial.stat().st_size if partial.is_file() else 0
+    headers = {"Range": f"bytes={start}-"} if start else {}
+    with requests.get(url, stream=True, timeout=_TIMEOUT, headers=headers) as res:
+        if start and res.status_code == 416:  # the partial file is not a prefix of this file
+            logger.info("Cannot resume %s (HTTP 416); starting again.", url)
             _remove_quietly(partial)
-        attempt(resume=False)
+            raise _IncompleteError("cannot resume: the server refused the byte range")
+        res.raise_for_status()
+        resumed = start > 0 and res.status_code == 206 and res.headers.get("Content-Range", "").startswith(
+            f"bytes {start}-"
+        )
+        if start and not resumed:
+            logger.info("The server of %s cannot resume a download; starting again.", url)
+            start = 0
+        length = res.headers.get("Content-Length")
+        # With a Content-Encoding (gzip...), Content-Length counts the encoded bytes, not the file's.
+        encoded = res.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+        total = int(length) + start if length and length.isdigit() and not encoded else None
+        progress = tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+                        desc=partial.name[: -len(".partial")], disable=quiet)
+        try:
+            with open(partial, "ab" if resumed else "wb") as out:
+                for chunk in res.iter_content(_CHUNK):
+                    out.write(chunk)
+                    progress.update(len(chunk))
+            got = partial.stat().st_size
+        finally:
+            progress.close()
+        if total is not None and got != total:
+            raise _IncompleteError(f"the transfer is incomplete: {got} of {total} bytes arrived")
 
 
 def download(source: str, dest: str | Path, *, quiet: bool = False) -> Path:
@@ -292,11 +435,16 @@ def download(source: str, dest: str | Path, *, quiet: bool = False) -> Path:
     target = dest.with_name(dest.name + _PART_SUFFIX)
     logger.info("Downloading %s to %s", src.describe(), dest)
     try:
-        _gdown_fetch(src, target, quiet=quiet)
+        if src.drive_id is not None:
+            _gdown_fetch(src, target, quiet=quiet)
+        else:
+            for stale in _gdown_partials(target):  # left by a gdown-based download of this URL
+                _remove_quietly(stale)
+            _http_fetch(src, target, quiet=quiet)
     except KeyboardInterrupt:
         raise
     except Exception as exc:
-        partials = _gdown_partials(target)
+        partials = [p for p in (*_gdown_partials(target), _http_partial(target)) if p.is_file()]
         if partials:
             logger.info(
                 "Kept the partial download %s; the next call resumes it (delete it to start "
@@ -451,7 +599,7 @@ def extract(
     archive: str | Path,
     dest_dir: str | Path,
     *,
-    expect: str | None = None,
+    expect: str | Sequence[str] | None = None,
     quiet: bool = False,
 ) -> Path:
     """Unpack a zip or tar archive into a folder, unless that folder is already filled.
@@ -472,9 +620,9 @@ def extract(
         its contents, not its name).
     dest_dir : str or pathlib.Path
         The folder to fill. If it exists and is not empty, nothing is done.
-    expect : str, optional
-        A file name pattern (``fnmatch`` style, case-insensitive, e.g. ``"*.pbz2"``) that at
-        least one file in the archive must match; checked before anything is unpacked, to
+    expect : str or sequence of str, optional
+        File name patterns (``fnmatch`` style, case-insensitive, e.g. ``"*.pbz2"``) of which at
+        least one file in the archive must match one; checked before anything is unpacked, to
         catch a wrong file early.
     quiet : bool, default False
         Hide the progress bar.
@@ -520,13 +668,16 @@ def extract(
                 f"{archive} holds no files. Delete it and download it again, or check that "
                 "it is the right file."
             )
-        if expect is not None and not any(
-            fnmatch.fnmatchcase(m.parts[-1].lower(), expect.lower())
+        patterns = [expect] if isinstance(expect, str) else list(expect or ())
+        if patterns and not any(
+            fnmatch.fnmatchcase(m.parts[-1].lower(), pattern.lower())
             for m in members
             if not m.is_dir
+            for pattern in patterns
         ):
+            wanted = " or ".join(repr(p) for p in patterns)
             raise DownloadError(
-                f"{archive} holds no file matching {expect!r}; it is probably not the "
+                f"{archive} holds no file matching {wanted}; it is probably not the "
                 "expected archive. Delete it and download it again."
             )
         members = _normalise_layout(members)
@@ -617,6 +768,24 @@ def _is_filled_dir(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
 
 
+#: File name patterns of the original project's vector files (what :mod:`revsearch.legacy` reads).
+VECTOR_PATTERNS = ("*.pbz2", "*.pickle", "*.pkl")
+#: File name patterns of the original project's images.
+IMAGE_PATTERNS = ("*.jpg", "*.jpeg")
+
+
+def folder_size(path: str | Path) -> int:
+    """Bytes taken by the files under ``path`` (0 if it does not exist; links not followed)."""
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:  # removed meanwhile
+                pass
+    return total
+
+
 def fetch_original_data(
     root: str | Path,
     *,
@@ -626,12 +795,16 @@ def fetch_original_data(
     quiet: bool = False,
     images_source: str = ORIGINAL_IMAGES_ID,
     vectors_source: str = ORIGINAL_VECTORS_ID,
+    keep_archives: bool = False,
+    images_dir: str | Path | None = None,
+    vectors_dir: str | Path | None = None,
 ) -> dict[str, Path]:
     """Download and unpack the original project's images and vector files.
 
     The archives are saved in ``archive_dir`` as ``imagenet_resized.zip`` and
     ``vectors.zip`` and unpacked into ``root/imagenet_resized`` (the JPEGs, directly in
-    that folder) and ``root/legacy_vectors`` (the ``<n>.pbz2`` files). A folder that is
+    that folder) and ``root/legacy_vectors`` (the ``<n>.pbz2``, ``.pickle`` or ``.pkl``
+    files). Each archive is deleted once unpacked, unless ``keep_archives``. A folder that is
     already filled is neither downloaded nor unpacked again, and an archive already in
     ``archive_dir`` is not downloaded again, so the call can be repeated after an
     interruption.
@@ -645,14 +818,16 @@ def fetch_original_data(
     vectors : bool, default True
         Fetch the vector files.
     archive_dir : str or pathlib.Path, optional
-        Where to keep the downloaded archives; ``root/archives`` by default. In Colab,
-        keep them on the mounted Google Drive and use a ``root`` on the local disk, which
-        is much faster to read.
+        Where to download the archives; ``root/archives`` by default.
     quiet : bool, default False
         Hide progress bars and gdown's messages.
     images_source, vectors_source : str
         Where to download each archive from: a Google Drive id or link, or any http(s)
         URL. By default the original project's Google Drive files.
+    keep_archives : bool, default False
+        Keep the downloaded archives after unpacking them (they take as much space again).
+    images_dir, vectors_dir : str or pathlib.Path, optional
+        Unpack there instead of ``root/imagenet_resized`` / ``root/legacy_vectors``.
 
     Returns
     -------
@@ -667,19 +842,35 @@ def fetch_original_data(
     """
     root = Path(root)
     archives = Path(archive_dir) if archive_dir is not None else root / "archives"
-    wanted = []
+    wanted: list[tuple[str, str, str, Path, tuple[str, ...]]] = []
     if images:
-        wanted.append(("images", images_source, "imagenet_resized.zip", "imagenet_resized", "*.jp*g"))
+        folder = Path(images_dir) if images_dir is not None else root / "imagenet_resized"
+        wanted.append(("images", images_source, "imagenet_resized.zip", folder, IMAGE_PATTERNS))
     if vectors:
-        wanted.append(("vectors", vectors_source, "vectors.zip", "legacy_vectors", "*.pbz2"))
+        folder = Path(vectors_dir) if vectors_dir is not None else root / "legacy_vectors"
+        wanted.append(("vectors", vectors_source, "vectors.zip", folder, VECTOR_PATTERNS))
 
     result: dict[str, Path] = {}
-    for key, source, archive_name, folder, pattern in wanted:
-        dest_dir = root / folder
+    for key, source, archive_name, dest_dir, patterns in wanted:
         if _is_filled_dir(dest_dir):
             logger.info("%s is already there; skipping the %s.", dest_dir, key)
         else:
             archive = download(source, archives / archive_name, quiet=quiet)
-            extract(archive, dest_dir, expect=pattern, quiet=quiet)
+            extract(archive, dest_dir, expect=patterns, quiet=quiet)
+            if keep_archives:
+                logger.info("Kept the archive %s (%s).", archive, format_bytes(archive.stat().st_size))
+            else:
+                size = archive.stat().st_size
+                _remove_quietly(archive)
+                logger.info("Deleted the archive %s once unpacked (%s freed).", archive, format_bytes(size))
         result[key] = dest_dir
     return result
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes as a short human-readable size (``"1.5 GB"``; powers of 1000, as Drive counts)."""
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError  # pragma: no cover

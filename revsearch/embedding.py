@@ -23,7 +23,7 @@ import numpy as np
 
 from . import backends
 from .errors import ImageReadError, UnknownModelError, WeightsUnavailableError
-from .images import ImageSource, SkippedFile, prepare_image
+from .images import ImageSource, SkippedFile, prepare_image, read_image_file
 
 logger = logging.getLogger(__name__)
 
@@ -576,8 +576,9 @@ class Embedder:
     def _read_one(self, path: Path) -> tuple[FileInfo | None, np.ndarray | None, str | None]:
         try:
             st = os.stat(path)
-            with open(path, "rb") as f:
-                data = f.read()
+            data = read_image_file(path)  # size and first bytes checked before reading it whole
+        except ImageReadError as e:
+            return None, None, str(e)
         except OSError as e:
             return None, None, f"cannot read the file: {e.strerror or e}"
         info = FileInfo(st.st_size, st.st_mtime_ns, hashlib.blake2b(data, digest_size=16).digest())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import stat
 import struct
 import warnings
 from dataclasses import dataclass
@@ -33,7 +34,10 @@ __all__ = [
     "load_image",
     "pad_to_square",
     "prepare_image",
+    "read_image_file",
     "read_source",
+    "MAX_PIXELS",
+    "MAX_FILE_BYTES",
 ]
 
 #: File name endings that are taken to be images (any case).
@@ -41,8 +45,16 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".gif", ".tif", ".tiff"}
 )
 
-#: The largest image (in pixels) we decode; larger files are refused as possible decompression bombs.
-MAX_PIXELS = 178_956_970  # Pillow's own default limit
+#: The most pixels decoded from one image; an image that would decode to more is refused as a
+#: possible decompression bomb. A larger JPEG is decoded at a reduced scale (1/2, 1/4 or 1/8) that
+#: fits, so a 108-megapixel photo is read. Read at call time: set ``revsearch.images.MAX_PIXELS``
+#: to change it.
+MAX_PIXELS = 178_956_970  # Pillow's own default limit (it warns at half of it; we do not)
+
+#: The largest image file read, in bytes; a larger one is skipped before any of it is read. A
+#: 200-megapixel JPEG is about 100 MB, an uncompressed 16-bit RGB TIFF of :data:`MAX_PIXELS` about
+#: 1 GB. Read at call time: set ``revsearch.images.MAX_FILE_BYTES`` to change it.
+MAX_FILE_BYTES = 1 << 30
 
 #: What :func:`load_image` accepts.
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray, Image.Image, io.IOBase]
@@ -55,6 +67,8 @@ _SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (0, b"II*\x00"),  # TIFF little endian
     (0, b"MM\x00*"),  # TIFF big endian
     (8, b"WEBP"),  # RIFF....WEBP
+    (0, b"II+\x00"),  # BigTIFF little endian
+    (0, b"MM\x00+"),  # BigTIFF big endian
 )
 
 #: DIB header sizes of the BMP variants (BITMAPCOREHEADER ... BITMAPV5HEADER).
@@ -86,6 +100,11 @@ def _has_image_signature(path: Path) -> bool:
             head = f.read(32)
     except OSError:
         return False
+    return _is_signature(head)
+
+
+def _is_signature(head: bytes) -> bool:
+    """Whether the first bytes of a file are those of a JPEG, PNG, GIF, BMP, TIFF or WebP file."""
     if head[:2] == b"BM":
         # "BM" alone is too weak (a text file may start "BMW..."): also require a DIB header
         # size Pillow can read, a little-endian uint32 at offset 14.
@@ -113,11 +132,20 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return p.suffix.lower() in IMAGE_EXTENSIONS or _has_image_signature(p)
 
 
-def find_images(root: str | os.PathLike, *, exclude: list[str | os.PathLike] | None = None) -> list[Path]:
+def find_images(
+    root: str | os.PathLike,
+    *,
+    exclude: list[str | os.PathLike] | None = None,
+    skipped: list[SkippedFile] | None = None,
+) -> list[Path]:
     """List the images under a folder, recursively, in sorted order.
 
     Hidden files and folders (names starting with ``.``) are ignored, and so are files that are
-    neither named nor shaped like images (``notes.txt``, ``.DS_Store``).
+    neither named nor shaped like images (``notes.txt``, ``.DS_Store``). Symbolic links to
+    folders are followed, each folder once: the real folders first, then the links (in sorted
+    order), so a folder reached both directly and through a link is listed under its real name,
+    and a link to a folder already listed (a link to an ancestor, a loop) is reported and not
+    followed. Folders that cannot be read are reported, not silently left out.
 
     Parameters
     ----------
@@ -125,6 +153,9 @@ def find_images(root: str | os.PathLike, *, exclude: list[str | os.PathLike] | N
         The folder to search.
     exclude : list of path, optional
         Folders to leave out (e.g. an index folder kept inside the dataset folder).
+    skipped : list of SkippedFile, optional
+        Where to report the folders that were not searched (unreadable, or a link to a folder
+        already searched), one :class:`SkippedFile` each; they are logged as well.
 
     Returns
     -------
@@ -142,17 +173,65 @@ def find_images(root: str | os.PathLike, *, exclude: list[str | os.PathLike] | N
         raise FileNotFoundError(f"dataset folder {str(root)!r} does not exist or is not a folder")
     excluded = {Path(e).resolve() for e in (exclude or [])}
     found: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in excluded
-        )
-        for name in filenames:
-            if name.startswith("."):
+    searched: dict[tuple[int, int], str] = {}  # (device, inode) of each folder searched -> its relative path
+    links: list[tuple[str, Path]] = []  # symbolic links to folders, followed after the real folders
+
+    def report(path: Path, reason: str, level: int = logging.WARNING) -> None:
+        logger.log(level, "skipped %s: %s", path, reason)
+        if skipped is not None:
+            skipped.append(SkippedFile(path, reason))
+
+    def search(rel: str, top: Path) -> None:
+        todo = [(rel, top)]
+        while todo:
+            rel, folder = todo.pop()
+            try:
+                st = os.stat(folder)
+                key = (st.st_dev, st.st_ino)
+                if key in searched:
+                    first = searched[key]
+                    loop = first == "." or rel == first or rel.startswith(first + "/")
+                    report(
+                        folder,
+                        f"a link to the folder {first!r}, which contains it (a loop): not followed"
+                        if loop
+                        else f"a link to the folder {first!r}, already searched: not followed again",
+                        logging.INFO,
+                    )
+                    continue
+                searched[key] = rel or "."
+                with os.scandir(folder) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError as e:
+                report(folder, f"folder cannot be read ({e.strerror or e}): the images in it are not indexed")
                 continue
-            p = here / name
-            if p.is_file() and is_image_file(p):
-                found.append((p.relative_to(root).as_posix(), p))
+            subfolders = []
+            for entry in entries:
+                name = entry.name
+                if name.startswith("."):
+                    continue
+                path = folder / name
+                child = f"{rel}/{name}" if rel else name
+                try:
+                    is_dir = entry.is_dir()  # follows links
+                    is_link = is_dir and entry.is_symlink()
+                    is_file = not is_dir and entry.is_file()
+                except OSError:
+                    continue
+                if is_dir:
+                    if excluded and path.resolve() in excluded:
+                        continue
+                    (links if is_link else subfolders).append((child, path))
+                elif is_file and is_image_file(path):
+                    found.append((child, path))
+            todo.extend(reversed(subfolders))
+
+    search("", root)
+    while links:  # links found inside linked folders come in the next round
+        batch = sorted(links)
+        links.clear()
+        for rel, path in batch:
+            search(rel, path)
     found.sort(key=lambda t: t[0])
     return [p for _, p in found]
 
@@ -164,21 +243,59 @@ def _describe(source: object) -> str:
 
 
 def _open(source: ImageSource) -> Image.Image:
-    """Open ``source`` lazily with Pillow (no pixel decoding yet)."""
+    """Open ``source`` lazily with Pillow (no pixel decoding yet).
+
+    Pillow's own decompression-bomb guard (a warning above ``Image.MAX_IMAGE_PIXELS``, an error
+    above twice that) is replaced by :func:`load_image`'s, which knows that a JPEG can be decoded
+    at a reduced scale: a JPEG that Pillow refuses to open is opened by its JPEG plugin directly.
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageReadError("the image data is empty (0 bytes): upload or pass a real image file")
-        return Image.open(io.BytesIO(bytes(source)))
-    if isinstance(source, io.IOBase):
-        return Image.open(source)
-    path = Path(source)  # type: ignore[arg-type]
-    if not path.exists():
-        raise ImageReadError(f"image file {str(path)!r} does not exist")
-    if path.is_dir():
-        raise ImageReadError(f"{str(path)!r} is a folder, not an image file")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"image file {str(path)!r} is empty (0 bytes)")
-    return Image.open(path)
+        fp: io.IOBase = io.BytesIO(bytes(source))
+    elif isinstance(source, io.IOBase):
+        fp = source
+    else:
+        path = Path(source)  # type: ignore[arg-type]
+        if not path.exists():
+            raise ImageReadError(f"image file {str(path)!r} does not exist")
+        if path.is_dir():
+            raise ImageReadError(f"{str(path)!r} is a folder, not an image file")
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # opening a pipe would block
+            raise ImageReadError(f"{str(path)!r} is not a regular file (a pipe, a device, ...), not an image file")
+        size = st.st_size
+        if size == 0:
+            raise ImageReadError(f"image file {str(path)!r} is empty (0 bytes)")
+        if size > MAX_FILE_BYTES:
+            raise ImageReadError(
+                f"image file {str(path)!r} is {_size(size)}, more than the limit of {_size(MAX_FILE_BYTES)} "
+                "(if it is a real image, raise revsearch.images.MAX_FILE_BYTES)"
+            )
+        return _open_stream(path)
+    return _open_stream(fp)
+
+
+def _open_stream(fp: io.IOBase | Path) -> Image.Image:
+    start = fp.tell() if isinstance(fp, io.IOBase) and fp.seekable() else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(fp)  # type: ignore[arg-type]
+    except Image.DecompressionBombError:
+        from PIL import JpegImagePlugin
+
+        if isinstance(fp, Path):
+            f: io.IOBase = io.BytesIO(fp.read_bytes())  # rare (> 179 MP), and size-checked by _open
+        elif start is not None:
+            fp.seek(start)
+            f = fp
+        else:
+            raise
+        if f.read(3) != b"\xff\xd8\xff":
+            raise
+        f.seek(-3, io.SEEK_CUR)
+        return JpegImagePlugin.JpegImageFile(f)  # no size check here: load_image's follows
 
 
 def _array_to_image(arr: np.ndarray) -> Image.Image:
@@ -208,15 +325,23 @@ def _array_to_image(arr: np.ndarray) -> Image.Image:
     return Image.fromarray(arr, mode=mode) if mode != "L" else Image.fromarray(arr)
 
 
-def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB with its real tones."""
+def _to_rgb(img: Image.Image, background: tuple[int, int, int], fmt: str | None = None) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB with its real tones (``fmt``: the file's format)."""
     mode = img.mode
     if mode == "RGB" and "transparency" not in img.info:  # an RGB PNG may carry a tRNS colour key
         return img
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         # 16-bit (or 32-bit integer) grey: scale the full range down instead of clipping at 255.
+        # Mode "I" says nothing about the range (a TIFF or an int32 array may hold 0..255): decide
+        # from the values, except for a PNG, whose mode "I" (older Pillow) is always 16-bit.
         a = np.asarray(img).astype(np.float64)
-        top = 65535.0 if mode.startswith("I;16") or a.max(initial=0) <= 65535 else float(a.max())
+        hi = float(a.max(initial=0))
+        if mode.startswith("I;16") or (fmt or img.format) == "PNG" or 255 < hi <= 65535:
+            top = 65535.0
+        elif hi <= 255:
+            top = 255.0
+        else:
+            top = hi
         a = np.clip(np.rint(a * (255.0 / top)), 0, 255).astype(np.uint8)
         return Image.fromarray(a).convert("RGB")
     if mode == "F":
@@ -235,6 +360,35 @@ def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     if mode == "1":
         return img.convert("L").convert("RGB")
     return img.convert("RGB")  # L, P, CMYK, YCbCr, LAB, HSV
+
+
+def _limit_decoded_size(img: Image.Image, what: str, draft_size: int | None, draft_side: str) -> None:
+    """Choose a JPEG's decoding scale; refuse an image that would decode to more than MAX_PIXELS.
+
+    A JPEG is decoded at 1/2, 1/4 or 1/8 of its size (``draft``) when that keeps ``draft_size``
+    pixels on the side ``draft_side`` names, and at whatever scale brings it under
+    :data:`MAX_PIXELS`: so a 12000x9000 photo is read, not refused.
+    """
+    limit = MAX_PIXELS
+    w, h = img.size
+    draftable = img.format in ("JPEG", "MPO") and img.mode in ("RGB", "L", "CMYK")
+    if draftable and (draft_size or w * h > limit):
+        req_w, req_h = w, h
+        if draft_size:
+            side = max(w, h) if draft_side == "long" else min(w, h)
+            req_w, req_h = max(1, -(-draft_size * w // side)), max(1, -(-draft_size * h // side))
+        for scale in (1, 2, 4, 8):  # the smallest reduction that fits under the limit
+            if -(-w // scale) * -(-h // scale) <= limit:
+                req_w, req_h = min(req_w, max(1, w // scale)), min(req_h, max(1, h // scale))
+                break
+        img.draft(img.mode, (req_w, req_h))
+    dw, dh = img.size
+    if dw * dh > limit:
+        reduced = f" (decoded at {dw}x{dh})" if (dw, dh) != (w, h) else ""
+        raise ImageReadError(
+            f"image {what} is {w}x{h} pixels{reduced}, more than the limit of {limit} "
+            "(revsearch.images.MAX_PIXELS): refused as a possible decompression bomb (resize it first)"
+        )
 
 
 def load_image(
@@ -277,8 +431,10 @@ def load_image(
     Raises
     ------
     ImageReadError
-        If the source is missing, empty, truncated, corrupt, not an image, or larger than
-        :data:`MAX_PIXELS` (a possible decompression bomb). The message names the file.
+        If the source is missing, empty, truncated, corrupt, not an image, a file larger than
+        :data:`MAX_FILE_BYTES`, or an image that would decode to more than :data:`MAX_PIXELS`
+        (a possible decompression bomb; a larger JPEG is first decoded at 1/2, 1/4 or 1/8 of
+        its size). The message names the file.
     """
     what = repr(label) if label is not None else _describe(source)
     try:
@@ -287,27 +443,17 @@ def load_image(
         elif isinstance(source, Image.Image):
             img = source
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = _open(source)
-                w, h = img.size
-                if w * h > MAX_PIXELS:
-                    raise ImageReadError(
-                        f"image {what} is {w}x{h} pixels, more than the limit of {MAX_PIXELS}: "
-                        "refused as a possible decompression bomb (resize it first)"
-                    )
-                if draft_size and img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK"):
-                    side = max(w, h) if draft_side == "long" else min(w, h)
-                    req = (max(1, -(-draft_size * w // side)), max(1, -(-draft_size * h // side)))
-                    img.draft(img.mode, req)
+            img = _open(source)
+            _limit_decoded_size(img, what, draft_size, draft_side)
         if getattr(img, "is_animated", False):
             img.seek(0)
         img.load()
+        fmt = img.format
         if img is source:  # the caller's image: never changed in place
             img = ImageOps.exif_transpose(img) or img
         else:  # ours: rotate in place, no copy when there is nothing to rotate (Pillow copies otherwise)
             ImageOps.exif_transpose(img, in_place=True)
-        return _to_rgb(img, background)
+        return _to_rgb(img, background, fmt)
     except ImageReadError:
         raise
     except UnidentifiedImageError:
@@ -323,6 +469,100 @@ def load_image(
         raise ImageReadError(f"image {what} is damaged: {e}") from None
 
 
+def _size(n: float) -> str:
+    """``31_500_000_000`` -> ``'31.5 GB'``."""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"  # pragma: no cover
+
+
+#: A file larger than this whose first bytes are no image signature is refused unread; a smaller
+#: one is read and left to the decoder (a few formats, such as TGA, have no signature).
+_UNSIGNED_READ_BYTES = 16 << 20
+
+
+def _pillow_knows(head: bytes) -> bool:
+    """Whether any format Pillow reads accepts these first bytes (as :func:`PIL.Image.open` asks)."""
+    if _is_signature(head):
+        return True
+    Image.init()
+    prefix = head[:16]
+    for _factory, accept in list(Image.OPEN.values()):
+        try:
+            if accept is not None and accept(prefix):  # (TGA & co. have no signature to check)
+                return True
+        except (IndexError, ValueError, TypeError, struct.error):  # a check failing: "not this format"
+            continue
+    return False
+
+
+def read_image_file(path: str | os.PathLike, *, max_bytes: int | None = None) -> bytes:
+    """Read an image file's bytes, checking its size and its first bytes before reading the rest.
+
+    A file larger than ``max_bytes``, one that is not a regular file (a folder, a pipe, a
+    device), and one over 16 MB whose first bytes are those of no image format Pillow reads are
+    refused without being read, so a huge (or sparse) file that merely ends in ``.jpg`` costs
+    nothing.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The image file.
+    max_bytes : int, optional
+        The largest file read (default :data:`MAX_FILE_BYTES`, read at call time).
+
+    Returns
+    -------
+    bytes
+        The whole file.
+
+    Raises
+    ------
+    ImageReadError
+        If the file is missing, unreadable, empty, not a regular file, larger than ``max_bytes``,
+        or not an image. The message names the file and, for the size, how to raise the limit.
+    """
+    path = Path(path)
+    limit = MAX_FILE_BYTES if max_bytes is None else int(max_bytes)
+    name = repr(str(path))
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise ImageReadError(f"{name} is a folder, not an image file")
+        if not stat.S_ISREG(mode):  # before open(): opening a pipe blocks
+            raise ImageReadError(f"{name} is not a regular file (a pipe, a device, ...), not an image file")
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ImageReadError(f"{name} is not a regular file (a pipe, a device, ...), not an image file")
+            if st.st_size == 0:
+                raise ImageReadError(f"image file {name} is empty (0 bytes)")
+            if st.st_size > limit:
+                raise ImageReadError(
+                    f"image file {name} is {_size(st.st_size)} ({st.st_size} bytes), more than the limit of "
+                    f"{_size(limit)}: skipped without reading it (if it is a real image, raise "
+                    "revsearch.images.MAX_FILE_BYTES)"
+                )
+            head = f.read(64)
+            if st.st_size > _UNSIGNED_READ_BYTES and not _pillow_knows(head):
+                raise ImageReadError(
+                    f"{name} is not an image Pillow can read: its first bytes {head[:8]!r} start no image "
+                    f"format, and at {_size(st.st_size)} it was not read further"
+                )
+            data = head + f.read(st.st_size - len(head))  # at most the size checked above
+    except IsADirectoryError:
+        raise ImageReadError(f"{name} is a folder, not an image file") from None
+    except FileNotFoundError:
+        raise ImageReadError(f"image file {name} does not exist") from None
+    except OSError as e:
+        raise ImageReadError(f"image file {name} cannot be read: {e.strerror or e}") from None
+    if not data:
+        raise ImageReadError(f"image file {name} is empty (0 bytes)")
+    return data
+
+
 def read_source(source: ImageSource) -> ImageSource:
     """Read a file path's bytes once; return any other source unchanged.
 
@@ -333,22 +573,15 @@ def read_source(source: ImageSource) -> ImageSource:
     Raises
     ------
     ImageReadError
-        If the path is missing, a folder, or unreadable.
+        If the path is missing, a folder, unreadable, larger than :data:`MAX_FILE_BYTES` or not
+        an image (see :func:`read_image_file`).
     """
     if not isinstance(source, (str, os.PathLike)):
         return source
     path = Path(source)
-    if not path.is_file():
-        raise ImageReadError(
-            f"image file {str(path)!r} " + ("is a folder, not an image file" if path.is_dir() else "does not exist")
-        )
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ImageReadError(f"image file {str(path)!r} cannot be read: {e.strerror or e}") from None
-    if not data:
-        raise ImageReadError(f"image file {str(path)!r} is empty (0 bytes)")
-    return data
+    if path.is_dir():
+        raise ImageReadError(f"{str(path)!r} is a folder, not an image file")
+    return read_image_file(path)
 
 
 def pad_to_square(img: Image.Image, fill: tuple[int, int, int] | str = (0, 0, 0)) -> Image.Image:

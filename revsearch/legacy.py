@@ -17,17 +17,20 @@ importing the deprecated ``numpy.core`` module.
 
 Public API
 ----------
-:class:`RestrictedUnpickler`, :func:`load_legacy_file`, :func:`reduce_legacy_vector`,
-:func:`find_legacy_files`, :func:`read_legacy_vectors` and :class:`LegacyVectors`.
+:class:`RestrictedUnpickler`, :func:`scan_pickle`, :func:`load_legacy_file`, :func:`reduce_legacy_vector`,
+:func:`find_legacy_files`, :func:`read_legacy_vectors`, :func:`unstorable_name_reason`,
+:func:`import_legacy` and :class:`LegacyVectors`.
 """
 
 from __future__ import annotations
 
 import bz2
+import functools
 import io
 import logging
 import os
 import pickle
+import pickletools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -44,12 +47,18 @@ __all__ = [
     "FEATURE_DIM",
     "LEGACY_EXTENSIONS",
     "MAX_LEGACY_FILE_BYTES",
+    "MAX_LEGACY_ENTRIES",
+    "MAX_LEGACY_VECTORS",
+    "MAX_PICKLE_DEPTH",
     "RestrictedUnpickler",
     "LegacyVectors",
+    "scan_pickle",
     "load_legacy_file",
     "reduce_legacy_vector",
     "find_legacy_files",
     "read_legacy_vectors",
+    "unstorable_name_reason",
+    "import_legacy",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,6 +72,17 @@ LEGACY_EXTENSIONS: tuple[str, ...] = (".pbz2", ".pickle", ".pkl")
 #: Largest (decompressed) pickle :func:`load_legacy_file` reads by default. One original
 #: file is about 0.4 MB; the cap stops a decompression bomb from exhausting memory.
 MAX_LEGACY_FILE_BYTES: int = 1 << 30
+#: Most ``{name: array}`` entries :func:`load_legacy_file` accepts in one file by default. The
+#: original project wrote one per file; the cap bounds the work and memory one small file can ask
+#: for before anything is built.
+MAX_LEGACY_ENTRIES: int = 10_000
+#: Most vectors :func:`read_legacy_vectors` (and ``import_legacy``) read from a folder by default:
+#: 250,000 x 2048 float32 = 2 GB in memory and on disk, from ~100 GB of original files.
+MAX_LEGACY_VECTORS: int = 250_000
+#: Deepest nesting of containers (tuples in tuples, ...) a vector file may hold; a real one
+#: nests about 5 deep. Deeper pickles are refused unread: hashing a dict key that is a tuple
+#: nested millions deep overflows the C stack and kills the process.
+MAX_PICKLE_DEPTH: int = 64
 
 _BZ2_MAGIC = b"BZh"
 _GRID = (7, 7)
@@ -94,6 +114,25 @@ def _empty_bytes(*args: Any) -> bytes:
     if args:
         raise pickle.UnpicklingError(f"bytes{args!r} is not something a vector file needs")
     return b""
+
+
+def _refusal(source: str, what: str) -> UnsafePickleError:
+    return UnsafePickleError(
+        f"{source}: the pickle asks for {what}, which a vector file of the original "
+        "project never needs. The file was NOT loaded: it may be malicious. Delete it "
+        "(or the whole folder) and get the vectors from a source you trust."
+    )
+
+
+def _latin1_encode(source: str, obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` restricted to how protocol 2 writes bytes: ``encode(str, 'latin1')``."""
+    if (
+        not isinstance(obj, str)
+        or encoding.lower().replace("_", "-") not in {"latin1", "latin-1", "iso-8859-1"}
+        or errors != "strict"
+    ):
+        raise _refusal(source, f"_codecs.encode(..., {encoding!r}, {errors!r})")
+    return obj.encode("latin1")
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -134,27 +173,15 @@ class RestrictedUnpickler(pickle.Unpickler):
             ("core.multiarray", "_reconstruct"): core.multiarray._reconstruct,
             ("core.multiarray", "scalar"): core.multiarray.scalar,
             ("core.numeric", "_frombuffer"): core.numeric._frombuffer,
-            ("_codecs", "encode"): self._latin1_encode,
+            # A partial, not a bound method: no reference cycle keeps this unpickler (and its memo,
+            # which holds every array it built) alive until the garbage collector runs.
+            ("_codecs", "encode"): functools.partial(_latin1_encode, self.source),
             ("builtins", "bytes"): _empty_bytes,
             ("__builtin__", "bytes"): _empty_bytes,
         }
 
     def _refuse(self, what: str) -> UnsafePickleError:
-        return UnsafePickleError(
-            f"{self.source}: the pickle asks for {what}, which a vector file of the original "
-            "project never needs. The file was NOT loaded: it may be malicious. Delete it "
-            "(or the whole folder) and get the vectors from a source you trust."
-        )
-
-    def _latin1_encode(self, obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-        """``_codecs.encode`` restricted to how protocol 2 writes bytes: ``encode(str, 'latin1')``."""
-        if (
-            not isinstance(obj, str)
-            or encoding.lower().replace("_", "-") not in {"latin1", "latin-1", "iso-8859-1"}
-            or errors != "strict"
-        ):
-            raise self._refuse(f"_codecs.encode(..., {encoding!r}, {errors!r})")
-        return obj.encode("latin1")
+        return _refusal(self.source, what)
 
     def find_class(self, module: str, name: str) -> Any:
         """Return the admitted object for ``module.name``, or raise :class:`UnsafePickleError`.
@@ -194,6 +221,193 @@ class RestrictedUnpickler(pickle.Unpickler):
             Always.
         """
         raise self._refuse(f"a persistent id ({type(pid).__name__})")
+
+
+# --------------------------------------------------------------------------- pre-scan
+
+_SCALAR_KINDS = {
+    "INT": "int", "BININT": "int", "BININT1": "int", "BININT2": "int", "LONG": "int", "LONG1": "int",
+    "LONG4": "int", "FLOAT": "float", "BINFLOAT": "float", "NONE": "NoneType", "NEWTRUE": "bool",
+    "NEWFALSE": "bool", "STRING": "str", "BINSTRING": "str", "SHORT_BINSTRING": "str", "UNICODE": "str",
+    "SHORT_BINUNICODE": "str", "BINUNICODE": "str", "BINUNICODE8": "str", "BINBYTES": "bytes",
+    "SHORT_BINBYTES": "bytes", "BINBYTES8": "bytes", "BYTEARRAY8": "bytearray", "NEXT_BUFFER": "buffer",
+    "GLOBAL": "global", "EXT1": "object", "EXT2": "object", "EXT4": "object", "PERSID": "object",
+}
+_EMPTY_KINDS = {"EMPTY_LIST": "list", "EMPTY_TUPLE": "tuple", "EMPTY_DICT": "dict", "EMPTY_SET": "set"}
+_MARKED_KINDS = {"TUPLE": "tuple", "LIST": "list", "DICT": "dict", "FROZENSET": "frozenset",
+                 "INST": "object", "OBJ": "object"}
+_POPPING_KINDS = {"TUPLE1": (1, "tuple"), "TUPLE2": (2, "tuple"), "TUPLE3": (3, "tuple"),
+                  "REDUCE": (2, "object"), "NEWOBJ": (2, "object"), "NEWOBJ_EX": (3, "object"),
+                  "STACK_GLOBAL": (2, "global"), "BINPERSID": (1, "object")}
+_NO_STACK_EFFECT = {"PROTO", "FRAME", "STOP", "READONLY_BUFFER"}
+
+
+def _article(kind: str) -> str:
+    return "an object" if kind == "object" else f"a {kind}"
+
+
+def scan_pickle(
+    data: bytes | bytearray,
+    *,
+    source: str | os.PathLike[str] = "<pickle stream>",
+    max_depth: int = MAX_PICKLE_DEPTH,
+    max_entries: int = MAX_LEGACY_ENTRIES,
+) -> int:
+    """Check a pickle's structure without building anything; return how many dict entries it holds.
+
+    Walks the opcodes (:func:`pickletools.genops`) and follows only the nesting depth and kind
+    of what each would put on the unpickler's stack, so that structures whose mere building
+    would crash or exhaust the process are refused before :meth:`RestrictedUnpickler.load`
+    runs: hashing a dict key that is a tuple nested millions deep overflows the C stack
+    (a 68-byte ``.pbz2`` does it), and a few bytes per operation can ask for gigabytes of
+    objects.
+
+    Parameters
+    ----------
+    data : bytes
+        The (decompressed) pickle.
+    source : str or os.PathLike, optional
+        The file, named in error messages.
+    max_depth : int, optional
+        Deepest nesting of containers allowed.
+    max_entries : int, optional
+        Most dict entries allowed; the operations are capped at ``1024 + 64 * max_entries``.
+
+    Returns
+    -------
+    int
+        The number of dict entries (key/value pairs) the pickle sets.
+
+    Raises
+    ------
+    UnsafePickleError
+        Containers nested deeper than ``max_depth``.
+    LegacyFormatError
+        More than ``max_entries`` entries or too many operations, a dict key that is not a
+        string, or a malformed pickle.
+    """
+    src = str(source)
+    max_ops = 1024 + 64 * max_entries
+    stack: list[tuple[int, str]] = []  # (nesting depth, kind) of what the unpickler would hold
+    marks: list[int] = []
+    memo: dict[int, tuple[int, str]] = {}
+    entries = 0
+
+    def bad(why: str) -> LegacyFormatError:
+        return LegacyFormatError(f"{src}: is not a readable pickle ({why}); the file is corrupt. Download it again.")
+
+    def pop(n: int = 1) -> list[tuple[int, str]]:
+        if len(stack) - (marks[-1] if marks else 0) < n:
+            raise bad("stack underflow")
+        items = stack[len(stack) - n :]
+        del stack[len(stack) - n :]
+        return items
+
+    def pop_mark() -> list[tuple[int, str]]:
+        if not marks:
+            raise bad("no MARK")
+        m = marks.pop()
+        items = stack[m:]
+        del stack[m:]
+        return items
+
+    def deeper(items: list[tuple[int, str]], base: int = 0) -> int:
+        depth = max([base] + [1 + d for d, _ in items])
+        if depth > max_depth:
+            raise UnsafePickleError(
+                f"{src}: the pickle nests containers more than {max_depth} deep, which a vector file of the "
+                "original project never does (building it can crash Python). The file was NOT loaded: it may "
+                "be malicious. Delete it and get the vectors from a source you trust."
+            )
+        return depth
+
+    def keys(pairs: list[tuple[int, str]]) -> None:
+        nonlocal entries
+        if len(pairs) % 2:
+            raise bad("odd number of dict items")
+        for _, kind in pairs[::2]:
+            if kind != "str":
+                raise LegacyFormatError(
+                    f"{src}: a key of the dict is {_article(kind)}, not an image file name (str); the file was "
+                    "not loaded."
+                )
+        entries += len(pairs) // 2
+        if entries > max_entries:
+            raise LegacyFormatError(
+                f"{src}: holds more than {max_entries} entries (the original project wrote one per file); "
+                f"refusing to load it. If the file is genuine, pass a larger max_entries."
+            )
+
+    def update_top(items: list[tuple[int, str]]) -> None:
+        if not stack or (marks and marks[-1] == len(stack)):
+            raise bad("stack underflow")
+        depth, kind = stack[-1]
+        stack[-1] = (deeper(items, depth), kind)
+
+    try:
+        for count, (op, arg, _pos) in enumerate(pickletools.genops(data), 1):
+            if count > max_ops:
+                raise LegacyFormatError(
+                    f"{src}: the pickle has more than {max_ops} operations, far more than a vector file of "
+                    f"at most {max_entries} entries needs; refusing to load it. If the file is genuine, pass a "
+                    "larger max_entries."
+                )
+            name = op.name
+            if name in _NO_STACK_EFFECT:
+                continue
+            if name == "MARK":
+                marks.append(len(stack))
+            elif name in _SCALAR_KINDS:
+                stack.append((0, _SCALAR_KINDS[name]))
+            elif name in _EMPTY_KINDS:
+                stack.append((deeper([(0, "")]), _EMPTY_KINDS[name]))
+            elif name in _MARKED_KINDS:
+                items = pop_mark()
+                if name == "DICT":
+                    keys(items)
+                stack.append((deeper(items + [(0, "")]), _MARKED_KINDS[name]))
+            elif name in _POPPING_KINDS:
+                n, kind = _POPPING_KINDS[name]
+                stack.append((deeper(pop(n)), kind))
+            elif name == "APPEND":
+                update_top(pop())
+            elif name in ("APPENDS", "ADDITEMS"):
+                update_top(pop_mark())
+            elif name == "SETITEM":
+                items = pop(2)
+                keys(items)
+                update_top(items)
+            elif name == "SETITEMS":
+                items = pop_mark()
+                keys(items)
+                update_top(items)
+            elif name == "BUILD":
+                update_top(pop())
+            elif name == "POP":
+                if marks and marks[-1] == len(stack):
+                    marks.pop()
+                else:
+                    pop()
+            elif name == "POP_MARK":
+                pop_mark()
+            elif name == "DUP":
+                stack.append(pop()[0])
+                stack.append(stack[-1])
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                if arg not in memo:
+                    raise bad(f"memo key {arg} is missing")
+                stack.append(memo[arg])
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                if not stack or (marks and marks[-1] == len(stack)):
+                    raise bad("stack underflow")
+                memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1]
+            else:  # pragma: no cover - every opcode of protocols 0-5 is handled above
+                raise bad(f"unknown opcode {name}")
+    except (ValueError, TypeError) as exc:  # genops: truncated or garbage stream
+        if isinstance(exc, LegacyFormatError):
+            raise
+        raise bad(f"{type(exc).__name__}: {exc}") from exc
+    return entries
 
 
 # --------------------------------------------------------------------------- one file
@@ -239,13 +453,17 @@ def _validate(obj: Any, path: Path) -> dict[str, np.ndarray]:
 
 
 def load_legacy_file(
-    path: str | os.PathLike[str], *, max_bytes: int = MAX_LEGACY_FILE_BYTES
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int = MAX_LEGACY_FILE_BYTES,
+    max_entries: int = MAX_LEGACY_ENTRIES,
 ) -> dict[str, np.ndarray]:
     """Safely read one vector file of the original project.
 
     The file is bz2-decompressed when it starts with the bz2 magic bytes ``BZh`` (whatever
     its extension), else read as a plain pickle, and unpickled with
-    :class:`RestrictedUnpickler`.
+    :class:`RestrictedUnpickler`, after :func:`scan_pickle` has checked its structure (nesting
+    depth, string keys, number of entries) without building anything.
 
     Parameters
     ----------
@@ -253,6 +471,8 @@ def load_legacy_file(
         A ``.pbz2``, ``.pickle`` or ``.pkl`` file.
     max_bytes : int, optional
         Refuse files whose (decompressed) pickle is larger than this many bytes.
+    max_entries : int, optional
+        Refuse files holding more than this many ``{name: array}`` entries.
 
     Returns
     -------
@@ -264,11 +484,13 @@ def load_legacy_file(
     Raises
     ------
     UnsafePickleError
-        The pickle asks for anything but numpy arrays and plain containers. Nothing it
-        asked for was run.
+        The pickle asks for anything but numpy arrays and plain containers, or nests
+        containers deeper than :data:`MAX_PICKLE_DEPTH`. Nothing it asked for was run.
     LegacyFormatError
-        The file cannot be read, is corrupt or truncated, is larger than ``max_bytes``, or
-        does not hold a dict of image names to numeric arrays.
+        The file cannot be read, is corrupt or truncated, is larger than ``max_bytes``, holds
+        more than ``max_entries`` entries, has a key that is not a string, has entries that
+        share one array (so it would expand far beyond its size), or does not hold a dict of
+        image names to numeric arrays.
     """
     path = Path(path)
     try:
@@ -277,7 +499,13 @@ def load_legacy_file(
             raw.seek(0)
             stream: BinaryIO = bz2.BZ2File(raw, "rb") if magic == _BZ2_MAGIC else raw  # type: ignore[assignment]
             with stream:
-                data = stream.read(max_bytes + 1)
+                # In pieces: read(max_bytes + 1) would allocate max_bytes (1 GiB) for every file.
+                data = bytearray()
+                while len(data) <= max_bytes:
+                    piece = stream.read(min(1 << 18, max_bytes + 1 - len(data)))
+                    if not piece:
+                        break
+                    data += piece
     except FileNotFoundError:
         raise LegacyFormatError(f"{path}: no such file.") from None
     except (OSError, EOFError, ValueError) as exc:  # bz2: "Invalid data stream", truncation
@@ -293,6 +521,7 @@ def load_legacy_file(
         )
     if not data:
         raise LegacyFormatError(f"{path}: is empty.")
+    scan_pickle(data, source=path, max_entries=max_entries)  # before anything is built
     try:
         obj = RestrictedUnpickler(io.BytesIO(data), source=path).load()
     except LegacyFormatError:  # includes UnsafePickleError
@@ -302,7 +531,26 @@ def load_legacy_file(
             f"{path}: is not a readable pickle ({type(exc).__name__}: {exc}); the file is "
             "corrupt or truncated. Download it again."
         ) from exc
-    return _validate(obj, path)
+    out = _validate(obj, path)
+    # Every array of a real file brings its own bytes, so the arrays cannot add up to more than
+    # the pickle; entries sharing one array (a few bytes each) would expand to gigabytes.
+    referenced = sum(int(a.nbytes) for a in out.values())
+    if referenced > len(data):
+        raise LegacyFormatError(
+            f"{path}: its {len(out)} entries hold {_size(referenced)} of arrays but its pickle is only "
+            f"{_size(len(data))}: the entries share arrays, which the original project never wrote (it would "
+            "expand far beyond the file's size); refusing to load it."
+        )
+    return out
+
+
+def _size(n: float) -> str:
+    """``1536`` -> ``'1.5 KB'``."""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"  # pragma: no cover
 
 
 # --------------------------------------------------------------------------- vectors
@@ -430,16 +678,70 @@ class LegacyVectors:
         return len(self.names)
 
 
+def unstorable_name_reason(name: str) -> str | None:
+    """Why an index cannot store an image name, or None when it can.
+
+    An index keeps one name per line of a UTF-8 text file, and a name stands for a file on disk:
+    line breaks (``\\n``, ``\\r``), NUL characters (no file name holds one) and text that is not
+    valid Unicode (a lone surrogate, which a pickle can carry) cannot be stored.
+
+    Parameters
+    ----------
+    name : str
+        An image path relative to the dataset folder.
+
+    Returns
+    -------
+    str or None
+        A short reason, e.g. ``"the name contains a line break"``.
+    """
+    if "\n" in name or "\r" in name:
+        return "the name contains a line break (\\n or \\r), which an index cannot store"
+    if "\x00" in name:
+        return "the name contains a NUL character, which no file name can hold"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the name is not valid Unicode text (a lone surrogate), which an index cannot store"
+    return None
+
+
+def _permute_rows(a: np.ndarray, order: np.ndarray) -> None:
+    """Set ``a[i] = a[order[i]]`` for every i, in place (one spare row of memory)."""
+    done = np.zeros(len(order), dtype=bool)
+    for start in range(len(order)):
+        if done[start] or order[start] == start:
+            done[start] = True
+            continue
+        spare = a[start].copy()
+        i = start
+        while True:
+            done[i] = True
+            j = int(order[i])
+            if j == start:
+                a[i] = spare
+                break
+            a[i] = a[j]
+            i = j
+
+
 def read_legacy_vectors(
-    legacy_dir: str | os.PathLike[str], *, progress: bool = True
+    legacy_dir: str | os.PathLike[str],
+    *,
+    progress: bool = True,
+    max_vectors: int = MAX_LEGACY_VECTORS,
+    max_entries: int = MAX_LEGACY_ENTRIES,
 ) -> LegacyVectors:
     """Read and average-pool every vector file of an original project's folder.
 
     Each file is loaded safely (:func:`load_legacy_file`) and each of its arrays reduced at
-    once to 2048 values (:func:`reduce_legacy_vector`), so the ``(100352,)`` arrays are
-    never all held in memory. Corrupt files, arrays of a wrong shape and names already read
-    from an earlier file (in :func:`find_legacy_files` order) are logged with a warning,
-    recorded in :attr:`LegacyVectors.skipped`, and reading goes on.
+    once to 2048 values (:func:`reduce_legacy_vector`) and written into one growing
+    ``(n, 2048)`` array, so the ``(100352,)`` arrays are never all held in memory and the
+    result is not copied at the end (memory: about ``n x 8 KB``). Corrupt files, arrays of a
+    wrong shape, names an index cannot store (:func:`unstorable_name_reason`: line breaks, NUL,
+    lone surrogates) and names already read from an earlier file (in
+    :func:`find_legacy_files` order) are logged with a warning, recorded in
+    :attr:`LegacyVectors.skipped`, and reading goes on.
 
     Parameters
     ----------
@@ -447,6 +749,11 @@ def read_legacy_vectors(
         The folder of ``.pbz2`` / ``.pickle`` / ``.pkl`` files (searched recursively).
     progress : bool, optional
         Show a progress bar.
+    max_vectors : int, optional
+        Refuse (with :class:`LegacyFormatError`, nothing returned) a folder that yields more
+        vectors than this; each takes 8 KB in memory and on disk.
+    max_entries : int, optional
+        Skip files holding more than this many entries (see :func:`load_legacy_file`).
 
     Returns
     -------
@@ -459,12 +766,13 @@ def read_legacy_vectors(
         Any file asks for something unsafe: the whole read is aborted, since the folder may
         have been tampered with.
     LegacyFormatError
-        The folder does not exist or holds no vector file, or none of its files could be
-        used (the message gives the first reasons).
+        The folder does not exist or holds no vector file, yields more than ``max_vectors``
+        vectors, or none of its files could be used (the message gives the first reasons).
     """
     files = find_legacy_files(legacy_dir)
     seen: dict[str, Path] = {}
-    rows: dict[str, np.ndarray] = {}
+    names: list[str] = []
+    buf = np.empty((max(1, min(len(files), max_vectors)), FEATURE_DIM), dtype=np.float32)
     skipped: list[tuple[Path, str]] = []
 
     def skip(path: Path, reason: str) -> None:
@@ -474,7 +782,7 @@ def read_legacy_vectors(
     bar: Iterable[Path] = tqdm(files, desc="Reading legacy vectors", unit="file", disable=not progress)
     for path in bar:
         try:
-            entries = load_legacy_file(path)
+            entries = load_legacy_file(path, max_entries=max_entries)
         except UnsafePickleError:
             logger.error("Aborting: %s is not a safe vector file; nothing was read from %s.", path, legacy_dir)
             raise
@@ -482,33 +790,54 @@ def read_legacy_vectors(
             skip(path, str(exc))
             continue
         for name, arr in entries.items():
+            unstorable = unstorable_name_reason(name)
+            if unstorable is not None:
+                skip(path, f"{name!r}: {unstorable}; skipped (rename the image to import it).")
+                continue
             if name in seen:
                 skip(path, f"{name!r} was already read from {seen[name]}; keeping that one.")
                 continue
             try:
-                rows[name] = reduce_legacy_vector(arr)
+                vector = reduce_legacy_vector(arr)
             except LegacyFormatError as exc:
                 skip(path, f"{name!r}: {exc}")
                 continue
+            if len(names) >= max_vectors:
+                raise LegacyFormatError(
+                    f"{legacy_dir}: yields more than {max_vectors} vectors (reached in {path}), the limit of "
+                    f"max_vectors ({_size(max_vectors * FEATURE_DIM * 4)} in memory and on disk); nothing was "
+                    "imported. If the folder is genuine, pass a larger max_vectors (read_legacy_vectors, "
+                    "import_legacy)."
+                )
+            if len(names) == len(buf):  # more entries than files: grow (rare)
+                grown = np.empty((min(max_vectors, 2 * len(buf)), FEATURE_DIM), dtype=np.float32)
+                grown[: len(buf)] = buf
+                buf = grown
+            buf[len(names)] = vector
+            names.append(name)
             seen[name] = path
         del entries
 
-    if not rows:
+    if not names:
         reasons = "; ".join(f"{p.name}: {r}" for p, r in skipped[:5])
         raise LegacyFormatError(
             f"{legacy_dir}: none of the {len(files)} vector files could be used ({reasons}"
             + (" ..." if len(skipped) > 5 else "")
             + ")."
         )
-    names = sorted(rows)
-    vectors = np.empty((len(names), FEATURE_DIM), dtype=np.float32)
-    for i, name in enumerate(names):
-        vectors[i] = rows.pop(name)
+    n = len(names)
+    order = np.array(sorted(range(n), key=names.__getitem__), dtype=np.int64)
+    _permute_rows(buf, order)
+    try:
+        buf.resize((n, FEATURE_DIM), refcheck=True)  # in place: no copy of the n x 8 KB
+    except ValueError:  # pragma: no cover - another reference to buf exists (a debugger)
+        buf = buf[:n].copy()
+    names = [names[i] for i in order]
     logger.info(
         "Read %d legacy vectors from %d files in %s (%d skipped).",
-        len(names), len(files), legacy_dir, len(skipped),
+        n, len(files), legacy_dir, len(skipped),
     )
-    return LegacyVectors(names=names, vectors=vectors, skipped=skipped)
+    return LegacyVectors(names=names, vectors=buf, skipped=skipped)
 
 
 def import_legacy(
@@ -517,6 +846,7 @@ def import_legacy(
     *,
     dataset_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    max_vectors: int = MAX_LEGACY_VECTORS,
 ) -> tuple[Any, LegacyVectors]:
     """Convert an original project's vector folder into a revsearch index tagged ``resnet50-seed``.
 
@@ -534,6 +864,8 @@ def import_legacy(
     dataset_dir : path, optional
         The folder of the images the vectors were made from, recorded in the index.
     progress : bool, default True
+    max_vectors : int, optional
+        Refuse a folder that yields more vectors than this (see :func:`read_legacy_vectors`).
 
     Returns
     -------
@@ -548,7 +880,11 @@ def import_legacy(
         raise LegacyFormatError(
             f"{str(vector_dir)!r} already holds an index: import into a new folder (nothing was changed)"
         )
-    legacy = read_legacy_vectors(legacy_dir, progress=progress)
+    legacy = read_legacy_vectors(legacy_dir, progress=progress, max_vectors=max_vectors)
+    # read_legacy_vectors skips names an index cannot store; never write one (a damaged index).
+    unstorable = [n for n in legacy.names if unstorable_name_reason(n) is not None]
+    if unstorable:  # pragma: no cover - defensive
+        raise LegacyFormatError(f"{legacy_dir}: cannot store the image name {unstorable[0]!r}; nothing was imported")
     spec = Embedder("resnet50-seed", weights="imagenet").spec
     index = Index.from_vectors(
         vector_dir,

@@ -106,3 +106,51 @@ def photo_dir(tmp_path: Path) -> Path:
     write_photos(tmp_path / "photos" / "a", 6, start=0)
     write_photos(tmp_path / "photos" / "b", 6, start=6, ext=".png")
     return tmp_path / "photos"
+
+
+# --------------------------------------------------------------------------- Colab's package versions
+
+#: The versions Google Colab preinstalls that differ from the latest in ways revsearch must handle
+#: (issue "Colab for real"): installed with ``pip install --target DIR --no-deps`` into an overlay
+#: folder that a subprocess puts first on ``sys.path``.
+COLAB_PINS = (
+    "gdown==5.2.0",
+    "ipywidgets==7.7.1",
+    "widgetsnbextension==3.6.10",
+    "jupyterlab_widgets==1.1.11",
+    "ipython_genutils==0.2.0",
+)
+
+
+@pytest.fixture(scope="session")
+def colab_overlay() -> Path:
+    """A folder holding Colab's gdown and ipywidgets (see :data:`COLAB_PINS`), built once and cached.
+
+    Cached in ``$REVSEARCH_TEST_CACHE`` (default: ``<tmp>/revsearch-test-cache``), so CI builds it
+    once. Skips, saying why, when pip cannot reach the package registry.
+    """
+    import hashlib
+    import subprocess
+    import sys
+
+    cache = Path(os.environ.get("REVSEARCH_TEST_CACHE") or Path(tempfile.gettempdir()) / "revsearch-test-cache")
+    tag = hashlib.sha256(" ".join(COLAB_PINS).encode()).hexdigest()[:12]
+    target = cache / f"colab-overlay-{tag}"
+    if (target / ".complete").is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+         "--target", str(tmp), *COLAB_PINS],
+        capture_output=True, text=True, timeout=600,
+    )
+    if proc.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        pytest.skip(f"cannot install Colab's versions ({', '.join(COLAB_PINS)}) with pip: {proc.stderr.strip()[-300:]}")
+    (tmp / ".complete").write_text(" ".join(COLAB_PINS) + "\n")
+    try:
+        tmp.rename(target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -102,6 +102,7 @@ class Server:
     root: Path
     base_url: str
     hits: Counter = field(default_factory=Counter)
+    ranges: list = field(default_factory=list)
 
     def url(self, name: str) -> str:
         return f"{self.base_url}/{name}"
@@ -113,8 +114,29 @@ class _Handler(SimpleHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         path = self.path.split("?", 1)[0]
         self.server_state.hits[path] += 1
-        if path == "/error500":
+        self.server_state.ranges.append(self.headers.get("Range"))
+        if path.startswith("/error500"):
             self.send_error(500, "Internal Server Error")
+            return
+        if path.startswith("/ranged/"):  # a server that honours Range requests
+            data = (self.server_state.root / path[len("/ranged/"):]).read_bytes()
+            start = 0
+            rng = self.headers.get("Range")
+            if rng and rng.startswith("bytes=") and rng.endswith("-"):
+                start = int(rng[len("bytes="):-1])
+                if start >= len(data):
+                    self.send_response(416)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            else:
+                self.send_response(200)
+            self.send_header("Content-Type", "application/zip")
+            self.send_header("Content-Length", str(len(data) - start))
+            self.end_headers()
+            self.wfile.write(data[start:])
             return
         if path == "/quota.html":
             self.send_response(200)
@@ -406,7 +428,7 @@ def test_fetch_original_data_end_to_end(server, tmp_path):
         vectors_source=server.url("vectors.zip"),
     )
 
-    got = fetch_original_data(root, **kwargs)
+    got = fetch_original_data(root, keep_archives=True, **kwargs)
     assert got == {"images": root / "imagenet_resized", "vectors": root / "legacy_vectors"}
     assert listing(got["images"]) == FILES
     assert listing(got["vectors"]) == vectors
@@ -432,14 +454,14 @@ def test_fetch_original_data_only_vectors_with_archive_dir(server, tmp_path):
     )
     assert got == {"vectors": tmp_path / "data" / "legacy_vectors"}
     assert listing(got["vectors"]) == {"0.pbz2": b"v0"}
-    assert (tmp_path / "drive" / "vectors.zip").is_file()
+    assert not (tmp_path / "drive" / "vectors.zip").exists()  # deleted once unpacked
     assert not (tmp_path / "data" / "imagenet_resized").exists()
     assert server.hits["/missing.zip"] == 0
 
 
 def test_fetch_original_data_wrong_archive_raises(server, tmp_path):
     make_zip(server.root / "v.zip", {"readme.txt": b"not vectors"})
-    with pytest.raises(DownloadError, match=r"\*\.pbz2"):
+    with pytest.raises(DownloadError, match=r"\*\.pbz2.*\*\.pickle.*\*\.pkl"):
         fetch_original_data(
             tmp_path / "data", images=False, quiet=True, vectors_source=server.url("v.zip")
         )
@@ -449,3 +471,144 @@ def test_fetch_original_data_wrong_archive_raises(server, tmp_path):
 def test_original_ids():
     assert ORIGINAL_IMAGES_ID == "1UagIDGCSQJWHdkrY0C0tEwOf_PwhOlpD"
     assert ORIGINAL_VECTORS_ID == "1O6k80XBJUJn6O0UTDCuD7w1mIHVSXIIr"
+
+
+# --------------------------------------------------------------------------------------
+# any gdown version, resuming, the archives' life
+# --------------------------------------------------------------------------------------
+
+
+def test_installed_versions_are_the_ones_the_run_expects():
+    """Under tests/test_compat.py's overlay the old versions must really be the ones imported."""
+    import os
+
+    import gdown
+
+    expected = os.environ.get("REVSEARCH_TEST_EXPECT_GDOWN")
+    if expected:
+        assert gdown.__version__ == expected
+
+
+@pytest.fixture
+def drive_via_server(server, monkeypatch):
+    """Send Google Drive ids through gdown to the local server (``<root>/<id>``)."""
+    import revsearch.data
+
+    monkeypatch.setattr(revsearch.data, "DRIVE_DOWNLOAD_URL", server.base_url + "/{id}")
+    return server
+
+
+DRIVE_ID = "1AbCdEfGhIjKlMnOpQrStUvWxYz0123"
+
+
+def test_a_drive_id_is_downloaded_with_gdown_of_any_version(drive_via_server, tmp_path):
+    zip_one_top_folder(drive_via_server.root / DRIVE_ID)
+    dest = download(DRIVE_ID, tmp_path / "dl" / "images.zip", quiet=True)
+    assert dest.read_bytes() == (drive_via_server.root / DRIVE_ID).read_bytes()
+    assert leftovers(tmp_path / "dl") == ["images.zip"]
+    assert drive_via_server.hits["/" + DRIVE_ID] == 1
+    download(DRIVE_ID, dest, quiet=True)  # already there: no request
+    assert drive_via_server.hits["/" + DRIVE_ID] == 1
+
+
+def test_a_drive_download_that_fails_says_so_with_any_gdown(drive_via_server, tmp_path):
+    # gdown 5.x saves the error page (then: "HTML page"); 6.x raises on the status.
+    with pytest.raises(DownloadError, match=r"HTTP 500|HTML page") as info:
+        download("error500-aaaaaaaaaaaaaaaaaaaa", tmp_path / "x.zip", quiet=True)
+    assert "drive.google.com/file/d/error500-aaaaaaaaaaaaaaaaaaaa" in str(info.value)  # by hand
+    assert "AttributeError" not in str(info.value)
+    assert leftovers(tmp_path, {"served"}) == []
+
+
+def test_a_drive_download_with_several_stale_partials_starts_over(drive_via_server, tmp_path):
+    zip_files_at_root(drive_via_server.root / DRIVE_ID)
+    dest = tmp_path / "v.zip"
+    for tag in ("abcd1234", "efgh5678"):
+        (tmp_path / f"v.zip.part{tag}.part").write_bytes(b"PK stale")
+    download(DRIVE_ID, dest, quiet=True)
+    assert dest.read_bytes() == (drive_via_server.root / DRIVE_ID).read_bytes()
+    assert leftovers(tmp_path, {"served"}) == ["v.zip"]
+
+
+def test_gdown_options_are_found_by_looking():
+    import types
+
+    from revsearch.data import _gdown_options
+
+    def old(url=None, output=None, quiet=False, resume=False):  # gdown 5.x / 6.0-6.2
+        pass
+
+    def new(url=None, output=None, quiet=False, resume=False, timeout=None, retries=0):  # 6.3+
+        pass
+
+    class FileURLRetrievalError(Exception):
+        pass
+
+    class GdownDownloadError(Exception):
+        pass
+
+    five = types.SimpleNamespace(download=old, exceptions=types.SimpleNamespace(FileURLRetrievalError=FileURLRetrievalError))
+    kwargs, errors = _gdown_options(five)
+    assert kwargs == {} and errors == (FileURLRetrievalError,)
+    six = types.SimpleNamespace(
+        download=new,
+        exceptions=types.SimpleNamespace(DownloadError=GdownDownloadError, FileURLRetrievalError=FileURLRetrievalError),
+    )
+    kwargs, errors = _gdown_options(six)
+    assert set(kwargs) == {"timeout", "retries"} and errors == (GdownDownloadError, FileURLRetrievalError)
+
+
+def test_an_interrupted_url_download_resumes_with_a_range_request(server, tmp_path):
+    zip_one_top_folder(server.root / "big.zip")
+    data = (server.root / "big.zip").read_bytes()
+    dest = tmp_path / "big.zip"
+    (tmp_path / "big.zip.partial").write_bytes(data[:100])  # what a dropped transfer left
+    download(server.url("ranged/big.zip"), dest, quiet=True)
+    assert dest.read_bytes() == data
+    assert server.ranges[-1] == "bytes=100-"
+    assert leftovers(tmp_path, {"served"}) == ["big.zip"]
+
+
+def test_a_partial_longer_than_the_file_starts_over(server, tmp_path):
+    zip_one_top_folder(server.root / "big.zip")
+    data = (server.root / "big.zip").read_bytes()
+    (tmp_path / "big.zip.partial").write_bytes(b"x" * (len(data) + 10))  # the file changed
+    download(server.url("ranged/big.zip"), tmp_path / "big.zip", quiet=True)
+    assert (tmp_path / "big.zip").read_bytes() == data
+
+
+def test_archives_are_deleted_once_unpacked_unless_kept(server, tmp_path, caplog):
+    import logging
+
+    zip_one_top_folder(server.root / "images.zip")
+    make_zip(server.root / "vectors.zip", {"vectors/1.pickle": b"p", "vectors/2.pkl": b"q"})
+    root = tmp_path / "data"
+    with caplog.at_level(logging.INFO, logger="revsearch"):
+        got = fetch_original_data(
+            root, quiet=True, images_source=server.url("images.zip"), vectors_source=server.url("vectors.zip")
+        )
+    assert listing(got["vectors"]) == {"1.pickle": b"p", "2.pkl": b"q"}  # .pickle/.pkl accepted
+    assert listing(got["images"]) == FILES
+    assert leftovers(root / "archives") == []
+    assert "Deleted the archive" in caplog.text and "freed" in caplog.text
+
+
+def test_unpacking_to_chosen_folders(server, tmp_path):
+    zip_one_top_folder(server.root / "images.zip")
+    got = fetch_original_data(
+        tmp_path / "local", vectors=False, quiet=True, images_source=server.url("images.zip"),
+        images_dir=tmp_path / "drive" / "imagenet_resized",
+    )
+    assert got == {"images": tmp_path / "drive" / "imagenet_resized"}
+    assert listing(got["images"]) == FILES
+
+
+def test_folder_size_and_format_bytes(tmp_path):
+    from revsearch.data import folder_size, format_bytes
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x").write_bytes(b"1" * 1500)
+    (tmp_path / "y").write_bytes(b"1" * 500)
+    assert folder_size(tmp_path) == 2000 and folder_size(tmp_path / "none") == 0
+    assert format_bytes(2000) == "2.0 kB" and format_bytes(999) == "999 bytes"
+    assert format_bytes(3.5e9) == "3.5 GB" and format_bytes(7e12) == "7000.0 GB"

@@ -66,6 +66,19 @@ def tiny(tiny_model) -> Embedder:
     return Embedder(tiny_model, backend="keras")  # compared with the Keras model's own output below
 
 
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test here may reach the network (with internet, a weights download would start)."""
+    import socket
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise OSError("test: no network in tests/test_embedding.py")
+
+    monkeypatch.setattr(socket.socket, "connect", refused)
+    monkeypatch.setattr(socket, "create_connection", refused)
+    monkeypatch.setattr(socket, "getaddrinfo", refused)
+
+
 # ----------------------------------------------------------------------------- spec and errors
 
 
@@ -323,7 +336,25 @@ def test_random_weights_mobilenet() -> None:
 
 _NO_DOWNLOAD = """
 import socket, sys, time
-socket.setdefaulttimeout(10)
+
+# No network, whatever the machine: with internet, Keras would download the weights and the test
+# would fail. Every way out (name lookup, socket, connection) is refused and counted.
+attempts = []
+
+class NoSocket(socket.socket):
+    def __init__(self, *args, **kwargs):
+        attempts.append("socket")
+        raise OSError("test: no sockets (weights must not be downloaded)")
+
+def refuse(what):
+    def refused(*args, **kwargs):
+        attempts.append(what)
+        raise OSError(f"test: no {what} (weights must not be downloaded)")
+    return refused
+
+socket.socket = NoSocket
+socket.create_connection = refuse("create_connection")
+socket.getaddrinfo = refuse("getaddrinfo")
 from revsearch.embedding import Embedder
 from revsearch.errors import WeightsUnavailableError
 emb = Embedder("resnet50")
@@ -331,7 +362,7 @@ t = time.monotonic()
 try:
     emb.keras_model
 except WeightsUnavailableError as e:
-    print("RAISED", round(time.monotonic() - t, 1))
+    print("RAISED", round(time.monotonic() - t, 1), "BLOCKED", len(attempts))
     print(e)
 else:
     print("NO ERROR")
@@ -344,6 +375,8 @@ def test_imagenet_weights_unavailable_offline(tmp_path: Path) -> None:
     env = dict(os.environ, KERAS_HOME=str(home))
     out = _finish(_run_python(_NO_DOWNLOAD, env=env), timeout=240)
     assert "RAISED" in out, out  # (Keras prints "Downloading data from ..." first)
+    blocked = int(out[out.index("BLOCKED") :].split()[1])
+    assert blocked >= 1, out  # the download was tried, and stopped by the test's block, not by luck
     message = out[out.index("RAISED") :].partition("\n")[2]
     assert "KERAS_HOME" in message
     assert "weights=" in message
@@ -392,6 +425,20 @@ def test_embed_files_reports_broken_and_keeps_order(tiny: Embedder, tmp_path: Pa
     assert by_path[missing]  # says why
     for s in skipped:
         assert str(s.path) in str(s) and s.reason in str(s)
+
+
+def test_embed_files_skips_a_huge_sparse_file_without_reading_it(tiny: Embedder, tmp_path: Path) -> None:
+    """A 30 GB x.jpg was read whole into memory (MemoryError, the run lost)."""
+    good = tmp_path / "a.png"
+    Image.fromarray(make_photo(7, (36, 28))).save(good)
+    big = tmp_path / "x.jpg"
+    with open(big, "wb") as f:
+        f.truncate(30 * 1024**3)
+    batches = list(tiny.embed_files([big, good], batch_size=4, workers=2, progress=False))
+    assert [i for b in batches for i in b.indices] == [1]
+    skipped = [s for b in batches for s in b.skipped]
+    assert [Path(s.path) for s in skipped] == [big]
+    assert "32.2 GB" in skipped[0].reason and "MAX_FILE_BYTES" in skipped[0].reason
 
 
 def test_embed_files_all_broken_and_empty(tiny: Embedder, tmp_path: Path) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import logging
+import os
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -639,3 +642,148 @@ def test_crop_of_a_wide_jpeg_is_not_upscaled_from_a_reduced_decode(tmp_path: Pat
     ref = full.crop(((w - h) // 2, 0, (w - h) // 2 + h, h)).resize((224, 224), Image.Resampling.BICUBIC)
     err = np.abs(fast - np.asarray(ref, np.float32)).mean()
     assert err < 6.0, f"mean abs difference {err:.1f}: the crop was upscaled from a too small decode"
+
+
+# ----------------------------------------------------------------------------- large and odd files (issue 8)
+
+
+def _big_jpeg(path: Path, w: int, h: int) -> Path:
+    """A w x h grey JPEG: dark left half, bright right half (cheap to encode, small on disk)."""
+    img = Image.new("L", (w, h), 40)
+    img.paste(220, (w // 2, 0, w, h))
+    img.save(path, quality=50)
+    return path
+
+
+def test_108_megapixel_jpeg_is_read_not_refused(tmp_path: Path) -> None:
+    """12000x9000 is over half of MAX_PIXELS, where Pillow warns: it was refused as a bomb."""
+    path = _big_jpeg(tmp_path / "big.jpg", 12000, 9000)
+    x = prepare_image(path, 224)  # decoded at 1/8 (1500x1125), then padded and resized
+    assert x.shape == (224, 224, 3)
+    assert x[112, 20].mean() < 60 and x[112, 200].mean() > 200  # the two halves, not a refusal
+    data = images.read_source(path)
+    small = load_image(data, draft_size=224, label=str(path))
+    assert small.size == (1500, 1125)
+    full = load_image(path)  # no draft asked: 108 MP is under MAX_PIXELS, decoded whole
+    assert full.size == (12000, 9000) and full.mode == "RGB"
+
+
+def test_jpeg_over_pillows_hard_limit_is_decoded_at_a_reduced_scale(tmp_path: Path) -> None:
+    """16000x12000 (192 MP) makes Image.open raise DecompressionBombError; 1/2 scale fits MAX_PIXELS."""
+    path = _big_jpeg(tmp_path / "huge.jpg", 16000, 12000)
+    img = load_image(path)
+    assert img.size == (8000, 6000)
+    assert _px(img, (100, 3000))[0] < 60 and _px(img, (7900, 3000))[0] > 200
+    assert prepare_image(path.read_bytes(), 224).shape == (224, 224, 3)
+
+
+def test_true_jpeg_bomb_still_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _big_jpeg(tmp_path / "b.jpg", 400, 400)
+    monkeypatch.setattr(images, "MAX_PIXELS", 1000)  # even 1/8 (50x50 = 2500 pixels) is over
+    _assert_read_error(path, str(path), "decompression bomb", "400x400", "MAX_PIXELS")
+    monkeypatch.setattr(images, "MAX_PIXELS", 10_000)  # 1/4 (100x100) fits
+    assert load_image(path).size == (100, 100)
+
+
+def test_30_gb_sparse_jpg_is_skipped_unread(tmp_path: Path) -> None:
+    """A 30 GB (sparse) x.jpg was read whole (MemoryError, run lost): refused by its size first."""
+    big = tmp_path / "x.jpg"
+    with open(big, "wb") as f:
+        f.truncate(30 * 1024**3)
+    assert find_images(tmp_path) == [big]  # named like an image: found, then reported
+    for call in (images.read_source, load_image, images.read_image_file):
+        with pytest.raises(ImageReadError) as info:
+            call(big)
+        msg = str(info.value)
+        assert str(big) in msg and "32.2 GB" in msg and "MAX_FILE_BYTES" in msg, msg
+
+
+def test_max_file_bytes_is_configurable_and_the_header_checked_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photo = tmp_path / "p.jpg"
+    Image.fromarray(make_photo(3, (64, 48))).save(photo)
+    size = photo.stat().st_size
+    assert images.read_image_file(photo) == photo.read_bytes()
+    with pytest.raises(ImageReadError, match="more than the limit"):
+        images.read_image_file(photo, max_bytes=size - 1)
+    monkeypatch.setattr(images, "MAX_FILE_BYTES", size - 1)
+    with pytest.raises(ImageReadError, match="MAX_FILE_BYTES"):
+        images.read_source(photo)
+    monkeypatch.undo()
+    zeros = tmp_path / "zeros.jpg"  # 40 MB of zeros under an image name: not read past its first bytes
+    with open(zeros, "wb") as f:
+        f.truncate(40 * 1024**2)
+    with pytest.raises(ImageReadError, match="not an image Pillow can read.*not read further"):
+        images.read_image_file(zeros)
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageReadError, match="not a regular file"):  # would block forever if read
+        images.read_image_file(fifo)
+
+
+def test_symlinked_folders_followed_once_without_loops(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    outside = tmp_path / "elsewhere"
+    for folder, name in ((root / "real", "a.jpg"), (outside, "b.jpg"), (outside / "deeper", "c.jpg")):
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(make_photo(1, (16, 12))).save(folder / name)
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "real" / "up").symlink_to(root, target_is_directory=True)  # a loop: a link to an ancestor
+    (root / "again").symlink_to(root / "real", target_is_directory=True)  # a second name for a real folder
+    (outside / "back").symlink_to(outside, target_is_directory=True)  # a loop inside the linked folder
+    skipped: list[images.SkippedFile] = []
+    found = find_images(root, skipped=skipped)
+    assert [p.relative_to(root).as_posix() for p in found] == ["linked/b.jpg", "linked/deeper/c.jpg", "real/a.jpg"]
+    reasons = {p.path.relative_to(root).as_posix(): p.reason for p in skipped}
+    assert set(reasons) == {"real/up", "again", "linked/back"}
+    assert "loop" in reasons["real/up"] and "loop" in reasons["linked/back"]
+    assert "already searched" in reasons["again"] and "'real'" in reasons["again"]
+    assert find_images(root) == found  # without a list to fill, the same answer
+
+
+def test_unreadable_folder_is_reported_not_silent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "photos"
+    for folder in ("a", "locked", "locked/inner", "z"):
+        (root / folder).mkdir(parents=True)
+        Image.fromarray(make_photo(2, (16, 12))).save(root / folder / "p.jpg")
+    locked = root / "locked"
+    locked.chmod(0)  # enough for a normal user; root ignores it, so also refuse it below
+    real_scandir = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    skipped: list[images.SkippedFile] = []
+    try:
+        with caplog.at_level(logging.WARNING, logger="revsearch.images"):
+            found = find_images(root, skipped=skipped)
+    finally:
+        locked.chmod(0o755)
+    assert [p.relative_to(root).as_posix() for p in found] == ["a/p.jpg", "z/p.jpg"]
+    assert [s.path for s in skipped] == [locked]
+    assert "cannot be read" in skipped[0].reason and "Permission denied" in skipped[0].reason
+    assert any(str(locked) in r.getMessage() and "cannot be read" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("fmt", [None, "TIFF"])
+def test_mode_I_with_8_bit_values_is_not_darkened(fmt: str | None) -> None:
+    """A 32-bit integer (mode "I") image holding 0..255 was scaled as 16-bit: nearly black."""
+    arr = np.tile(np.array([0, 60, 128, 200, 255], np.int32), (4, 1))
+    img = Image.fromarray(arr)
+    assert img.mode == "I"
+    source = img if fmt is None else _encode(img, fmt)
+    if fmt is not None:
+        with Image.open(io.BytesIO(source)) as raw:
+            assert raw.mode == "I"
+    out = np.asarray(load_image(source))
+    assert out[0, :, 0].tolist() == [0, 60, 128, 200, 255]
+    twelve_bit = Image.fromarray(np.full((2, 2), 4095 * 16, np.int32))  # values above 255: 16-bit scale
+    assert abs(int(np.asarray(load_image(twelve_bit))[0, 0, 0]) - 255) <= 1
+    wide = Image.fromarray(np.array([[0, 1 << 20]], np.int32))  # beyond 16 bits: scaled by the maximum
+    assert np.asarray(load_image(wide))[0, :, 0].tolist() == [0, 255]

@@ -9,6 +9,7 @@ import os
 import pickle
 import pickletools
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from revsearch.legacy import (
     load_legacy_file,
     read_legacy_vectors,
     reduce_legacy_vector,
+    scan_pickle,
 )
 
 RNG = np.random.default_rng(1234)
@@ -389,3 +391,163 @@ def test_read_legacy_vectors_prints_nothing_without_progress(
     read_legacy_vectors(tmp_path, progress=False)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+# --------------------------------------------------------------------------- hostile shapes (issue 8)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def deep_tuple_key_pbz2(path: Path, depth: int = 3_000_000) -> Path:
+    """``{((((...)))): 1}``: a dict key that is a tuple nested ``depth`` deep; 68 bytes as .pbz2."""
+    data = b"\x80\x02}(" + b")" + b"\x85" * depth + b"K\x01u."
+    path.write_bytes(bz2.compress(data))
+    return path
+
+
+def test_deeply_nested_key_is_refused_not_a_crash(tmp_path: Path) -> None:
+    """Hashing a 3,000,000-deep tuple key overflows the C stack: the file must be refused before.
+
+    Run in a subprocess, so that a segfault fails this test instead of killing pytest.
+    """
+    path = deep_tuple_key_pbz2(tmp_path / "1.pbz2")
+    assert path.stat().st_size == 68
+    good = write_pbz2(tmp_path / "2.pbz2", {"a.jpg": legacy_array()})
+    code = (
+        "import sys\n"
+        "from revsearch.errors import UnsafePickleError\n"
+        "from revsearch.legacy import load_legacy_file, read_legacy_vectors\n"
+        "for call in (lambda: load_legacy_file(sys.argv[1]), lambda: read_legacy_vectors(sys.argv[2], progress=False)):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except UnsafePickleError as e:\n"
+        "        print('REFUSED', e)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path), str(tmp_path)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, f"the process died (rc {proc.returncode}): {proc.stderr[-2000:]}"
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and all(line.startswith("REFUSED") for line in lines), proc.stdout
+    assert all(str(path) in line and "nests containers more than 64 deep" in line for line in lines)
+    assert good.exists()
+
+
+@pytest.mark.parametrize(
+    "key", [(1, 2), 3.5, b"a.jpg", None, frozenset({"a"})], ids=["tuple", "float", "bytes", "none", "frozenset"]
+)
+def test_non_string_keys_refused_before_anything_is_built(
+    tmp_path: Path, key: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_pbz2(tmp_path / "1.pbz2", {key: np.zeros(3, np.float32)}, protocol=4)
+
+    def never(self: Any) -> Any:
+        raise AssertionError("the pickle was unpickled")
+
+    monkeypatch.setattr(RestrictedUnpickler, "load", never)
+    with pytest.raises(LegacyFormatError, match="not an image file name") as info:
+        load_legacy_file(path)
+    assert str(path) in str(info.value)
+
+
+def test_scan_pickle_follows_memo_and_depth() -> None:
+    """A real file nests ~5 deep; depth reached through the memo (BINGET) counts too."""
+    assert scan_pickle(pickle.dumps({"a.jpg": legacy_array()}, protocol=2)) == 1
+    assert scan_pickle(pickle.dumps({f"{i}.jpg": np.zeros(2, np.float32) for i in range(50)}, protocol=5)) == 50
+    t: Any = ()
+    for _ in range(40):
+        t = (t,)
+    shared = pickle.dumps({"a.jpg": [t, t, t]})  # the 2nd and 3rd t come from the memo
+    assert scan_pickle(shared, max_depth=45) == 1
+    with pytest.raises(UnsafePickleError, match="more than 40 deep"):
+        scan_pickle(pickle.dumps([t, [t]]), max_depth=40)
+    with pytest.raises(LegacyFormatError, match="not a readable pickle"):
+        scan_pickle(pickle.dumps({"a.jpg": 1})[:-5])
+
+
+def shared_array_pbz2(path: Path, n: int) -> Path:
+    """``{name_i: A for i < n}``: every key points to ONE (100352,) array (the pickle memoizes it)."""
+    arr = np.zeros(LEGACY_DIM, np.float32)
+    return write_pbz2(path, {f"photo_{i:06d}.jpg": arr for i in range(n)}, protocol=4)
+
+
+def test_200000_keys_sharing_one_array_are_refused_without_expanding(tmp_path: Path) -> None:
+    """218 KB on disk that expanded to 3.3 GB of memory and 1.6 GB of index: refused, named, and cheap."""
+    import tracemalloc
+
+    folder = tmp_path / "legacy"
+    folder.mkdir()
+    path = shared_array_pbz2(folder / "1.pbz2", 200_000)
+    assert path.stat().st_size < 400_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(LegacyFormatError) as info:
+            read_legacy_vectors(folder, progress=False)
+        with pytest.raises(LegacyFormatError, match="share arrays") as shared:
+            load_legacy_file(path, max_entries=1_000_000)  # past the count, the sharing is still refused
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 400_000_000, f"peak {peak / 1e6:.0f} MB while refusing"
+    msg = str(info.value)
+    assert str(path) in msg and "more than 10000 entries" in msg and "max_entries" in msg
+    assert str(path) in str(shared.value) and "200000 entries" in str(shared.value)
+
+
+def test_a_few_keys_sharing_one_array_are_skipped(tmp_path: Path) -> None:
+    shared_array_pbz2(tmp_path / "1.pbz2", 50)
+    write_pbz2(tmp_path / "2.pbz2", {"ok.jpg": legacy_array()})
+    result = read_legacy_vectors(tmp_path, progress=False)
+    assert result.names == ["ok.jpg"]
+    assert [p.name for p, _ in result.skipped] == ["1.pbz2"]
+    assert "share arrays" in result.skipped[0][1]
+
+
+def test_max_vectors_bounds_what_a_folder_expands_into(tmp_path: Path) -> None:
+    for i in range(5):
+        write_pbz2(tmp_path / f"{i}.pbz2", {f"{i}.jpg": np.ones(FEATURE_DIM, np.float32)})
+    with pytest.raises(LegacyFormatError) as info:
+        read_legacy_vectors(tmp_path, progress=False, max_vectors=3)
+    msg = str(info.value)
+    assert "more than 3 vectors" in msg and "3.pbz2" in msg and "max_vectors" in msg
+    assert len(read_legacy_vectors(tmp_path, progress=False, max_vectors=5)) == 5
+
+
+def test_memory_while_reading_is_one_copy_of_the_vectors(tmp_path: Path) -> None:
+    """The pooled vectors are held once (not a dict of rows and then a second array)."""
+    import tracemalloc
+
+    n = 400
+    for i in range(n):
+        write_pickle(tmp_path / f"{i}.pkl", {f"{n - i:04d}.jpg": np.full(FEATURE_DIM, i, np.float32)})
+    tracemalloc.start()
+    try:
+        result = read_legacy_vectors(tmp_path, progress=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    out = result.vectors.nbytes
+    assert result.vectors.shape == (n, FEATURE_DIM) and result.vectors.flags.owndata
+    assert result.names == sorted(result.names)
+    assert [int(result.vectors[k, 0]) for k in range(3)] == [n - 1, n - 2, n - 3]  # rows follow their names
+    assert peak < 1.4 * out, f"peak {peak / 1e6:.1f} MB for {out / 1e6:.1f} MB of vectors"
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ("cats/a\nb.jpg", "line break"),
+        ("cats/c\r.jpg", "line break"),
+        ("d\x00.jpg", "NUL"),
+        ("e\udcff.jpg", "surrogate"),
+    ],
+)
+def test_names_an_index_cannot_store_are_skipped_by_name(tmp_path: Path, bad: str, reason: str) -> None:
+    write_pbz2(tmp_path / "1.pbz2", {bad: legacy_array()})
+    write_pbz2(tmp_path / "2.pbz2", {"ok.jpg": legacy_array(), bad + "2": legacy_array()})
+    write_pbz2(tmp_path / "3.pbz2", {"zz.jpg": legacy_array()})
+    result = read_legacy_vectors(tmp_path, progress=False)
+    assert result.names == ["ok.jpg", "zz.jpg"] and len(result.vectors) == 2
+    assert [p.name for p, _ in result.skipped] == ["1.pbz2", "2.pbz2"]
+    assert all(reason in r and repr(bad)[1:-1] in r for _, r in result.skipped)

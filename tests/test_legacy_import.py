@@ -243,3 +243,40 @@ def test_real_legacy_vectors_search_like_the_resnet50_seed_embedder(tmp_path: Pa
         assert best.relpath == path.name and best.score == pytest.approx(1.0, abs=1e-4)
     res = reverse_image_search(files[2], "resnet50-seed", ds, tmp_path / "vectors-none", weights=None, k=3)
     assert res[0].relpath == names[2]
+
+
+# ---------------------------------------------------------------- names and sizes an index cannot take (issue 8)
+
+
+def test_names_with_line_breaks_are_skipped_and_the_index_stays_readable(legacy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Keys with \\n or \\r used to reach Index.from_vectors and make an index every later command called damaged."""
+    ds, legacy_dir, vectors = legacy
+    rng = np.random.default_rng(1)
+    bad = {"sub/evil\nname.jpg": rng.random(LEGACY_DIM, np.float32), "cr\r.jpg": rng.random(LEGACY_DIM, np.float32)}
+    for i, (name, arr) in enumerate(bad.items()):
+        with bz2.BZ2File(legacy_dir / f"9{i}.pbz2", "wb") as f:
+            pickle.dump({name: arr}, f)
+    vec = tmp_path / "vectors"
+    idx, read = import_legacy(legacy_dir, vec, dataset_dir=ds, progress=False)
+    assert sorted(p.name for p, _ in read.skipped) == ["90.pbz2", "91.pbz2"]
+    assert all("line break" in r for _, r in read.skipped)
+    reopened = Index.open(vec)
+    check_imported(reopened, vectors)
+    assert len(reopened) == len(vectors) and reopened.manifest["imported_from"]["files_skipped"] == 2
+    hits = reopened.search_vectors(reopened.vectors[0], k=len(vectors))
+    assert sorted(h.relpath for h in hits) == sorted(vectors)
+
+
+def test_a_file_that_would_expand_to_gigabytes_writes_no_index(legacy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, legacy_dir, _ = legacy
+    arr = np.zeros(LEGACY_DIM, np.float32)
+    with bz2.BZ2File(legacy_dir / "bomb.pbz2", "wb") as f:  # 20,000 keys, one shared array: 160 MB pooled
+        pickle.dump({f"p{i:06d}.jpg": arr for i in range(20_000)}, f)
+    vec = tmp_path / "vectors"
+    idx, read = import_legacy(legacy_dir, vec, progress=False)
+    assert len(idx) == 6 and [p.name for p, _ in read.skipped] == ["bomb.pbz2"]
+    assert "more than 10000 entries" in read.skipped[0][1]
+    vec2 = tmp_path / "vectors2"
+    with pytest.raises(LegacyFormatError, match=r"more than 4 vectors .*max_vectors"):
+        import_legacy(legacy_dir, vec2, progress=False, max_vectors=4)
+    assert not Index.exists(vec2)

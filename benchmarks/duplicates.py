@@ -1,0 +1,520 @@
+"""Near-duplicate detection: calibrate the default threshold, compare with pHash/dHash, and scale.
+
+Two parts (run from the repository root):
+
+``python benchmarks/duplicates.py calibrate``  (``REVSEARCH_SHARED=/path/to/shared`` if the
+data is not in ``../shared``)
+    Real photos (``../shared/datasets/oxford17_flowers`` and ``ukbench_subset``). Each chosen
+    original gets 3 edited copies (3 different edits drawn from JPEG q30, half size, 80% crop,
+    10-degree rotation, brightness x1.4, caption, white border, letterbox bars; every copy saved
+    as a JPEG file would be), put among all the photos of its set, which are unrelated photos
+    (UKBench's other views of the same object are hard negatives). A pair of images is a true
+    duplicate pair if both come from the same original (the flowers' 68 listed near-identical
+    pairs count as duplicates too). Every pair of the collection is scored with the model's cosine
+    (Keras MobileNet, real ImageNet weights, the library's default pipeline) and with 64-bit
+    pHash and dHash (``imagehash``) Hamming distances.
+
+    The threshold rule: on each calibration set, the lowest threshold (0.005 grid) from which up
+    pair precision stays >= 0.99; the default is the highest of those over the sets. It is then
+    measured on a held-out set (other flower originals, other edits) and end to end with
+    :func:`revsearch.duplicates.find_duplicates` (pairs within the groups it returns). Vectors
+    are cached in ``/tmp/revsearch-dup-cache`` (``--refresh`` recomputes); a changed pipeline
+    gets a new cache key, so rerunning after a pipeline change recalibrates.
+
+``python benchmarks/duplicates.py scale --sizes 100000 300000``
+    Time and peak memory of :func:`revsearch.duplicates.duplicate_edges` +
+    ``connected_components`` (what ``find_duplicates`` runs) on synthetic 2048-d clustered unit
+    vectors, memory-mapped from a file in ``--tmp``, with planted groups of an original and 3
+    noisy copies; recall of the planted pairs and precision of the pairs found. Peak memory is
+    the process's anonymous memory high-water mark minus the start (the memory-mapped vectors
+    are file pages, not counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    SHARED,
+    command_line,
+    emit,
+    machine_lines,
+    proc_kib,
+    synthetic_spec,
+    table,
+)
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+WEIGHTS_FILE = "mobilenet_1_0_224_tf_no_top.h5"
+CACHE_VERSION = 1
+EDIT_NAMES = ("jpeg_q30", "resize_50", "crop_80", "rotate_10", "brightness", "text", "border", "letterbox")
+COPIES_PER_ORIGINAL = 3
+GRID = np.round(np.arange(0.700, 0.9951, 0.005), 3)
+HASH_GRID = np.arange(0, 25)
+TARGET_PRECISION = 0.99
+
+
+# ============================================================================ calibration data
+
+
+def setup_keras_home() -> None:
+    home = os.environ.get("KERAS_HOME")
+    if home and (Path(home) / "models" / WEIGHTS_FILE).is_file():
+        return
+    src = Path(os.environ.get("REVSEARCH_SHARED", SHARED)) / "keras" / "models"
+    if not (src / WEIGHTS_FILE).is_file():
+        sys.exit(f"offline weights not found: {src / WEIGHTS_FILE} (set KERAS_HOME to a folder holding models/{WEIGHTS_FILE})")
+    home = tempfile.mkdtemp(prefix="revsearch-keras-")
+    shutil.copytree(src, Path(home) / "models")
+    os.environ["KERAS_HOME"] = home
+
+
+def _border(img: Any) -> Any:
+    from PIL import ImageOps
+
+    w, h = img.size
+    return ImageOps.expand(img, border=max(4, round(0.06 * max(w, h))), fill=(255, 255, 255))
+
+
+def make_copy(img: Any, edit: str) -> Any:
+    """The edited copy, as the file a user would have (re-saved as JPEG q90 unless it is the q30 edit)."""
+    from PIL import Image
+
+    from revsearch.evaluate import make_edits
+
+    out = _border(img) if edit == "border" else make_edits(img, [edit])[edit]
+    if edit == "jpeg_q30":
+        return out
+    buf = io.BytesIO()
+    out.save(buf, format="JPEG", quality=90)
+    buf.seek(0)
+    res = Image.open(buf)
+    res.load()
+    return res.convert("RGB")
+
+
+class Collection:
+    """Images of one benchmark set: photos of the dataset plus edited copies of some of them."""
+
+    def __init__(self, name: str, folder: Path, rel: list[str], originals: list[int], seed: int,
+                 near_identical: list[tuple[int, int]]) -> None:
+        self.name, self.folder, self.rel, self.originals, self.seed = name, folder, rel, originals, seed
+        rng = np.random.default_rng(seed)
+        self.copies: list[tuple[int, str]] = []  # (photo row, edit)
+        for r in originals:
+            for e in rng.choice(len(EDIT_NAMES), size=COPIES_PER_ORIGINAL, replace=False):
+                self.copies.append((r, EDIT_NAMES[int(e)]))
+        n = len(rel)
+        # group id of each image (photos 0..n-1, copies n..): union of original+copies and listed pairs
+        parent = list(range(n + len(self.copies)))
+
+        def find(x: int) -> int:
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for j, (r, _) in enumerate(self.copies):
+            parent[find(n + j)] = find(r)
+        for a, b in near_identical:
+            parent[find(a)] = find(b)
+        self.group = np.array([find(i) for i in range(len(parent))])
+        self.edit = np.array([""] * n + [e for _, e in self.copies], dtype=object)
+
+    def __len__(self) -> int:
+        return len(self.rel) + len(self.copies)
+
+
+def load_sets(seed: int, flowers_originals: int) -> dict[str, Collection]:
+    from revsearch.images import find_images
+
+    base = Path(os.environ.get("REVSEARCH_SHARED", SHARED)) / "datasets"
+    out = {}
+    flowers = base / "oxford17_flowers"
+    rel = [p.relative_to(flowers).as_posix() for p in find_images(flowers)]
+    where = {r: i for i, r in enumerate(rel)}
+    pairs = []
+    tsv = flowers / "near_identical_pairs.tsv"
+    for line in tsv.read_text().splitlines() if tsv.is_file() else []:
+        if line and not line.startswith("#"):
+            a, b, *_ = line.split("\t")
+            pairs.append((where[a], where[b]))
+    labels = Path(__file__).resolve().parent / "data" / "flowers_visual_labels.tsv"
+    for line in labels.read_text().splitlines():
+        if line and not line.startswith("#"):
+            a, b, _, label = line.split("\t")
+            if label == "duplicate":
+                pairs.append((where[a], where[b]))
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(rel))
+    calib, held = sorted(perm[:flowers_originals].tolist()), sorted(perm[flowers_originals : 2 * flowers_originals].tolist())
+    out["flowers"] = Collection("flowers", flowers, rel, calib, seed + 1, pairs)
+    out["flowers-heldout"] = Collection("flowers-heldout", flowers, rel, held, seed + 2, pairs)
+    ukb = base / "ukbench_subset"
+    rel_u = [p.relative_to(ukb).as_posix() for p in find_images(ukb)]
+    out["ukbench"] = Collection("ukbench", ukb, rel_u, list(range(len(rel_u))), seed + 3, [])
+    return out
+
+
+def features(sets: dict[str, Collection], cache: Path, refresh: bool) -> dict[str, dict[str, np.ndarray]]:
+    """Per set: MobileNet vectors (n, 1024), pHash and dHash (n,) uint64 of every image."""
+    import imagehash
+
+    from revsearch.embedding import Embedder
+    from revsearch.images import load_image
+
+    emb = Embedder("mobilenet")
+    pipe = hashlib.sha256(json.dumps(emb.spec, sort_keys=True).encode()).hexdigest()[:10]
+    key = f"v{CACHE_VERSION}-{emb.spec['model']}-{pipe}-{imagehash.__version__}"
+    cache.mkdir(parents=True, exist_ok=True)
+
+    def h64(h: Any) -> int:
+        return int(str(h), 16)
+
+    out = {}
+    photo_cache: dict[str, dict[str, np.ndarray]] = {}
+    for name, col in sets.items():
+        f = cache / f"{name}-{key}-s{col.seed}-o{len(col.originals)}.npz"
+        if f.is_file() and not refresh:
+            out[name] = dict(np.load(f))
+            continue
+        t0 = time.perf_counter()
+        pc_key = str(col.folder)
+        if pc_key not in photo_cache:  # the dataset's own photos: once per folder
+            vec, ph, dh = [], [], []
+            for s in range(0, len(col.rel), 32):
+                imgs = [load_image(col.folder / r) for r in col.rel[s : s + 32]]
+                vec.append(emb.embed(imgs))
+                ph += [h64(imagehash.phash(i)) for i in imgs]
+                dh += [h64(imagehash.dhash(i)) for i in imgs]
+            photo_cache[pc_key] = {"vectors": np.concatenate(vec), "phash": np.array(ph, np.uint64),
+                                   "dhash": np.array(dh, np.uint64)}
+        base = photo_cache[pc_key]
+        vec, ph, dh = [], [], []
+        for s in range(0, len(col.copies), 32):
+            imgs = [make_copy(load_image(col.folder / col.rel[r]), e) for r, e in col.copies[s : s + 32]]
+            vec.append(emb.embed(imgs))
+            ph += [h64(imagehash.phash(i)) for i in imgs]
+            dh += [h64(imagehash.dhash(i)) for i in imgs]
+        out[name] = {
+            "vectors": np.concatenate([base["vectors"], *vec]),
+            "phash": np.concatenate([base["phash"], np.array(ph, np.uint64)]),
+            "dhash": np.concatenate([base["dhash"], np.array(dh, np.uint64)]),
+        }
+        np.savez(f, **out[name])
+        print(f"{name}: {len(col)} images embedded and hashed in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    out["_pipeline"] = {"spec": emb.spec}  # type: ignore[assignment]
+    return out
+
+
+# ============================================================================ metrics
+
+
+def _popcount64(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.uint64)
+    c = np.zeros(x.shape, np.uint8)
+    for shift in range(0, 64, 8):
+        c += _POP8[((x >> np.uint64(shift)) & np.uint64(255)).astype(np.uint8)]
+    return c
+
+
+_POP8 = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+
+
+def pair_arrays(col: Collection, feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Upper-triangle pair values: cosine, pHash and dHash distances, truth, and the edit of a copy pair."""
+    n = len(col)
+    iu = np.triu_indices(n, 1)
+    v = feats["vectors"]
+    cos = (v @ v.T)[iu]
+    ph, dh = feats["phash"], feats["dhash"]
+    pd = _popcount64(ph[:, None] ^ ph[None, :])[iu]
+    dd = _popcount64(dh[:, None] ^ dh[None, :])[iu]
+    truth = col.group[iu[0]] == col.group[iu[1]]
+    planted = truth & (iu[1] >= len(col.rel))  # pairs with an edited copy in them (i < j)
+    return {"cos": cos, "phash": pd, "dhash": dd, "truth": truth, "planted": planted, "i": iu[0], "j": iu[1]}
+
+
+def pr(pred: np.ndarray, P: dict[str, np.ndarray]) -> tuple[float, float, int, int]:
+    """Precision over every predicted pair (true: same original, or a listed/eye-labelled dataset
+    duplicate); recall over the planted pairs only (pairs with an edited copy)."""
+    truth = P["truth"]
+    tp = int(np.count_nonzero(pred & truth))
+    fp = int(np.count_nonzero(pred & ~truth))
+    found = int(np.count_nonzero(pred & P["planted"]))
+    pos = int(np.count_nonzero(P["planted"]))
+    return (tp / (tp + fp) if tp + fp else 1.0), (found / pos if pos else 1.0), tp, fp
+
+
+def lowest_safe_threshold(P: dict[str, np.ndarray]) -> float:
+    """Lowest grid threshold from which up pair precision stays >= TARGET_PRECISION."""
+    ok = [pr(P["cos"] >= t, P)[0] >= TARGET_PRECISION for t in GRID]
+    best = float(GRID[-1])
+    for t, good in zip(GRID[::-1], ok[::-1]):
+        if not good:
+            break
+        best = float(t)
+    return best
+
+
+def best_hash_threshold(P: dict[str, np.ndarray], kind: str) -> int:
+    """Highest Hamming threshold up to which precision stays >= TARGET_PRECISION."""
+    best = -1
+    for h in HASH_GRID:
+        if pr(P[kind] <= h, P)[0] < TARGET_PRECISION:
+            break
+        best = int(h)
+    return best
+
+
+def group_pairs_pr(
+    col: Collection, feats: dict[str, np.ndarray], P: dict[str, np.ndarray], threshold: float, tmp: Path
+) -> tuple[float, float, int]:
+    """Pair precision/recall of find_duplicates' groups (every pair inside a returned group)."""
+    from revsearch.duplicates import find_duplicates
+    from revsearch.index import Index
+
+    folder = tmp / f"idx-{col.name}"
+    shutil.rmtree(folder, ignore_errors=True)
+    paths = [f"img{i:06d}.jpg" for i in range(len(col))]
+    index = Index.from_vectors(folder, feats["vectors"], paths, synthetic_spec(feats["vectors"].shape[1]))
+    rep = find_duplicates(index, threshold)
+    label = np.arange(len(col))
+    for g in rep.groups:
+        rows = [f.row for f in g.files]
+        label[rows] = min(rows)
+    pred = label[P["i"]] == label[P["j"]]
+    p, r, _, _ = pr(pred, P)
+    shutil.rmtree(folder, ignore_errors=True)
+    return p, r, len(rep.groups)
+
+
+def calibrate(args: argparse.Namespace) -> str:
+    setup_keras_home()
+    t_start = time.perf_counter()
+    sets = load_sets(args.seed, args.originals)
+    feats = features(sets, Path(args.cache_dir), args.refresh)
+    spec = feats.pop("_pipeline")["spec"]  # type: ignore[index]
+    calib_sets = ["flowers", "ukbench"]
+    pairs = {name: pair_arrays(sets[name], feats[name]) for name in sets}
+    per_set_t = {name: lowest_safe_threshold(pairs[name]) for name in calib_sets}
+    chosen = max(per_set_t.values())
+    hash_best = {h: min(best_hash_threshold(pairs[n], h) for n in calib_sets) for h in ("phash", "dhash")}
+    lines = machine_lines({"model": f"{spec['model']} ({spec['weights']}), preprocessing {spec['preprocessing']}"})
+    lines.append(f"command: {command_line()}")
+    lines.append("")
+    lines.append(
+        f"Threshold rule: per calibration set, the lowest cosine threshold (grid step 0.005) from which up pair "
+        f"precision stays >= {TARGET_PRECISION}: " + ", ".join(f"{k} {v:.3f}" for k, v in per_set_t.items())
+        + f"; default = the highest: **{chosen:.3f}**"
+    )
+    lines.append("")
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="revsearch-dupbench-"))
+    for name, col in sets.items():
+        P = pairs[name]
+        npos = int(P["planted"].sum())
+        desc = f"{name} ({len(col.rel)} photos + {len(col.copies)} copies of {len(col.originals)}; {npos} planted pairs)"
+        p, r, _, fp = pr(P["cos"] >= chosen, P)
+        gp, gr, ng = group_pairs_pr(col, feats[name], P, chosen, tmp)
+        rows.append([desc, f"cosine >= {chosen:.3f}", f"{p:.4f}", f"{r:.4f}", fp, f"{gp:.4f} / {gr:.4f} ({ng} groups)"])
+        t_own = lowest_safe_threshold(P)
+        p2, r2, _, fp2 = pr(P["cos"] >= t_own, P)
+        rows.append(["", f"cosine >= {t_own:.3f} (this set's own)", f"{p2:.4f}", f"{r2:.4f}", fp2, ""])
+        for h in ("phash", "dhash"):
+            for ht in sorted({10, hash_best[h]}):
+                if ht < 0:
+                    continue
+                p, r, _, fp = pr(P[h] <= ht, P)
+                label = f"{h} Hamming <= {ht}" + (" (usual)" if ht == 10 else " (best with precision >= 0.99 on the calibration sets)")
+                rows.append(["", label, f"{p:.4f}", f"{r:.4f}", fp, ""])
+    lines.append(table(["set", "method", "pair precision", "pair recall", "false pairs", "find_duplicates groups: precision / recall"], rows))
+    lines.append("")
+    lines.append("Cosine thresholds (pair precision / recall of planted pairs; then the same for the pairs inside find_duplicates' groups):")
+    crows = []
+    for t in (0.85, 0.87, 0.89, 0.90, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96):
+        row: list[Any] = [f"{t:.2f}"]
+        for name in sets:
+            P = pairs[name]
+            p, r, _, _ = pr(P["cos"] >= t, P)
+            gp, gr, _ = group_pairs_pr(sets[name], feats[name], P, t, tmp)
+            row.append(f"{p:.3f} / {r:.3f}; {gp:.3f} / {gr:.3f}")
+        crows.append(row)
+    lines.append(table(["threshold", *sets], crows))
+    shutil.rmtree(tmp, ignore_errors=True)
+    # per edit: recall of original-copy pairs
+    lines.append("")
+    lines.append("Recall of (original, copy) pairs per edit, all sets together:")
+    erows = []
+    for e in EDIT_NAMES:
+        hits = {"cos": 0, "phash": 0, "dhash": 0}
+        total = 0
+        for name, col in sets.items():
+            P = pairs[name]
+            n = len(col.rel)
+            for j, (r0, ed) in enumerate(col.copies):
+                if ed != e:
+                    continue
+                total += 1
+                v = feats[name]["vectors"]
+                hits["cos"] += int(float(v[r0] @ v[n + j]) >= chosen)
+                for h in ("phash", "dhash"):
+                    d = int(_popcount64(np.array([feats[name][h][r0] ^ feats[name][h][n + j]]))[0])
+                    hits[h] += int(d <= 10)
+        erows.append([e, total, f"{hits['cos'] / total:.3f}", f"{hits['phash'] / total:.3f}", f"{hits['dhash'] / total:.3f}"])
+    lines.append(table(["edit", "copies", f"cosine >= {chosen:.3f}", "pHash <= 10", "dHash <= 10"], erows))
+    lines.append("")
+    lines.append("Entry for revsearch/duplicates.py CALIBRATIONS:")
+    lines.append(json.dumps({"model": spec["model"], "threshold": chosen, "preprocessing": spec["preprocessing"]}))
+    text = "\n".join(lines)
+    emit(text, t_start, args.markdown)
+    return text
+
+
+# ============================================================================ scale
+
+
+def make_synthetic(path: Path, n: int, dim: int, groups: int, seed: int, noise: float) -> np.ndarray:
+    """Write n clustered unit vectors to a .npy file; plant ``groups`` groups of an original and 3
+    noisy copies (rows of each group returned, shape (groups, 4))."""
+    rng = np.random.default_rng(seed)
+    n_clusters = 4096
+    centres = rng.standard_normal((n_clusters, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
+    chunk = 32768
+    for s in range(0, n, chunk):
+        m = min(chunk, n - s)
+        c = centres[rng.integers(0, n_clusters, m)]
+        x = c + rng.standard_normal((m, dim)).astype(np.float32) * np.float32(1.2 / np.sqrt(dim))
+        arr[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    planted = rng.choice(n, size=(groups, 4), replace=False)
+    for g in planted:
+        o = np.asarray(arr[g[0]])
+        for r in g[1:]:
+            x = o + rng.standard_normal(dim).astype(np.float32) * np.float32(noise / np.sqrt(dim))
+            arr[r] = x / np.linalg.norm(x)
+    arr.flush()
+    del arr
+    return planted
+
+
+class AnonPeak:
+    """Samples the process's anonymous memory (RssAnon: not the memory-mapped file) every 20 ms."""
+
+    def __init__(self) -> None:
+        self.peak = proc_kib("RssAnon") or 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, proc_kib("RssAnon") or 0)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._t.join()
+        return max(self.peak, proc_kib("RssAnon") or 0)
+
+
+def scale(args: argparse.Namespace) -> str:
+    from revsearch.duplicates import connected_components, duplicate_edges
+
+    t_start = time.perf_counter()
+    tmp = Path(args.tmp)
+    tmp.mkdir(parents=True, exist_ok=True)
+    lines = machine_lines()
+    lines.append(f"command: {command_line()}")
+    rows = []
+    for n in args.sizes:
+        path = tmp / f"dup-synthetic-{n}-{args.dim}.npy"
+        groups = max(10, n // 100)
+        t0 = time.perf_counter()
+        planted = make_synthetic(path, n, args.dim, groups, args.seed, args.noise)
+        t_make = time.perf_counter() - t0
+        x = np.load(path, mmap_mode="r")
+        sample = np.asarray(x[planted[:200]])
+        within = np.concatenate([(g @ g.T)[np.triu_indices(4, 1)] for g in sample])
+        rss0 = proc_kib("RssAnon") or 0
+        with contextlib.suppress(OSError):  # reset the RSS high-water mark (Linux)
+            Path("/proc/self/clear_refs").write_text("5")
+        sampler = AnonPeak()
+        info: dict[str, Any] = {}
+        t0 = time.perf_counter()
+        src, dst, sc = duplicate_edges(x, args.threshold, k=16, method=args.method, progress=False, info=info)
+        labels = connected_components(n, src, dst)
+        secs = time.perf_counter() - t0
+        anon_peak = sampler.stop()
+        peak = proc_kib("VmHWM") or 0
+        # planted pairs found (same component) and pairs found that were not planted
+        found = sum(int(labels[g[a]] == labels[g[b]]) for g in planted for a in range(4) for b in range(a + 1, 4))
+        total = len(planted) * 6
+        planted_set = {frozenset((int(a), int(b))) for g in planted for a in g for b in g if a != b}
+        und = {frozenset((int(a), int(b))) for a, b in zip(src.tolist(), dst.tolist())}
+        false_edges = sum(1 for e in und if e not in planted_set)
+        rows.append([
+            f"{n:,}", info.get("method"), f"{secs:.0f} s",
+            f"{(anon_peak - rss0) / 2**20:.0f} MiB (peak RSS incl. mapped vector pages {peak / 2**20:.0f} MiB)",
+            f"{found / total:.4f} ({found}/{total})", false_edges,
+            f"nlist {info.get('nlist')}, nprobe {info.get('nprobe')}, {info.get('pairs_scored', 0) / max(1, n * n / 2):.4f} of all pairs scored"
+            if info.get("method") == "approximate" else "every pair scored",
+        ])
+        lines.append(
+            f"n={n:,}: made in {t_make:.0f} s; planted pair cosines {within.min():.3f}..{within.max():.3f} "
+            f"(median {np.median(within):.3f}); info {info}"
+        )
+        del x
+        if not args.keep_files:
+            path.unlink()
+    lines.append("")
+    lines.append(
+        f"synthetic {args.dim}-d unit vectors around 4,096 random centres (unrelated same-centre cosine about 0.4), "
+        f"n/100 planted groups of an original + 3 copies (noise {args.noise}), threshold {args.threshold}, k=16"
+    )
+    lines.append(table(["vectors", "method", "time", "memory above start", "planted pairs found", "other edges", "work"], rows))
+    text = "\n".join(lines)
+    emit(text, t_start, args.markdown)
+    return text
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="part", required=True)
+    c = sub.add_parser("calibrate", help="calibrate the threshold on real photos, compare with pHash/dHash")
+    c.add_argument("--originals", type=int, default=200, help="flower originals per set (calibration and held-out)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--cache-dir", default="/tmp/revsearch-dup-cache")
+    c.add_argument("--refresh", action="store_true")
+    c.add_argument("--markdown", default=None)
+    s = sub.add_parser("scale", help="time and memory on synthetic vectors")
+    s.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    s.add_argument("--dim", type=int, default=2048)
+    s.add_argument("--threshold", type=float, default=0.95)
+    s.add_argument("--noise", type=float, default=0.2, help="copy noise (norm relative to the unit original)")
+    s.add_argument("--method", default="auto")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--tmp", default="/tmp/revsearch-dup-scale")
+    s.add_argument("--keep-files", action="store_true")
+    s.add_argument("--markdown", default=None)
+    args = p.parse_args()
+    (calibrate if args.part == "calibrate" else scale)(args)
+
+
+if __name__ == "__main__":
+    main()
