@@ -1,7 +1,7 @@
 """Approximate search (``revsearch.ann``, FAISS IVF-PQ + exact re-ranking) against exact search.
 
     python benchmarks/ann.py [--sizes 100000 1000000] [--dim 2048] [--queries 300]
-                             [--data structured|isotropic] [--tmp DIR] [--json FILE]
+                             [--data structured|isotropic] [--target-recall 0.95] [--tmp DIR] [--json FILE]
 
 For each size N a real revsearch index folder of N synthetic vectors (``--dim``-d float32, the
 product's 2048 by default) is generated chunk by chunk straight into memory-mapped shard files
@@ -9,7 +9,7 @@ of the index's usual size (never whole in memory), then:
 
 1. exact search (``Index.topk(exact=True)``) gives the true top-9 of ``--queries`` queries, and
    its time per query, in a batch and one query at a time;
-2. ``revsearch.ann.build_ann`` builds the approximate index the library would choose by itself
+2. ``revsearch.ann.build_ann`` builds (and tunes to ``--target-recall`` on its own vectors) the approximate index the library would choose by itself
    (``kind="auto"``: IVF-PQ at these sizes, training on a sample), timed, with its peak extra
    memory (VmHWM after clearing it) and its size on disk and in memory (RSS growth on loading);
    (the build's peak heap is sampled from RssAnon: the memory-mapped shards it reads are page
@@ -58,7 +58,10 @@ import numpy as np
 from common import command_line, fmt_mb, fmt_ms, load_average, machine_lines, median, proc_kib, synthetic_spec, table
 
 from revsearch import ann
-from revsearch.index import ROW_DTYPE, TARGET_SHARD_BYTES, Index, _commit, _Shard, _write_atomic
+from revsearch import store
+from revsearch.index import Index
+from revsearch.indexing import TARGET_SHARD_BYTES
+from revsearch.store import ROW_DTYPE
 
 K = 9
 
@@ -108,28 +111,22 @@ class Isotropic:
 
 
 def write_index(folder: Path, gen: Any, n: int, chunk: int = 16384) -> Index:
-    """Write an index of ``n`` generated vectors, shard by shard, through memory maps."""
-    folder.mkdir(parents=True)
+    """Write an index of ``n`` generated vectors, shard by shard, streamed through the store's writer."""
     dim = gen.dim
     per_shard = max(chunk, TARGET_SHARD_BYTES // (4 * dim))
-    shards = []
-    for s, start in enumerate(range(0, n, per_shard)):
-        m = min(per_shard, n - start)
-        token = f"bench{s:05d}"
-        shard = _Shard(token, m, np.empty((0, dim), np.float32), folder=folder)
-        mm = np.lib.format.open_memmap(folder / shard.files["vectors"], mode="w+", dtype=np.float32, shape=(m, dim))
-        for a in range(0, m, chunk):
-            b = min(m, a + chunk)
-            mm[a:b] = gen.sample(b - a, seed=1000 + (start + a) // chunk)
-        mm.flush()
-        del mm
-        rows = np.zeros(m, ROW_DTYPE)
-        rows["size"] = -1
-        _write_atomic(folder / shard.files["rows"], lambda f, r=rows: np.lib.format.write_array(f, r))
-        text = "".join(f"img{i:08d}.jpg\n" for i in range(start, start + m))
-        (folder / shard.files["paths"]).write_text(text, encoding="utf-8")
-        shards.append(shard)
-    _commit(folder, synthetic_spec(dim), shards, None, complete=True)
+    with store.writing(folder) as w:
+        w.commit(spec=synthetic_spec(dim), complete=False)
+        shards = []
+        for start in range(0, n, per_shard):
+            m = min(per_shard, n - start)
+            blocks = (
+                gen.sample(min(m, a + chunk) - a, seed=1000 + (start + a) // chunk) for a in range(0, m, chunk)
+            )
+            rows = np.zeros(m, ROW_DTYPE)
+            rows["size"] = -1
+            paths = [f"img{i:08d}.jpg" for i in range(start, start + m)]
+            shards.append(w.write_shard(blocks, rows, paths, dim=dim))
+        w.commit(shards=shards, complete=True)
     return Index.open(folder)
 
 
@@ -190,15 +187,18 @@ def bench_size(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         # the approximate index the library chooses by itself
         t0 = time.perf_counter()
         with AnonPeak() as mem:
-            meta = ann.build_ann(index, progress=False)
+            meta = ann.build_ann(index, target_recall=args.target_recall or None, progress=False)
         out["build_s"] = time.perf_counter() - t0
         out["build_peak_extra_bytes"] = mem.extra
         out["ann"] = {k: meta[k] for k in ("kind", "params", "file_bytes", "memory_bytes_estimate")}
+        if meta.get("tuning"):
+            out["tuning"] = {k: v for k, v in meta["tuning"].items() if k != "tried"}
+            print(f"[{n}] tuned: {out['tuning']}", flush=True)
         print(f"[{n}] built {meta['kind']} {meta['params']} in {out['build_s']:.0f} s", flush=True)
-        ann._LOADED.clear()
+        ann.clear_cache()
         gc.collect()
         before = rss_anon()
-        fidx = ann._load(index.folder / meta["file"])
+        fidx = ann.load_ann(index)
         out["loaded_rss_growth_bytes"] = rss_anon() - before  # rough: freed memory may be reused
         out["ram_bytes"] = meta["file_bytes"]  # the file is read whole into memory ...
         if meta["kind"] == "ivfpq":
@@ -245,7 +245,7 @@ def bench_size(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         out["grid"] = grid
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-        ann._LOADED.clear()
+        ann.clear_cache()
     return out
 
 
@@ -262,6 +262,9 @@ def report(results: list[dict[str, Any]], info: list[str]) -> str:
         p = a["params"]
         desc = a["kind"] + (f" nlist={p['nlist']} pq={p['pq_bytes']}B nprobe={p['nprobe']} rerank={p['rerank']}"
                             if a["kind"] == "ivfpq" else "")
+        t = r.get("tuning")
+        desc += (f"; tuned to {t['target_recall']:.2f}: {t['recall']:.3f} on its own vectors in {t['seconds']:.0f} s"
+                 if t else "; not tuned")
         rows.append([
             f"{r['n']:,}", desc, f"{r['recall']:.4f}",
             fmt_ms(r["exact_batch_s"]), fmt_ms(r["ann_batch_s"]), f"{r['exact_batch_s'] / r['ann_batch_s']:.0f}x",
@@ -295,6 +298,8 @@ def main() -> None:
     ap.add_argument("--single", type=int, default=5, help="queries timed one at a time, per run")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--data", choices=["structured", "isotropic"], default="structured")
+    ap.add_argument("--target-recall", type=float, default=ann.DEFAULT_TARGET_RECALL,
+                    help="build_ann's self-tuning target (0: no tuning, the planned settings)")
     ap.add_argument("--tmp", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()

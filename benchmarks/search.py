@@ -122,7 +122,7 @@ def bench_size(n: int, dim: int, batch: int, runs: int, tmp: Path, faiss_copy_ma
         # ------------------------------------------------ in memory
         index = Index.open(work / "index")
         assert len(index.shards) == 1
-        vec_file = index.folder / index._shards[0].files["vectors"]
+        vec_file = index.shards[0].filename  # the memory-mapped shard's file
         X = np.load(vec_file)  # the whole matrix in RAM
         del index
         assert X.shape == (n, dim) and X.dtype == np.float32 and X.flags.c_contiguous

@@ -4,8 +4,11 @@ An approximate (ANN) index is built from an existing revsearch index and stored 
 vector folder, next to the shards::
 
     vector_dir/
-        revsearch.json        manifest["ann"] = {"file", "kind", "params", "count", "built", ...}
-        ann-<token>.faiss     the FAISS index (absent for kind "flat")
+        revsearch.json             manifest["ann"] = {"file", "kind", "params", "count", "built", ...}
+        ann-<id>-<token>.faiss     the FAISS index (absent for kind "flat")
+
+Its file is written and committed through :mod:`revsearch.store` (the atomic writer and a
+manifest commit, under the folder's lock); the store deletes the previous file.
 
 :meth:`revsearch.Index.topk` (and so ``search`` / ``search_vectors``) uses it automatically
 when the manifest names one, and falls back to exact search otherwise; ``exact=True`` forces
@@ -35,7 +38,7 @@ functions.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
@@ -46,15 +49,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from . import store
 from .errors import OptionalDependencyError, RevsearchError
-from .search import _as_queries, topk_cosine
+from .search import as_queries, topk_cosine
+from .store import FolderWriter, Snapshot
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .index import Index
+#: A :class:`revsearch.Index` (duck-typed: its ``snapshot``, ``folder``, ``manifest``) or a Snapshot.
+IndexLike = Any
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +72,11 @@ __all__ = [
     "ann_info",
     "plan_ann",
     "parse_bytes",
+    "load_ann",
+    "clear_cache",
+    "refresh_after_update",
+    "tune_ann",
+    "DEFAULT_TARGET_RECALL",
 ]
 
 #: Below this many vectors "auto" chooses exact ("flat") search.
@@ -75,10 +85,21 @@ FLAT_MAX_VECTORS = 100_000
 KINDS = ("auto", "flat", "ivfpq", "hnsw")
 #: Default candidates re-scored exactly per query (kind "ivfpq").
 DEFAULT_RERANK = 100
+#: Recall@k that :func:`build_ann` tunes the search parameters to reach on the collection's own vectors.
+DEFAULT_TARGET_RECALL = 0.95
+#: Vectors of the collection used as queries while tuning.
+DEFAULT_TUNE_QUERIES = 200
+#: Candidates re-scored exactly that tuning tries (kind "ivfpq"; with "hnsw" they set efSearch).
+RERANK_GRID = (25, 50, 100, 200, 400, 800, 1600, 3200)
 #: Rows read from the shards per FAISS ``add`` call while building.
 ADD_CHUNK_ROWS = 32768
-_ANN_PREFIX = "ann-"
-_ANN_SUFFIX = ".faiss"
+#: Build options recorded in the manifest's request that are not :func:`plan_ann` options.
+_NOT_PLAN_OPTIONS = ("seed", "target_recall", "tune_queries")
+
+
+def _snap(index: Any) -> Snapshot:
+    """The committed state an Index (or a Snapshot) reads."""
+    return index if isinstance(index, Snapshot) else index.snapshot
 
 
 def _faiss() -> Any:
@@ -258,15 +279,15 @@ def _pow2_floor(x: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------- rows
-def _offsets(index: Index) -> np.ndarray:
+def _offsets(index: Snapshot) -> np.ndarray:
     """Row number of each shard's first row, shape (n_shards + 1,)."""
-    return np.concatenate([[0], np.cumsum([len(s) for s in index.shards])]).astype(np.int64)
+    return np.concatenate([[0], np.cumsum([len(s) for s in index.vectors])]).astype(np.int64)
 
 
-def _gather(index: Index, rows: np.ndarray) -> np.ndarray:
+def _gather(index: Snapshot, rows: np.ndarray) -> np.ndarray:
     """Read the vectors of global ``rows`` (shape (r,), any order) from the memory-mapped shards: (r, dim)."""
     offsets = _offsets(index)
-    shards = index.shards
+    shards = index.vectors
     if len(shards) == 1:
         return np.asarray(shards[0][rows], np.float32)
     out = np.empty((len(rows), index.dim), np.float32)
@@ -280,17 +301,17 @@ def _gather(index: Index, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def _iter_rows(index: Index, start: int, stop: int, chunk: int = ADD_CHUNK_ROWS) -> Any:
+def _iter_rows(index: Snapshot, start: int, stop: int, chunk: int = ADD_CHUNK_ROWS) -> Any:
     """Yield contiguous float32 blocks of rows ``start:stop`` (each at most ``chunk`` rows)."""
     offsets = _offsets(index)
-    for s, shard in enumerate(index.shards):
+    for s, shard in enumerate(index.vectors):
         lo, hi = max(start, offsets[s]), min(stop, offsets[s + 1])
         for a in range(int(lo), int(hi), chunk):
             b = min(int(hi), a + chunk)
             yield np.ascontiguousarray(shard[a - offsets[s] : b - offsets[s]], dtype=np.float32)
 
 
-def _fingerprints(index: Index, prefixes: Sequence[int]) -> dict[int, str]:
+def _fingerprints(index: Snapshot, prefixes: Sequence[int]) -> dict[int, str]:
     """Hash of the paths and content digests of the first ``p`` rows, for each ``p`` in ``prefixes``.
 
     The hash does not depend on how rows are split into shards, so it tells whether the rows an
@@ -306,14 +327,14 @@ def _fingerprints(index: Index, prefixes: Sequence[int]) -> dict[int, str]:
 
     while wanted and wanted[0] <= 0:
         snap(wanted.pop(0))
-    for shard in index._shards:
+    for shard in index.shards:
         if not wanted:
             break
         paths, digests = shard.paths, np.asarray(shard.rows["digest"])
         at = 0
         while at < shard.count and wanted:
             upto = min(shard.count, at + (wanted[0] - done))
-            hp.update("".join(p + "\n" for p in paths[at:upto]).encode("utf-8"))
+            hp.update("".join(p + "\n" for p in paths[at:upto]).encode("utf-8", store.PATH_ERRORS))
             hd.update(np.ascontiguousarray(digests[at:upto]).tobytes())
             done += upto - at
             at = upto
@@ -351,6 +372,29 @@ def _load(path: Path) -> Any:
     return idx
 
 
+def load_ann(index: Any) -> Any:
+    """The FAISS index of an index's approximate index (cached), or None if it has no file.
+
+    Parameters
+    ----------
+    index : Index or Snapshot
+
+    Returns
+    -------
+    faiss.Index or None
+    """
+    snap = _snap(index)
+    meta = snap.manifest.get("ann") or {}
+    return _load(snap.folder / meta["file"]) if meta.get("file") else None
+
+
+def clear_cache() -> None:
+    """Forget the FAISS indexes kept in memory (and the warnings already given)."""
+    with _LOADED_LOCK:
+        _LOADED.clear()
+    _WARNED.clear()
+
+
 def _warn_once(key: str, message: str, *args: Any) -> None:
     if key not in _WARNED:
         _WARNED.add(key)
@@ -359,7 +403,7 @@ def _warn_once(key: str, message: str, *args: Any) -> None:
 
 # ---------------------------------------------------------------------------------------- searching
 def ann_topk(
-    index: Index,
+    index: IndexLike,
     vectors: np.ndarray,
     k: int = 9,
     *,
@@ -375,7 +419,7 @@ def ann_topk(
 
     Parameters
     ----------
-    index : Index
+    index : Index or Snapshot
         The index to search.
     vectors : numpy.ndarray
         Shape (dim,) or (b, dim), L2-normalised float32.
@@ -397,9 +441,11 @@ def ann_topk(
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, not {k}")
+    index = _snap(index)
     meta = index.manifest.get("ann") or {}
     n = len(index)
-    exact = lambda: topk_cosine(index.shards, vectors, k, exclude=exclude)  # noqa: E731
+    k = max(1, min(int(k), n))  # never more places than rows
+    exact = lambda: topk_cosine(index.vectors, vectors, k, exclude=exclude)  # noqa: E731
     if not meta or meta.get("kind") == "flat" or not meta.get("file"):
         return exact()
     if int(meta.get("count", -1)) != n:
@@ -415,11 +461,20 @@ def ann_topk(
     except OptionalDependencyError as e:
         _warn_once("nofaiss", "%s; using exact search", e)
         return exact()
-    q, _ = _as_queries(vectors, index.dim)
+    q, _ = as_queries(vectors, index.dim)
     try:
         fidx = _load(index.folder / meta["file"])
     except (RevsearchError, RuntimeError) as e:  # missing or damaged file (FAISS raises RuntimeError)
         _warn_once(f"load:{index.folder}:{meta['file']}", "%s; using exact search", e)
+        return exact()
+    if int(getattr(fidx, "d", index.dim)) != index.dim or int(getattr(fidx, "ntotal", n)) != n:
+        _warn_once(
+            f"shape:{index.folder}:{meta['file']}",
+            "the approximate index file %s holds %s %s-d vectors but the index holds %s %s-d vectors: using exact "
+            "search (rebuild it with `revsearch ann %s`)",
+            index.folder / meta["file"], getattr(fidx, "ntotal", "?"), getattr(fidx, "d", "?"), n, index.dim,
+            index.folder,
+        )
         return exact()
     params = meta.get("params", {})
     kind = meta["kind"]
@@ -453,12 +508,12 @@ def ann_topk(
     short = ~np.isfinite(top_s).all(axis=1)
     if short.any():  # too few candidates in the cells scanned: exact search for those queries
         logger.debug("%d queries found fewer than %d candidates; searched exactly", int(short.sum()), kk)
-        es, er = topk_cosine(index.shards, q[short], kk, exclude=excluded.tolist())
+        es, er = topk_cosine(index.vectors, q[short], kk, exclude=excluded.tolist())
         top_s[short], top_r[short] = es, er
     return np.ascontiguousarray(top_s, np.float32), np.ascontiguousarray(top_r, np.int64)
 
 
-def _rescore(index: Index, q: np.ndarray, cand: np.ndarray, block_bytes: int = 32 * 2**20) -> np.ndarray:
+def _rescore(index: Snapshot, q: np.ndarray, cand: np.ndarray, block_bytes: int = 32 * 2**20) -> np.ndarray:
     """Exact inner products of each query (b, d) with its candidates (b, c) read from the shards.
 
     Candidate rows are copied once, straight from the memory-mapped shards into a (block, c, d)
@@ -475,6 +530,148 @@ def _rescore(index: Index, q: np.ndarray, cand: np.ndarray, block_bytes: int = 3
         s = np.matmul(vecs, q[a : a + per_block, :, None])[..., 0]  # (blk, c)
         out[a : a + per_block] = np.where(valid, s, -np.inf)
     return out
+
+
+# ---------------------------------------------------------------------------------------- tuning
+def _recall_without_self(rows: np.ndarray, truth: np.ndarray, query_rows: np.ndarray, k: int) -> float:
+    """Mean recall@k of ``rows`` against ``truth`` (both (b, k+1)), ignoring each query's own row."""
+    hits = 0
+    for got, want, own in zip(rows, truth, query_rows):
+        want_k = [r for r in want.tolist() if r != own][:k]
+        got_k = [r for r in got.tolist() if r != own][:k]
+        hits += len(set(got_k) & set(want_k)) / max(1, len(want_k))
+    return hits / max(1, len(rows))
+
+
+def _search_cost(kind: str, params: dict[str, Any], n: int, dim: int, nprobe: int, rerank: int) -> float:
+    """A machine-independent cost model of one query, in bytes touched (to compare settings).
+
+    IVF-PQ scans ``nprobe`` cells of ``n / nlist`` codes of ``pq_bytes`` bytes and then reads
+    ``rerank`` float32 rows at random (counted twice: random reads cost more than a scan).
+    HNSW visits about ``efSearch`` nodes of ``dim`` floats.
+    """
+    if kind == "ivfpq":
+        scan = nprobe * (n / max(1, int(params["nlist"]))) * int(params["pq_bytes"])
+        return float(scan + 2 * rerank * dim * 4)
+    return float(max(rerank, int(params.get("ef_search", 0))) * dim * 4 * 2)
+
+
+def tune_ann(
+    index: IndexLike,
+    *,
+    target_recall: float = DEFAULT_TARGET_RECALL,
+    k: int = 9,
+    queries: int = DEFAULT_TUNE_QUERIES,
+    nprobe: int | None = None,
+    rerank: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Measure recall@k of the index's approximate index and choose the cheapest search settings.
+
+    A sample of the collection's own vectors is used as queries; exact search gives the true
+    top-k (each query's own row left out of both). Settings are tried from cheap to expensive,
+    starting at the recorded (planned) ones and never below them (``rerank`` candidates, and for
+    IVF-PQ ``nprobe`` cells; with HNSW ``rerank`` also sets efSearch), and the one with the lowest cost (:func:`_search_cost`, bytes touched per query,
+    so the choice does not depend on the machine's load) that reaches ``target_recall`` is
+    chosen; if none does, the one with the best recall, with a warning.
+
+    Parameters
+    ----------
+    index : Index or Snapshot
+        An index whose manifest names an approximate index (kind "ivfpq" or "hnsw").
+    target_recall : float, default 0.95
+        Recall@k to reach, in (0, 1].
+    k : int, default 9
+        Results per query that recall is measured on.
+    queries : int, default 200
+        Vectors of the collection used as queries (fewer if it holds fewer).
+    nprobe, rerank : int, optional
+        Keep this value fixed instead of tuning it.
+    seed : int, default 0
+        Seeds the draw of the query vectors.
+
+    Returns
+    -------
+    dict
+        ``{"target_recall", "k", "queries", "nprobe", "rerank", "recall", "reached", "seconds",
+        "tried": [{"nprobe", "rerank", "recall", "cost"}, ...]}``; ``nprobe`` is None for HNSW.
+    """
+    if not 0 < float(target_recall) <= 1:
+        raise ValueError(f"target_recall must be in (0, 1], not {target_recall}")
+    if k < 1 or queries < 1:
+        raise ValueError(f"k and queries must be at least 1, not {k} and {queries}")
+    index = _snap(index)
+    meta = index.manifest.get("ann") or {}
+    kind = meta.get("kind")
+    if kind not in ("ivfpq", "hnsw"):
+        raise RevsearchError(f"the index in {str(index.folder)!r} has no approximate index to tune (kind {kind!r})")
+    t0 = time.perf_counter()
+    params = meta.get("params", {})
+    n, dim = len(index), index.dim
+    rows = _sample_rows(n, queries, seed)
+    q = _gather(index, rows)
+    kk = min(k + 1, n)
+    _, truth = topk_cosine(index.vectors, q, kk)
+    # Never cheaper than the planned settings: the collection's own vectors are easier queries
+    # than new photos (each lies in its own cluster's cell), so tuning only adds work where the
+    # planned settings miss the target.
+    floor_rerank = max(k, int(params.get("rerank", DEFAULT_RERANK)))
+    if kind == "ivfpq":
+        nlist = int(params["nlist"])
+        floor = min(nlist, int(params.get("nprobe", 1)))
+        doubling = {min(nlist, floor << i) for i in range(0, nlist.bit_length() + 1)}
+        probes = [nprobe] if nprobe else sorted(doubling)
+    else:
+        probes = [None]
+    grid = sorted({floor_rerank, *(r for r in RERANK_GRID if r > floor_rerank)})
+    reranks = [rerank] if rerank is not None else grid
+    tried: list[dict[str, Any]] = []
+    best_cost = math.inf  # of the cheapest setting found that reaches the target
+    for rr in reranks:
+        if _search_cost(kind, params, n, dim, probes[0] or 0, rr) >= best_cost:
+            break  # the cost grows with rerank: nothing cheaper is left
+        previous, flat = None, 0
+        for npb in probes:
+            cost = _search_cost(kind, params, n, dim, npb or 0, rr)
+            if cost >= best_cost:
+                break
+            _, got = ann_topk(index, q, kk, nprobe=npb, rerank=rr)
+            rec = _recall_without_self(got, truth, rows, k)
+            tried.append({"nprobe": npb, "rerank": rr, "recall": round(rec, 4), "cost": cost})
+            if rec >= target_recall:
+                best_cost = cost
+                break  # more cells cannot make this rerank cheaper
+            flat = flat + 1 if previous is not None and rec - previous < 0.002 else 0
+            if flat >= 2:
+                break  # more cells no longer help: the candidates re-scored are the limit
+            previous = rec
+    reached = [t for t in tried if t["recall"] >= target_recall]
+    if reached:
+        best = min(reached, key=lambda t: (t["cost"], -t["recall"]))
+    else:
+        best = max(tried, key=lambda t: (t["recall"], -t["cost"]))
+        logger.warning(
+            "the approximate index of %s reaches recall@%d %.3f at best, below the target %.3f: search with "
+            "exact=True, or rebuild it with a larger memory budget",
+            index.folder, k, best["recall"], target_recall,
+        )
+    return {
+        "target_recall": float(target_recall), "k": int(k), "queries": int(len(rows)),
+        "nprobe": best["nprobe"], "rerank": int(best["rerank"]), "recall": best["recall"],
+        "reached": bool(reached), "seconds": round(time.perf_counter() - t0, 3), "tried": tried,
+    }
+
+
+def _apply_tuning(meta: dict[str, Any], tuning: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an ``ann`` manifest entry searching with the tuned settings."""
+    new = dict(meta)
+    params = dict(meta.get("params", {}))
+    if tuning["nprobe"] is not None:
+        params["nprobe"] = int(tuning["nprobe"])
+    params["rerank"] = int(tuning["rerank"])
+    new["params"] = params
+    new["tuning"] = {k: v for k, v in tuning.items()}
+    return new
 
 
 # ---------------------------------------------------------------------------------------- building
@@ -508,7 +705,7 @@ def _add_chunk_rows(fidx: Any, dim: int) -> int:
     return int(min(ADD_CHUNK_ROWS, max(256, 2**28 // per_row)))  # about 256 MiB of temporaries
 
 
-def _add_rows(fidx: Any, index: Index, start: int, stop: int, progress: bool, desc: str) -> None:
+def _add_rows(fidx: Any, index: Snapshot, start: int, stop: int, progress: bool, desc: str) -> None:
     from tqdm.auto import tqdm
 
     with tqdm(total=stop - start, desc=desc, unit="vec", disable=not progress) as bar:
@@ -517,47 +714,15 @@ def _add_rows(fidx: Any, index: Index, start: int, stop: int, progress: bool, de
             bar.update(len(block))
 
 
-def _write_faiss(faiss: Any, folder: Path, fidx: Any) -> str:
-    """Write a FAISS index under a new name, atomically (write aside, fsync, rename)."""
-    from .index import _fsync_dir, _new_token
-
-    name = f"{_ANN_PREFIX}{_new_token()}{_ANN_SUFFIX}"
-    tmp = folder / f".{name}.tmp"
-    try:
-        faiss.write_index(fidx, str(tmp))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, folder / name)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    _fsync_dir(folder)
-    return name
+def _write_faiss(faiss: Any, writer: FolderWriter, fidx: Any) -> str:
+    """Write a FAISS index as a new section file through the store's atomic writer; return its name."""
+    data = faiss.serialize_index(fidx)  # (bytes,) uint8: the file's content
+    return writer.write_section_file("ann", lambda fh: fh.write(memoryview(np.ascontiguousarray(data))))
 
 
-def _remove_stale_files(folder: Path, live: str | None) -> None:
-    for p in folder.iterdir():
-        if p.name.startswith(_ANN_PREFIX) and p.name.endswith(_ANN_SUFFIX) and p.name != live:
-            with contextlib.suppress(OSError):
-                p.unlink()
-                logger.debug("removed stale approximate index %s", p)
-
-
-def _commit_ann(index: Index, meta: dict[str, Any] | None) -> None:
-    """Record ``meta`` as the index's approximate index (None: none) through the index's atomic commit."""
-    from .index import _commit
-
-    previous = {k: v for k, v in index.manifest.items() if k not in ("ann", "ann_stale")}
-    index.manifest = _commit(
-        index.folder,
-        index.spec,
-        index._shards,
-        None,
-        complete=index.complete,
-        extra={"ann": meta} if meta else None,
-        previous=previous,
-    )
-    _remove_stale_files(index.folder, meta.get("file") if meta else None)
+def _commit_ann(writer: FolderWriter, meta: dict[str, Any] | None) -> dict[str, Any]:
+    """Record ``meta`` as the index's approximate index (None: none); the store deletes the old file."""
+    return writer.commit(fields={"ann": meta, "ann_stale": None})
 
 
 def _request(meta: dict[str, Any]) -> dict[str, Any]:
@@ -565,8 +730,10 @@ def _request(meta: dict[str, Any]) -> dict[str, Any]:
     return dict(meta.get("request") or {"kind": meta.get("kind", "auto")})
 
 
-def _build_locked(index: Index, request: dict[str, Any], *, progress: bool, action: str = "built") -> dict[str, Any]:
-    """Build and commit an approximate index; the caller holds the folder's lock."""
+def _build_locked(
+    writer: FolderWriter, index: Snapshot, request: dict[str, Any], *, progress: bool, action: str = "built"
+) -> dict[str, Any]:
+    """Build and commit an approximate index through the writer (which holds the folder's lock)."""
     if not index.complete:
         raise RevsearchError(
             f"the index in {str(index.folder)!r} is incomplete (an indexing run did not finish): run "
@@ -574,7 +741,7 @@ def _build_locked(index: Index, request: dict[str, Any], *, progress: bool, acti
         )
     t0 = time.perf_counter()
     n, dim = len(index), index.dim
-    opts = {k: v for k, v in request.items() if k != "seed"}
+    opts = {k: v for k, v in request.items() if k not in _NOT_PLAN_OPTIONS}
     kind, params, mem = plan_ann(n, dim, **opts)
     name: str | None = None
     file_bytes = 0
@@ -589,7 +756,7 @@ def _build_locked(index: Index, request: dict[str, Any], *, progress: bool, acti
             logger.info("training IVF-PQ (%s) on %d of %d vectors", params, len(rows), n)
             fidx.train(_gather(index, rows))
         _add_rows(fidx, index, 0, n, progress, f"ANN {kind}")
-        name = _write_faiss(faiss, index.folder, fidx)
+        name = _write_faiss(faiss, writer, fidx)
         file_bytes = (index.folder / name).stat().st_size
     meta = {
         "file": name,
@@ -599,20 +766,33 @@ def _build_locked(index: Index, request: dict[str, Any], *, progress: bool, acti
         "trained_count": n,
         "dim": dim,
         "fingerprint": _fingerprints(index, [n])[n],
-        "built": _now(),
+        "built": store.utc_now(),
         "build_seconds": round(time.perf_counter() - t0, 3),
         "file_bytes": file_bytes,
         "memory_bytes_estimate": int(mem),
         "faiss_version": faiss_version,
         "request": {k: v for k, v in request.items() if v is not None},
-        "last_update": {"action": action, "at": _now(), "vectors": n},
+        "last_update": {"action": action, "at": store.utc_now(), "vectors": n},
     }
-    _commit_ann(index, meta)
+    target = request.get("target_recall", DEFAULT_TARGET_RECALL)
+    if kind != "flat" and target:
+        searchable = dataclasses.replace(index, manifest={**index.manifest, "ann": meta})  # committed below
+        tuning = tune_ann(
+            searchable, target_recall=target, queries=int(request.get("tune_queries") or DEFAULT_TUNE_QUERIES),
+            nprobe=request.get("nprobe"), rerank=request.get("rerank"), seed=int(request.get("seed", 1234)),
+        )
+        meta = _apply_tuning(meta, tuning)
+        meta["build_seconds"] = round(time.perf_counter() - t0, 3)
+        logger.info(
+            "tuned %s search to recall@%d %.3f (target %.3f) with nprobe=%s rerank=%s",
+            kind, tuning["k"], tuning["recall"], target, tuning["nprobe"], tuning["rerank"],
+        )
+    _commit_ann(writer, meta)
     logger.info("approximate index of %s %s: %s, %d vectors, %s", index.folder, action, kind, n, params)
     return meta
 
 
-def _extend_locked(index: Index, meta: dict[str, Any], *, progress: bool) -> dict[str, Any]:
+def _extend_locked(writer: FolderWriter, index: Snapshot, meta: dict[str, Any], *, progress: bool) -> dict[str, Any]:
     """Add rows ``meta['count']:len(index)`` to the existing FAISS index and commit it under a new name."""
     t0 = time.perf_counter()
     n, old = len(index), int(meta["count"])
@@ -621,23 +801,23 @@ def _extend_locked(index: Index, meta: dict[str, Any], *, progress: bool) -> dic
         faiss = _faiss()
         fidx = faiss.read_index(str(index.folder / meta["file"]))
         _add_rows(fidx, index, old, n, progress, "ANN extend")
-        new["file"] = _write_faiss(faiss, index.folder, fidx)
+        new["file"] = _write_faiss(faiss, writer, fidx)
         new["file_bytes"] = (index.folder / new["file"]).stat().st_size
     new.update(
         count=n,
         fingerprint=_fingerprints(index, [n])[n],
-        last_update={"action": "extended" if n > old else "kept", "at": _now(), "vectors": n - old,
+        last_update={"action": "extended" if n > old else "kept", "at": store.utc_now(), "vectors": n - old,
                      "seconds": round(time.perf_counter() - t0, 3)},
     )
-    _commit_ann(index, new)
+    _commit_ann(writer, new)
     logger.info("approximate index of %s extended with %d vectors (now %d)", index.folder, n - old, n)
     return new
 
 
-def refresh_after_update(folder: str | os.PathLike, stale: dict[str, Any], *, progress: bool = True) -> dict[str, Any] | None:
-    """Bring an approximate index up to date after the vectors changed; the caller holds the lock.
+def refresh_after_update(writer: FolderWriter, stale: dict[str, Any], *, progress: bool = True) -> dict[str, Any] | None:
+    """Bring an approximate index up to date after the vectors changed, through the update's writer.
 
-    Called at the end of :meth:`revsearch.Index.update_folder` (and of a Dask build) when the
+    Called at the end of :func:`revsearch.indexing.update_folder` (and of a Dask build) when the
     index had an approximate index before. If the rows it was built on are still the first
     rows, unchanged, and the collection has not outgrown its training (more than twice the
     vectors it was trained on) or its kind, the new rows are added; otherwise it is rebuilt
@@ -645,8 +825,8 @@ def refresh_after_update(folder: str | os.PathLike, stale: dict[str, Any], *, pr
 
     Parameters
     ----------
-    folder : path
-        The index folder.
+    writer : FolderWriter
+        The writer of the update (it holds the folder's lock).
     stale : dict
         The manifest's ``ann`` entry before the update.
     progress : bool, default True
@@ -656,18 +836,18 @@ def refresh_after_update(folder: str | os.PathLike, stale: dict[str, Any], *, pr
     dict or None
         The new manifest ``ann`` entry; None if FAISS is missing (a warning says to rebuild).
     """
-    from .index import Index
-
-    index = Index.open(folder)
+    index = writer.snapshot()
+    assert index is not None
+    folder = writer.folder
     n = len(index)
     request = _request(stale)
     try:
         if n == 0:
-            _commit_ann(index, None)
+            _commit_ann(writer, None)
             logger.warning("approximate index of %s dropped: the index is empty", folder)
             return None
         old = int(stale.get("count", -1))
-        want_kind, _, _ = plan_ann(n, index.dim, **{k: v for k, v in request.items() if k != "seed"})
+        want_kind, _, _ = plan_ann(n, index.dim, **{k: v for k, v in request.items() if k not in _NOT_PLAN_OPTIONS})
         reason = None
         if want_kind != stale.get("kind"):
             reason = f"{n} vectors now call for kind {want_kind!r} instead of {stale.get('kind')!r}"
@@ -677,10 +857,12 @@ def refresh_after_update(folder: str | os.PathLike, stale: dict[str, Any], *, pr
             reason = f"the collection grew from {stale.get('trained_count', old)} to {n} vectors since it was trained"
         elif stale.get("file") and not (index.folder / stale["file"]).is_file():
             reason = "its file is missing"
+        elif stale.get("file") and int(getattr(_faiss().read_index(str(index.folder / stale["file"])), "d", -1)) != index.dim:
+            reason = "its file holds vectors of another dimension"
         if reason is None:
-            return _extend_locked(index, stale, progress=progress)
+            return _extend_locked(writer, index, stale, progress=progress)
         logger.warning("approximate index of %s needs a rebuild (%s): rebuilding it", folder, reason)
-        return _build_locked(index, request, progress=progress, action="rebuilt")
+        return _build_locked(writer, index, request, progress=progress, action="rebuilt")
     except OptionalDependencyError as e:
         logger.warning(
             "the approximate index of %s is out of date and could not be rebuilt (%s); search is exact until "
@@ -691,7 +873,7 @@ def refresh_after_update(folder: str | os.PathLike, stale: dict[str, Any], *, pr
 
 
 def build_ann(
-    index_or_dir: Index | str | os.PathLike,
+    index_or_dir: Any,
     *,
     memory_budget: int | str | None = None,
     kind: str = "auto",
@@ -702,6 +884,8 @@ def build_ann(
     hnsw_m: int | None = None,
     train_size: int | None = None,
     seed: int = 1234,
+    target_recall: float | None = DEFAULT_TARGET_RECALL,
+    tune_queries: int = DEFAULT_TUNE_QUERIES,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Build (or rebuild) the approximate index of a revsearch index, in its folder.
@@ -723,6 +907,13 @@ def build_ann(
         Override the chosen parameters.
     seed : int, default 1234
         Seeds the training sample and k-means.
+    target_recall : float or None, default 0.95
+        After building, :func:`tune_ann` measures recall@9 on ``tune_queries`` of the
+        collection's own vectors and records the cheapest ``nprobe`` / ``rerank`` (efSearch for
+        HNSW) that reach it (an explicit ``nprobe`` or ``rerank`` is kept as given). None: no
+        tuning, the planned defaults are used.
+    tune_queries : int, default 200
+        Vectors used as queries while tuning.
     progress : bool, default True
         Show a ``tqdm.auto`` progress bar while adding vectors.
 
@@ -739,25 +930,27 @@ def build_ann(
     RevsearchError
         If the index is empty or incomplete, or the budget is too small.
     """
-    from .index import Index, _Lock
-
-    folder = index_or_dir.folder if isinstance(index_or_dir, Index) else Path(index_or_dir)
+    folder = Path(getattr(index_or_dir, "folder", index_or_dir))
     request: dict[str, Any] = {
         "kind": kind, "memory_budget": parse_bytes(memory_budget), "nlist": nlist, "pq_bytes": pq_bytes,
         "nprobe": nprobe, "rerank": rerank, "hnsw_m": hnsw_m, "train_size": train_size, "seed": seed,
+        # 0 records "no tuning" (None would be dropped from the manifest and mean the default).
+        "target_recall": 0 if target_recall is None else target_recall, "tune_queries": tune_queries,
     }
+    if target_recall is not None and not 0 < float(target_recall) <= 1:
+        raise ValueError(f"target_recall must be in (0, 1], not {target_recall}")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
-    with _Lock(folder):
-        index = Index.open(folder)
-        meta = _build_locked(index, request, progress=progress)
-    if isinstance(index_or_dir, Index):
-        index_or_dir.manifest = index.manifest
-        index_or_dir._shards = index._shards
+    with store.writing(folder, create=False) as w:
+        index = w.snapshot()
+        assert index is not None
+        meta = _build_locked(w, index, request, progress=progress)
+    if hasattr(index_or_dir, "reload"):  # an open Index moves to the state with its approximate index
+        index_or_dir.reload()
     return meta
 
 
-def drop_ann(index_or_dir: Index | str | os.PathLike) -> bool:
+def drop_ann(index_or_dir: Any) -> bool:
     """Remove the approximate index of an index (search becomes exact).
 
     Parameters
@@ -769,19 +962,17 @@ def drop_ann(index_or_dir: Index | str | os.PathLike) -> bool:
     bool
         Whether there was one.
     """
-    from .index import Index, _Lock
-
-    folder = index_or_dir.folder if isinstance(index_or_dir, Index) else Path(index_or_dir)
-    with _Lock(folder):
-        index = Index.open(folder)
-        had = bool(index.manifest.get("ann") or index.manifest.get("ann_stale"))
-        _commit_ann(index, None)
-    if isinstance(index_or_dir, Index):
-        index_or_dir.manifest = index.manifest
+    folder = Path(getattr(index_or_dir, "folder", index_or_dir))
+    with store.writing(folder, create=False) as w:
+        manifest = w.manifest or {}
+        had = bool(manifest.get("ann") or manifest.get("ann_stale"))
+        _commit_ann(w, None)
+    if hasattr(index_or_dir, "reload"):
+        index_or_dir.reload()
     return had
 
 
-def ann_info(index_or_dir: Index | str | os.PathLike) -> dict[str, Any] | None:
+def ann_info(index_or_dir: Any) -> dict[str, Any] | None:
     """The manifest's ``ann`` entry of an index (None if it has no approximate index).
 
     Parameters
@@ -792,13 +983,7 @@ def ann_info(index_or_dir: Index | str | os.PathLike) -> dict[str, Any] | None:
     -------
     dict or None
     """
-    from .index import Index
-
-    index = index_or_dir if isinstance(index_or_dir, Index) else Index.open(index_or_dir)
-    return index.manifest.get("ann")
-
-
-def _now() -> str:
-    from .index import _now as now
-
-    return now()
+    manifest = getattr(index_or_dir, "manifest", None)
+    if manifest is None:
+        manifest = store.read_manifest(index_or_dir)
+    return manifest.get("ann")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .embedding import Embedder
-from .errors import ImageReadError, IndexNotFoundError, RevsearchError
+from .errors import ImageReadError, IndexDamagedError, IndexNotFoundError, RevsearchError
 from .images import ImageSource, load_image
 from .index import Index, UpdateReport, resolve_embedder
 from .remote import read_query
@@ -127,7 +127,12 @@ def reverse_image_search(
             raise RevsearchError("dataset_dir is required with generate=True: the folder of images to index")
         if not Path(dataset_dir).is_dir():
             raise RevsearchError(f"dataset folder {str(dataset_dir)!r} does not exist or is not a folder")
-        existing = Index.open(vector_dir) if Index.exists(vector_dir) else None
+        existing = None
+        if Index.exists(vector_dir):
+            try:
+                existing = Index.open(vector_dir)
+            except IndexDamagedError:  # indexing again repairs it: take the model from its manifest
+                existing = Index.open_manifest(vector_dir)
         recorded = existing.spec.get("precision", "float32") if existing is not None else None
         embedder = resolve_embedder(existing, model, weights=weights, precision=recorded)  # type: ignore[arg-type]
         index, report = Index.build(dataset_dir, vector_dir, embedder, batch_size=batch_size, progress=progress)

@@ -12,10 +12,11 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import RevsearchError
+from .errors import IndexDamagedError, RevsearchError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -25,10 +26,54 @@ def _weights(value: str) -> str | None:
     return None if value.lower() == "none" else value
 
 
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
+
+
+def _say(text: str, *, err: bool = False) -> None:
+    """Print a line; file names that are not valid UTF-8 are written as their original bytes."""
+    stream = sys.stderr if err else sys.stdout
+    try:
+        print(text, file=stream)
+    except UnicodeEncodeError:
+        data = (text + "\n").encode(getattr(stream, "encoding", None) or "utf-8", "surrogateescape")
+        buffer = getattr(stream, "buffer", None)
+        stream.flush()
+        if buffer is not None:
+            buffer.write(data)
+            buffer.flush()
+        else:
+            print(data.decode("utf-8", "replace"), end="", file=stream)
+
+
+def _warn(text: str) -> None:
+    _say(f"revsearch: warning: {text}", err=True)
+
+
+def _warn_incomplete(index: Any) -> None:
+    if not index.complete:
+        where = index.dataset_dir or "DATASET_DIR"
+        _warn(
+            f"the index in {index.folder} is incomplete (an indexing run did not finish): results come from the "
+            f"{len(index)} images indexed so far; run `revsearch index {where} {index.folder}` to finish it"
+        )
+
+
 def _cmd_index(args: argparse.Namespace) -> int:
     from .index import Index, resolve_embedder
 
-    existing = Index.open(args.vector_dir) if Index.exists(args.vector_dir) else None
+    existing = None
+    if Index.exists(args.vector_dir):
+        try:
+            existing = Index.open(args.vector_dir)
+        except IndexDamagedError:  # indexing again repairs it: take the model from its manifest
+            existing = Index.open_manifest(args.vector_dir)
     # precision and backend do not change which vectors are comparable: naming the index's model keeps its
     # recorded preprocessing whatever they are (the index's precision is passed so resolve_embedder sees it)
     recorded = existing.spec.get("precision", "float32") if existing is not None else None
@@ -41,7 +86,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
         index, dreport = build_index_dask(
             args.dataset_dir, args.vector_dir, embedder, client=args.dask, n_workers=args.dask_workers,
-            partition_size=args.partition_size, batch_size=batch_size, progress=not args.quiet,
+            partition_size=args.partition_size, batch_size=batch_size, prune=args.prune, exclude=args.exclude,
+            progress=not args.quiet,
         )
         report, summary = dreport.report, dreport.summary()
     else:
@@ -51,14 +97,16 @@ def _cmd_index(args: argparse.Namespace) -> int:
             embedder,
             batch_size=batch_size,
             workers=args.workers,
+            prune=args.prune,
+            exclude=args.exclude,
             progress=not args.quiet,
         )
         summary = report.summary()
     for s in report.skipped:
-        print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
+        _say(f"skipped {s.path}: {s.reason}", err=True)
     spec = index.spec
     how = f"{spec.get('backend', 'keras')} {spec.get('precision', 'float32')}"
-    print(f"{index.folder}: {len(index)} vectors ({spec['model']}, {index.dim}-d) by {how}; {summary}")
+    _say(f"{index.folder}: {len(index)} vectors ({spec['model']}, {index.dim}-d) by {how}; {summary}")
     ann = index.manifest.get("ann")
     if ann:  # an approximate index was brought up to date (revsearch.ann)
         last = ann.get("last_update", {})
@@ -76,15 +124,20 @@ def _cmd_search(args: argparse.Namespace) -> int:
     index = Index.open(args.vector_dir)
     query = read_query(args.query)  # a file, or an http(s) URL (downloaded with a time limit and size cap)
     load_image(query, label=args.query)  # a bad query fails here, before the model loads
+    _warn_incomplete(index)
     if getattr(args, "dask", None):  # exact search on a Dask cluster (revsearch.distributed)
         from .distributed import search_dask
 
+        if args.under or args.exclude:
+            raise RevsearchError("--under and --exclude do not work with --dask yet: leave out --dask to use them")
+
         scores, rows = search_dask(index, index.embedder().embed(query), args.k, client=args.dask)
-        matches = index._matches(scores, rows, args.dataset_dir)[0]
+        matches = index.matches(scores, rows, args.dataset_dir)[0]
     else:
         emb = index.embedder().variant(backend=args.backend) if getattr(args, "backend", None) else None
         matches = index.search(
-            query, args.k, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False), embedder=emb
+            query, args.k, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False), embedder=emb,
+            under=_relative_folder(index, args.under, args.dataset_dir), exclude_paths=args.exclude,
         )
     if args.out:
         from .display import plot_results, save_figure
@@ -106,10 +159,25 @@ def _cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
     else:
         for m in matches:  # type: ignore[union-attr]
-            print(f"{m.rank + 1:>3}  {m.score:.4f}  {m.path}")
+            _say(f"{m.rank + 1:>3}  {m.score:.4f}  {m.path}")
         if args.out:
             print(f"saved {args.out}", file=sys.stderr)
     return 0
+
+
+def _relative_folder(index: Any, under: str | None, dataset_dir: str | None) -> str | None:
+    """``--under``: a folder relative to the dataset folder, or a path to a folder inside it."""
+    if not under:
+        return None
+    base = Path(dataset_dir) if dataset_dir else index.dataset_dir
+    p = Path(under)
+    if base is not None and (p.is_absolute() or p.is_dir()):
+        try:
+            return p.resolve().relative_to(Path(base).resolve()).as_posix()
+        except ValueError:
+            if p.is_absolute():
+                raise RevsearchError(f"--under {under!r} is not inside the dataset folder {str(base)!r}") from None
+    return p.as_posix()
 
 
 def _cmd_import_legacy(args: argparse.Namespace) -> int:
@@ -128,6 +196,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from .index import Index
 
     index = Index.open(args.vector_dir)
+    _warn_incomplete(index)
     info = {
         "folder": str(index.folder),
         "vectors": len(index),
@@ -205,7 +274,7 @@ def _add_evaluate_parser(sub: Any) -> None:
     )
     p.add_argument("--sample", type=int, default=200, help="photos to edit in --near-duplicates mode (default 200; 0: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --sample draw")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_evaluate)
@@ -223,7 +292,8 @@ def _cmd_ann(args: argparse.Namespace) -> int:
     else:
         meta = build_ann(
             args.vector_dir, kind=args.kind, memory_budget=args.memory_budget, nlist=args.nlist,
-            pq_bytes=args.pq_bytes, nprobe=args.nprobe, rerank=args.rerank, progress=not args.quiet,
+            pq_bytes=args.pq_bytes, nprobe=args.nprobe, rerank=args.rerank,
+            target_recall=args.target_recall or None, progress=not args.quiet,
         )
     if args.json:
         print(json.dumps(meta, indent=2))
@@ -234,6 +304,11 @@ def _cmd_ann(args: argparse.Namespace) -> int:
         size = f", {meta['file_bytes'] / 2**20:.1f} MiB on disk, ~{meta['memory_bytes_estimate'] / 2**20:.1f} MiB in memory"
         print(f"{args.vector_dir}: {meta['kind']} approximate index of {meta['count']} vectors ({params}){size}; "
               f"built {meta['built']} in {meta['build_seconds']:.1f} s")
+        tuning = meta.get("tuning")
+        if tuning:
+            verdict = "reached" if tuning["reached"] else "NOT reached (search with --exact for exact results)"
+            print(f"measured recall@{tuning['k']} {tuning['recall']:.3f} on {tuning['queries']} of its own vectors; "
+                  f"target {tuning['target_recall']:.3f} {verdict}")
     return 0
 
 
@@ -252,6 +327,11 @@ def _add_ann_parser(sub: Any) -> None:
     p.add_argument("--pq-bytes", type=int, default=None, help="PQ code bytes per vector (default dim/32, within the budget)")
     p.add_argument("--nprobe", type=int, default=None, help="cells scanned per query (default max(16, nlist/64))")
     p.add_argument("--rerank", type=int, default=None, help="candidates re-scored exactly per query (default 100)")
+    p.add_argument(
+        "--target-recall", type=float, default=0.95,
+        help="tune nprobe/rerank to reach this recall@9, measured on a sample of the index's own vectors "
+        "(default 0.95; 0: no tuning)",
+    )
     p.add_argument("--info", action="store_true", help="describe the approximate index instead of building one")
     p.add_argument("--drop", action="store_true", help="remove the approximate index (search becomes exact)")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
@@ -387,14 +467,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="compute precision (default: float16/bfloat16 on a GPU, else float32; bfloat16 on OpenVINO is about "
         "2x faster on CPUs with bfloat16 units, with slightly different rankings); vectors are float32 either way",
     )  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=None, help="images per model call (default 32; larger on a GPU)")
-    p.add_argument("--workers", type=int, default=None, help="image-reading threads (default: CPUs)")
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=None, help="images per model call (default 32; larger on a GPU)"
+    )
+    p.add_argument("--workers", type=_positive_int, default=None, help="image-reading threads (default: CPUs)")
+    p.add_argument(
+        "--prune", action="store_true",
+        help="confirm an update that removes all the indexed images or more than half of them (refused without it)",
+    )
+    p.add_argument(
+        "--exclude", metavar="PATTERN", action="append", default=None,
+        help="leave out images matching PATTERN (repeatable; e.g. '*/thumbnails/*', 'raw', '*.png'); recorded in "
+        "the index for later updates (default: the recorded ones); .revsearchignore in DATASET_DIR adds more",
+    )
     p.add_argument(
         "--dask", metavar="ADDRESS", default=None,
         help="embed on a Dask cluster: a scheduler address (tcp://host:8786) or 'local' (needs revsearch[dask])",
     )
-    p.add_argument("--dask-workers", type=int, default=2, help="worker processes of --dask local (default 2)")
-    p.add_argument("--partition-size", type=int, default=512, help="images per Dask task and shard (default 512)")
+    p.add_argument("--dask-workers", type=_positive_int, default=2, help="worker processes of --dask local (default 2)")
+    p.add_argument("--partition-size", type=_positive_int, default=512, help="images per Dask task and shard (default 512)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_index)
 
@@ -410,6 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=["auto", "keras", "openvino"], default=None,
         help="what embeds the query (default auto); any backend searches any index",
     )  # fmt: skip
+    p.add_argument("--under", metavar="SUBFOLDER", default=None, help="search only images in this folder of the dataset")
+    p.add_argument(
+        "--exclude", metavar="PATTERN", action="append", default=None,
+        help="leave out images whose path matches PATTERN (repeatable)",
+    )
     p.add_argument("--dask", metavar="ADDRESS", default=None, help="exact search on a Dask cluster (address or 'local')")
     p.set_defaults(func=_cmd_search)
 
@@ -453,6 +549,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from .console import quiet_tensorflow
 
+    handler = None
+    if not args.debug:  # warnings the commands do not report themselves (the ANN falling back, a repair)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("revsearch: warning: %(message)s"))
+        for name in _WARNING_LOGGERS:  # shown here once, not again by the root logger's handler
+            lg = logging.getLogger(name)
+            lg.setLevel(logging.WARNING)
+            lg.addHandler(handler)
+            lg.propagate = False
     try:
         # TensorFlow's C++ start-up noise (oneDNN, CUDA drivers, cuInit) off the terminal unless --debug.
         with quiet_tensorflow(not args.debug):
@@ -463,9 +568,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RevsearchError, OSError, ValueError) as e:
         if args.debug:
             raise
-        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
-        print(f"revsearch: error: {message}", file=sys.stderr)  # always one line
+        text = _damaged_words(e) if isinstance(e, IndexDamagedError) else str(e)
+        message = " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(e).__name__
+        _say(f"revsearch: error: {message}", err=True)  # always one line
         return EXIT_ERROR
+    finally:
+        if handler is not None:
+            for name in _WARNING_LOGGERS:
+                lg = logging.getLogger(name)
+                lg.removeHandler(handler)
+                lg.setLevel(logging.NOTSET)
+                lg.propagate = True
+
+
+#: Loggers whose warnings reach the command line's stderr (others are reported by the commands).
+_WARNING_LOGGERS = ("revsearch.ann", "revsearch.indexing")
+
+
+def _damaged_words(e: IndexDamagedError) -> str:
+    """The damaged-index error in command-line words: which command repairs it."""
+    from .store import read_manifest
+
+    dataset = "DATASET_DIR"
+    try:
+        dataset = (read_manifest(e.folder).get("dataset_dir") or {}).get("absolute") or dataset
+    except (RevsearchError, OSError):
+        pass
+    return f"the index in {str(e.folder)!r} is damaged: {e.detail}; run `revsearch index {dataset} {e.folder}` again to repair it"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import store
 from .errors import ModelMismatchError, OptionalDependencyError, RevsearchError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -165,7 +166,7 @@ def partition_files(rel: Sequence[str], partition_size: int = DEFAULT_PARTITION_
     out: list[range] = []
     start = 0
     for i, r in enumerate(rel):
-        h = int.from_bytes(hashlib.blake2b(r.encode("utf-8"), digest_size=8).digest(), "little")
+        h = int.from_bytes(hashlib.blake2b(r.encode("utf-8", store.PATH_ERRORS), digest_size=8).digest(), "little")
         if h % partition_size == 0 or i + 1 - start >= 2 * partition_size:
             out.append(range(start, i + 1))
             start = i + 1
@@ -194,27 +195,8 @@ def partition_token(spec: dict[str, Any], rel: Sequence[str], stats: Sequence[tu
     h = hashlib.blake2b(digest_size=12)
     h.update(json.dumps({k: spec.get(k) for k in sorted(spec)}, sort_keys=True).encode("utf-8"))
     for r, (size, mtime) in zip(rel, stats):
-        h.update(f"\0{r}\0{size}\0{mtime}".encode("utf-8"))
+        h.update(f"\0{r}\0{size}\0{mtime}".encode("utf-8", store.PATH_ERRORS))
     return "d" + h.hexdigest()
-
-
-def _shard_complete(folder: Path, token: str, dim: int) -> int | None:
-    """Row count of a finished shard with this token, or None if its files are not all there and sound."""
-    paths = folder / f"paths-{token}.txt"
-    vectors = folder / f"vectors-{token}.npy"
-    rows = folder / f"rows-{token}.npy"
-    if not (paths.is_file() and vectors.is_file() and rows.is_file()):
-        return None
-    try:
-        vec = np.load(vectors, mmap_mode="r", allow_pickle=False)
-        row = np.load(rows, mmap_mode="r", allow_pickle=False)
-        text = paths.read_text(encoding="utf-8")
-    except (OSError, ValueError):
-        return None
-    n = text.count("\n")
-    if vec.dtype != np.float32 or vec.shape != (n, dim) or len(row) != n:
-        return None
-    return n
 
 
 # ---------------------------------------------------------------------------------------- the worker side
@@ -222,18 +204,21 @@ def _embedder_args(emb: Embedder) -> dict[str, Any]:
     """Arguments that rebuild ``emb`` with :func:`revsearch.embedding.get_embedder` on a worker."""
     from .embedding import get_embedder
 
-    if getattr(emb, "_info", None) is None:
+    from .embedding import MODELS
+
+    if emb.name not in MODELS:
         raise RevsearchError(
             f"Dask indexing needs a named model (resnet50, mobilenet, resnet50-seed); {emb.name!r} is a custom "
             "Keras model, which the workers cannot rebuild"
         )
     accepted = inspect.signature(get_embedder).parameters
-    args: dict[str, Any] = {"model": emb.name, "weights": emb._weights_arg, "precision": emb.precision}
+    weights: str | None = {"imagenet": "imagenet", "none": None}.get(emb.weights)
+    if emb.weights_path is not None:
+        weights = str(emb.weights_path)
+    args: dict[str, Any] = {"model": emb.name, "weights": weights, "precision": emb.precision}
     for name in ("fit", "fill", "pooling"):
         if name in accepted and hasattr(emb, name):
             args[name] = getattr(emb, name)
-    if args["weights"] is not None and args["weights"] != "imagenet":
-        args["weights"] = str(Path(args["weights"]).resolve())
     return args
 
 
@@ -278,6 +263,7 @@ def _warm_plugin(embedder_args: dict[str, Any]) -> Any:
 def _embed_partition(
     number: int,
     token: str,
+    store_id: str,
     folder: str,
     dataset: str,
     rel: list[str],
@@ -289,16 +275,17 @@ def _embed_partition(
 ) -> dict[str, Any]:
     """Embed one partition on a worker and write it as shard ``token`` (skipped if already written)."""
     from .embedding import get_embedder
-    from .index import SPEC_KEYS, _rows_from_infos, _write_shard
+    from .indexing import rows_from_infos
+    from .store import SPEC_KEYS
 
     t0 = time.perf_counter()
     out: dict[str, Any] = {"number": number, "token": token, "pid": os.getpid(), "skipped": [], "reused": False}
     if hook is not None:
         hook(number, token)
     vdir, base = Path(folder), Path(dataset)
-    done = _shard_complete(vdir, token, int(spec["dim"]))
+    done = store.find_shard(vdir, store_id, token, int(spec["dim"]))
     if done is not None:
-        out.update(count=done, reused=True, seconds=time.perf_counter() - t0)
+        out.update(count=done.count, reused=True, seconds=time.perf_counter() - t0)
         return out
     emb = get_embedder(**embedder_args)  # cached per worker process: the model is built once (see _warm_plugin)
     out["model_hash"] = _model_hash(emb)
@@ -315,8 +302,8 @@ def _embed_partition(
         infos.extend(batch.infos)
         paths.extend(rel[j] for j in batch.indices)
         out["skipped"].extend((rel_of.get(str(s.path), str(s.path)), s.reason) for s in batch.skipped)
-    if paths:
-        _write_shard(vdir, np.concatenate(vecs), _rows_from_infos(infos), paths, token=token)
+    if paths:  # the client holds the folder's lock for this run; the shard is committed by it
+        store.write_shard(vdir, store_id, np.concatenate(vecs), rows_from_infos(infos), paths, token=token)
     out.update(count=len(paths), seconds=time.perf_counter() - t0)
     return out
 
@@ -367,6 +354,8 @@ def build_index_dask(
     batch_size: int = 32,
     read_workers: int | None = 2,
     retries: int = 2,
+    prune: bool = False,
+    exclude: Sequence[str] | None = None,
     progress: bool = True,
     _hook: Callable[[int, str], None] | None = None,
 ) -> tuple[Index, DaskReport]:
@@ -399,6 +388,12 @@ def build_index_dask(
     retries : int, default 2
         Times a failed partition task is retried by the scheduler. (A partition whose worker
         dies is rescheduled by Dask as well, up to ``distributed.scheduler.allowed-failures``.)
+    prune : bool, default False
+        Confirm an update that removes all rows, or more than half of them (otherwise refused
+        before anything is written, as :func:`revsearch.indexing.update_folder` does).
+    exclude : sequence of str, optional
+        Exclusion patterns, recorded in the index (None: the recorded ones); see
+        :func:`revsearch.indexing.update_folder`.
     progress : bool, default True
         ``tqdm.auto`` progress bar over images.
     _hook : callable, optional
@@ -423,8 +418,9 @@ def build_index_dask(
     from tqdm.auto import tqdm
 
     from .embedding import Embedder, get_embedder
-    from .images import SkippedFile, find_images
-    from .index import Index, UpdateReport, _commit, _Lock, _Shard
+    from .images import SkippedFile
+    from .index import Index, UpdateReport, path_excluded
+    from .indexing import check_prune, index_fields, refresh_ann, scan_dataset
 
     distributed = _distributed()
     t0 = time.perf_counter()
@@ -434,35 +430,40 @@ def build_index_dask(
     emb_args = _embedder_args(emb)
     spec = emb.spec
     dim = int(spec["dim"])
-    files = find_images(dataset, exclude=[folder])
-    rel = [p.relative_to(dataset).as_posix() for p in files]
-    report = UpdateReport()
-    bad = [r for r in rel if "\n" in r or "\r" in r]
-    if bad:
-        report.skipped.extend(SkippedFile(dataset / r, "file name contains a line break") for r in bad)
-        bad_set = set(bad)
-        rel = [r for r in rel if r not in bad_set]
-    stats = []
-    for r in rel:
-        st = os.stat(dataset / r)
-        stats.append((st.st_size, st.st_mtime_ns))
+    if exclude is None:  # the index's recorded exclusions (and .revsearchignore, always)
+        exclude = store.read_manifest(folder).get("exclude", []) if store.exists(folder) else []
+    exclude = [exclude] if isinstance(exclude, str) else [str(p) for p in exclude]
+    scan = scan_dataset(dataset, folder, exclude)
+    rel = scan.rel
+    report = UpdateReport(skipped=list(scan.skipped))
+    stats = scan.stats()
     parts = partition_files(rel, partition_size)
     tokens = [partition_token(spec, rel[p.start : p.stop], stats[p.start : p.stop]) for p in parts]
-    folder.mkdir(parents=True, exist_ok=True)
-    extra: dict[str, Any] = {}
-    if emb.weights.startswith("file:") and emb._weights_arg is not None:
-        extra["weights_path"] = str(Path(emb._weights_arg).resolve())
-    with _Lock(folder):
-        old = Index.open(folder) if Index.exists(folder) else None
-        if old is not None:
-            old.check_compatible(spec)
-        old_paths = set(old.paths) if old is not None else set()
+    if not store.exists(folder) and rel:
+        emb.keras_model  # noqa: B018  (the weights load here first: none reachable, nothing written)
+    with store.writing(folder) as w:
+        old, problems = w.open_committed()
+        for problem in problems:
+            logger.warning("repairing the index in %s: %s; its images are embedded again", folder, problem)
+        if old is not None and len(old):
+            Index(old).check_compatible(spec)
+        old_paths = {p for sh in old.shards for p in sh.paths} if old is not None else set()
+        kept = set(rel)
+        report.removed = sorted(p for p in old_paths if p not in kept)
+        recorded = (old.manifest.get("dataset_dir") or {}).get("absolute") if old is not None else None
+        on_purpose = sum(1 for p in report.removed if path_excluded(p, scan.patterns))
+        check_prune(folder, dataset, len(old_paths), len(report.removed) - on_purpose, len(rel), recorded, prune)
+        ours = {name for tok in tokens for name in store.shard_file_names(w.store_id, tok).values()}
+        if w.manifest is None or w.needs_migration:  # record the store id (in the names workers write) first
+            w.commit(spec=spec if w.manifest is None else None, complete=False if w.manifest is None else None,
+                     protect=ours)
         results: dict[int, dict[str, Any]] = {}
         todo = []
-        for i, (p, tok) in enumerate(zip(parts, tokens)):
-            n = _shard_complete(folder, tok, dim)
-            if n is not None:
-                results[i] = {"number": i, "token": tok, "count": n, "reused": True, "skipped": [], "seconds": 0.0}
+        for i, tok in enumerate(tokens):
+            ref = store.find_shard(folder, w.store_id, tok, dim)
+            if ref is not None:
+                results[i] = {"number": i, "token": tok, "count": ref.count, "reused": True, "skipped": [],
+                              "seconds": 0.0, "ref": ref}
             else:
                 todo.append(i)
         logger.info("%d partitions, %d to embed, %d already written", len(parts), len(todo), len(parts) - len(todo))
@@ -476,9 +477,9 @@ def build_index_dask(
             for i in todo:
                 p = parts[i]
                 fut = c.submit(
-                    _embed_partition, i, tokens[i], str(folder), str(dataset), rel[p.start : p.stop], emb_args, spec,
-                    batch_size, read_workers, _hook, key=f"revsearch-embed-{tokens[i]}-{run}", retries=retries,
-                    pure=False,
+                    _embed_partition, i, tokens[i], w.store_id, str(folder), str(dataset), rel[p.start : p.stop],
+                    emb_args, spec, batch_size, read_workers, _hook, key=f"revsearch-embed-{tokens[i]}-{run}",
+                    retries=retries, pure=False,
                 )
                 futures[fut] = i
             with tqdm(total=sum(len(parts[i]) for i in todo), desc="indexing (dask)", unit="img",
@@ -516,21 +517,21 @@ def build_index_dask(
             else:
                 embedded.extend(names)
             if res["count"]:
-                shards.append(_Shard(res["token"], int(res["count"]), np.empty((0, dim), np.float32), folder=folder))
+                shards.append(store.ShardRef(res["token"], int(res["count"]),
+                                             store.shard_file_names(w.store_id, res["token"])))
+        for res in results.values():
+            res.pop("ref", None)
         skipped_rel = {r for res in results.values() for r, _ in res.get("skipped", [])}
         report.unchanged = [r for r in report.unchanged if r not in skipped_rel]
         embedded = [r for r in embedded if r not in skipped_rel]
         report.added = [r for r in embedded if r not in old_paths]
         report.updated = [r for r in embedded if r in old_paths]
-        kept = set(rel)
-        report.removed = sorted(p for p in old_paths if p not in kept)
-        manifest = _commit(folder, spec, shards, dataset, complete=True, extra={**extra, "built_with": "dask"},
-                           previous=old.manifest if old is not None else None)
-        stale_ann = manifest.get("ann_stale")
-        if stale_ann:
-            from .ann import refresh_after_update
-
-            refresh_after_update(folder, stale_ann, progress=progress)
+        fields = {**index_fields(folder, dataset, emb), "built_with": "dask", "exclude": exclude or None}
+        ann = (w.manifest or {}).get("ann")
+        if ann:  # stale once the vectors change: extended or rebuilt below
+            fields["ann_stale"], fields["ann"] = ann, None
+        manifest = w.commit(shards=shards, spec=spec, complete=True, fields=fields)
+        refresh_ann(w, manifest, progress=progress)
     report.seconds = time.perf_counter() - t0
     out = DaskReport(report, partitions=len(parts), reused=len(parts) - len(todo), workers=workers,
                      tasks=[results[i] for i in sorted(results)])
@@ -559,8 +560,8 @@ def _search_group(
     from .search import topk_cosine
 
     shards = []
-    for token, count, _ in entries:
-        path = str(Path(folder) / f"vectors-{token}.npy")
+    for name, count, _ in entries:
+        path = str(Path(folder) / name)
         vec = _MMAPS.get(path)
         if vec is None:
             vec = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -619,18 +620,19 @@ def search_dask(
         Shape (b, k') int64.
     """
     from .index import Index
-    from .search import _as_queries
+    from .search import as_queries
 
     if k < 1:
         raise ValueError(f"k must be at least 1, not {k}")
     index = index_or_dir if isinstance(index_or_dir, Index) else Index.open(index_or_dir)
     if len(index) == 0:
         raise RevsearchError(f"the index in {str(index.folder)!r} is empty: index some images first")
-    q, _ = _as_queries(vectors, index.dim)
+    k = min(int(k), len(index))  # never more places than rows
+    q, _ = as_queries(vectors, index.dim)
     entries, offset = [], 0
-    for s in index._shards:
+    for s in index.snapshot.shards:
         if s.count:
-            entries.append((s.token, s.count, offset))
+            entries.append((s.ref.files["vectors"], s.count, offset))
         offset += s.count
     excl = sorted({int(r) for r in (exclude or ())})
     with dask_client(client, n_workers=n_workers) as c:

@@ -683,7 +683,7 @@ class DuplicateReport:
         size = sum(f.bytes for _, f in mv)
         against = f" against {self.n_against}" if self.against_index_dir is not None else ""
         return (
-            f"{len(self.groups)} groups, {len(mv)} copies to move ({size / 2**20:.1f} MiB) among {self.n_images} "
+            f"{len(self.groups)} group{'s' if len(self.groups) != 1 else ''}, {len(mv)} copies to move ({size / 2**20:.1f} MiB) among {self.n_images} "
             f"images{against} (threshold {self.threshold:.3f}, keep {self.keep_rule}, {self.method}, "
             f"{self.seconds:.1f} s)"
         )

@@ -367,6 +367,13 @@ class Embedder:
             pooling=self.pooling, backend=new_backend,
         )  # fmt: skip
 
+    @property
+    def weights_path(self) -> Path | None:
+        """The weights file a named model was built from (absolute), or None (ImageNet, random, custom model)."""
+        if not self.weights.startswith("file:") or self._weights_arg is None:
+            return None
+        return Path(self._weights_arg).resolve()
+
     # ------------------------------------------------------------------ the Keras model
     @property
     def keras_model(self) -> Any:

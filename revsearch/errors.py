@@ -12,6 +12,9 @@ __all__ = [
     "ImageReadError",
     "IndexNotFoundError",
     "IndexFormatError",
+    "IndexDamagedError",
+    "StorageFullError",
+    "UpdateRefusedError",
     "ModelMismatchError",
     "WeightsUnavailableError",
     "UnknownModelError",
@@ -37,6 +40,36 @@ class IndexNotFoundError(RevsearchError, FileNotFoundError):
 
 class IndexFormatError(RevsearchError, ValueError):
     """The index folder exists but its files are damaged or of an unknown format."""
+
+
+class IndexDamagedError(IndexFormatError):
+    """A file of the index is missing or damaged; indexing the dataset folder again repairs it.
+
+    Attributes
+    ----------
+    folder : pathlib.Path
+        The index folder.
+    detail : str
+        What is wrong, e.g. which file is missing.
+    """
+
+    def __init__(self, folder: object, detail: str) -> None:
+        from pathlib import Path
+
+        self.folder = Path(str(folder))
+        self.detail = detail
+        super().__init__(
+            f"the index in {str(folder)!r} is damaged: {detail}. Index its dataset folder again to repair it "
+            f"(Index.build(DATASET_DIR, {str(folder)!r}), or reverse_image_search(..., generate=True))"
+        )
+
+
+class StorageFullError(RevsearchError, OSError):
+    """The disk (or quota) of the index folder is full; the index keeps its last committed state."""
+
+
+class UpdateRefusedError(RevsearchError, ValueError):
+    """An update would remove all or most of an index's rows; nothing was changed (``prune=True`` confirms)."""
 
 
 class ModelMismatchError(RevsearchError, ValueError):

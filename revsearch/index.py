@@ -1,28 +1,18 @@
-"""The index on disk: vectors, the paths they belong to, and what made them.
+"""The index as a reader sees it: a read-only view of one committed state of an index folder.
 
-An index is one self-describing folder, with no pickle in it::
-
-    vector_dir/
-        revsearch.json            manifest: format, model spec, dataset folder, shard list
-        vectors-<id>.npy          (n_i, dim) float32, L2-normalised, memory-mapped when opened
-        rows-<id>.npy             (n_i,) size, mtime_ns and content hash of each row's file
-        paths-<id>.txt            n_i lines: each row's image path relative to the dataset folder
-
-Writes never modify a file in place: new shard files get new names, then the manifest is
-replaced atomically (write aside, fsync, rename). A process killed at any moment leaves the
-previous manifest or the new one, each naming complete files. Indexing commits a checkpoint
-every few hundred images, so a rerun resumes where a killed run stopped.
+:class:`Index` opens a snapshot of the folder (:mod:`revsearch.store`: the manifest and every
+shard, memory-mapped) and searches it. A later update by another process does not change an
+open Index: it keeps answering from the state it opened (:meth:`Index.reload` moves it to the
+latest one). Building and updating indexes is :mod:`revsearch.indexing`'s job; the
+:meth:`Index.build` / :meth:`Index.update` / :meth:`Index.from_vectors` methods are kept here
+as the public entry points and call it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as _dt
-import json
+import fnmatch
 import logging
 import os
-import secrets
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,24 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from .embedding import Embedder, FileInfo, get_embedder, preprocessing_options, weights_id
-from .errors import IndexFormatError, IndexNotFoundError, ModelMismatchError, RevsearchError
-from .images import ImageSource, SkippedFile, find_images
+from . import store
+from .embedding import Embedder, get_embedder, preprocessing_options, weights_id
+from .errors import ModelMismatchError, RevsearchError
+from .images import ImageSource, SkippedFile
 from .search import Match, topk_cosine
+from .store import FORMAT_VERSION, MANIFEST_NAME, ROW_DTYPE, SPEC_KEYS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Index", "UpdateReport", "resolve_embedder", "MANIFEST_NAME", "FORMAT_VERSION"]
-
-MANIFEST_NAME = "revsearch.json"
-FORMAT_NAME = "revsearch-index"
-FORMAT_VERSION = 1
-ROW_DTYPE = np.dtype([("size", "<i8"), ("mtime_ns", "<i8"), ("digest", "V16")])
-#: Spec fields that must agree between an index and a query embedder.
-SPEC_KEYS = ("model", "preprocessing", "dim", "weights")
-#: Shards are merged at the end of an indexing run until each holds about this many bytes.
-TARGET_SHARD_BYTES = 256 * 2**20
-_SHARD_PREFIXES = ("vectors-", "rows-", "paths-")
+__all__ = ["Index", "UpdateReport", "resolve_embedder", "path_excluded", "under_folder", "MANIFEST_NAME", "FORMAT_VERSION", "ROW_DTYPE", "SPEC_KEYS"]
 
 
 @dataclass
@@ -58,7 +40,11 @@ class UpdateReport:
     ----------
     added, updated, removed, unchanged : list of str
         Relative paths of images that were new, changed (re-embedded), deleted from the folder
-        (dropped from the index), or kept as they were.
+        or excluded (dropped from the index), or kept as they were.
+    moved, copied : list of str
+        New relative paths whose content the index already held (found by content hash), so their
+        vector was reused, not computed again: ``moved`` if the old path is gone (a move or
+        rename; the old path is not listed in ``removed``), ``copied`` if it is still there.
     skipped : list of SkippedFile
         Files that could not be read, with the reason.
     seconds : float
@@ -71,6 +57,8 @@ class UpdateReport:
     unchanged: list[str] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
     seconds: float = 0.0
+    moved: list[str] = field(default_factory=list)
+    copied: list[str] = field(default_factory=list)
 
     @property
     def embedded(self) -> int:
@@ -79,159 +67,57 @@ class UpdateReport:
 
     def summary(self) -> str:
         """One line: counts of each kind."""
+        reused = "".join(f"{len(v)} {k}, " for k, v in (("moved", self.moved), ("copied", self.copied)) if v)
         return (
             f"{len(self.added)} added, {len(self.updated)} updated, {len(self.removed)} removed, "
-            f"{len(self.unchanged)} unchanged, {len(self.skipped)} skipped in {self.seconds:.1f} s"
+            f"{len(self.unchanged)} unchanged, {reused}{len(self.skipped)} skipped in {self.seconds:.1f} s"
         )
 
 
-@dataclass
-class _Shard:
-    token: str
-    count: int
-    vectors: np.ndarray  # (count, dim) memmap
-    _rows: np.ndarray | None = None
-    _paths: list[str] | None = None
-    folder: Path | None = None
+def path_excluded(relpath: str, patterns: Sequence[str]) -> bool:
+    """Whether a relative path is excluded by any of ``patterns`` (the syntax of ``--exclude``).
 
-    @property
-    def files(self) -> dict[str, str]:
-        return {
-            "vectors": f"vectors-{self.token}.npy",
-            "rows": f"rows-{self.token}.npy",
-            "paths": f"paths-{self.token}.txt",
-        }
+    A pattern without ``/`` is matched (:mod:`fnmatch`, case-sensitive) against each part of the
+    path, so ``thumbnails`` or ``.*`` leave out such folders or files anywhere; a pattern with
+    ``/`` is matched against the whole path and each of its parent folders, so
+    ``'*/thumbnails/*'`` and ``raw/2019`` work as expected. ``*`` matches ``/`` too.
 
-    def _missing(self, kind: str) -> IndexFormatError:
-        assert self.folder is not None
-        return IndexFormatError(
-            f"index file {str(self.folder / self.files[kind])!r} is gone: the index was updated (or damaged) "
-            "since this Index was opened; open it again with Index.open"
-        )
+    Parameters
+    ----------
+    relpath : str
+        ``/``-separated, relative to the dataset folder.
+    patterns : sequence of str
 
-    @property
-    def rows(self) -> np.ndarray:
-        if self._rows is None:
-            assert self.folder is not None
-            try:
-                self._rows = np.load(self.folder / self.files["rows"], mmap_mode="r")
-            except FileNotFoundError:
-                raise self._missing("rows") from None
-        return self._rows
-
-    @property
-    def paths(self) -> list[str]:
-        if self._paths is None:
-            assert self.folder is not None
-            try:
-                text = (self.folder / self.files["paths"]).read_text(encoding="utf-8")
-            except FileNotFoundError:
-                raise self._missing("paths") from None
-            paths = text.split("\n")[:-1] if text else []
-            if len(paths) != self.count:
-                raise IndexFormatError(
-                    f"index file {str(self.folder / self.files['paths'])!r} names {len(paths)} images, "
-                    f"expected {self.count}: the index is damaged; rebuild it"
-                )
-            self._paths = paths
-        return self._paths
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    """Call ``write(file)`` on a temporary sibling, fsync it, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def _new_token() -> str:
-    return f"{time.time_ns() // 1_000_000:x}-{secrets.token_hex(3)}"
-
-
-def _write_shard(
-    folder: Path, vectors: np.ndarray, rows: np.ndarray, paths: Sequence[str], *, token: str | None = None
-) -> _Shard:
-    """Write the three files of a new shard (atomically each); the manifest does not name it yet.
-
-    ``token`` names the files (default: a new unique one). A deterministic token (Dask partitions)
-    makes a retried write replace the same files; the paths file is written last, so its presence
-    means the shard is complete.
+    Returns
+    -------
+    bool
     """
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if not (len(vectors) == len(rows) == len(paths)):
-        raise ValueError("vectors, rows and paths must be aligned")
-    shard = _Shard(token or _new_token(), len(vectors), vectors, folder=folder)
-    _write_atomic(folder / shard.files["vectors"], lambda fh: np.lib.format.write_array(fh, vectors, allow_pickle=False))
-    _write_rows_and_paths(shard, np.asarray(rows, ROW_DTYPE), list(paths))
-    return shard
+    if not patterns:
+        return False
+    parts = relpath.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pat in patterns:
+        pat = pat.strip().strip("/")
+        if not pat:
+            continue
+        if "/" in pat:
+            if any(fnmatch.fnmatchcase(p, pat) for p in prefixes):
+                return True
+        elif any(fnmatch.fnmatchcase(p, pat) for p in parts):
+            return True
+    return False
 
 
-def _write_rows_and_paths(shard: _Shard, rows: np.ndarray, paths: list[str]) -> None:
-    """Write a shard's rows file, then its paths file (last: its presence marks a complete shard)."""
-    assert shard.folder is not None
-    f = shard.files
-    _write_atomic(shard.folder / f["rows"], lambda fh: np.lib.format.write_array(fh, rows, allow_pickle=False))
-    text = "".join(p + "\n" for p in paths)
-    _write_atomic(shard.folder / f["paths"], lambda fh: fh.write(text.encode("utf-8")))
-    shard._rows, shard._paths = rows, paths
-
-
-def _rows_from_infos(infos: Sequence[FileInfo]) -> np.ndarray:
-    rows = np.zeros(len(infos), ROW_DTYPE)
-    for i, inf in enumerate(infos):
-        rows[i] = (inf.size, inf.mtime_ns, inf.digest)
-    return rows
-
-
-class _Lock:
-    """An exclusive lock on an index folder while it is written (advisory, POSIX only)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / ".revsearch.lock"
-        self.fh: Any = None
-
-    def __enter__(self) -> _Lock:
-        try:
-            import fcntl
-        except ImportError:  # Windows: no advisory lock
-            return self
-        self.fh = open(self.path, "a+")
-        try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.fh.close()
-            raise RevsearchError(
-                f"another process is writing the index in {str(self.path.parent)!r}: wait for it to finish"
-            ) from None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fh is not None:
-            self.fh.close()
+def under_folder(relpath: str, folder: str | None) -> bool:
+    """Whether a relative path lies in ``folder`` (relative to the dataset folder; None or "" for all)."""
+    if not folder:
+        return True
+    folder = folder.strip("/")
+    return not folder or relpath == folder or relpath.startswith(folder + "/")
 
 
 class Index:
-    """A searchable collection of image vectors stored in a folder.
+    """A searchable collection of image vectors stored in a folder (a read-only view).
 
     Use :meth:`build` (or :meth:`update`) to create or refresh one from a dataset folder,
     :meth:`open` to load an existing one (memory-mapped: milliseconds), and :meth:`search`,
@@ -245,21 +131,23 @@ class Index:
         ``model``, ``preprocessing``, ``dim``, ``weights``, ``precision`` of the vectors.
     """
 
-    def __init__(self, folder: Path, manifest: dict[str, Any], shards: list[_Shard]) -> None:
-        self.folder = folder
-        self.manifest = manifest
-        self._shards = shards
+    def __init__(self, snapshot: store.Snapshot) -> None:
+        self._snapshot = snapshot
         self._embedder: Embedder | None = None
+        self._warned_incomplete = False
 
     # ------------------------------------------------------------------ opening
     @staticmethod
     def exists(vector_dir: str | os.PathLike) -> bool:
         """Tell whether ``vector_dir`` holds an index."""
-        return (Path(vector_dir) / MANIFEST_NAME).is_file()
+        return store.exists(vector_dir)
 
     @classmethod
     def open(cls, vector_dir: str | os.PathLike) -> Index:
         """Open an existing index (memory-mapped; nothing is read but the manifest and headers).
+
+        The Index keeps the state it opened (a snapshot) even while another process updates
+        the folder; :meth:`reload` moves it to the latest committed state.
 
         Parameters
         ----------
@@ -275,50 +163,48 @@ class Index:
         IndexNotFoundError
             If the folder holds no index.
         IndexFormatError
-            If the manifest or a shard is damaged or of a newer format.
+            If the manifest is damaged or of a newer format.
+        IndexDamagedError
+            If a file of the index is missing or damaged (indexing again repairs it).
+        """
+        return cls(store.open_snapshot(vector_dir))
+
+    @classmethod
+    def open_manifest(cls, vector_dir: str | os.PathLike) -> Index:
+        """An Index of the manifest only, with no rows: the model and dataset folder of an index
+        whose shard files are missing or damaged (indexing it again repairs it).
+
+        Raises
+        ------
+        IndexNotFoundError, IndexFormatError
+            If there is no manifest, or it is damaged itself.
         """
         folder = Path(vector_dir)
-        mpath = folder / MANIFEST_NAME
-        if not mpath.is_file():
-            legacy = folder.is_dir() and any(
-                p.suffix.lower() in (".pbz2", ".pickle") for p in folder.iterdir() if p.is_file()
-            )
-            hint = (
-                " It holds vector files of the original project: convert them with "
-                f"`revsearch import-legacy {folder} NEW_VECTOR_DIR`."
-                if legacy
-                else " Build one first: reverse_image_search(..., generate=True) or `revsearch index DATASET_DIR VECTOR_DIR`."
-            )
-            raise IndexNotFoundError(f"no revsearch index in {str(folder)!r}.{hint}")
-        try:
-            manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise IndexFormatError(f"the index manifest {str(mpath)!r} is damaged ({e}); rebuild the index") from None
-        if manifest.get("format") != FORMAT_NAME:
-            raise IndexFormatError(f"{str(mpath)!r} is not a revsearch index manifest")
-        if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
-            raise IndexFormatError(
-                f"the index in {str(folder)!r} has format version {manifest['format_version']}, newer than this "
-                f"revsearch understands ({FORMAT_VERSION}): upgrade revsearch"
-            )
-        dim = int(manifest["spec"]["dim"])
-        shards = []
-        for entry in manifest["shards"]:
-            shard = _Shard(entry["token"], int(entry["count"]), np.empty((0, dim), np.float32), folder=folder)
-            vpath = folder / shard.files["vectors"]
-            try:
-                vec = np.load(vpath, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as e:
-                raise IndexFormatError(f"index file {str(vpath)!r} is missing or damaged ({e}); rebuild the index") from None
-            if vec.dtype != np.float32 or vec.shape != (shard.count, dim):
-                raise IndexFormatError(
-                    f"index file {str(vpath)!r} holds {vec.shape} {vec.dtype}, expected ({shard.count}, {dim}) float32"
-                )
-            shard.vectors = vec
-            shards.append(shard)
-        return cls(folder, manifest, shards)
+        return cls(store.Snapshot(folder, store.read_manifest(folder), []))
+
+    def reload(self) -> bool:
+        """Move to the latest committed state of the folder; return whether it changed."""
+        new = store.open_snapshot(self.folder)
+        changed = new.manifest != self._snapshot.manifest
+        self._snapshot = new
+        return changed
 
     # ------------------------------------------------------------------ properties
+    @property
+    def snapshot(self) -> store.Snapshot:
+        """The committed state this Index reads (manifest and memory-mapped shards)."""
+        return self._snapshot
+
+    @property
+    def folder(self) -> Path:
+        """The index folder."""
+        return self._snapshot.folder
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest of the state this Index reads."""
+        return self._snapshot.manifest
+
     @property
     def spec(self) -> dict[str, Any]:
         """What made the vectors: ``model``, ``preprocessing``, ``dim``, ``weights``, ``precision``."""
@@ -335,7 +221,7 @@ class Index:
         return bool(self.manifest.get("complete", True))
 
     def __len__(self) -> int:
-        return sum(s.count for s in self._shards)
+        return len(self._snapshot)
 
     def __repr__(self) -> str:
         return f"Index({str(self.folder)!r}, {len(self)} vectors, model={self.spec['model']!r}, dim={self.dim})"
@@ -343,22 +229,29 @@ class Index:
     @property
     def shards(self) -> list[np.ndarray]:
         """The vector matrices, each of shape (n_i, dim) float32 (memory-mapped)."""
-        return [s.vectors for s in self._shards]
+        return self._snapshot.vectors
 
     @property
     def vectors(self) -> np.ndarray:
         """All vectors, shape (n, dim) float32 (a view if there is one shard, else a copy)."""
-        if len(self._shards) == 1:
-            return self._shards[0].vectors
-        if not self._shards:
+        shards = self.shards
+        if len(shards) == 1:
+            return shards[0]
+        if not shards:
             return np.zeros((0, self.dim), np.float32)
-        return np.concatenate([s.vectors for s in self._shards])
+        return np.concatenate(shards)
+
+    @property
+    def rows(self) -> np.ndarray:
+        """Each row's file record, shape (n,) :data:`ROW_DTYPE` (``size``, ``mtime_ns``, ``digest``)."""
+        parts = [np.asarray(s.rows) for s in self._snapshot.shards]
+        return np.concatenate(parts) if parts else np.zeros(0, ROW_DTYPE)
 
     @property
     def paths(self) -> list[str]:
         """Each row's image path relative to the dataset folder, ``/``-separated, shape (n,)."""
         out: list[str] = []
-        for s in self._shards:
+        for s in self._snapshot.shards:
             out.extend(s.paths)
         return out
 
@@ -376,14 +269,7 @@ class Index:
     def path_of(self, row: int, dataset_dir: str | os.PathLike | None = None) -> Path:
         """The image file of a row."""
         base = Path(dataset_dir) if dataset_dir is not None else (self.dataset_dir or Path("."))
-        return base / self._path_at(row)
-
-    def _path_at(self, row: int) -> str:
-        for s in self._shards:
-            if row < s.count:
-                return s.paths[row]
-            row -= s.count
-        raise IndexError("row out of range")
+        return base / self._snapshot.path_at(int(row))
 
     # ------------------------------------------------------------------ embedder / compatibility
     def check_compatible(self, spec: dict[str, Any]) -> None:
@@ -417,7 +303,7 @@ class Index:
             weights: Any = spec["weights"]
             if weights == "none":
                 weights = None
-            elif weights.startswith("file:"):
+            elif weights.startswith("file:"):  # recorded by revsearch.indexing
                 weights = self.manifest.get("weights_path")
                 if not weights or not Path(weights).is_file():
                     raise ModelMismatchError(
@@ -435,8 +321,38 @@ class Index:
         return self._embedder
 
     # ------------------------------------------------------------------ searching
+    def select(self, under: str | None = None, exclude_paths: Sequence[str] | None = None) -> np.ndarray | None:
+        """The rows whose path lies in ``under`` and matches none of ``exclude_paths``.
+
+        Parameters
+        ----------
+        under : str, optional
+            A folder relative to the dataset folder (``/``-separated).
+        exclude_paths : sequence of str, optional
+            Patterns, as for ``--exclude`` (see :func:`path_excluded`).
+
+        Returns
+        -------
+        numpy.ndarray or None
+            Shape (n,) bool, or None when every row is selected.
+        """
+        if not under and not exclude_paths:
+            return None
+        patterns = list(exclude_paths or [])
+        mask = np.fromiter(
+            (under_folder(p, under) and not path_excluded(p, patterns) for p in self.paths), bool, count=len(self)
+        )
+        return None if mask.all() else mask
+
     def topk(
-        self, vectors: np.ndarray, k: int = 9, *, exclude: Sequence[int] | None = None, exact: bool = False
+        self,
+        vectors: np.ndarray,
+        k: int = 9,
+        *,
+        exclude: Sequence[int] | None = None,
+        exact: bool = False,
+        under: str | None = None,
+        exclude_paths: Sequence[str] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Cosine top-k for query vectors: exact, or approximate where an ANN index was built.
 
@@ -449,29 +365,86 @@ class Index:
             Rows never to return.
         exact : bool, default False
             Force exact search even if the index holds an approximate (FAISS) index.
+        under : str, optional
+            Search only images in this folder (relative to the dataset folder).
+        exclude_paths : sequence of str, optional
+            Leave out images whose path matches one of these patterns (see :func:`path_excluded`).
+            With ``under`` or ``exclude_paths`` the search is exact over the selected rows: the
+            same result as an index of only those images.
 
         Returns
         -------
         scores : numpy.ndarray
-            Shape (b, k') float32, best first (k' = min(k, len(self))).
+            Shape (b, k') float32, best first (k' = min(k, rows selected)).
         rows : numpy.ndarray
             Shape (b, k') int64.
         """
+        mask = self.select(under, exclude_paths) if len(self) else None
+        if mask is not None:
+            return self._topk_selected(vectors, k, mask, exclude)
         if len(self) == 0:
             raise RevsearchError(f"the index in {str(self.folder)!r} is empty: index some images first")
+        if k < 1:
+            raise ValueError(f"k must be at least 1, not {k}")
+        k = min(int(k), len(self))  # never more places than rows (a huge k allocates nothing)
+        if not self.complete and not self._warned_incomplete:
+            self._warned_incomplete = True
+            logger.warning(
+                "the index in %s is incomplete (an indexing run did not finish): results come from the %d images "
+                "indexed so far; index the dataset folder again to finish it",
+                self.folder, len(self),
+            )
         if not exact and self.manifest.get("ann"):
-            from .ann import ann_topk
+            from . import ann
 
-            return ann_topk(self, vectors, k, exclude=exclude)
+            return ann.ann_topk(self._snapshot, vectors, k, exclude=exclude)
         return topk_cosine(self.shards, vectors, k, exclude=exclude)
 
-    def _matches(
-        self, scores: np.ndarray, rows: np.ndarray, dataset_dir: str | os.PathLike | None
+    def _topk_selected(
+        self, vectors: np.ndarray, k: int, mask: np.ndarray, exclude: Sequence[int] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over the rows of ``mask`` (shape (n,) bool), minus ``exclude``."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, not {k}")
+        mask = mask.copy()
+        if exclude is not None:
+            ex = np.asarray(list(exclude), np.int64)
+            mask[ex[(ex >= 0) & (ex < len(mask))]] = False
+        rows = np.flatnonzero(mask)
+        b = np.atleast_2d(np.asarray(vectors)).shape[0]
+        if rows.size == 0:
+            return np.zeros((b, 0), np.float32), np.zeros((b, 0), np.int64)
+        if rows.size * 2 <= len(mask):  # few rows: copy them out (rows.size x dim) and search those
+            parts, offset = [], 0
+            for shard in self.shards:
+                sel = rows[(rows >= offset) & (rows < offset + len(shard))] - offset
+                if sel.size:
+                    parts.append(np.asarray(shard[sel], np.float32))
+                offset += len(shard)
+            s, r = topk_cosine([np.concatenate(parts)], vectors, min(int(k), rows.size))
+            return s, rows[r]
+        return topk_cosine(self.shards, vectors, min(int(k), rows.size), exclude=np.flatnonzero(~mask))
+
+    def matches(
+        self, scores: np.ndarray, rows: np.ndarray, dataset_dir: str | os.PathLike | None = None
     ) -> list[list[Match]]:
+        """Turn :meth:`topk` results into :class:`~revsearch.search.Match` lists.
+
+        Parameters
+        ----------
+        scores, rows : numpy.ndarray
+            Shape (b, k), as :meth:`topk` (or :func:`revsearch.distributed.search_dask`) returns them.
+        dataset_dir : path, optional
+            Where the images are now (default: :attr:`dataset_dir`).
+
+        Returns
+        -------
+        list of list of Match
+        """
         base = Path(dataset_dir) if dataset_dir is not None else (self.dataset_dir or Path("."))
         out = []
         for srow, rrow in zip(scores, rows):
-            rel = [self._path_at(int(r)) for r in rrow]  # only the matched rows, not all n paths
+            rel = [self._snapshot.path_at(int(r)) for r in rrow]  # only the matched rows, not all n paths
             out.append([Match(base / p, p, float(s), rank, int(r)) for rank, (p, s, r) in enumerate(zip(rel, srow, rrow))])
         return out
 
@@ -483,6 +456,8 @@ class Index:
         dataset_dir: str | os.PathLike | None = None,
         exclude: Sequence[int] | None = None,
         exact: bool = False,
+        under: str | None = None,
+        exclude_paths: Sequence[str] | None = None,
     ) -> list[Match] | list[list[Match]]:
         """Search with query vectors.
 
@@ -498,6 +473,10 @@ class Index:
             Rows never to return.
         exact : bool, default False
             Force exact search even where an approximate index exists.
+        under : str, optional
+            Search only images in this folder (relative to the dataset folder).
+        exclude_paths : sequence of str, optional
+            Leave out images whose relative path matches one of these patterns.
 
         Returns
         -------
@@ -508,8 +487,8 @@ class Index:
 
         single = np.ndim(vectors) == 1
         vectors = l2_normalize(np.asarray(vectors, dtype=np.float32))
-        scores, rows = self.topk(vectors, k, exclude=exclude, exact=exact)
-        out = self._matches(scores, rows, dataset_dir)
+        scores, rows = self.topk(vectors, k, exclude=exclude, exact=exact, under=under, exclude_paths=exclude_paths)
+        out = self.matches(scores, rows, dataset_dir)
         return out[0] if single else out
 
     def search(
@@ -520,6 +499,8 @@ class Index:
         embedder: Embedder | None = None,
         dataset_dir: str | os.PathLike | None = None,
         exact: bool = False,
+        under: str | None = None,
+        exclude_paths: Sequence[str] | None = None,
     ) -> list[Match] | list[list[Match]]:
         """Search with query images.
 
@@ -534,6 +515,10 @@ class Index:
             Where the images are now (default: :attr:`dataset_dir`).
         exact : bool, default False
             Force exact search even where an approximate index exists.
+        under : str, optional
+            Search only images in this folder (relative to the dataset folder).
+        exclude_paths : sequence of str, optional
+            Leave out images whose relative path matches one of these patterns (see :func:`path_excluded`).
 
         Returns
         -------
@@ -541,9 +526,11 @@ class Index:
         """
         emb = embedder if embedder is not None else self.embedder()
         self.check_compatible(emb.spec)
-        return self.search_vectors(emb.embed(images), k, dataset_dir=dataset_dir, exact=exact)  # type: ignore[arg-type]
+        return self.search_vectors(  # type: ignore[arg-type]
+            emb.embed(images), k, dataset_dir=dataset_dir, exact=exact, under=under, exclude_paths=exclude_paths
+        )
 
-    # ------------------------------------------------------------------ writing
+    # ------------------------------------------------------------------ writing (revsearch.indexing)
     @classmethod
     def build(
         cls,
@@ -554,12 +541,15 @@ class Index:
     ) -> tuple[Index, UpdateReport]:
         """Index every image of a folder, or bring an existing index of it up to date.
 
-        Same as :meth:`update`; see there for the parameters.
+        Same as :meth:`update_folder`; see there (and :func:`revsearch.indexing.update_folder`)
+        for the parameters.
         """
         return cls.update_folder(dataset_dir, vector_dir, embedder, **kwargs)
 
     def update(self, dataset_dir: str | os.PathLike | None = None, **kwargs: Any) -> UpdateReport:
         """Bring this index up to date with its dataset folder (see :meth:`update_folder`).
+
+        This Index then reads the new state.
 
         Returns
         -------
@@ -570,7 +560,7 @@ class Index:
             raise RevsearchError("the index does not record its dataset folder: pass dataset_dir")
         emb = kwargs.pop("embedder", None) or self.embedder()
         new, report = Index.update_folder(base, self.folder, emb, **kwargs)
-        self.manifest, self._shards = new.manifest, new._shards
+        self._snapshot = new._snapshot
         return report
 
     @classmethod
@@ -579,88 +569,25 @@ class Index:
         dataset_dir: str | os.PathLike,
         vector_dir: str | os.PathLike,
         embedder: Embedder | str = "resnet50",
-        *,
-        weights: str | os.PathLike | None = "imagenet",
-        batch_size: int = 32,
-        workers: int | None = None,
-        checkpoint_every: int = 512,
-        progress: bool = True,
+        **kwargs: Any,
     ) -> tuple[Index, UpdateReport]:
         """Create or incrementally update the index of ``dataset_dir`` in ``vector_dir``.
 
-        Only new or changed images are embedded (a file is unchanged if its size and
-        modification time match, or failing that its content hash); rows of deleted files are
-        dropped. Progress is committed every ``checkpoint_every`` images, so a killed run loses
-        at most that much work and a rerun resumes.
-
-        Parameters
-        ----------
-        dataset_dir : path
-            Folder of images (searched recursively).
-        vector_dir : path
-            Index folder (created if needed). May lie inside ``dataset_dir``; it is not indexed.
-        embedder : Embedder or str, default "resnet50"
-            The model. An existing index must have been built with a compatible one.
-        weights : {"imagenet", None} or path
-            Used when ``embedder`` is a name.
-        batch_size : int, default 32
-        workers : int, optional
-            Image-reading threads.
-        checkpoint_every : int, default 512
-        progress : bool, default True
+        Only new or changed images are embedded; rows of deleted files are dropped (an update
+        that would drop all or most rows is refused unless ``prune=True``). Progress is
+        committed every ``checkpoint_every`` images and every ``checkpoint_seconds``, so a
+        killed run loses little and a rerun resumes. See
+        :func:`revsearch.indexing.update_folder` for every parameter.
 
         Returns
         -------
         index : Index
         report : UpdateReport
-
-        Raises
-        ------
-        ModelMismatchError
-            If ``vector_dir`` holds an index made by another model.
         """
-        t0 = time.perf_counter()
-        dataset = Path(dataset_dir)
-        folder = Path(vector_dir)
-        emb = embedder if isinstance(embedder, Embedder) else get_embedder(embedder, weights=weights)
-        files = find_images(dataset, exclude=[folder])
-        rel = [p.relative_to(dataset).as_posix() for p in files]
-        bad_names = [r for r in rel if "\n" in r or "\r" in r]
-        report = UpdateReport()
-        if bad_names:
-            report.skipped.extend(SkippedFile(dataset / r, "file name contains a line break") for r in bad_names)
-            keep = [i for i, r in enumerate(rel) if r not in set(bad_names)]
-            files, rel = [files[i] for i in keep], [rel[i] for i in keep]
-        folder.mkdir(parents=True, exist_ok=True)
-        with _Lock(folder):
-            old = cls.open(folder) if cls.exists(folder) else None
-            if old is not None:
-                old.check_compatible(emb.spec)
-            writer = _Writer(folder, emb, dataset, old)
-            todo = writer.plan(files, rel, report)
-            done: set[str] = set()
-            if todo:
-                for batch in emb.embed_files(
-                    [files[i] for i in todo], batch_size=batch_size, workers=workers, progress=progress, desc="indexing"
-                ):
-                    writer.add(
-                        [rel[todo[j]] for j in batch.indices], batch.vectors, batch.infos, checkpoint_every
-                    )
-                    done.update(rel[todo[j]] for j in batch.indices)
-                    report.skipped.extend(batch.skipped)
-            writer.finish()
-            stale_ann = (writer.manifest or {}).get("ann_stale")
-            if stale_ann:  # the index had an approximate index: extend or rebuild it (logged there)
-                from .ann import refresh_after_update
+        from .indexing import update_folder  # the writer lives above this read-only view
 
-                refresh_after_update(folder, stale_ann, progress=progress)
-        report.added = [r for r in report.added if r in done]
-        report.updated = [r for r in report.updated if r in done]
-        report.seconds = time.perf_counter() - t0
-        logger.info("index %s: %s", folder, report.summary())
-        return cls.open(folder), report
+        return update_folder(dataset_dir, vector_dir, embedder, **kwargs)
 
-    # ------------------------------------------------------------------ creating from vectors
     @classmethod
     def from_vectors(
         cls,
@@ -668,52 +595,15 @@ class Index:
         vectors: np.ndarray,
         paths: Sequence[str],
         spec: dict[str, Any],
-        *,
-        dataset_dir: str | os.PathLike | None = None,
-        rows: np.ndarray | None = None,
-        extra: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> Index:
         """Write a new index from vectors made elsewhere (e.g. imported legacy files).
 
-        Parameters
-        ----------
-        vector_dir : path
-            An empty or new folder (an existing index there is refused, not overwritten).
-        vectors : numpy.ndarray
-            Shape (n, dim); normalised here.
-        paths : sequence of str
-            Shape (n,), paths relative to the dataset folder.
-        spec : dict
-            ``model``, ``preprocessing``, ``dim``, ``weights`` (and ``precision``).
-        dataset_dir : path, optional
-        rows : numpy.ndarray, optional
-            File size/mtime/hash records; unknown (size -1) by default.
-        extra : dict, optional
-            More manifest entries.
-
-        Returns
-        -------
-        Index
+        See :func:`revsearch.indexing.index_from_vectors` for the parameters.
         """
-        from .embedding import l2_normalize
+        from .indexing import index_from_vectors
 
-        folder = Path(vector_dir)
-        if cls.exists(folder):
-            raise RevsearchError(
-                f"{str(folder)!r} already holds an index: choose an empty folder (nothing was overwritten)"
-            )
-        vectors = np.asarray(vectors, np.float32)
-        vectors = l2_normalize(vectors.reshape(len(paths), -1 if len(paths) else int(spec["dim"])))
-        if vectors.shape[1] != int(spec["dim"]):
-            raise ValueError(f"vectors have dimension {vectors.shape[1]}, spec says {spec['dim']}")
-        if rows is None:
-            rows = np.zeros(len(paths), ROW_DTYPE)
-            rows["size"] = -1
-        folder.mkdir(parents=True, exist_ok=True)
-        with _Lock(folder):
-            shard = _write_shard(folder, vectors, rows, list(paths))
-            _commit(folder, spec, [shard], dataset_dir, complete=True, extra=extra)
-        return cls.open(folder)
+        return index_from_vectors(vector_dir, vectors, paths, spec, **kwargs)
 
 
 def resolve_embedder(
@@ -751,218 +641,3 @@ def resolve_embedder(
         if model is None or same:
             return index.embedder()
     return get_embedder(model if model is not None else "resnet50", weights=weights, precision=precision)
-
-
-def _commit(
-    folder: Path,
-    spec: dict[str, Any],
-    shards: list[_Shard],
-    dataset_dir: Path | str | os.PathLike | None,
-    *,
-    complete: bool,
-    extra: dict[str, Any] | None = None,
-    previous: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Atomically replace the manifest, then delete shard files it no longer names."""
-    manifest: dict[str, Any] = dict(previous or {})
-    stale_ann = manifest.pop("ann", None)  # an approximate index is stale once the vectors change:
-    if stale_ann:  # remember it, so the end of the run (or a resumed run) rebuilds or extends it (revsearch.ann)
-        manifest["ann_stale"] = stale_ann
-    manifest.update(
-        {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "revsearch_version": _version(),
-            "spec": spec,
-            "count": sum(s.count for s in shards),
-            "complete": complete,
-            "created": manifest.get("created") or _now(),
-            "updated": _now(),
-            "shards": [{"token": s.token, "count": s.count} for s in shards],
-        }
-    )
-    if dataset_dir is not None:
-        ds = Path(dataset_dir).resolve()
-        manifest["dataset_dir"] = {
-            "absolute": str(ds),
-            "relative_to_index": os.path.relpath(ds, folder.resolve()),
-        }
-    if extra:
-        manifest.update(extra)
-    data = json.dumps(manifest, indent=2).encode("utf-8")
-    _write_atomic(folder / MANIFEST_NAME, lambda f: f.write(data))
-    _fsync_dir(folder)
-    _collect_garbage(folder, shards)
-    return manifest
-
-
-def _collect_garbage(folder: Path, shards: list[_Shard]) -> None:
-    live = {name for s in shards for name in s.files.values()}
-    for p in folder.iterdir():
-        name = p.name
-        stale_shard = name.startswith(_SHARD_PREFIXES) and name not in live
-        stale_tmp = name.startswith(".") and name.endswith(".tmp")
-        if stale_shard or stale_tmp:
-            with contextlib.suppress(OSError):
-                p.unlink()
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
-class _Writer:
-    """Plans and performs one incremental indexing run."""
-
-    def __init__(self, folder: Path, emb: Embedder, dataset: Path, old: Index | None) -> None:
-        self.folder = folder
-        self.emb = emb
-        self.dataset = dataset
-        self.old = old
-        self.shards: list[_Shard] = []
-        self.new_shards: list[_Shard] = []
-        self.buf_vec: list[np.ndarray] = []
-        self.buf_paths: list[str] = []
-        self.buf_infos: list[FileInfo] = []
-        extra = {}
-        if emb.weights.startswith("file:") and emb._weights_arg is not None:
-            extra["weights_path"] = str(Path(emb._weights_arg).resolve())
-        self.extra = extra
-        self.manifest = old.manifest if old is not None else None
-
-    def plan(self, files: list[Path], rel: list[str], report: UpdateReport) -> list[int]:
-        """Decide which rows to keep and which files to embed; commit the kept rows if they changed."""
-        where = {r: i for i, r in enumerate(rel)}
-        old = self.old
-        if old is None:
-            report.added.extend(rel)
-            self._commit(complete=False)
-            return list(range(len(rel)))
-        keep_paths: list[str] = []
-        shards: list[_Shard] = []
-        changed_any = False
-        embedded_again: set[str] = set()
-        for shard in old._shards:
-            rows = np.array(shard.rows)  # small copy: (n,) records
-            keep_mask = np.zeros(shard.count, bool)
-            shard_changed = False
-            for j, path in enumerate(shard.paths):
-                i = where.get(path)
-                if i is None:
-                    report.removed.append(path)
-                    continue
-                status = self._same_file(files[i], rows[j])
-                if status == "same":
-                    keep_mask[j] = True
-                elif status == "refreshed":
-                    keep_mask[j] = True
-                    st = os.stat(files[i])
-                    rows[j]["size"], rows[j]["mtime_ns"] = st.st_size, st.st_mtime_ns
-                    shard_changed = True
-                else:
-                    embedded_again.add(path)
-            paths = [p for p, m in zip(shard.paths, keep_mask) if m]
-            keep_paths.extend(paths)
-            if keep_mask.all() and not shard_changed:
-                shards.append(shard)  # kept as it is: unchanged shards are never rewritten
-                continue
-            changed_any = True
-            if paths:  # rewrite this shard only (bounded memory: one shard at a time)
-                shards.append(_write_shard(self.folder, np.asarray(shard.vectors)[keep_mask], rows[keep_mask], paths))
-        self.shards = shards
-        if changed_any:
-            self._commit(complete=False)
-        kept = set(keep_paths)
-        report.unchanged.extend(p for p in keep_paths)
-        todo = []
-        for i, r in enumerate(rel):
-            if r in kept:
-                continue
-            (report.updated if r in embedded_again else report.added).append(r)
-            todo.append(i)
-        return todo
-
-    def _same_file(self, path: Path, row: np.void) -> str:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return "changed"
-        if int(row["size"]) == st.st_size and int(row["mtime_ns"]) == st.st_mtime_ns:
-            return "same"
-        if int(row["size"]) in (st.st_size, -1):
-            import hashlib
-
-            with open(path, "rb") as f:
-                digest = hashlib.blake2b(f.read(), digest_size=16).digest()
-            if int(row["size"]) == -1:
-                row["digest"] = digest  # a legacy row: trust the vector, learn the file
-                return "refreshed"
-            if bytes(row["digest"]) == digest:
-                return "refreshed"
-        return "changed"
-
-    def add(self, paths: list[str], vectors: np.ndarray, infos: list[FileInfo], checkpoint_every: int) -> None:
-        self.buf_vec.append(vectors)
-        self.buf_paths.extend(paths)
-        self.buf_infos.extend(infos)
-        if len(self.buf_paths) >= checkpoint_every:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self.buf_paths:
-            return
-        shard = _write_shard(self.folder, np.concatenate(self.buf_vec), _rows_from_infos(self.buf_infos), self.buf_paths)
-        self.shards.append(shard)
-        self.new_shards.append(shard)
-        self.buf_vec, self.buf_paths, self.buf_infos = [], [], []
-        self._commit(complete=False)
-
-    def finish(self) -> None:
-        self._flush()
-        self.shards = _consolidate(self.folder, self.shards, self.emb.dim)
-        self._commit(complete=True)
-
-    def _commit(self, *, complete: bool) -> None:
-        self.manifest = _commit(
-            self.folder, self.emb.spec, self.shards, self.dataset, complete=complete, extra=self.extra, previous=self.manifest
-        )
-
-
-def _consolidate(folder: Path, shards: list[_Shard], dim: int) -> list[_Shard]:
-    """Merge runs of small shards into shards of about TARGET_SHARD_BYTES (streaming, bounded memory)."""
-    target_rows = max(1, TARGET_SHARD_BYTES // (4 * dim))
-    groups: list[list[_Shard]] = []
-    for s in shards:
-        if groups and sum(g.count for g in groups[-1]) + s.count <= target_rows:
-            groups[-1].append(s)
-        else:
-            groups.append([s])
-    out = []
-    for g in groups:
-        if len(g) == 1:
-            out.append(g[0])
-            continue
-        out.append(_merge(folder, g, dim))
-    return out
-
-
-def _merge(folder: Path, group: list[_Shard], dim: int) -> _Shard:
-    """Write the shards of ``group`` as one, streaming their vectors (no whole copy in memory)."""
-    n = sum(s.count for s in group)
-    merged = _Shard(_new_token(), n, np.empty((0, dim), np.float32), folder=folder)
-    vpath = folder / merged.files["vectors"]
-
-    def write_vectors(fh: Any) -> None:
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": (n, dim)}
-        np.lib.format.write_array_header_1_0(fh, header)
-        for s in group:
-            fh.write(memoryview(np.ascontiguousarray(s.vectors, dtype=np.float32)).cast("B"))
-
-    _write_atomic(vpath, write_vectors)
-    _write_rows_and_paths(
-        merged, np.concatenate([np.asarray(s.rows) for s in group]), [p for s in group for p in s.paths]
-    )
-    merged.vectors = np.load(vpath, mmap_mode="r")
-    return merged

@@ -21,6 +21,7 @@ when a function needs them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import RevsearchError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .duplicates import DuplicateReport
     from .index import Index, UpdateReport
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ __all__ = [
     "pipeline_note",
     "prepare_index",
     "sample_query",
+    "show_duplicates",
     "storage_report",
 ]
 
@@ -977,3 +980,48 @@ def sample_query(settings: NotebookSettings, query: str | os.PathLike | None = N
     if not files:
         raise RevsearchError(f"no image in {str(settings.dataset_dir)!r} to use as a query: set QUERY")
     return files[0]
+
+
+def show_duplicates(
+    settings: NotebookSettings,
+    threshold: float | None = None,
+    *,
+    keep: str = "largest",
+    max_groups: int = 24,
+    groups_per_page: int = 8,
+) -> DuplicateReport:
+    """Find the near-duplicate groups of the notebook's index and show them as pictures.
+
+    Nothing is moved or deleted: the report says which copies ``revsearch duplicates ...
+    --move-to DIR`` would move.
+
+    Parameters
+    ----------
+    settings : NotebookSettings
+    threshold : float, optional
+        Cosine similarity in [-1, 1] from which two images count as duplicates. Default: the
+        model's calibrated threshold (see :func:`revsearch.find_duplicates`).
+    keep : {"largest", "oldest", "newest", "first"}, default "largest"
+        Which copy of a group is kept (shown first).
+    max_groups : int, default 24
+        Groups drawn (all of them are in the report).
+    groups_per_page : int, default 8
+        Groups per figure.
+
+    Returns
+    -------
+    DuplicateReport
+        The groups, best copy first; ``report.summary()`` says how many.
+    """
+    from .duplicates import find_duplicates, plot_duplicates
+
+    if max_groups < 0:
+        raise ValueError(f"max_groups must be at least 0, not {max_groups}")
+    report = find_duplicates(settings.vector_dir, threshold, keep=keep, dataset_dir=settings.dataset_dir)
+    shown = dataclasses.replace(report, groups=report.groups[:max_groups])
+    for fig in plot_duplicates(shown, groups_per_page=groups_per_page) if max_groups else []:
+        display_figure(fig)
+    if len(report.groups) > max_groups:
+        logger.info("%d of %d groups shown; the CSV of `revsearch duplicates %s --csv FILE` lists them all",
+                    max_groups, len(report.groups), settings.vector_dir)
+    return report

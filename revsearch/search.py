@@ -49,7 +49,22 @@ class Match:
 CHUNK_ROWS = 1 << 18
 
 
-def _as_queries(queries: np.ndarray, dim: int) -> tuple[np.ndarray, bool]:
+def as_queries(queries: np.ndarray, dim: int) -> tuple[np.ndarray, bool]:
+    """Check query vectors against an index's dimension.
+
+    Parameters
+    ----------
+    queries : array_like
+        Shape (dim,) or (b, dim).
+    dim : int
+
+    Returns
+    -------
+    queries : numpy.ndarray
+        Shape (b, dim) float32, C-contiguous.
+    single : bool
+        Whether one vector (1-d) was given.
+    """
     q = np.asarray(queries)
     single = q.ndim == 1
     q = np.atleast_2d(q)
@@ -63,6 +78,9 @@ def _as_queries(queries: np.ndarray, dim: int) -> tuple[np.ndarray, bool]:
     if not np.isfinite(q).all():
         raise ValueError("query vectors contain NaN or infinite values")
     return np.ascontiguousarray(q, dtype=np.float32), single
+
+
+_as_queries = as_queries  # the former private name, for code written against revsearch 0.1
 
 
 #: At most this many scores (rows x queries) per matrix product for a batch: 1 MiB of float32.
@@ -135,8 +153,9 @@ def topk_cosine(
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, not {k}")
-    dim = shards[0].shape[1] if shards else queries.shape[-1]
-    q, _ = _as_queries(queries, dim)
+    k = max(1, min(int(k), sum(int(s.shape[0]) for s in shards)))  # never more places than rows
+    dim = shards[0].shape[1] if shards else np.shape(queries)[-1]
+    q, _ = as_queries(queries, dim)
     b = q.shape[0]
     qt = np.ascontiguousarray(q.T)  # (d, b)
     excluded = np.unique(np.asarray(list(exclude) if exclude is not None else [], dtype=np.int64))

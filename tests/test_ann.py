@@ -143,7 +143,7 @@ def test_without_faiss_search_falls_back_and_build_says_how_to_install(
 ):
     ann.build_ann(vec_index, kind="hnsw", progress=False)
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss -> ImportError
-    ann._LOADED.clear()
+    ann.clear_cache()
     q = queries(vec_index)
     s, r = vec_index.topk(q, 9)
     se, re_ = vec_index.topk(q, 9, exact=True)
@@ -158,7 +158,7 @@ def test_stale_count_or_missing_file_falls_back_to_exact(vec_index: Index):
     q = queries(vec_index)
     assert (vec_index.topk(q, 9)[1] == vec_index.topk(q, 9, exact=True)[1]).all()
     vec_index.manifest["ann"]["count"] = len(vec_index)
-    ann._LOADED.clear()
+    ann.clear_cache()
     (vec_index.folder / meta["file"]).unlink()
     assert (vec_index.topk(q, 9)[1] == vec_index.topk(q, 9, exact=True)[1]).all()
 
@@ -272,3 +272,89 @@ def test_cli_ann(vec_index: Index, capsys: pytest.CaptureFixture):
     assert main(["ann", folder, "--drop"]) == 0 and "removed" in capsys.readouterr().out
     assert main(["ann", folder, "--memory-budget", "1kB", "--kind", "ivfpq"]) == 1
     assert "memory budget" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ self-tuning
+def isotropic(n: int, dim: int, centres: int, noise: float, seed: int = 0) -> np.ndarray:
+    """Unit vectors in tight isotropic clusters: within a cluster the top-9 are decided by noise,
+    so a compressed index with few re-scored candidates misses many of them (hard by design)."""
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centres, dim)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    x = c[rng.integers(0, centres, n)] + noise * rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def own_recall(index: Index, rows: np.ndarray, k: int = 9) -> float:
+    """Recall@k of the index's default (approximate) search with its own vectors as queries."""
+    q = np.asarray(index.vectors[rows])
+    _, truth = index.topk(q, k + 1, exact=True)
+    _, got = index.topk(q, k + 1)
+    return ann._recall_without_self(got, truth, rows, k)
+
+
+@pytest.fixture(scope="module")
+def hard_index(tmp_path_factory) -> Index:
+    # 6,000 vectors in 5 clusters of ~1,200: far more near-equidistant neighbours than the default
+    # 100 candidates re-scored, so the planned defaults miss some of the true top-9.
+    x = isotropic(6000, 32, centres=5, noise=0.5)
+    folder = tmp_path_factory.mktemp("hard") / "vec"
+    return Index.from_vectors(folder, x, [f"img{i:05d}.jpg" for i in range(len(x))], spec(32))
+
+
+def test_planned_defaults_miss_neighbours_and_tuning_reaches_the_target(hard_index: Index):
+    pytest.importorskip("faiss")
+    rows = np.arange(0, 6000, 37)  # queries not all of which tuning sampled
+    ann.build_ann(hard_index, kind="ivfpq", pq_bytes=4, target_recall=None, progress=False)
+    assert "tuning" not in hard_index.manifest["ann"]
+    untuned = own_recall(hard_index, rows)
+    assert untuned < 0.92  # the data are hard for the defaults: tuning has something to do
+
+    meta = ann.build_ann(hard_index, kind="ivfpq", pq_bytes=4, target_recall=0.95, progress=False)
+    tuning = meta["tuning"]
+    assert tuning["reached"] and tuning["recall"] >= 0.95 and tuning["k"] == 9
+    assert meta["params"]["rerank"] == tuning["rerank"] and meta["params"]["nprobe"] == tuning["nprobe"]
+    assert Index.open(hard_index.folder).manifest["ann"]["tuning"] == tuning  # recorded on disk
+    # Recall measured on other queries agrees with what tuning measured (same distribution).
+    assert own_recall(Index.open(hard_index.folder), rows) >= max(0.94, untuned + 0.03)
+    # It chose the cheapest setting it found that reached the target.
+    reached = [t for t in tuning["tried"] if t["recall"] >= 0.95]
+    assert min(t["cost"] for t in reached) == ann._search_cost(
+        "ivfpq", meta["params"], len(hard_index), hard_index.dim, tuning["nprobe"], tuning["rerank"]
+    )
+
+
+def test_tuning_keeps_an_explicit_setting_and_reports_an_unreachable_target(hard_index: Index, caplog):
+    pytest.importorskip("faiss")
+    meta = ann.build_ann(hard_index, kind="ivfpq", nlist=32, pq_bytes=4, nprobe=1, target_recall=0.9, progress=False)
+    assert meta["params"]["nprobe"] == 1 and {t["nprobe"] for t in meta["tuning"]["tried"]} == {1}
+    # A target that one cell of 32 cannot give, with rerank fixed too: best effort, said loudly.
+    with caplog.at_level("WARNING", logger="revsearch.ann"):
+        meta = ann.build_ann(
+            hard_index, kind="ivfpq", nlist=32, pq_bytes=4, nprobe=1, rerank=10, target_recall=1.0, progress=False
+        )
+    assert meta["tuning"]["reached"] is False and meta["tuning"]["recall"] < 1.0
+    assert "below the target" in caplog.text
+
+
+def test_hnsw_is_tuned_through_its_candidate_count(hard_index: Index):
+    pytest.importorskip("faiss")
+    meta = ann.build_ann(hard_index, kind="hnsw", target_recall=0.99, progress=False)
+    assert meta["tuning"]["nprobe"] is None and meta["tuning"]["reached"]
+    assert own_recall(Index.open(hard_index.folder), np.arange(3, 6000, 53)) >= 0.97
+
+
+def test_target_recall_is_validated_and_the_cli_shows_the_measured_recall(hard_index: Index, capsys):
+    pytest.importorskip("faiss")
+    from revsearch.cli import main
+
+    with pytest.raises(ValueError, match="target_recall"):
+        ann.build_ann(hard_index, kind="ivfpq", target_recall=1.5, progress=False)
+    assert main(["ann", str(hard_index.folder), "--kind", "ivfpq", "--nlist", "32", "--pq-bytes", "4", "-q"]) == 0
+    built = capsys.readouterr().out
+    assert main(["ann", str(hard_index.folder), "--info"]) == 0
+    info = capsys.readouterr().out
+    recall_line = f"measured recall@9 {ann.ann_info(hard_index.folder)['tuning']['recall']:.3f}"
+    assert recall_line in built and recall_line in info and "target 0.950 reached" in info
+    assert main(["ann", str(hard_index.folder), "--target-recall", "2"]) == 1
+    assert "target_recall must be in (0, 1]" in capsys.readouterr().err

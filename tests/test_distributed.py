@@ -7,6 +7,7 @@ single-process reference index are built once for the module; each build writes 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -52,8 +53,7 @@ def assert_same_index(a: Index, b: Index) -> None:
     assert a.paths == b.paths
     assert len(set(a.paths)) == len(a.paths)  # no duplicates
     np.testing.assert_allclose(np.asarray(a.vectors), np.asarray(b.vectors), atol=1e-4)
-    rows_a = np.concatenate([np.asarray(s.rows) for s in a._shards])
-    rows_b = np.concatenate([np.asarray(s.rows) for s in b._shards])
+    rows_a, rows_b = a.rows, b.rows
     assert (rows_a["size"] == rows_b["size"]).all() and (rows_a["digest"] == rows_b["digest"]).all()
     assert a.spec == b.spec
 
@@ -63,12 +63,13 @@ def test_merged_index_equals_single_process(photos, client, reference, resnet_ra
         photos, tmp_path / "vec", "resnet50", weights=None, client=client, partition_size=PARTITION, progress=False
     )
     assert_same_index(index, reference)
-    assert report.workers == 2 and report.partitions == len(index._shards) > 2 and report.reused == 0
+    shards = index.manifest["shards"]
+    assert report.workers == 2 and report.partitions == len(shards) > 2 and report.reused == 0
     assert len(report.report.added) == 24 and index.manifest["complete"] and index.manifest["built_with"] == "dask"
     # every shard is a partition, named by its content
     parts = rd.partition_files(index.paths, PARTITION)
-    assert [s.count for s in index._shards] == [len(p) for p in parts]
-    assert all(s.token.startswith("d") for s in index._shards)
+    assert [s["count"] for s in shards] == [len(p) for p in parts]
+    assert all(s["token"].startswith("d") for s in shards)
     # both worker processes did work, and built the same seeded model as this process
     assert len({t["pid"] for t in report.tasks}) == 2
     h = hashlib.sha256()
@@ -94,8 +95,9 @@ def test_killed_worker_loses_and_duplicates_nothing(photos, client, reference, t
         marker = markers / f"died-{number}"
         if number in (1, 3) and not marker.exists():
             marker.write_text(str(os.getpid()))
-            (vdir / f"vectors-{token}.npy").write_bytes(b"\x93NUMPY half written")
-            (vdir / f".rows-{token}.npy.1234.tmp").write_bytes(b"junk")
+            sid = json.loads((vdir / "revsearch.json").read_text())["store_id"]  # committed before any task runs
+            (vdir / f"vectors-{sid}-{token}.npy").write_bytes(b"\x93NUMPY half written")
+            (vdir / f".rows-{sid}-{token}.npy.{sid}-0123abcd.tmp").write_bytes(b"junk")
             os._exit(1)
 
     index, report = rd.build_index_dask(
@@ -137,7 +139,8 @@ def test_failed_partition_is_retried_then_a_rerun_resumes(photos, client, refere
             photos, tmp_path / "v2", "resnet50", weights=None, client=client, partition_size=PARTITION,
             progress=False, retries=0, _hook=broken,
         )
-    assert not Index.exists(tmp_path / "v2")  # nothing committed
+    failed = Index.open(tmp_path / "v2")  # no rows committed: only the empty, incomplete index that names the store id
+    assert len(failed) == 0 and not failed.complete
     index, report = rd.build_index_dask(
         photos, tmp_path / "v2", "resnet50", weights=None, client=client, partition_size=PARTITION, progress=False
     )
@@ -159,14 +162,8 @@ def test_distributed_search_equals_exact_search(client, reference):
 def test_search_over_many_shards(client, tmp_path):
     x = np.random.default_rng(1).standard_normal((500, 16)).astype(np.float32)
     spec = {"model": "test", "preprocessing": "none", "dim": 16, "weights": "none", "precision": "float32"}
-    idx = Index.from_vectors(tmp_path / "v", x, [f"{i}.jpg" for i in range(500)], spec)
-    # split into several shards, as a Dask build leaves them
-    from revsearch.index import _commit, _write_shard
-
-    vec, rows, paths = np.asarray(idx.vectors), np.asarray(idx._shards[0].rows), idx.paths
-    shards = [_write_shard(idx.folder, vec[a : a + 70], rows[a : a + 70], paths[a : a + 70]) for a in range(0, 500, 70)]
-    _commit(idx.folder, idx.spec, shards, None, complete=True, previous=idx.manifest)
-    idx = Index.open(idx.folder)
+    # in several shards, as a Dask build leaves them
+    idx = Index.from_vectors(tmp_path / "v", x, [f"{i}.jpg" for i in range(500)], spec, shard_rows=70)
     assert len(idx.shards) == 8
     q = x[:4] / np.linalg.norm(x[:4], axis=1, keepdims=True)
     s, r = rd.search_dask(idx, q, 12, client=client, exclude=[0, 69, 70, 499])
@@ -188,6 +185,16 @@ def test_cli_index_and_search_on_the_cluster(photos, client, reference, tmp_path
     assert main(["search", str(photos / "a" / "img0003.jpg"), vdir, "-k", "3", "--dask", address]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and lines[0].endswith("img0003.jpg")
+
+
+def test_exclusions_apply_on_the_cluster_too(photos, client, tmp_path):
+    vdir = tmp_path / "vec"
+    index, _ = rd.build_index_dask(photos, vdir, "resnet50", weights=None, client=client, partition_size=PARTITION,
+                                   progress=False, exclude=["b"])
+    assert index.paths == [f"a/img{i:04d}.jpg" for i in range(12)] and index.manifest["exclude"] == ["b"]
+    again, report = rd.build_index_dask(photos, vdir, "resnet50", weights=None, client=client,
+                                        partition_size=PARTITION, progress=False)  # recorded: still excluded
+    assert again.paths == index.paths and report.reused == report.partitions
 
 
 def test_partitions_are_stable_when_files_are_added():

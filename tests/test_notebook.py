@@ -77,8 +77,8 @@ def test_committed_notebook_is_clean_and_readable():
         assert variable in nb.cells[0].source
     # The form's help text gives the measured comparison of the two VECTORS choices.
     assert "0.876" in _cell(nb, 2).source and "0.305" in _cell(nb, 2).source
-    # The logic lives in the library: cells 2-6 call revsearch.notebook / widgets / the API only.
-    for number in range(2, 7):
+    # The logic lives in the library: cells 2-7 call revsearch.notebook / widgets / the API only.
+    for number in range(2, 8):
         src = _cell(nb, number).source
         assert "from revsearch" in src
         assert "def " not in src and "class " not in src
@@ -180,6 +180,7 @@ def test_notebook_runs_offline_end_to_end(tmp_path, monkeypatch):
     photos = tmp_path / "photos"
     write_photos(photos / "a", 6, start=0)
     write_photos(photos / "b", 4, start=6, ext=".png")
+    shutil.copy(photos / "b" / "img0007.png", photos / "b" / "img0007 copy.png")  # for step 7
     kernel_cwd = tmp_path / "notebook-folder"  # like a user's folder: nothing is written in the repository
     kernel_cwd.mkdir()
     for key, value in _kernel_env(tmp_path, photos).items():
@@ -203,7 +204,7 @@ def test_notebook_runs_offline_end_to_end(tmp_path, monkeypatch):
     assert str(photos) in settings_text and "offline" in settings_text
     assert "Download is off" in _text(_cell(nb, 3))
     index_text = _text(_cell(nb, 4))
-    assert "10 vectors" in index_text and "10 added" in index_text
+    assert "11 vectors" in index_text and "11 added" in index_text
     widget_outputs = _cell(nb, 5).outputs
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in widget_outputs)
 
@@ -217,6 +218,13 @@ def test_notebook_runs_offline_end_to_end(tmp_path, monkeypatch):
     saved = tmp_path / "work" / "results" / "reverse_search.png"
     assert saved.read_bytes().startswith(b"\x89PNG")
     assert not list(kernel_cwd.iterdir()), "the offline run wrote only into REVSEARCH_NB_WORK_DIR"
+
+    # Step 7 finds the copy, shows its group as a picture, and moves nothing.
+    dup_cell = _cell(nb, 7)
+    dup_pngs = [o["data"]["image/png"] for o in dup_cell.outputs if "image/png" in o.get("data", {})]
+    assert len(dup_pngs) == 1 and base64.b64decode(dup_pngs[0]).startswith(b"\x89PNG")
+    assert re.search(r"\b1 group\b", _text(dup_cell)), _text(dup_cell)
+    assert (photos / "b" / "img0007 copy.png").is_file() and (photos / "b" / "img0007.png").is_file()
 
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import revsearch.index as index_mod
+import revsearch.indexing as indexing
 from revsearch.embedding import Embedder
 from revsearch.errors import ModelMismatchError, RevsearchError
 from revsearch.index import Index
@@ -192,7 +192,7 @@ def test_sharded_index_searches_like_one_shard(
     from conftest import write_photos
 
     write_photos(tmp_path / "ds", 10)
-    monkeypatch.setattr(index_mod, "TARGET_SHARD_BYTES", 1)
+    monkeypatch.setattr(indexing, "TARGET_SHARD_BYTES", 1)
     sharded, report = Index.build(
         tmp_path / "ds", tmp_path / "sharded", resnet_random, batch_size=3, checkpoint_every=3, progress=False
     )
@@ -218,15 +218,18 @@ def test_sharded_index_searches_like_one_shard(
 
 
 def test_sharded_synthetic_index_matches_brute_force(tmp_path: Path, collection) -> None:
-    """Shards written by hand through the internal writer (no model) search like one matrix."""
+    """Shards written through the store's public writer (no model) search like one matrix."""
+    from revsearch import store
+
     vecs, paths = collection
     folder = tmp_path / "vec"
-    folder.mkdir()
-    shards = []
-    for lo, hi in ((0, 50), (50, 51), (51, 300)):
-        rows = np.zeros(hi - lo, index_mod.ROW_DTYPE)
-        shards.append(index_mod._write_shard(folder, vecs[lo:hi], rows, paths[lo:hi]))
-    index_mod._commit(folder, SPEC, shards, None, complete=True)
+    with store.writing(folder) as w:
+        w.commit(spec=SPEC, complete=False)
+        shards = []
+        for lo, hi in ((0, 50), (50, 51), (51, 300)):
+            rows = np.zeros(hi - lo, store.ROW_DTYPE)
+            shards.append(w.write_shard(vecs[lo:hi], rows, paths[lo:hi]))
+        w.commit(shards=shards, complete=True)
     idx = Index.open(folder)
     assert [len(s) for s in idx.shards] == [50, 1, 249]
     assert idx.paths == paths

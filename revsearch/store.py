@@ -1,0 +1,928 @@
+"""The index folder on disk: the one module that names, writes, reads and deletes its files.
+
+An index is one folder holding a manifest and the files it names, with no pickle in it::
+
+    vector_dir/
+        revsearch.json                      manifest: format, store id, model spec, dataset folder,
+                                            shard list (with each shard's file names), sections (ANN)
+        .revsearch.lock                     taken (flock) while a process writes the index
+        vectors-<id>-<token>.npy            (n_i, dim) float32, L2-normalised, memory-mapped when opened
+        rows-<id>-<token>.npy               (n_i,) size, mtime_ns and content hash of each row's file
+        paths-<id>-<token>.txt              n_i lines: each row's image path relative to the dataset folder
+        ann-<id>-<token>.faiss              an approximate index (revsearch.ann), if one was built
+
+``<id>`` is the store id: 12 random hex digits drawn when the index is created and recorded in
+the manifest. Every file the store writes carries it, so housekeeping can tell its own files
+from anything else in the folder (a photo called ``vectors-holiday.jpg``, ``paths-notes.txt``).
+
+Rules the store keeps:
+
+* **Writes never modify a file in place.** New files get new names and are written through
+  :func:`atomic_write` (write aside, fsync, rename); then the manifest is replaced the same way.
+  A process killed at any moment leaves the previous manifest or the new one, each naming
+  complete files. A full disk raises :class:`~revsearch.errors.StorageFullError` and leaves the
+  last committed state.
+* **Only the store's own files are ever deleted**, after a commit: files the previous manifest
+  named that the new one does not, and files carrying this index's store id that no manifest
+  names (left by a killed run). Nothing else in the folder is touched.
+* **Readers hold a snapshot.** :func:`open_snapshot` memory-maps every file of the committed
+  state when it opens it (no file handle stays open); a file deleted by a later commit stays
+  readable through its mapping, so an open index keeps answering from the state it opened.
+* **Everything read is validated**: the manifest's fields and types, every file name it lists
+  (no ``/``, no ``..``), every shard's shape and dtype, every stored path (relative, no ``..``).
+  A damaged index raises :class:`~revsearch.errors.IndexFormatError` (or its subclass
+  :class:`~revsearch.errors.IndexDamagedError` when a rerun of the indexing can repair it).
+
+Format versions: 1 (revsearch 0.1.0: shard files ``vectors-<token>.npy``, no store id) is read
+as it is and migrated to 2 by the first write (the manifest is rewritten; the old shard files
+keep their names until a later commit replaces them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import json
+import logging
+import mmap
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from .errors import IndexDamagedError, IndexFormatError, IndexNotFoundError, RevsearchError, StorageFullError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "MANIFEST_NAME",
+    "LOCK_NAME",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "ROW_DTYPE",
+    "SPEC_KEYS",
+    "ShardRef",
+    "ShardView",
+    "Snapshot",
+    "FolderWriter",
+    "atomic_write",
+    "write_npy",
+    "read_manifest",
+    "open_snapshot",
+    "writing",
+    "exists",
+    "new_token",
+    "utc_now",
+    "encode_paths",
+    "check_relpath",
+    "write_shard",
+    "find_shard",
+    "shard_file_names",
+]
+
+MANIFEST_NAME = "revsearch.json"
+LOCK_NAME = ".revsearch.lock"
+FORMAT_NAME = "revsearch-index"
+#: 2: store id, file names per shard, paths stored with surrogateescape (non-UTF-8 names kept).
+FORMAT_VERSION = 2
+ROW_DTYPE = np.dtype([("size", "<i8"), ("mtime_ns", "<i8"), ("digest", "V16")])
+#: Spec fields that must agree between an index and a query embedder.
+SPEC_KEYS = ("model", "preprocessing", "dim", "weights")
+#: Kinds of shard file and their suffixes.
+SHARD_FILES = {"vectors": ".npy", "rows": ".npy", "paths": ".txt"}
+#: Kinds of section file (one per section, e.g. the approximate index) and their suffixes.
+SECTION_FILES = {"ann": ".faiss"}
+
+_ID_RE = re.compile(r"[0-9a-f]{12}")
+_TOKEN_RE = re.compile(r"[0-9a-z][0-9a-z_-]{0,63}")
+_V1_NAME = re.compile(r"(vectors|rows|paths)-[0-9a-zA-Z][0-9a-zA-Z_-]{0,63}\.(npy|txt)|ann-[0-9a-zA-Z_-]{1,64}\.faiss")
+_NAME_RE = re.compile(r"(vectors|rows|paths|ann)-([0-9a-f]{12})-([0-9a-z][0-9a-z_-]{0,63})\.(npy|txt|faiss)")
+#: Text encoding of stored paths: UTF-8, with undecodable bytes of POSIX file names kept as they are.
+PATH_ERRORS = "surrogateescape"
+_WRITE_CHUNK = 16 * 2**20
+
+
+# ---------------------------------------------------------------------------------------- small helpers
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second (as stored in manifests)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_token() -> str:
+    """A new unique shard or section token: milliseconds since the epoch and 6 random hex digits."""
+    return f"{time.time_ns() // 1_000_000:x}-{secrets.token_hex(3)}"
+
+
+def exists(folder: str | os.PathLike) -> bool:
+    """Tell whether ``folder`` holds an index (a manifest)."""
+    return (Path(folder) / MANIFEST_NAME).is_file()
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG):
+        return True
+    return isinstance(e, OSError) and e.errno is None and "requested and" in str(e) and "written" in str(e)
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None], *, tag: str = "") -> None:
+    """Call ``write(file)`` on a temporary sibling, fsync it, then rename it over ``path``.
+
+    The one way files of an index are written. The temporary file is
+    ``.<name>.<tag>-<8 hex>.tmp`` and is removed if anything fails.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The final file.
+    write : callable
+        Writes the content to the binary file object it is given.
+    tag : str
+        Put in the temporary name (the store id), so housekeeping knows it wrote it.
+
+    Raises
+    ------
+    StorageFullError
+        If the disk (or quota) is full: nothing was replaced.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{tag or 'x'}-{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if _is_disk_full(e):
+            raise StorageFullError(
+                f"no space left on device in {str(path.parent)!r} (writing {path.name}): free some space and run "
+                "again; the index keeps its last committed state"
+            ) from e
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_npy(fh: BinaryIO, blocks: np.ndarray | Iterable[np.ndarray], shape: tuple[int, ...], dtype: Any) -> None:
+    """Write an ``.npy`` file (format 1.0) from an array or from consecutive blocks of rows.
+
+    Blocks are streamed (each converted to ``dtype``, C order), so a large array never needs to
+    be in memory whole; a plain ``file.write`` reports a full disk with its errno.
+
+    Parameters
+    ----------
+    fh : binary file
+    blocks : numpy.ndarray or iterable of numpy.ndarray
+        The rows, shape ``shape`` in total.
+    shape : tuple of int
+    dtype : numpy dtype
+    """
+    dtype = np.dtype(dtype)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(int(s) for s in shape)}
+    np.lib.format.write_array_header_1_0(fh, header)
+    if isinstance(blocks, np.ndarray):
+        blocks = [blocks]
+    written = 0
+    for block in blocks:
+        arr = np.ascontiguousarray(block, dtype=dtype)
+        flat = arr.reshape(-1).view(np.uint8)
+        for a in range(0, len(flat), _WRITE_CHUNK):
+            fh.write(memoryview(flat[a : a + _WRITE_CHUNK]))
+        written += arr.shape[0] if arr.ndim else 1
+    if shape and written != shape[0]:
+        raise ValueError(f"wrote {written} rows, expected {shape[0]}")
+
+
+def check_relpath(path: str) -> str | None:
+    """Why ``path`` cannot be a stored image path (None if it can).
+
+    A stored path is relative to the dataset folder, ``/``-separated, with no empty, ``.`` or
+    ``..`` part and no line break or NUL, so that joining it to the dataset folder never leaves it.
+    """
+    if not path:
+        return "it is empty"
+    if "\n" in path or "\r" in path or "\0" in path:
+        return "it contains a line break or NUL"
+    if path.startswith("/"):
+        return "it is absolute"
+    parts = path.split("/")
+    if os.name == "nt":  # there a backslash separates too, and "C:" starts an absolute path
+        if path.startswith("\\") or (len(path) > 1 and path[1] == ":"):
+            return "it is absolute"
+        parts = re.split(r"[\\/]", path)
+    if any(p in ("", ".", "..") for p in parts):
+        return "it has an empty, '.' or '..' part"
+    return None
+
+
+def _suspect(raw: bytes) -> bool:
+    """Whether a whole paths file (lines ending in newline) may hold a path :func:`check_relpath` refuses:
+    an empty, "." or ".." part (which includes an absolute path and an empty line), a carriage return
+    or NUL. Vectorised: 100,000 paths in a few milliseconds."""
+    if b"\r" in raw or b"\0" in raw:
+        return True
+    a = np.frombuffer(raw + b"\n\n\n", np.uint8)
+    sep = (a == ord("/")) | (a == ord("\n"))
+    starts = np.concatenate([[0], np.flatnonzero(sep[: len(raw) - 1]) + 1])  # where each part begins
+    dot = a == ord(".")
+    empty = sep[starts]
+    one_dot = dot[starts] & sep[starts + 1]
+    two_dots = dot[starts] & dot[starts + 1] & sep[starts + 2]
+    return bool((empty | one_dot | two_dots).any())
+
+
+def encode_paths(paths: Sequence[str]) -> bytes:
+    """The content of a paths file: one path per line, UTF-8 (non-UTF-8 file names kept byte for byte).
+
+    Raises
+    ------
+    ValueError
+        If a path could not be read back as it is (see :func:`check_relpath`).
+    """
+    for p in paths:
+        why = check_relpath(p)
+        if why is not None:
+            raise ValueError(f"cannot store the image path {p!r}: {why}")
+    return "".join(p + "\n" for p in paths).encode("utf-8", PATH_ERRORS)
+
+
+# ---------------------------------------------------------------------------------------- manifest
+def _damaged(mpath: Path, what: str) -> IndexFormatError:
+    return IndexFormatError(
+        f"the index manifest {str(mpath)!r} is damaged ({what}): index the images again into a new folder "
+        "(or restore the folder from a backup)"
+    )
+
+
+def shard_file_names(store_id: str, token: str) -> dict[str, str]:
+    """The file names of shard ``token`` of the index with this store id: ``{"vectors": ..., "rows": ..., "paths": ...}``."""
+    return _shard_names(store_id, token)
+
+
+def _shard_names(store_id: str | None, token: str) -> dict[str, str]:
+    if store_id is None:  # format 1
+        return {kind: f"{kind}-{token}{suffix}" for kind, suffix in SHARD_FILES.items()}
+    return {kind: f"{kind}-{store_id}-{token}{suffix}" for kind, suffix in SHARD_FILES.items()}
+
+
+def _valid_name(name: Any, store_id: str | None) -> bool:
+    if not isinstance(name, str):
+        return False
+    return _NAME_RE.fullmatch(name) is not None or _V1_NAME.fullmatch(name) is not None
+
+
+def validate_manifest(manifest: Any, mpath: Path) -> dict[str, Any]:
+    """Check a manifest's structure and names; return it migrated to the current format (in memory).
+
+    Raises
+    ------
+    IndexFormatError
+        What is wrong, in one line.
+    """
+    if not isinstance(manifest, dict):
+        raise _damaged(mpath, f"it holds a JSON {type(manifest).__name__}, not an object")
+    if manifest.get("format") != FORMAT_NAME:
+        raise IndexFormatError(f"{str(mpath)!r} is not a revsearch index manifest")
+    version = manifest.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise _damaged(mpath, f"format_version {version!r} is not a positive integer")
+    if version > FORMAT_VERSION:
+        raise IndexFormatError(
+            f"the index in {str(mpath.parent)!r} has format version {version}, newer than this revsearch "
+            f"understands ({FORMAT_VERSION}): upgrade revsearch"
+        )
+    spec = manifest.get("spec")
+    if not isinstance(spec, dict):
+        raise _damaged(mpath, "'spec' is missing or not an object")
+    for key in ("model", "weights"):
+        if not isinstance(spec.get(key), str):
+            raise _damaged(mpath, f"spec {key!r} is missing or not a string")
+    dim = spec.get("dim")
+    if not isinstance(dim, int) or isinstance(dim, bool) or not 0 < dim <= 1 << 20:
+        raise _damaged(mpath, f"spec 'dim' is {dim!r}, not a positive integer")
+    store_id = manifest.get("store_id")
+    if version >= 2 and (not isinstance(store_id, str) or not _ID_RE.fullmatch(store_id)):
+        raise _damaged(mpath, f"'store_id' is {store_id!r}, not 12 hex digits")
+    shards = manifest.get("shards")
+    if not isinstance(shards, list):
+        raise _damaged(mpath, "'shards' is missing or not a list")
+    out_shards = []
+    total = 0
+    for i, entry in enumerate(shards):
+        if not isinstance(entry, dict):
+            raise _damaged(mpath, f"shard {i} is not an object")
+        token, count = entry.get("token"), entry.get("count")
+        if not isinstance(token, str) or not re.fullmatch(r"[0-9a-zA-Z][0-9a-zA-Z_-]{0,63}", token):
+            raise _damaged(mpath, f"shard {i} has the token {token!r}")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise _damaged(mpath, f"shard {i} has the count {count!r}")
+        files = entry.get("files") if version >= 2 else _shard_names(None, token)
+        if not isinstance(files, dict) or set(files) != set(SHARD_FILES):
+            raise _damaged(mpath, f"shard {i} does not name its files")
+        for kind, name in files.items():
+            if not _valid_name(name, store_id) or not name.endswith(SHARD_FILES[kind]):
+                raise _damaged(mpath, f"shard {i} names the file {name!r}")
+        out_shards.append({**entry, "files": dict(files)})
+        total += count
+    names = [n for s in out_shards for n in s["files"].values()]
+    if len(set(names)) != len(names):
+        raise _damaged(mpath, "two shards name the same file")
+    if "count" in manifest and manifest["count"] != total:
+        raise _damaged(mpath, f"'count' is {manifest['count']!r} but the shards hold {total} rows")
+    for section in ("ann", "ann_stale"):
+        meta = manifest.get(section)
+        if meta is None:
+            continue
+        if not isinstance(meta, dict):
+            raise _damaged(mpath, f"{section!r} is not an object")
+        name = meta.get("file")
+        if name is not None and (not _valid_name(name, store_id) or not str(name).endswith(".faiss")):
+            raise _damaged(mpath, f"{section!r} names the file {name!r}")
+    ds = manifest.get("dataset_dir")
+    if ds is not None and (
+        not isinstance(ds, dict) or not all(isinstance(v, str) for v in ds.values() if v is not None)
+    ):
+        raise _damaged(mpath, "'dataset_dir' is not an object of strings")
+    out = dict(manifest)
+    out["shards"] = out_shards
+    out["count"] = total
+    if not isinstance(out.get("complete", True), bool):
+        raise _damaged(mpath, f"'complete' is {out['complete']!r}")
+    return out
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate the manifest of the index in ``folder`` (format 1 is migrated in memory).
+
+    Returns
+    -------
+    dict
+        The manifest; ``format_version`` is what the file says, ``shards[i]["files"]`` is filled in.
+
+    Raises
+    ------
+    IndexNotFoundError
+        If the folder holds no manifest.
+    IndexFormatError
+        If it is damaged or of a newer format.
+    """
+    folder = Path(folder)
+    mpath = folder / MANIFEST_NAME
+    try:
+        raw = mpath.read_bytes()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        legacy = folder.is_dir() and any(
+            p.suffix.lower() in (".pbz2", ".pickle", ".pkl") for p in folder.iterdir() if p.is_file()
+        )
+        hint = (
+            " It holds vector files of the original project: convert them with "
+            f"`revsearch import-legacy {folder} NEW_VECTOR_DIR`."
+            if legacy
+            else " Build one first: reverse_image_search(..., generate=True) or `revsearch index DATASET_DIR VECTOR_DIR`."
+        )
+        raise IndexNotFoundError(f"no revsearch index in {str(folder)!r}.{hint}") from None
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise _damaged(mpath, f"not JSON: {e}") from None
+    return validate_manifest(manifest, mpath)
+
+
+# ---------------------------------------------------------------------------------------- reading
+@dataclass(frozen=True)
+class ShardRef:
+    """A shard's name: its token, row count and file names (committed or about to be)."""
+
+    token: str
+    count: int
+    files: dict[str, str]
+
+    def entry(self) -> dict[str, Any]:
+        """The shard's manifest entry."""
+        return {"token": self.token, "count": self.count, "files": dict(self.files)}
+
+
+def _map_bytes(path: Path) -> Any:
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return b""
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+class ShardView:
+    """One committed shard, opened: its three files are memory-mapped when the view is made.
+
+    Attributes
+    ----------
+    ref : ShardRef
+    vectors : numpy.ndarray
+        Shape (count, dim) float32, memory-mapped.
+    """
+
+    def __init__(self, folder: Path, ref: ShardRef, dim: int) -> None:
+        self.folder = folder
+        self.ref = ref
+        self._paths: list[str] | None = None
+        f = ref.files
+        self.vectors = self._load_npy("vectors", np.dtype(np.float32), (ref.count, dim))
+        self._rows = self._load_npy("rows", ROW_DTYPE, (ref.count,))
+        try:
+            self._text = _map_bytes(folder / f["paths"])
+        except FileNotFoundError:
+            raise _Missing(folder / f["paths"]) from None
+
+    def _load_npy(self, kind: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        path = self.folder / self.ref.files[kind]
+        try:
+            arr = np.load(path, mmap_mode="r" if self.ref.count else None, allow_pickle=False)
+        except FileNotFoundError:
+            raise _Missing(path) from None
+        except (OSError, ValueError) as e:
+            raise IndexDamagedError(self.folder, f"index file {str(path)!r} is damaged ({e})") from None
+        if arr.dtype != dtype or arr.shape != shape:
+            raise IndexDamagedError(
+                self.folder, f"index file {str(path)!r} holds {arr.shape} {arr.dtype}, expected {shape} {dtype}"
+            )
+        return arr
+
+    @property
+    def token(self) -> str:
+        return self.ref.token
+
+    @property
+    def count(self) -> int:
+        return self.ref.count
+
+    @property
+    def rows(self) -> np.ndarray:
+        """Shape (count,) :data:`ROW_DTYPE`: each row's file size, mtime and content hash."""
+        return self._rows
+
+    @property
+    def paths(self) -> list[str]:
+        """Shape (count,): each row's path relative to the dataset folder (validated on first use)."""
+        if self._paths is None:
+            path = self.folder / self.ref.files["paths"]
+            raw = bytes(self._text)
+            text = raw.decode("utf-8", PATH_ERRORS)
+            paths = text.split("\n")[:-1] if text else []
+            if len(paths) != self.count or (text and not text.endswith("\n")):
+                raise IndexDamagedError(
+                    self.folder, f"index file {str(path)!r} names {len(paths)} images, expected {self.count}"
+                )
+            if raw and (os.name == "nt" or _suspect(raw)):
+                for p in paths:  # which path, and why (rare: only when the whole-text check found something)
+                    why = check_relpath(p)
+                    if why is not None:
+                        raise IndexDamagedError(self.folder, f"index file {str(path)!r} holds the path {p!r}: {why}")
+            self._paths = paths
+        return self._paths
+
+
+class _Missing(Exception):
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.path = path
+
+
+@dataclass
+class Snapshot:
+    """A committed state of an index, opened: the manifest and every shard, memory-mapped.
+
+    Later commits by other processes do not change a snapshot: the files it maps stay readable
+    even once deleted.
+
+    Attributes
+    ----------
+    folder : pathlib.Path
+    manifest : dict
+    shards : list of ShardView
+    """
+
+    folder: Path
+    manifest: dict[str, Any]
+    shards: list[ShardView] = field(default_factory=list)
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["spec"]["dim"])
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return dict(self.manifest["spec"])
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.manifest.get("complete", True))
+
+    @property
+    def store_id(self) -> str | None:
+        return self.manifest.get("store_id")
+
+    def __len__(self) -> int:
+        return sum(s.count for s in self.shards)
+
+    @property
+    def vectors(self) -> list[np.ndarray]:
+        """Each shard's (n_i, dim) float32 matrix."""
+        return [s.vectors for s in self.shards]
+
+    def refs(self) -> list[ShardRef]:
+        return [s.ref for s in self.shards]
+
+    def path_at(self, row: int) -> str:
+        """The stored path of global row ``row``."""
+        if row < 0:
+            raise IndexError("row out of range")
+        for s in self.shards:
+            if row < s.count:
+                return s.paths[row]
+            row -= s.count
+        raise IndexError("row out of range")
+
+
+def _open_shards(folder: Path, manifest: dict[str, Any]) -> list[ShardView]:
+    dim = int(manifest["spec"]["dim"])
+    return [ShardView(folder, ShardRef(e["token"], int(e["count"]), e["files"]), dim) for e in manifest["shards"]]
+
+
+def open_snapshot(folder: str | os.PathLike, *, attempts: int = 8) -> Snapshot:
+    """Open the committed state of the index in ``folder`` (memory-mapped; milliseconds).
+
+    If a writer commits while the files are being mapped (so one is gone), the manifest is read
+    again; a file missing from an unchanged manifest means the index is damaged.
+
+    Raises
+    ------
+    IndexNotFoundError, IndexFormatError, IndexDamagedError
+    """
+    folder = Path(folder)
+    for _ in range(attempts):
+        manifest = read_manifest(folder)
+        try:
+            return Snapshot(folder, manifest, _open_shards(folder, manifest))
+        except _Missing as e:
+            missing = e.path
+            try:
+                again = read_manifest(folder)
+            except IndexNotFoundError:
+                again = None
+            if again == manifest:
+                raise IndexDamagedError(folder, f"index file {str(missing)!r} is missing") from None
+    raise IndexDamagedError(folder, f"index file {str(missing)!r} is missing")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------------------- writing
+def write_shard(
+    folder: str | os.PathLike,
+    store_id: str,
+    vectors: np.ndarray | Iterable[np.ndarray],
+    rows: np.ndarray,
+    paths: Sequence[str],
+    *,
+    token: str | None = None,
+    dim: int | None = None,
+) -> ShardRef:
+    """Write the three files of a new shard (each atomically); no manifest names it yet.
+
+    Used by :meth:`FolderWriter.write_shard` and by Dask workers (whose client holds the lock).
+
+    Parameters
+    ----------
+    folder : path
+    store_id : str
+        The index's store id (in the file names).
+    vectors : numpy.ndarray or iterable of numpy.ndarray
+        Shape (n, dim) float32, or consecutive blocks of rows (streamed; give ``dim``).
+    rows : numpy.ndarray
+        Shape (n,) :data:`ROW_DTYPE`.
+    paths : sequence of str
+        Shape (n,), relative paths (checked by :func:`encode_paths`).
+    token : str, optional
+        Names the files (default: :func:`new_token`). A deterministic token (Dask partitions)
+        makes a retried write replace the same files; the paths file is written last, so its
+        presence means the shard is complete.
+    dim : int, optional
+        Vector dimension, needed when ``vectors`` is an iterable of blocks.
+
+    Returns
+    -------
+    ShardRef
+    """
+    folder = Path(folder)
+    token = token or new_token()
+    if not _TOKEN_RE.fullmatch(token) or not _ID_RE.fullmatch(store_id):
+        raise ValueError(f"bad shard token {token!r} or store id {store_id!r}")
+    n = len(paths)
+    rows = np.asarray(rows, ROW_DTYPE)
+    if len(rows) != n:
+        raise ValueError("vectors, rows and paths must be aligned")
+    text = encode_paths(paths)
+    if isinstance(vectors, np.ndarray):
+        if vectors.ndim != 2 or len(vectors) != n:
+            raise ValueError(f"vectors of shape {vectors.shape} do not match {n} paths")
+        dim = vectors.shape[1]
+    elif dim is None:
+        raise ValueError("dim is needed when vectors are given as blocks")
+    names = _shard_names(store_id, token)
+    atomic_write(folder / names["vectors"], lambda fh: write_npy(fh, vectors, (n, dim), np.float32), tag=store_id)
+    atomic_write(folder / names["rows"], lambda fh: write_npy(fh, rows, (n,), ROW_DTYPE), tag=store_id)
+    atomic_write(folder / names["paths"], lambda fh: fh.write(text), tag=store_id)
+    return ShardRef(token, n, names)
+
+
+def find_shard(folder: str | os.PathLike, store_id: str, token: str, dim: int) -> ShardRef | None:
+    """A complete, sound shard with this token written earlier (e.g. by an interrupted Dask run), or None."""
+    folder = Path(folder)
+    ref = ShardRef(token, 0, _shard_names(store_id, token))
+    try:
+        text = (folder / ref.files["paths"]).read_bytes()
+        n = text.count(b"\n")
+        view = ShardView(folder, ShardRef(token, n, ref.files), dim)
+        view.paths  # noqa: B018  (validates)
+    except (OSError, _Missing, IndexFormatError):
+        return None
+    return view.ref
+
+
+class _FolderLock:
+    """An exclusive lock on an index folder while it is written (advisory flock, POSIX only)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_NAME
+        self.fh: Any = None
+
+    def __enter__(self) -> _FolderLock:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory lock
+            return self
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.close()
+            self.fh = None
+            raise RevsearchError(
+                f"another process is writing the index in {str(self.path.parent)!r}: wait for it to finish"
+            ) from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+
+
+class FolderWriter:
+    """The one writer of an index folder, holding its lock: writes files, commits manifests.
+
+    Get one with :func:`writing`. Each :meth:`commit` replaces the manifest atomically, then
+    deletes the store's own files that no manifest names any more. Files written since the last
+    commit and never committed are deleted when the writer closes (or by the next commit).
+
+    Attributes
+    ----------
+    folder : pathlib.Path
+    manifest : dict or None
+        The committed manifest (None before the first commit of a new index).
+    store_id : str
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.manifest: dict[str, Any] | None = read_manifest(folder) if exists(folder) else None
+        sid = (self.manifest or {}).get("store_id")
+        self.store_id: str = sid if isinstance(sid, str) else secrets.token_hex(6)
+        self._pending: set[str] = set()
+
+    # -------------------------------------------------------------- reading the committed state
+    def snapshot(self) -> Snapshot | None:
+        """The committed state, opened (None if there is no index yet)."""
+        if self.manifest is None:
+            return None
+        return Snapshot(self.folder, self.manifest, _open_shards(self.folder, self.manifest))
+
+    def open_committed(self) -> tuple[Snapshot | None, list[str]]:
+        """The committed state with only its sound shards, and what is wrong with the others.
+
+        Indexing uses it to repair an index: rows of a shard whose files are missing or damaged
+        are dropped (their images are embedded again).
+
+        Returns
+        -------
+        snapshot : Snapshot or None
+            None if there is no index yet.
+        problems : list of str
+            One line per shard left out.
+        """
+        if self.manifest is None:
+            return None, []
+        dim = int(self.manifest["spec"]["dim"])
+        views, problems = [], []
+        for e in self.manifest["shards"]:
+            ref = ShardRef(e["token"], int(e["count"]), e["files"])
+            try:
+                view = ShardView(self.folder, ref, dim)
+                view.paths  # noqa: B018  (validates the stored paths)
+            except _Missing as err:
+                problems.append(f"index file {str(err.path)!r} is missing")
+                continue
+            except IndexDamagedError as err:
+                problems.append(err.detail)
+                continue
+            views.append(view)
+        return Snapshot(self.folder, self.manifest, views), problems
+
+    def view(self, ref: ShardRef, *, dim: int | None = None) -> ShardView:
+        """Open a shard written by this writer (or committed), memory-mapped."""
+        if dim is None:
+            if self.manifest is None:
+                raise ValueError("no spec yet: give dim or commit first")
+            dim = int(self.manifest["spec"]["dim"])
+        try:
+            return ShardView(self.folder, ref, dim)
+        except _Missing as e:
+            raise IndexDamagedError(self.folder, f"index file {str(e.path)!r} is missing") from None
+
+    @property
+    def needs_migration(self) -> bool:
+        """True if the committed manifest is of an older format (the next commit rewrites it)."""
+        return self.manifest is not None and self.manifest.get("format_version", 1) < FORMAT_VERSION
+
+    # -------------------------------------------------------------- writing files
+    def write_shard(
+        self,
+        vectors: np.ndarray | Iterable[np.ndarray],
+        rows: np.ndarray,
+        paths: Sequence[str],
+        *,
+        token: str | None = None,
+        dim: int | None = None,
+    ) -> ShardRef:
+        """Write a new shard's files (see :func:`write_shard`); commit to make it part of the index."""
+        ref = write_shard(self.folder, self.store_id, vectors, rows, paths, token=token, dim=dim)
+        self._pending.update(ref.files.values())
+        return ref
+
+    def write_section_file(self, kind: str, write: Callable[[BinaryIO], None]) -> str:
+        """Write a new file of a section (``"ann"``) atomically; return its name (for the manifest)."""
+        if kind not in SECTION_FILES:
+            raise ValueError(f"unknown section {kind!r}")
+        name = f"{kind}-{self.store_id}-{new_token()}{SECTION_FILES[kind]}"
+        atomic_write(self.folder / name, write, tag=self.store_id)
+        self._pending.add(name)
+        return name
+
+    # -------------------------------------------------------------- committing
+    def commit(
+        self,
+        *,
+        shards: Sequence[ShardRef] | None = None,
+        spec: dict[str, Any] | None = None,
+        complete: bool | None = None,
+        fields: dict[str, Any] | None = None,
+        protect: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """Atomically replace the manifest, then delete the store's files it no longer names.
+
+        Parameters
+        ----------
+        shards : sequence of ShardRef, optional
+            The new shard list (default: unchanged).
+        spec : dict, optional
+            The model spec (required for a new index).
+        complete : bool, optional
+            Whether the index is complete (default: unchanged; True for a new index).
+        fields : dict, optional
+            Other manifest entries to set (a value of None removes the entry), e.g. ``ann``.
+        protect : iterable of str
+            File names housekeeping must keep although no manifest names them (yet).
+
+        Returns
+        -------
+        dict
+            The new manifest.
+        """
+        previous = self.manifest
+        manifest: dict[str, Any] = dict(previous or {})
+        if spec is not None:
+            manifest["spec"] = dict(spec)
+        if "spec" not in manifest:
+            raise ValueError("the first commit of an index needs its spec")
+        if shards is not None:
+            manifest["shards"] = [s.entry() for s in shards]
+        manifest.setdefault("shards", [])
+        manifest["count"] = sum(int(s["count"]) for s in manifest["shards"])
+        if complete is not None:
+            manifest["complete"] = bool(complete)
+        manifest.setdefault("complete", True)
+        for key, value in (fields or {}).items():
+            if value is None:
+                manifest.pop(key, None)
+            else:
+                manifest[key] = value
+        now = utc_now()
+        manifest.update(
+            format=FORMAT_NAME,
+            format_version=FORMAT_VERSION,
+            store_id=self.store_id,
+            revsearch_version=_version(),
+            created=manifest.get("created") or now,
+            updated=now,
+        )
+        if previous is not None and previous.get("format_version", 1) < FORMAT_VERSION:
+            manifest.setdefault("migrated_from", previous.get("format_version", 1))
+        manifest = validate_manifest(json.loads(json.dumps(manifest)), self.folder / MANIFEST_NAME)
+        data = json.dumps(manifest, indent=2).encode("utf-8")
+        atomic_write(self.folder / MANIFEST_NAME, lambda f: f.write(data), tag=self.store_id)
+        _fsync_dir(self.folder)
+        self.manifest = manifest
+        live = _named_files(manifest)
+        self._pending -= live
+        self._housekeep(_named_files(previous) if previous else set(), live | set(protect))
+        return manifest
+
+    def _housekeep(self, previously_named: set[str], keep: set[str]) -> None:
+        """Delete the store's own files that the committed manifest does not name."""
+        ours = re.compile(
+            r"\.?(?:vectors|rows|paths|ann)-" + re.escape(self.store_id) + r"-[0-9a-z][0-9a-z_-]{0,63}\.(?:npy|txt|faiss)"
+            r"|\..+\." + re.escape(self.store_id) + r"-[0-9a-f]{8}\.tmp"
+        )
+        for name in sorted(os.listdir(self.folder)):
+            if name in keep or name in self._pending:
+                continue
+            if name in previously_named or ours.fullmatch(name):
+                with contextlib.suppress(OSError):
+                    (self.folder / name).unlink()
+                    logger.debug("removed %s", self.folder / name)
+
+    def discard_pending(self) -> None:
+        """Delete files written since the last commit (an aborted run)."""
+        for name in sorted(self._pending):
+            with contextlib.suppress(OSError):
+                (self.folder / name).unlink()
+        self._pending.clear()
+
+
+def _named_files(manifest: dict[str, Any] | None) -> set[str]:
+    if not manifest:
+        return set()
+    out = {n for s in manifest.get("shards", []) for n in s.get("files", {}).values()}
+    for section in ("ann", "ann_stale"):
+        name = (manifest.get(section) or {}).get("file")
+        if name:
+            out.add(name)
+    return out
+
+
+@contextlib.contextmanager
+def writing(folder: str | os.PathLike, *, create: bool = True) -> Iterator[FolderWriter]:
+    """Lock an index folder for writing; yield its :class:`FolderWriter`.
+
+    Parameters
+    ----------
+    folder : path
+    create : bool, default True
+        Create the folder if needed (else a missing index raises IndexNotFoundError).
+
+    Raises
+    ------
+    RevsearchError
+        If another process is writing the index.
+    """
+    folder = Path(folder)
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    elif not exists(folder):
+        read_manifest(folder)  # raises IndexNotFoundError with the usual hint
+    with _FolderLock(folder):
+        writer = FolderWriter(folder)
+        try:
+            yield writer
+        finally:
+            writer.discard_pending()
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
