@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import backends
-from .errors import ImageReadError, UnknownModelError, WeightsUnavailableError
+from .errors import ImageReadError, RevsearchError, UnknownModelError, WeightsUnavailableError
 from .images import ImageSource, SkippedFile, prepare_image, read_image_file
 
 logger = logging.getLogger(__name__)
@@ -502,6 +502,8 @@ class Embedder:
         if self.backend == "openvino":
             try:
                 self._openvino_model().load()
+            except RevsearchError:  # e.g. no weights: Keras could not do better
+                raise
             except Exception as e:  # noqa: BLE001 - OpenVINO's conversion errors have many types
                 if not self._chosen:
                     raise
