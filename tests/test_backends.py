@@ -371,3 +371,26 @@ def test_auto_falls_back_to_keras_when_openvino_cannot_convert(
     explicit = Embedder("mobilenet", weights=None, backend="openvino", cache_dir=tmp_path / "fresh2")
     with pytest.raises(RuntimeError, match="MyOp"):  # asked for OpenVINO by name: the error is not hidden
         explicit.embed(make_photo(3))
+
+
+@needs_openvino
+def test_index_update_with_cached_openvino_model_never_imports_tensorflow(tmp_path: Path) -> None:
+    """Index.build loads the embedder before writing: with OpenVINO's cached model that is the compiled blob,
+    not the Keras model, so an update in a fresh process starts without TensorFlow."""
+    ds = tmp_path / "photos"
+    write_photos(ds, 4)
+    code = """
+        import json, sys
+        from revsearch.embedding import Embedder
+        from revsearch.index import Index
+        emb = Embedder("resnet50", weights=None, backend="openvino", precision="float32", cache_dir={cache!r})
+        index, report = Index.build({ds!r}, {vec!r}, emb, progress=False)
+        print(json.dumps({{"n": len(index), "added": len(report.added), "tf": "tensorflow" in sys.modules,
+                          "spec": index.spec}}))
+    """.format(cache=str(tmp_path / "cache"), ds=str(ds), vec=str(tmp_path / "vec"))
+    first = json.loads(_python(code).strip().splitlines()[-1])
+    assert first["n"] == 4 and first["tf"] is True  # converted from Keras
+    write_photos(ds, 2, start=10)
+    second = json.loads(_python(code).strip().splitlines()[-1])
+    assert second["n"] == 6 and second["added"] == 2 and second["tf"] is False
+    assert second["spec"]["backend"] == "openvino" and second["spec"]["precision"] == "float32"
