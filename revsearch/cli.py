@@ -74,15 +74,21 @@ def _cmd_index(args: argparse.Namespace) -> int:
             existing = Index.open(args.vector_dir)
         except IndexDamagedError:  # indexing again repairs it: take the model from its manifest
             existing = Index.open_manifest(args.vector_dir)
-    embedder = resolve_embedder(existing, args.model, weights=args.weights, precision=args.precision)
+    # precision and backend do not change which vectors are comparable: naming the index's model keeps its
+    # recorded preprocessing whatever they are (the index's precision is passed so resolve_embedder sees it)
+    recorded = existing.spec.get("precision", "float32") if existing is not None else None
+    embedder = resolve_embedder(existing, args.model, weights=args.weights, precision=recorded)  # type: ignore[arg-type]
     if getattr(args, "resolution", None) is not None or getattr(args, "scales", None) is not None:
         embedder = _sized_embedder(existing, args)
+    if args.backend is not None or args.precision is not None:  # asked for: also when the index exists
+        embedder = embedder.variant(backend=args.backend, precision=args.precision)
+    batch_size = args.batch_size or embedder.batch_size
     if getattr(args, "dask", None):  # on a Dask cluster (revsearch.distributed)
         from .distributed import build_index_dask
 
         index, dreport = build_index_dask(
             args.dataset_dir, args.vector_dir, embedder, client=args.dask, n_workers=args.dask_workers,
-            partition_size=args.partition_size, batch_size=args.batch_size, prune=args.prune, exclude=args.exclude,
+            partition_size=args.partition_size, batch_size=batch_size, prune=args.prune, exclude=args.exclude,
             progress=not args.quiet,
         )
         report, summary = dreport.report, dreport.summary()
@@ -91,7 +97,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
             args.dataset_dir,
             args.vector_dir,
             embedder,
-            batch_size=args.batch_size,
+            batch_size=batch_size,
             workers=args.workers,
             prune=args.prune,
             exclude=args.exclude,
@@ -100,7 +106,9 @@ def _cmd_index(args: argparse.Namespace) -> int:
         summary = report.summary()
     for s in report.skipped:
         _say(f"skipped {s.path}: {s.reason}", err=True)
-    _say(f"{index.folder}: {len(index)} vectors ({index.spec['model']}, {index.dim}-d); {summary}")
+    spec = index.spec
+    how = f"{spec.get('backend', 'keras')} {spec.get('precision', 'float32')}"
+    _say(f"{index.folder}: {len(index)} vectors ({spec['model']}, {index.dim}-d) by {how}; {summary}")
     ann = index.manifest.get("ann")
     if ann:  # an approximate index was brought up to date (revsearch.ann)
         last = ann.get("last_update", {})
@@ -173,8 +181,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
             rotations=args.rotations, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False),
         )
     else:
+        emb = index.embedder().variant(backend=args.backend) if getattr(args, "backend", None) else None
         matches = index.search(
-            query, args.k, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False),
+            query, args.k, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False), embedder=emb,
             under=_relative_folder(index, args.under, args.dataset_dir), exclude_paths=args.exclude,
         )
     if args.out:
@@ -506,12 +515,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--weights", type=_weights, default="imagenet", help="imagenet (default), none (random, for tests) or a weights file"
     )
-    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument(
+        "--backend", choices=["auto", "keras", "openvino"], default=None,
+        help="what runs the model: auto (default: OpenVINO on CPUs when installed, Keras on GPUs), keras, or "
+        "openvino (pip install \"revsearch[openvino]\")",
+    )  # fmt: skip
+    p.add_argument(
+        "--precision", choices=["float32", "bfloat16", "float16"], default=None,
+        help="compute precision (default: float16/bfloat16 on a GPU, else float32; bfloat16 on OpenVINO is about "
+        "2x faster on CPUs with bfloat16 units, with slightly different rankings); vectors are float32 either way",
+    )  # fmt: skip
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=None, help="images per model call (default 32; larger on a GPU)"
+    )
     p.add_argument("--resolution", type=int, default=None,
                    help="input side in pixels (default: the model's, 224; larger keeps more detail, ~(side/224)^2 the time)")
     p.add_argument("--scales", type=_scales, default=None,
                    help="multi-scale descriptors: input sides, e.g. 224,320 (the sum of the per-scale vectors)")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per model call (default 32)")
     p.add_argument("--workers", type=_positive_int, default=None, help="image-reading threads (default: CPUs)")
     p.add_argument(
         "--prune", action="store_true",
@@ -539,6 +559,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--dataset-dir", default=None, help="where the images are now (default: as recorded in the index)")
     p.add_argument("--exact", action="store_true", help="exact search even if the index has an approximate index")
+    p.add_argument(
+        "--backend", choices=["auto", "keras", "openvino"], default=None,
+        help="what embeds the query (default auto); any backend searches any index",
+    )  # fmt: skip
     p.add_argument("--under", metavar="SUBFOLDER", default=None, help="search only images in this folder of the dataset")
     p.add_argument(
         "--exclude", metavar="PATTERN", action="append", default=None,

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ImageReadError, UnknownModelError, WeightsUnavailableError
+from . import backends
+from .errors import ImageReadError, RevsearchError, UnknownModelError, WeightsUnavailableError
 from .images import ImageSource, SkippedFile, prepare_image, read_image_file
 
 logger = logging.getLogger(__name__)
@@ -234,11 +235,22 @@ class Embedder:
         For named models: ImageNet weights (downloaded by Keras to its cache, ``$KERAS_HOME/models``),
         ``None`` for a seeded random initialisation (same speed, meaningless features: for tests and
         speed benchmarks), or the path of a Keras weights file.
-    precision : {"float32", "bfloat16"}, default "float32"
-        Compute precision of the model (the vectors are float32 either way). ``"bfloat16"`` can be
-        faster on CPUs with bfloat16 units, depending on the model: measured on a 2-core AVX512-BF16
-        CPU (``benchmarks/quality.py``), ResNet50 x1.37 but MobileNet x0.83 (slower); MobileNet's
-        top-9 results agree 94% with float32's, precision@9 0.874 vs 0.876.
+    precision : {"float32", "bfloat16", "float16"}, optional
+        Compute precision of the model (the vectors are float32 either way). Default: the backend's
+        (:func:`revsearch.backends.default_precision`): float16/bfloat16 mixed precision on a GPU
+        (:func:`revsearch.backends.gpu_policy`), else ``"float32"``. ``"bfloat16"`` on OpenVINO is 2.3x
+        Keras float32's speed on an AVX512-BF16 CPU, its top-9 results agreeing 94.4% with float32's. On Keras, ``"bfloat16"``/``"float16"`` build the model under Keras's
+        ``mixed_bfloat16``/``mixed_float16`` policy; OpenVINO runs ``"float32"`` and ``"bfloat16"``.
+    backend : {"auto", "keras", "openvino"}, default "auto"
+        What runs the model: Keras (TensorFlow), or OpenVINO (``pip install "revsearch[openvino]"``;
+        converted from the Keras model once and cached on disk, see :mod:`revsearch.backends`).
+        ``"auto"``: OpenVINO on CPUs when installed, Keras on GPUs. The backend is recorded in the
+        index, but does not restrict searching: vectors of both backends are comparable.
+    cache_dir : path, optional
+        Where OpenVINO keeps converted and compiled models (default
+        :func:`revsearch.backends.default_cache_dir`).
+    openvino_hint : {"throughput", "latency"}, default "throughput"
+        OpenVINO's ``PERFORMANCE_HINT``: ``"throughput"`` splits each batch over parallel streams.
     fill : tuple of 3 int, ``"edge"`` or ``"mean"``, default black
         Colour used to pad images to a square (with ``fit="pad"``).
     fit : {"crop", "pad"}, optional
@@ -281,7 +293,7 @@ class Embedder:
         model: Any = "resnet50",
         *,
         weights: str | os.PathLike | None = "imagenet",
-        precision: str = "float32",
+        precision: str | None = None,
         fill: tuple[int, int, int] | str = (0, 0, 0),
         fit: str | None = None,
         preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -289,14 +301,41 @@ class Embedder:
         pooling: str | None = None,
         resolution: int | None = None,
         scales: Sequence[int] | None = None,
+        backend: str = "auto",
+        cache_dir: str | os.PathLike | None = None,
+        openvino_hint: str = "throughput",
     ) -> None:
-        if precision not in ("float32", "bfloat16"):
-            raise ValueError(f"precision must be 'float32' or 'bfloat16', not {precision!r}")
+        if precision is not None and precision not in _ALL_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(_ALL_PRECISIONS)} (or None), not {precision!r}")
         if fit not in (None, "pad", "crop"):
             raise ValueError(f"fit must be 'pad' or 'crop', not {fit!r}")
         if pooling not in (None, "gem", "avg", "max"):
             raise ValueError(f"pooling must be 'gem', 'avg' or 'max', not {pooling!r}")
-        self.precision = precision
+        self.backend = backends.resolve_backend(backend, precision)
+        self._chosen = backend == "auto" and self.backend == "openvino"  # may fall back to Keras
+        self._precision_given = precision is not None
+        if precision is None:
+            precision = "float32" if self.backend == "keras" and not isinstance(model, str) else None
+        self.precision: str = precision or backends.default_precision(self.backend)
+        if self.precision not in backends.PRECISIONS[self.backend]:
+            raise ValueError(
+                f"the {self.backend} backend does not run precision {self.precision!r}: "
+                f"choose one of {', '.join(backends.PRECISIONS[self.backend])}"
+            )
+        if self.backend == "keras" and self.precision != "float32" and not isinstance(model, str):
+            raise ValueError(
+                "precision applies to a custom Keras model on the OpenVINO backend only: build your model under "
+                f"keras.config.set_dtype_policy('mixed_{self.precision}') instead"
+            )
+        #: Images per model call when none is given: the GPU policy's on a GPU, else 32.
+        self.batch_size = 32
+        if self.backend == "keras" and self.precision != "float32":
+            devices = backends.gpu_devices()
+            if devices:
+                self.batch_size = backends.gpu_policy(devices).batch_size
+        self.cache_dir = cache_dir
+        self.openvino_hint = openvino_hint
+        self._ov: backends.OpenVINOModel | None = None
         self.fill = fill
         self.fit = fit
         self._lock = threading.Lock()
@@ -371,17 +410,57 @@ class Embedder:
 
     @property
     def spec(self) -> dict[str, Any]:
-        """What made the vectors: ``model``, ``preprocessing``, ``dim``, ``weights``, ``precision``."""
+        """What made the vectors: ``model``, ``preprocessing``, ``dim``, ``weights``, ``precision``, ``backend``.
+
+        ``precision`` and ``backend`` are recorded for information: vectors made with another
+        precision or backend are comparable (the models agree within rounding).
+        """
         return {
             "model": self.name,
             "preprocessing": self.preprocessing,
             "dim": self.dim,
             "weights": self.weights,
             "precision": self.precision,
+            "backend": self.backend,
         }
 
     def __repr__(self) -> str:
-        return f"Embedder(model={self.name!r}, weights={self.weights!r}, dim={self.dim}, precision={self.precision!r})"
+        return (
+            f"Embedder(model={self.name!r}, weights={self.weights!r}, dim={self.dim}, "
+            f"precision={self.precision!r}, backend={self.backend!r})"
+        )
+
+    def variant(self, *, backend: str | None = None, precision: str | None = None) -> Embedder:
+        """The same model, weights and preprocessing on another backend or precision.
+
+        Parameters
+        ----------
+        backend : {"auto", "keras", "openvino"}, optional
+            Default: this embedder's.
+        precision : str, optional
+            Default: this embedder's if the backend stays the same, else the new backend's default.
+
+        Returns
+        -------
+        Embedder
+            ``self`` if nothing changes.
+        """
+        if backend is None:  # keep this one's backend, unless it cannot run the precision asked for
+            backend = self.backend if precision is None or precision in backends.PRECISIONS[self.backend] else "auto"
+        new_backend = backends.resolve_backend(backend, precision)
+        if precision is None and new_backend == self.backend:
+            precision = self.precision
+        if new_backend == self.backend and precision == self.precision:
+            return self
+        if self._info is None:
+            return Embedder(
+                self._keras_model, precision=precision, fill=self.fill, fit=self.fit, preprocess=self._custom_preprocess,
+                name=self.name, backend=new_backend, cache_dir=self.cache_dir, openvino_hint=self.openvino_hint,
+            )  # fmt: skip
+        return get_embedder(
+            self.name, weights=self._weights_arg, precision=precision, fit=self.fit, fill=self.fill,
+            pooling=self.pooling, backend=new_backend, scales=self.scales,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ multi-scale
     def scale_embedders(self) -> list[Embedder]:
@@ -398,7 +477,8 @@ class Embedder:
                 if self._scale_embedders is None:
                     self._scale_embedders = [
                         Embedder(self.name, weights=self._weights_arg, precision=self.precision, fill=self.fill,
-                                 fit=self.fit, pooling=self.pooling, resolution=s)
+                                 fit=self.fit, pooling=self.pooling, resolution=s, backend=self.backend,
+                                 cache_dir=self.cache_dir, openvino_hint=self.openvino_hint)
                         for s in self.scales
                     ]
         return self._scale_embedders
@@ -453,8 +533,9 @@ class Embedder:
         pooling = None if self.pooling == "gem" else self.pooling
         kwargs = dict(include_top=False, pooling=pooling, input_shape=(self.input_size, self.input_size, 3))
         previous_policy = keras.config.dtype_policy()
-        if self.precision == "bfloat16":
-            keras.config.set_dtype_policy("mixed_bfloat16")
+        if self.backend == "keras" and self.precision != "float32":
+            # OpenVINO converts a float32 model and sets its own precision
+            keras.config.set_dtype_policy(f"mixed_{self.precision}")
         try:
             if self.weights == "none":
                 py_state, np_state = random.getstate(), np.random.get_state()
@@ -481,7 +562,7 @@ class Embedder:
             keras.config.set_dtype_policy(previous_policy)
 
     # ------------------------------------------------------------------ preprocessing
-    def prepare(self, source: ImageSource, *, label: str | None = None) -> np.ndarray:
+    def prepare(self, source: ImageSource, *, label: str | None = None, dtype: Any = np.float32) -> np.ndarray:
         """Read one image and pad/resize it to the model's input size.
 
         Parameters
@@ -490,13 +571,15 @@ class Embedder:
             Path, bytes, array or PIL image (see :func:`revsearch.images.load_image`).
         label : str, optional
             How error messages name the image.
+        dtype : numpy dtype, default float32
+            ``numpy.uint8`` saves a float copy where the caller copies into a float batch.
 
         Returns
         -------
         numpy.ndarray
-            Shape (S, S, 3), float32 RGB 0..255, with S = :attr:`input_size`.
+            Shape (S, S, 3), RGB 0..255, with S = :attr:`input_size`.
         """
-        return prepare_image(source, self.input_size, fit=self.fit, fill=self.fill, label=label)
+        return prepare_image(source, self.input_size, fit=self.fit, fill=self.fill, label=label, dtype=dtype)
 
     def normalize_batch(self, batch: np.ndarray) -> np.ndarray:
         """Apply the model's own input normalisation to prepared images.
@@ -543,23 +626,74 @@ class Embedder:
             return np.zeros((0, self.dim), np.float32)
         return self._embed_own_batch(batch.copy())
 
+    def load(self) -> Embedder:
+        """Build the model now rather than on first use: the Keras model, or the compiled OpenVINO
+        model (converted from Keras the first time, then read from the cache). Returns ``self``."""
+        if self.backend == "openvino":
+            try:
+                self._openvino_model().load()
+            except RevsearchError:  # e.g. no weights: Keras could not do better
+                raise
+            except Exception as e:  # noqa: BLE001 - OpenVINO's conversion errors have many types
+                if not self._chosen:
+                    raise
+                # backend="auto" picked OpenVINO: a model it cannot convert still embeds, with Keras
+                logger.warning("OpenVINO could not convert %s (%s: %s): embedding with Keras", self.name, type(e).__name__, e)
+                self._fall_back_to_keras()
+        if self.backend == "keras":
+            self.keras_model
+        return self
+
+    def _fall_back_to_keras(self) -> None:
+        with self._lock:
+            self.backend, self._ov, self._chosen = "keras", None, False
+            if not self._precision_given or self.precision not in backends.PRECISIONS["keras"] or self._info is None:
+                self.precision = "float32" if self._info is None else backends.default_precision("keras")
+
+    def _openvino_model(self) -> backends.OpenVINOModel:
+        if self._ov is None:
+            with self._lock:
+                if self._ov is None:
+                    if self._info is None:
+                        norm, arch = "none", _architecture_id(self._keras_model)
+                    else:
+                        norm = {"raw-bgr": "raw-bgr", "resnet50": "caffe", "mobilenet": "tf"}[
+                            "raw-bgr" if self._info.preprocess == "raw-bgr" else self._info.module
+                        ]
+                        arch = f"keras.applications.{self._info.keras_name}/pool:{self.pooling}:p={GEM_P:g}"
+                    key = {"model": self.name, "architecture": arch, "weights": self.weights, "dim": self.dim}
+                    self._ov = backends.OpenVINOModel(
+                        key, lambda: self.keras_model, self.input_size, norm, self.precision,
+                        hint=self.openvino_hint, cache_dir=self.cache_dir,
+                    )  # fmt: skip
+        return self._ov
+
     def _embed_own_batch(self, batch: np.ndarray) -> np.ndarray:
         """:meth:`embed_prepared` of a checked (n, S, S, 3) float32 batch the caller gives up:
         it is normalised in place, not copied."""
         if len(self.scales) > 1:
             return self._embed_multiscale(batch)
         out = self.keras_model.predict_on_batch(self.normalize_batch(batch))
+        if self.backend == "openvino" and self._chosen:
+            self.load()  # where backend="auto" chose OpenVINO, a failed conversion falls back to Keras
+        if self.backend == "openvino":
+            if self._info is None and self._custom_preprocess is not None:
+                batch = np.asarray(self._custom_preprocess(batch), dtype=np.float32)
+            out = self._openvino_model()(batch)  # the named models' normalisation is in the graph
+        else:
+            out = self.keras_model.predict_on_batch(self.normalize_batch(batch))
         out = np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
         return l2_normalize(out)
 
-    def embed(self, images: ImageSource | Sequence[ImageSource], *, batch_size: int = 32) -> np.ndarray:
+    def embed(self, images: ImageSource | Sequence[ImageSource], *, batch_size: int | None = None) -> np.ndarray:
         """Embed one image or a list of images.
 
         Parameters
         ----------
         images : ImageSource or sequence of ImageSource
             One image (path, bytes, PIL image, or an (H, W, 3) array) or a list of them.
-        batch_size : int, default 32
+        batch_size : int, optional
+            Default :attr:`batch_size`.
 
         Returns
         -------
@@ -573,6 +707,7 @@ class Embedder:
         """
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)  # type: ignore[list-item]
+        batch_size = batch_size or self.batch_size
         parts = []
         for start in range(0, len(items), batch_size):
             prepared = np.stack([self.prepare(s) for s in items[start : start + batch_size]])
@@ -590,7 +725,7 @@ class Embedder:
             return None, None, f"cannot read the file: {e.strerror or e}"
         info = FileInfo(st.st_size, st.st_mtime_ns, hashlib.blake2b(data, digest_size=16).digest())
         try:
-            return info, self.prepare(data, label=str(path)), None
+            return info, self.prepare(data, label=str(path), dtype=np.uint8), None  # cast into the batch buffer
         except ImageReadError as e:
             return info, None, str(e)
 
@@ -598,7 +733,7 @@ class Embedder:
         self,
         paths: Sequence[str | os.PathLike],
         *,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         workers: int | None = None,
         progress: bool = True,
         desc: str = "embedding",
@@ -609,8 +744,8 @@ class Embedder:
         ----------
         paths : sequence of path
             The image files.
-        batch_size : int, default 32
-            Images per model call.
+        batch_size : int, optional
+            Images per model call (default :attr:`batch_size`).
         workers : int, optional
             Threads that read and resize images (default: the number of CPUs, at most 8).
         progress : bool, default True
@@ -627,9 +762,10 @@ class Embedder:
         from tqdm.auto import tqdm
 
         paths = [Path(p) for p in paths]
+        batch_size = batch_size or self.batch_size
         if workers is None:
             workers = min(8, os.cpu_count() or 1)
-        self.keras_model  # build before the threads start
+        self.load()  # build before the threads start
         prefetch = max(2 * batch_size, 4 * workers)
         bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress)
         todo = iter(range(len(paths)))
@@ -717,6 +853,16 @@ def _is_download_failure(e: BaseException) -> bool:
     )
 
 
+def _architecture_id(model: Any) -> str:
+    """A hash of a Keras model's architecture (its JSON config, or failing that its layers and shapes)."""
+    try:
+        text = model.to_json()
+    except Exception:  # noqa: BLE001 - a custom layer without get_config: describe it another way
+        text = repr([(type(layer).__name__, layer.name) for layer in model.layers]) + repr(model.output_shape)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_ALL_PRECISIONS = tuple(dict.fromkeys(p for ps in backends.PRECISIONS.values() for p in ps))
 _CACHE: dict[tuple, Embedder] = {}
 _CACHE_LOCK = threading.Lock()
 
@@ -725,12 +871,13 @@ def get_embedder(
     model: str | Embedder | Any = "resnet50",
     *,
     weights: str | os.PathLike | None = "imagenet",
-    precision: str = "float32",
+    precision: str | None = None,
     fit: str | None = None,
     fill: tuple[int, int, int] | str = (0, 0, 0),
     pooling: str | None = None,
     resolution: int | None = None,
     scales: Sequence[int] | None = None,
+    backend: str = "auto",
 ) -> Embedder:
     """Return an :class:`Embedder`, reusing one built earlier for the same name and options.
 
@@ -742,10 +889,11 @@ def get_embedder(
     model : str, Embedder or keras.Model
         An Embedder is returned as it is; a Keras model is wrapped.
     weights : {"imagenet", None} or path
-    precision : {"float32", "bfloat16"}
-    fit, fill, pooling, resolution, scales
+    precision : {"float32", "bfloat16", "float16"}, optional
+        Default: the backend's.
+    fit, fill, pooling, backend, resolution, scales
         As for :class:`Embedder` (``None``: the model's default); see :func:`preprocessing_options`
-        to get them back from an index's spec.
+        to get ``fit``, ``fill`` and ``pooling`` back from an index's spec.
 
     Returns
     -------
@@ -754,12 +902,12 @@ def get_embedder(
     if isinstance(model, Embedder):
         return model
     if not isinstance(model, str):
-        return Embedder(model)
+        return Embedder(model, precision=precision, backend=backend)
     new = Embedder(
-        model, weights=weights, precision=precision, fit=fit, fill=fill, pooling=pooling, resolution=resolution,
-        scales=scales,
-    )  # lazy: cheap
-    key = (new.name, new.weights, new.precision, new.preprocessing)
+        model, weights=weights, precision=precision, fit=fit, fill=fill, pooling=pooling, backend=backend,
+        resolution=resolution, scales=scales,
+    )
+    key = (new.name, new.weights, new.precision, new.preprocessing, new.backend)  # the Embedder is lazy: cheap
     with _CACHE_LOCK:
         if key not in _CACHE:
             _CACHE[key] = new

@@ -449,7 +449,10 @@ def load_image(
             img.seek(0)
         img.load()
         fmt = img.format
-        img = ImageOps.exif_transpose(img) or img
+        if img is source:  # the caller's image: never changed in place
+            img = ImageOps.exif_transpose(img) or img
+        else:  # ours: rotate in place, no copy when there is nothing to rotate (Pillow copies otherwise)
+            ImageOps.exif_transpose(img, in_place=True)
         return _to_rgb(img, background, fmt)
     except ImageReadError:
         raise
@@ -619,6 +622,7 @@ def prepare_image(
     fit: str = "pad",
     fill: tuple[int, int, int] | str = (0, 0, 0),
     label: str | None = None,
+    dtype: type | np.dtype = np.float32,
 ) -> np.ndarray:
     """Read an image and bring it to the model's input size, before ``preprocess_input``.
 
@@ -635,11 +639,14 @@ def prepare_image(
         The padding colour (see :func:`pad_to_square`).
     label : str, optional
         How error messages name the image.
+    dtype : numpy dtype, default float32
+        ``numpy.uint8`` returns the pixels without a float copy (for a caller that copies them into
+        a float batch anyway).
 
     Returns
     -------
     numpy.ndarray
-        Shape (size, size, 3), float32, RGB values in 0..255.
+        Shape (size, size, 3), ``dtype``, RGB values in 0..255.
     """
     img = load_image(source, draft_size=size, draft_side="short" if fit == "crop" else "long", label=label)
     if fit == "pad":
@@ -652,4 +659,4 @@ def prepare_image(
         raise ValueError(f"fit must be 'pad' or 'crop', not {fit!r}")
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    return np.asarray(img, dtype=np.float32)
+    return np.asarray(img, dtype=dtype)

@@ -510,7 +510,7 @@ def update_folder(
     scan = scan_dataset(dataset, folder, exclude)
     report = UpdateReport(skipped=list(scan.skipped))
     if not store.exists(folder) and scan.files:
-        emb.keras_model  # noqa: B018  (load the weights before anything is written: no weights, no folder)
+        emb.load()  # the weights (or the cached OpenVINO model) before anything is written: no weights, no folder
     with store.writing(folder) as w:
         snap, problems = w.open_committed()
         for p in problems:
@@ -522,7 +522,7 @@ def update_folder(
         on_purpose = sum(1 for p in report.removed if path_excluded(p, scan.patterns))
         check_prune(folder, dataset, plan.n_old, len(report.removed) - on_purpose, len(scan.rel), recorded, prune)
         if plan.todo:
-            emb.keras_model  # noqa: B018  (load the model before writing anything)
+            emb.load()  # load the model before writing anything (OpenVINO: from its cache, without TensorFlow)
         fields = {**index_fields(folder, dataset, emb), "exclude": list(exclude) or None}
         run = _Run(w, emb, fields, checkpoint_every, checkpoint_seconds)
         changed = snap is None or bool(problems) or w.needs_migration

@@ -30,6 +30,11 @@ elif "KERAS_HOME" not in os.environ:
     # Never let a test touch the user's ~/.keras or try to download: an empty private cache.
     os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="revsearch-keras-empty-")
 
+# Converted/compiled OpenVINO models (revsearch.backends) go to a private cache shared by this run's
+# tests, never to the user's ~/.cache.
+if not os.environ.get("REVSEARCH_CACHE_DIR"):
+    os.environ["REVSEARCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="revsearch-cache-")
+
 needs_weights = pytest.mark.skipif(
     not HAVE_WEIGHTS,
     reason=(
@@ -39,7 +44,8 @@ needs_weights = pytest.mark.skipif(
 )
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-DATASETS = SHARED / "datasets"
+# The real photos (../shared/datasets beside the checkout; REVSEARCH_TEST_DATASETS names another place).
+DATASETS = Path(os.environ.get("REVSEARCH_TEST_DATASETS") or SHARED / "datasets")
 
 
 def make_photo(seed: int, size: tuple[int, int] = (160, 120)) -> np.ndarray:
@@ -79,7 +85,9 @@ def resnet_random():
     """ResNet50 with seeded random weights (no download; meaningless but deterministic features)."""
     from revsearch.embedding import get_embedder
 
-    return get_embedder("resnet50", weights=None)
+    # float32 on the default backend (OpenVINO where installed, else Keras), as an index built by name with
+    # precision="float32" (e.g. on Dask workers) uses; tests comparing with Keras's own output ask for Keras.
+    return get_embedder("resnet50", weights=None, precision="float32")
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +97,7 @@ def mobilenet():
         pytest.skip(needs_weights.kwargs["reason"])
     from revsearch.embedding import get_embedder
 
-    return get_embedder("mobilenet", weights="imagenet")
+    return get_embedder("mobilenet", weights="imagenet", precision="float32")
 
 
 @pytest.fixture()

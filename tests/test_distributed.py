@@ -177,7 +177,7 @@ def test_cli_index_and_search_on_the_cluster(photos, client, reference, tmp_path
     address = client.scheduler.address
     vdir = str(tmp_path / "vec")
     argv = ["index", str(photos), vdir, "--model", "resnet50", "--weights", "none", "--dask", address,
-            "--partition-size", str(PARTITION), "-q"]
+            "--partition-size", str(PARTITION), "--precision", "float32", "-q"]  # as the reference
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "24 vectors" in out and "partitions" in out and "on 2 workers" in out

@@ -20,7 +20,7 @@ from revsearch.images import SkippedFile, prepare_image
 
 REPO = Path(__file__).resolve().parents[1]
 FLOWERS = DATASETS / "oxford17_flowers"
-SPEC_KEYS = {"model", "preprocessing", "dim", "weights", "precision"}
+SPEC_KEYS = {"model", "preprocessing", "dim", "weights", "precision", "backend"}
 
 
 def _run_python(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -63,7 +63,7 @@ def tiny_model():
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model) -> Embedder:
-    return Embedder(tiny_model)
+    return Embedder(tiny_model, backend="keras")  # compared with the Keras model's own output below
 
 
 @pytest.fixture(autouse=True)
@@ -84,13 +84,14 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_spec_fields_of_named_models() -> None:
     for name, info in MODELS.items():
-        e = Embedder(name, weights=None)  # lazy: nothing is built here
+        e = Embedder(name, weights=None, backend="keras")  # lazy: nothing is built here
         spec = e.spec
         assert set(spec) == SPEC_KEYS
         assert spec["model"] == name
         assert spec["dim"] == info.dim == e.dim
         assert spec["weights"] == "none"
-        assert spec["precision"] == "float32"
+        assert spec["precision"] == "float32"  # Keras on a CPU: float32 unless asked
+        assert spec["backend"] == "keras"
         default_fit = "pad:" if name == "resnet50-seed" else "crop:"  # the original pipeline pads
         assert f"resize:{info.size}:" in spec["preprocessing"] and spec["preprocessing"].startswith(default_fit)
     assert Embedder("resnet50", weights=None).dim == 2048
@@ -123,7 +124,9 @@ def test_unknown_model_lists_choices() -> None:
 
 def test_bad_options() -> None:
     with pytest.raises(ValueError, match="precision"):
-        Embedder("resnet50", weights=None, precision="float16")
+        Embedder("resnet50", weights=None, precision="float8")
+    with pytest.raises(ValueError, match="backend"):
+        Embedder("resnet50", weights=None, backend="onnx")
     with pytest.raises(ValueError, match="fit"):
         Embedder("resnet50", weights=None, fit="stretch")
 
@@ -152,7 +155,9 @@ def test_get_embedder_caches() -> None:
     e1 = get_embedder("mobilenet", weights=None)
     assert get_embedder("MobileNet", weights=None) is e1
     assert get_embedder(e1) is e1
-    assert get_embedder("mobilenet", weights=None, precision="bfloat16") is not e1
+    other = "float32" if e1.precision != "float32" else "bfloat16"
+    assert get_embedder("mobilenet", weights=None, precision=other) is not e1
+    assert get_embedder("mobilenet", weights=None, precision=e1.precision, backend=e1.backend) is e1
 
 
 def test_l2_normalize() -> None:
@@ -190,11 +195,14 @@ def test_custom_preprocess_is_used_and_recorded(tiny_model) -> None:
     def halve(batch: np.ndarray) -> np.ndarray:
         return batch / 2.0
 
-    e = Embedder(tiny_model, preprocess=halve)
-    assert "halve" in e.spec["preprocessing"]
     img = make_photo(12, (40, 40))
     expected = np.asarray(tiny_model.predict_on_batch(prepare_image(img, 32)[None] / 2.0))[0]
-    np.testing.assert_allclose(e.embed(img), expected / np.linalg.norm(expected), rtol=1e-5, atol=1e-6)
+    from revsearch.backends import openvino_installed
+
+    for backend in ["keras"] + (["openvino"] if openvino_installed() else []):  # the OpenVINO run applies it too
+        e = Embedder(tiny_model, preprocess=halve, backend=backend, precision="float32")
+        assert "halve" in e.spec["preprocessing"]
+        np.testing.assert_allclose(e.embed(img), expected / np.linalg.norm(expected), rtol=1e-4, atol=1e-5)
 
 
 def test_custom_model_with_4d_output_rejected() -> None:
@@ -265,11 +273,13 @@ def test_resnet_random_vectors(resnet_random: Embedder) -> None:
 
     x = np.stack([resnet_random.prepare(i) for i in imgs])
     raw = np.asarray(resnet_random.keras_model.predict_on_batch(preprocess_input(x.copy())))
-    np.testing.assert_allclose(v, l2_normalize(raw), rtol=1e-4, atol=1e-5)
+    keras_emb = resnet_random.variant(backend="keras")
+    np.testing.assert_allclose(keras_emb.embed(imgs), l2_normalize(raw), rtol=1e-4, atol=1e-5)
+    assert (v * l2_normalize(raw)).sum(1).min() > 0.9999  # whichever backend the default is
 
 
 def test_resnet50_seed_is_raw_bgr(resnet_random: Embedder) -> None:
-    seed = get_embedder("resnet50-seed", weights=None)
+    seed = get_embedder("resnet50-seed", weights=None, backend="keras", precision="float32")
     img = make_photo(22)
     a, b = resnet_random.embed(img), seed.embed(img)
     # same weights (same seed) but other preprocessing: other vectors
@@ -277,7 +287,7 @@ def test_resnet50_seed_is_raw_bgr(resnet_random: Embedder) -> None:
     assert float(a @ b) < 0.999
     # resnet50-seed = the ResNet50 model on raw BGR 0..255, without preprocess_input
     bgr = prepare_image(img)[None, ..., ::-1].copy()
-    avg_pooled = get_embedder("resnet50", weights=None, pooling="avg")  # named: the defaults may change
+    avg_pooled = get_embedder("resnet50", weights=None, pooling="avg", backend="keras", precision="float32")  # default: GeM
     for model in (seed.keras_model, avg_pooled.keras_model):
         raw = np.asarray(model.predict_on_batch(bgr))[0]
         np.testing.assert_allclose(b, raw / np.linalg.norm(raw), rtol=1e-4, atol=1e-5)
@@ -289,7 +299,7 @@ import numpy as np
 sys.path.insert(0, "tests")
 from conftest import make_photo
 from revsearch.embedding import Embedder
-vecs = Embedder(sys.argv[2], weights=None).embed([make_photo(30), make_photo(31)])
+vecs = Embedder(sys.argv[2], weights=None, backend="keras", precision="float32").embed([make_photo(30), make_photo(31)])
 np.save(sys.argv[1], vecs)
 """
 
@@ -302,7 +312,7 @@ def test_random_weights_are_seeded_across_processes(tmp_path: Path, resnet_rando
     there = np.load(out)
     assert there.shape == (2, 2048)
     np.random.default_rng().random(3)  # whatever random state this process is in
-    here = resnet_random.embed([make_photo(30), make_photo(31)])
+    here = resnet_random.variant(backend="keras").embed([make_photo(30), make_photo(31)])  # built here, not cached
     np.testing.assert_allclose(there, here, rtol=1e-4, atol=1e-5)
     assert np.abs(here[0] - here[1]).max() > 1e-3  # two images, two vectors: the check above can fail
 

@@ -521,7 +521,8 @@ NO_NETWORK = textwrap.dedent(
 def test_no_reachable_weights_leaves_the_vector_folder_untouched(tmp_path: Path) -> None:
     ds = tmp_path / "photos"
     write_photos(ds, 2)
-    env = dict(os.environ, PYTHONPATH=str(REPO), KERAS_HOME=str(tmp_path / "empty-keras"), TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, PYTHONPATH=str(REPO), KERAS_HOME=str(tmp_path / "empty-keras"), TF_CPP_MIN_LOG_LEVEL="3",
+               REVSEARCH_CACHE_DIR=str(tmp_path / "empty-cache"))  # no OpenVINO model converted earlier either
     for vec, existing in ((tmp_path / "vectors", False), (tmp_path / "made-by-hand", True)):
         if existing:
             vec.mkdir()
