@@ -673,7 +673,6 @@ class Embedder:
         it is normalised in place, not copied."""
         if len(self.scales) > 1:
             return self._embed_multiscale(batch)
-        out = self.keras_model.predict_on_batch(self.normalize_batch(batch))
         if self.backend == "openvino" and self._chosen:
             self.load()  # where backend="auto" chose OpenVINO, a failed conversion falls back to Keras
         if self.backend == "openvino":

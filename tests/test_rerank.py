@@ -156,10 +156,12 @@ def test_rotation_option_finds_a_sideways_copy(tmp_path: Path, resnet_random: Em
     index, _ = Index.build(folder, tmp_path / "vec", resnet_random, progress=False)
     sideways = np.ascontiguousarray(np.rot90(photos[2]))  # stored turned 90 degrees anticlockwise
     s, r, turns = search_rotated(index, sideways, 3)
-    assert r[0, 0] == 2 and s[0, 0] > 0.999 and turns[0, 0] == 3  # turned 270 more, it is upright again
+    assert r[0, 0] == 2 and s[0, 0] > 0.99999 and turns[0, 0] == 3  # turned 270 more, it is upright again
     assert len(set(r[0].tolist())) == 3 and np.all(np.diff(s[0]) <= 0)
     plain = index.search(sideways, 6)
-    assert next(m.score for m in plain if m.row == 2) < s[0, 0] - 1e-3  # without the option it scores lower
+    # without the option the original scores lower (random weights with average pooling are nearly
+    # rotation-invariant, so only slightly lower here; upright again, it is the same image)
+    assert next(m.score for m in plain if m.row == 2) < 0.99995
     matches = search_images(index, [sideways, photos[4]], 2, rotations=True)
     assert matches[0][0].relpath == "p2.png" and matches[1][0].relpath == "p4.png"
 
