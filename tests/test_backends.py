@@ -92,14 +92,15 @@ def test_faked_gpu_chooses_keras_in_half_precision(monkeypatch: pytest.MonkeyPat
 def test_faked_gpu_policy_builds_a_float16_model_that_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
     """The policy's model really is built in mixed float16 (run here on the CPU) and agrees with float32."""
     monkeypatch.setattr(backends, "gpu_devices", lambda: [T4])
-    half = Embedder("mobilenet", weights=None)
+    # GeM pooling: random MobileNet activations are tiny and average-pool to 0 in float16 (GeM clamps them)
+    half = Embedder("mobilenet", weights=None, pooling="gem")
     assert half.precision == "float16"
     policies = {layer.dtype_policy.name for layer in half.keras_model.layers if layer.weights}
     assert policies == {"mixed_float16"}
     import keras
 
     assert keras.config.dtype_policy().name == "float32"  # the global policy is left as it was
-    full = Embedder("mobilenet", weights=None, backend="keras", precision="float32")
+    full = Embedder("mobilenet", weights=None, backend="keras", precision="float32", pooling="gem")
     imgs = [make_photo(i) for i in range(3)]
     vh, vf = half.embed(imgs), full.embed(imgs)
     assert vh.dtype == np.float32 and np.isfinite(vh).all()
@@ -232,7 +233,7 @@ def test_second_start_uses_the_cache_without_tensorflow(tmp_path: Path) -> None:
 def test_cache_keys_and_damaged_cache(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     a = Embedder("mobilenet", weights=None, backend="openvino", precision="float32", cache_dir=tmp_path)
     b = Embedder("mobilenet", weights=None, backend="openvino", precision="bfloat16", cache_dir=tmp_path)
-    c = Embedder("mobilenet", weights=None, backend="openvino", pooling="avg", cache_dir=tmp_path)
+    c = Embedder("mobilenet", weights=None, backend="openvino", pooling="gem", cache_dir=tmp_path)  # not the default
     d = Embedder("resnet50", weights=None, backend="openvino", cache_dir=tmp_path)
     paths = {e._openvino_model().ir_path for e in (a, b, c, d)}
     assert len(paths) == 3  # one IR for both precisions (compiled twice), one per pooling, one per model
