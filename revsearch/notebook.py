@@ -479,7 +479,7 @@ def notebook_settings(
         Download the original project's data (what is already there is skipped).
     dataset_dir : path, optional
         Your own folder of images; empty: the original project's images.
-    model : {"resnet50", "mobilenet", "resnet50-seed"}, default "resnet50"
+    model : {"resnet50", "mobilenet", "efficientnetv2-b0", "efficientnetv2-s", "convnext-tiny", "resnet50-seed"}, default "resnet50"
         The model that indexes the images. ``"resnet50-seed"`` means the original vectors.
     k : int, default 9
     vectors : str, default "auto"
