@@ -58,7 +58,7 @@ def reverse_image_search(
     weights: str | os.PathLike | None = "imagenet",
     show: bool = False,
     save_path: str | os.PathLike | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     progress: bool = True,
 ) -> SearchResults:
     """Find the images most similar to ``query``.
@@ -93,8 +93,9 @@ def reverse_image_search(
         Display the result picture (in a notebook) and keep it in ``results.figure``.
     save_path : path, optional
         Save the result picture there (PNG, JPEG, PDF...).
-    batch_size : int, default 32
-        Images per model call while indexing.
+    batch_size : int, optional
+        Images per model call while indexing. Default: the embedder's (32 on a CPU, larger on a
+        GPU).
     progress : bool, default True
         Show progress bars while indexing.
 

@@ -216,7 +216,7 @@ def _embedder_args(emb: Embedder) -> dict[str, Any]:
     if emb.weights_path is not None:
         weights = str(emb.weights_path)
     args: dict[str, Any] = {"model": emb.name, "weights": weights, "precision": emb.precision}
-    for name in ("fit", "fill", "pooling", "resolution", "scales"):
+    for name in ("fit", "fill", "pooling", "resolution", "scales", "backend"):
         if name in accepted and hasattr(emb, name):
             args[name] = getattr(emb, name)
     return args

@@ -434,7 +434,7 @@ def update_folder(
     embedder: Embedder | str = "resnet50",
     *,
     weights: str | os.PathLike | None = "imagenet",
-    batch_size: int = 32,
+    batch_size: int | None = None,
     workers: int | None = None,
     checkpoint_every: int = CHECKPOINT_EVERY,
     checkpoint_seconds: float = CHECKPOINT_SECONDS,
@@ -460,8 +460,9 @@ def update_folder(
         index may be rebuilt with another).
     weights : {"imagenet", None} or path
         Used when ``embedder`` is a name.
-    batch_size : int, default 32
-        Images per model call (at least 1).
+    batch_size : int, optional
+        Images per model call (at least 1). Default: the embedder's (``Embedder.batch_size``: 32
+        on a CPU, larger on a GPU with room for it).
     workers : int, optional
         Image-reading threads.
     checkpoint_every : int, default 512
@@ -494,7 +495,7 @@ def update_folder(
     StorageFullError
         If the disk fills up (the progress committed so far is kept; run again once space is freed).
     """
-    if int(batch_size) < 1:
+    if batch_size is not None and int(batch_size) < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     if int(checkpoint_every) < 1:
         raise ValueError(f"checkpoint_every must be at least 1, not {checkpoint_every}")
@@ -502,6 +503,7 @@ def update_folder(
     dataset = Path(dataset_dir)
     folder = Path(vector_dir)
     emb = embedder if isinstance(embedder, Embedder) else get_embedder(embedder, weights=weights)
+    batch_size = int(batch_size or emb.batch_size)
     if exclude is None:
         exclude = store.read_manifest(folder).get("exclude", []) if store.exists(folder) else []
     if isinstance(exclude, str):

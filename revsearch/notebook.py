@@ -854,7 +854,7 @@ def _minutes(seconds: float) -> str:
 
 
 def prepare_index(
-    settings: NotebookSettings, *, progress: bool = True, batch_size: int = 32, estimate: bool = True
+    settings: NotebookSettings, *, progress: bool = True, batch_size: int | None = None, estimate: bool = True
 ) -> tuple[Index, UpdateReport | None]:
     """Open, import or build the index the settings describe; a rerun reuses what exists.
 
@@ -873,7 +873,8 @@ def prepare_index(
     ----------
     settings : NotebookSettings
     progress : bool, default True
-    batch_size : int, default 32
+    batch_size : int, optional
+        Images per model call; default: the embedder's (larger on a GPU).
     estimate : bool, default True
         Estimate the re-indexing time when the original vectors are used.
 
