@@ -29,6 +29,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageSource",
     "SkippedFile",
+    "format_size",
     "find_images",
     "is_image_file",
     "load_image",
@@ -269,7 +270,8 @@ def _open(source: ImageSource) -> Image.Image:
             raise ImageReadError(f"image file {str(path)!r} is empty (0 bytes)")
         if size > MAX_FILE_BYTES:
             raise ImageReadError(
-                f"image file {str(path)!r} is {_size(size)}, more than the limit of {_size(MAX_FILE_BYTES)} "
+                f"image file {str(path)!r} is {format_size(size)}, more than the limit of "
+                f"{format_size(MAX_FILE_BYTES)} "
                 "(if it is a real image, raise revsearch.images.MAX_FILE_BYTES)"
             )
         return _open_stream(path)
@@ -469,8 +471,18 @@ def load_image(
         raise ImageReadError(f"image {what} is damaged: {e}") from None
 
 
-def _size(n: float) -> str:
-    """``31_500_000_000`` -> ``'31.5 GB'``."""
+def format_size(n: float) -> str:
+    """A byte count in words: ``31_500_000_000`` -> ``'31.5 GB'`` (decimal units).
+
+    Parameters
+    ----------
+    n : float
+        Bytes.
+
+    Returns
+    -------
+    str
+    """
     for unit in ("bytes", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
@@ -541,15 +553,15 @@ def read_image_file(path: str | os.PathLike, *, max_bytes: int | None = None) ->
                 raise ImageReadError(f"image file {name} is empty (0 bytes)")
             if st.st_size > limit:
                 raise ImageReadError(
-                    f"image file {name} is {_size(st.st_size)} ({st.st_size} bytes), more than the limit of "
-                    f"{_size(limit)}: skipped without reading it (if it is a real image, raise "
+                    f"image file {name} is {format_size(st.st_size)} ({st.st_size} bytes), more than the limit of "
+                    f"{format_size(limit)}: skipped without reading it (if it is a real image, raise "
                     "revsearch.images.MAX_FILE_BYTES)"
                 )
             head = f.read(64)
             if st.st_size > _UNSIGNED_READ_BYTES and not _pillow_knows(head):
                 raise ImageReadError(
                     f"{name} is not an image Pillow can read: its first bytes {head[:8]!r} start no image "
-                    f"format, and at {_size(st.st_size)} it was not read further"
+                    f"format, and at {format_size(st.st_size)} it was not read further"
                 )
             data = head + f.read(st.st_size - len(head))  # at most the size checked above
     except IsADirectoryError:

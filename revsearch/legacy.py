@@ -41,6 +41,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .errors import LegacyFormatError, UnsafePickleError
+from .images import format_size
 
 __all__ = [
     "LEGACY_DIM",
@@ -537,20 +538,11 @@ def load_legacy_file(
     referenced = sum(int(a.nbytes) for a in out.values())
     if referenced > len(data):
         raise LegacyFormatError(
-            f"{path}: its {len(out)} entries hold {_size(referenced)} of arrays but its pickle is only "
-            f"{_size(len(data))}: the entries share arrays, which the original project never wrote (it would "
+            f"{path}: its {len(out)} entries hold {format_size(referenced)} of arrays but its pickle is only "
+            f"{format_size(len(data))}: the entries share arrays, which the original project never wrote (it would "
             "expand far beyond the file's size); refusing to load it."
         )
     return out
-
-
-def _size(n: float) -> str:
-    """``1536`` -> ``'1.5 KB'``."""
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"  # pragma: no cover
 
 
 # --------------------------------------------------------------------------- vectors
@@ -805,7 +797,7 @@ def read_legacy_vectors(
             if len(names) >= max_vectors:
                 raise LegacyFormatError(
                     f"{legacy_dir}: yields more than {max_vectors} vectors (reached in {path}), the limit of "
-                    f"max_vectors ({_size(max_vectors * FEATURE_DIM * 4)} in memory and on disk); nothing was "
+                    f"max_vectors ({format_size(max_vectors * FEATURE_DIM * 4)} in memory and on disk); nothing was "
                     "imported. If the folder is genuine, pass a larger max_vectors (read_legacy_vectors, "
                     "import_legacy)."
                 )
