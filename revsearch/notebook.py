@@ -322,6 +322,9 @@ class NotebookSettings:
         index; the result pictures.
     own_dataset : bool
         ``dataset_dir`` is the user's own folder (not the original project's images).
+    backend : {"auto", "keras", "openvino"}
+        What runs the model while indexing (see :class:`revsearch.Embedder`); any backend
+        searches any index.
     """
 
     storage: str
@@ -344,6 +347,7 @@ class NotebookSettings:
     vector_dir: Path
     output_dir: Path
     own_dataset: bool
+    backend: str = "auto"
 
     def search_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`revsearch.widgets.search_widget` for these settings."""
@@ -457,13 +461,14 @@ def notebook_settings(
     drive_dir: str | os.PathLike | None = None,
     devices: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
+    backend: str = "auto",
 ) -> NotebookSettings:
     """Turn the notebook's form into folders, mounting Google Drive if asked to and in Colab.
 
     Each argument can be overridden by an environment variable ``REVSEARCH_NB_<NAME>``, which wins
     over the form: ``STORAGE``, ``DOWNLOAD`` (1/0), ``DATASET_DIR``, ``VECTORS``, ``MODEL``, ``K``,
     ``IMAGES_SOURCE``, ``VECTORS_SOURCE``, ``KEEP_ARCHIVES`` (1/0), ``WEIGHTS`` (``imagenet``,
-    ``none`` or a file), ``WORK_DIR``, ``DRIVE_DIR``, ``DRIVE_MOUNT`` (where Drive is mounted) and
+    ``none`` or a file), ``BACKEND`` (``auto``, ``keras``, ``openvino``), ``WORK_DIR``, ``DRIVE_DIR``, ``DRIVE_MOUNT`` (where Drive is mounted) and
     ``OFFLINE`` (1: never mount Drive nor download; for automated runs). The notebook's test uses
     them.
 
@@ -500,6 +505,9 @@ def notebook_settings(
         The GPUs, for ``vectors="auto"`` (default: asked of TensorFlow).
     env : mapping, optional
         The environment to read overrides from (default ``os.environ``).
+    backend : {"auto", "keras", "openvino"}, default "auto"
+        What runs the model while indexing: ``"auto"`` is OpenVINO on a CPU where it is
+        installed, Keras on a GPU.
 
     Returns
     -------
@@ -538,6 +546,8 @@ def notebook_settings(
         keep_archives = _parse_bool(v, "KEEP_ARCHIVES")
     if (v := _env(env, "WEIGHTS")) is not None:
         weights = v
+    if (v := _env(env, "BACKEND")) is not None:
+        backend = v or "auto"
     if (v := _env(env, "WORK_DIR")) is not None:
         work_dir = v or None
     if (v := _env(env, "DRIVE_DIR")) is not None:
@@ -550,6 +560,9 @@ def notebook_settings(
         raise RevsearchError(f"unknown model {model!r}: choose one of {', '.join(sorted(MODELS))}")
     if int(k) < 1:
         raise RevsearchError(f"k must be at least 1, not {k}")
+    backend = str(backend).strip().lower()
+    if backend not in ("auto", "keras", "openvino"):
+        raise RevsearchError(f"unknown backend {backend!r}: choose auto, keras or openvino")
     weights = _parse_weights(weights)
     images_source = _check_source(images_source or ORIGINAL_IMAGES_ID, "IMAGES_SOURCE")
     vectors_source = _check_source(vectors_source or ORIGINAL_VECTORS_ID, "VECTORS_SOURCE")
@@ -626,6 +639,7 @@ def notebook_settings(
         vector_dir=persist / "indexes" / tag,
         output_dir=persist / "results",
         own_dataset=own,
+        backend=backend,
     )
 
 
@@ -829,7 +843,7 @@ def estimate_indexing(
     if len(files) < batch_size * (batches + 1):
         return None
     try:
-        embedder = get_embedder(model, weights=settings.weights)
+        embedder = get_embedder(model, weights=settings.weights, backend=settings.backend)
         embedder.embed(files[:batch_size], batch_size=batch_size)  # warm-up: model build, first call
         t0 = time.perf_counter()
         for i in range(1, batches + 1):
@@ -934,6 +948,8 @@ def prepare_index(
             )
         existing = Index.open(vector_dir) if Index.exists(vector_dir) else None
         embedder = resolve_embedder(existing, settings.model, weights=settings.weights)
+        if settings.backend != "auto":
+            embedder = embedder.variant(backend=settings.backend)
         index, report = Index.build(dataset, vector_dir, embedder, batch_size=batch_size, progress=progress)
         if report.skipped:  # each one was logged with its reason while indexing
             logger.warning("%d files could not be read and were skipped (see the messages above)", len(report.skipped))

@@ -549,16 +549,26 @@ def test_prepare_index_builds_then_reuses(tmp_path, resnet_random):
     photos = tmp_path / "photos"
     write_photos(photos, 5)
     s = _settings(
-        tmp_path, REVSEARCH_NB_DATASET_DIR=str(photos), REVSEARCH_NB_MODEL="resnet50", REVSEARCH_NB_WEIGHTS="none"
+        tmp_path, REVSEARCH_NB_DATASET_DIR=str(photos), REVSEARCH_NB_MODEL="resnet50", REVSEARCH_NB_WEIGHTS="none",
+        REVSEARCH_NB_BACKEND="keras",
     )
     assert s.vectors == "reindex"  # own images are always indexed
     index, report = nb.prepare_index(s, progress=False)
     assert len(index) == 5 and report is not None and len(report.added) == 5
+    assert index.spec["backend"] == "keras"  # the BACKEND setting ran the model
     write_photos(photos, 1, start=5)
     index, report = nb.prepare_index(s, progress=False)
     assert len(index) == 6 and report.added == ["img0005.jpg"] and len(report.unchanged) == 5
     assert nb.sample_query(s) == photos / "img0000.jpg"
     assert nb.sample_query(s, "~/x.jpg") == Path.home() / "x.jpg"
+
+
+def test_backend_setting_from_the_form_or_the_environment(tmp_path):
+    assert _settings(tmp_path).backend == "auto"
+    assert nb.notebook_settings(work_dir=tmp_path, devices=[], env={}, backend="OpenVINO").backend == "openvino"
+    assert _settings(tmp_path, REVSEARCH_NB_BACKEND="keras").backend == "keras"
+    with pytest.raises(RevsearchError, match="unknown backend 'tpu'"):
+        _settings(tmp_path, REVSEARCH_NB_BACKEND="tpu")
 
 
 def test_prepare_index_without_images_says_what_to_do(tmp_path):
