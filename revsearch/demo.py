@@ -199,7 +199,7 @@ def _cmd_demo(args: Any) -> int:
     for m in result.results:
         print(f"{m.rank + 1:>3}  {m.score:.4f}  {m.relpath}")
     verdict = "found" if result.found_the_original() else "did not find"
-    print(f"The search {verdict} the original photo first. Picture: {result.figure_path}")
+    print(f"The search {verdict} the query's photo (or one of its copies) first. Picture: {result.figure_path}")
     return 0
 
 
