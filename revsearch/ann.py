@@ -42,7 +42,6 @@ import dataclasses
 import hashlib
 import logging
 import math
-import os
 import re
 import threading
 import time

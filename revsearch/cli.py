@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -493,6 +492,40 @@ def _add_duplicates_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_duplicates)
 
 
+def _cmd_demo(args: Any) -> int:
+    from .demo import SAMPLES, run_demo
+
+    result = run_demo(args.dir, model=args.model, weights=args.weights, k=args.k, progress=not args.quiet)
+    n = len(result.results.index) if result.results.index is not None else 0
+    print(f"collection: {result.photos} ({n} photos: {len(SAMPLES)} samples, each also cropped, rotated, "
+          "as a poor JPEG and captioned)")
+    print(f"index:      {result.vector_dir}")
+    print(f"query:      {result.query} (cropped and captioned: a copy the index has not seen)")
+    for m in result.results:
+        print(f"{m.rank + 1:>3}  {m.score:.4f}  {m.relpath}")
+    verdict = "found" if result.found_the_original() else "did not find"
+    print(f"The search {verdict} the query's photo (or one of its copies) first. Picture: {result.figure_path}")
+    return 0
+
+
+def _add_demo_parser(sub: Any) -> None:
+    """Add ``revsearch demo`` to the command line's subparsers."""
+
+    def weights(value: str) -> str | None:
+        return None if value.lower() == "none" else value
+
+    p = sub.add_parser(
+        "demo",
+        help="the whole job on sample photos: build a small collection, index it, search with an unseen edit",
+    )
+    p.add_argument("--model", default="resnet50", help="resnet50 (default) or mobilenet (faster)")
+    p.add_argument("--weights", type=weights, default="imagenet", help="imagenet (default) or none (random, for tests)")
+    p.add_argument("--dir", default="revsearch-demo", help="where the photos, index and result.png go")
+    p.add_argument("-k", type=int, default=9, help="number of matches (default 9)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``revsearch`` command (also used to check the docs)."""
     parser = argparse.ArgumentParser(
@@ -589,9 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_parser(sub)
     _add_ann_parser(sub)
     _add_duplicates_parser(sub)
-    from .demo import add_demo_parser
-
-    add_demo_parser(sub)
+    _add_demo_parser(sub)
     for extra in _EXTRA_COMMANDS:
         extra(sub)
     return parser

@@ -187,35 +187,3 @@ def run_demo(
     )
     logger.info("demo: searched %s in %d photos; picture saved to %s", query, len(results.index or []), figure_path)
     return DemoResult(photos, query, vector_dir, figure_path, results)
-
-
-def _cmd_demo(args: Any) -> int:
-    result = run_demo(args.dir, model=args.model, weights=args.weights, k=args.k, progress=not args.quiet)
-    n = len(result.results.index) if result.results.index is not None else 0
-    print(f"collection: {result.photos} ({n} photos: {len(SAMPLES)} samples, each also cropped, rotated, "
-          "as a poor JPEG and captioned)")
-    print(f"index:      {result.vector_dir}")
-    print(f"query:      {result.query} (cropped and captioned: a copy the index has not seen)")
-    for m in result.results:
-        print(f"{m.rank + 1:>3}  {m.score:.4f}  {m.relpath}")
-    verdict = "found" if result.found_the_original() else "did not find"
-    print(f"The search {verdict} the query's photo (or one of its copies) first. Picture: {result.figure_path}")
-    return 0
-
-
-def add_demo_parser(sub: Any) -> None:
-    """Add ``revsearch demo`` to the command line's subparsers."""
-
-    def weights(value: str) -> str | None:
-        return None if value.lower() == "none" else value
-
-    p = sub.add_parser(
-        "demo",
-        help="the whole job on sample photos: build a small collection, index it, search with an unseen edit",
-    )
-    p.add_argument("--model", default="resnet50", help="resnet50 (default) or mobilenet (faster)")
-    p.add_argument("--weights", type=weights, default="imagenet", help="imagenet (default) or none (random, for tests)")
-    p.add_argument("--dir", default="revsearch-demo", help="where the photos, index and result.png go")
-    p.add_argument("-k", type=int, default=9, help="number of matches (default 9)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_demo)
