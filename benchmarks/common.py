@@ -12,7 +12,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # numpy is imported where it is used
+    import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python benchmarks/x.py` from a checkout
@@ -154,3 +157,54 @@ def emit(text: str, t_start: float, markdown: str | None) -> None:
     print(text)
     if markdown:
         Path(markdown).write_text(text + "\n")
+
+
+def synthetic_photo(seed: int, size: tuple[int, int] = (160, 120), max_radius: float = 40) -> np.ndarray:
+    """A smooth synthetic photo with a few discs, shape (H, W, 3) uint8, different per seed
+    (drawn as tests/conftest.py draws them; benchmarks do not import the tests)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.zeros((h, w, 3), np.float32)
+    for c in range(3):
+        a, b, p = rng.uniform(-3, 3, 3)
+        img[..., c] = 127 + 60 * np.sin(a * x / w * np.pi + p) * np.cos(b * y / h * np.pi)
+    for _ in range(4):
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(8, max_radius)
+        img[((x - cx) ** 2 + (y - cy) ** 2) < r * r] = rng.uniform(0, 255, 3)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+#: The offline ImageNet weights Keras caches for MobileNet 1.0/224 (no top).
+MOBILENET_WEIGHTS_FILE = "mobilenet_1_0_224_tf_no_top.h5"
+
+
+def offline_keras_home(models: Path = DEFAULT_KERAS_MODELS, weights_file: str = MOBILENET_WEIGHTS_FILE) -> str:
+    """Point KERAS_HOME at a writable copy of the offline weights, unless it already has them.
+
+    Parameters
+    ----------
+    models : Path
+        A folder holding ``weights_file`` (default ``../shared/keras/models``).
+    weights_file : str
+
+    Returns
+    -------
+    str
+        The KERAS_HOME in use.
+    """
+    import shutil
+    import tempfile
+
+    home = os.environ.get("KERAS_HOME")
+    if home and (Path(home) / "models" / weights_file).is_file():
+        return home
+    if not (Path(models) / weights_file).is_file():
+        sys.exit(f"offline weights not found: {Path(models) / weights_file} "
+                 f"(set KERAS_HOME to a folder holding models/{weights_file})")
+    home = tempfile.mkdtemp(prefix="revsearch-keras-")
+    shutil.copytree(models, Path(home) / "models")
+    os.environ["KERAS_HOME"] = home
+    return home

@@ -39,22 +39,7 @@ import numpy as np
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
-from common import command_line, cpu_count, load_average, machine_lines, median, table  # noqa: E402
-
-
-def make_photo(seed: int, size: tuple[int, int] = (160, 120)) -> np.ndarray:
-    """A smooth synthetic photo, shape (H, W, 3) uint8 (as tests/conftest.py draws them)."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.zeros((h, w, 3), np.float32)
-    for c in range(3):
-        a, b, p = rng.uniform(-3, 3, 3)
-        img[..., c] = 127 + 60 * np.sin(a * x / w * np.pi + p) * np.cos(b * y / h * np.pi)
-    for _ in range(4):
-        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(8, 40)
-        img[((x - cx) ** 2 + (y - cy) ** 2) < r * r] = rng.uniform(0, 255, 3)
-    return np.clip(img, 0, 255).astype(np.uint8)
+from common import command_line, cpu_count, load_average, machine_lines, median, synthetic_photo, table  # noqa: E402
 
 
 def write_photos(folder: Path, n: int) -> None:
@@ -63,7 +48,7 @@ def write_photos(folder: Path, n: int) -> None:
     for i in range(n):
         sub = folder / f"part{i // 100:03d}"
         sub.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(make_photo(i)).save(sub / f"img{i:06d}.jpg", quality=92)
+        Image.fromarray(synthetic_photo(i)).save(sub / f"img{i:06d}.jpg", quality=92)
 
 
 def main() -> None:

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import offline_keras_home  # noqa: E402
 from common import (  # noqa: E402
     SHARED,
     command_line,
@@ -70,18 +71,6 @@ TARGET_PRECISION = 0.99
 
 
 # ============================================================================ calibration data
-
-
-def setup_keras_home() -> None:
-    home = os.environ.get("KERAS_HOME")
-    if home and (Path(home) / "models" / WEIGHTS_FILE).is_file():
-        return
-    src = Path(os.environ.get("REVSEARCH_SHARED", SHARED)) / "keras" / "models"
-    if not (src / WEIGHTS_FILE).is_file():
-        sys.exit(f"offline weights not found: {src / WEIGHTS_FILE} (set KERAS_HOME to a folder holding models/{WEIGHTS_FILE})")
-    home = tempfile.mkdtemp(prefix="revsearch-keras-")
-    shutil.copytree(src, Path(home) / "models")
-    os.environ["KERAS_HOME"] = home
 
 
 def _border(img: Any) -> Any:
@@ -305,7 +294,7 @@ def group_pairs_pr(
 
 
 def calibrate(args: argparse.Namespace) -> str:
-    setup_keras_home()
+    offline_keras_home(Path(os.environ.get("REVSEARCH_SHARED", SHARED)) / "keras" / "models", WEIGHTS_FILE)
     t_start = time.perf_counter()
     sets = load_sets(args.seed, args.originals)
     feats = features(sets, Path(args.cache_dir), args.refresh)

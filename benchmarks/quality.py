@@ -55,6 +55,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.common import offline_keras_home  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks.common import cpu_name  # noqa: E402
@@ -87,18 +88,6 @@ HELD_OUT = {
 }
 MARGIN = 0.03
 COST_LIMIT = 1.5
-
-
-def setup_keras_home() -> None:
-    home = os.environ.get("KERAS_HOME")
-    if home and (Path(home) / "models" / WEIGHTS_FILE).is_file():
-        return
-    src = SHARED / "keras" / "models"
-    if not (src / WEIGHTS_FILE).is_file():
-        sys.exit(f"offline weights not found: {src / WEIGHTS_FILE}")
-    home = tempfile.mkdtemp(prefix="revsearch-keras-")
-    shutil.copytree(src, Path(home) / "models")
-    os.environ["KERAS_HOME"] = home
 
 
 @dataclass
@@ -414,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
 
-    setup_keras_home()
+    offline_keras_home(SHARED / "keras" / "models", WEIGHTS_FILE)
     import logging
 
     logging.basicConfig(level=logging.ERROR)

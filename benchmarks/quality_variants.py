@@ -50,6 +50,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.common import offline_keras_home  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SHARED = next((p for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if p.is_dir()), ROOT.parent / "shared")
@@ -102,19 +103,6 @@ LIBRARY_FEATURES = {"b": ("black", "avg13"), "pad-mean": ("mean", "avg13"), "pad
 
 
 # ============================================================================ setup
-
-
-def setup_keras_home() -> None:
-    """Point KERAS_HOME at a writable copy of the offline weights (unless it already has them)."""
-    home = os.environ.get("KERAS_HOME")
-    if home and (Path(home) / "models" / WEIGHTS_FILE).is_file():
-        return
-    src = SHARED / "keras" / "models"
-    if not (src / WEIGHTS_FILE).is_file():
-        sys.exit(f"offline weights not found: {src / WEIGHTS_FILE} (set KERAS_HOME to a folder holding models/{WEIGHTS_FILE})")
-    home = tempfile.mkdtemp(prefix="revsearch-keras-")
-    shutil.copytree(src, Path(home) / "models")
-    os.environ["KERAS_HOME"] = home
 
 
 def sha_short(data: bytes) -> str:
@@ -543,7 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
 
-    setup_keras_home()
+    offline_keras_home(SHARED / "keras" / "models", WEIGHTS_FILE)
     import logging
 
     logging.basicConfig(level=logging.ERROR)

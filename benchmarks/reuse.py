@@ -29,27 +29,11 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-from common import command_line, machine_lines  # noqa: E402
+from common import command_line, machine_lines, synthetic_photo  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from revsearch.embedding import get_embedder  # noqa: E402
 from revsearch.index import Index  # noqa: E402
-
-
-def photo(seed: int, size: tuple[int, int] = (320, 240)) -> np.ndarray:
-    """A synthetic photo, (H, W, 3) uint8, different per seed."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.zeros((h, w, 3), np.float32)
-    for c in range(3):
-        a, b, p = rng.uniform(-3, 3, 3)
-        img[..., c] = 127 + 60 * np.sin(a * x / w * np.pi + p) * np.cos(b * y / h * np.pi)
-    for _ in range(4):
-        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(8, 60)
-        img[((x - cx) ** 2 + (y - cy) ** 2) < r * r] = rng.uniform(0, 255, 3)
-    return np.clip(img, 0, 255).astype(np.uint8)
 
 
 def main() -> None:
@@ -66,7 +50,7 @@ def main() -> None:
         ds = Path(tmp) / "photos"
         (ds / "2023").mkdir(parents=True)
         for i in range(args.images):
-            Image.fromarray(photo(i)).save(ds / "2023" / f"img{i:05d}.jpg", quality=90)
+            Image.fromarray(synthetic_photo(i, (320, 240), max_radius=60)).save(ds / "2023" / f"img{i:05d}.jpg", quality=90)
         for run in range(args.runs):
             vec = Path(tmp) / f"vec{run}"
             t0 = time.perf_counter()
