@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -82,19 +81,10 @@ def _border(img: Any) -> Any:
 
 def make_copy(img: Any, edit: str) -> Any:
     """The edited copy, as the file a user would have (re-saved as JPEG q90 unless it is the q30 edit)."""
-    from PIL import Image
-
-    from revsearch.evaluate import make_edits
+    from revsearch.evaluate import jpeg_roundtrip, make_edits
 
     out = _border(img) if edit == "border" else make_edits(img, [edit])[edit]
-    if edit == "jpeg_q30":
-        return out
-    buf = io.BytesIO()
-    out.save(buf, format="JPEG", quality=90)
-    buf.seek(0)
-    res = Image.open(buf)
-    res.load()
-    return res.convert("RGB")
+    return out if edit == "jpeg_q30" else jpeg_roundtrip(out, 90)
 
 
 class Collection:

@@ -51,6 +51,7 @@ __all__ = [
     "class_labels",
     "evaluate_index",
     "evaluate_near_duplicates",
+    "jpeg_roundtrip",
     "make_edits",
     "near_duplicate_metrics",
     "retrieval_metrics",
@@ -481,13 +482,28 @@ def evaluate_index(
 # ============================================================================ near duplicates
 
 
-def _jpeg_q30(img: Image.Image) -> Image.Image:
+def jpeg_roundtrip(img: Image.Image, quality: int = 30) -> Image.Image:
+    """The image as it reads back after being saved as a JPEG of ``quality`` (RGB).
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+    quality : int, default 30
+
+    Returns
+    -------
+    PIL.Image.Image
+    """
     buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=30)
+    img.save(buf, format="JPEG", quality=quality)
     buf.seek(0)
     out = Image.open(buf)
     out.load()
     return out.convert("RGB")
+
+
+def _jpeg_q30(img: Image.Image) -> Image.Image:
+    return jpeg_roundtrip(img, 30)
 
 
 def _resize_50(img: Image.Image) -> Image.Image:
