@@ -33,11 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .display import display_figure  # noqa: F401  (re-exported: notebook users call it from here)
 from .errors import RevsearchError
+from .measured import NOTEBOOK_VECTORS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .duplicates import DuplicateReport
-    from .index import Index, UpdateReport
+    from .index import Index
+    from .indexing import UpdateReport
 
 logger = logging.getLogger(__name__)
 
@@ -206,56 +209,23 @@ class _NotebookFormatter(logging.Formatter):
 # --------------------------------------------------------------------------- showing figures
 
 
-def display_figure(fig: Any) -> bool:
-    """Show a Matplotlib figure in a running IPython/Jupyter session.
-
-    Parameters
-    ----------
-    fig : matplotlib.figure.Figure
-
-    Returns
-    -------
-    bool
-        False outside IPython (nothing shown).
-    """
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-    except ImportError:
-        return False
-    shell = get_ipython()
-    if shell is None:
-        return False
-    # A Figure made without pyplot has no image/png formatter unless the inline backend was
-    # activated (pyplot imported): register one, so display() shows the picture, not "<Figure ...>".
-    png = getattr(getattr(shell, "display_formatter", None), "formatters", {}).get("image/png")
-    if png is not None:
-        from matplotlib.figure import Figure
-
-        from .display import figure_png
-
-        try:
-            png.lookup_by_type(Figure)
-        except KeyError:
-            png.for_type(Figure, figure_png)
-    display(fig)
-    return True
-
-
 # --------------------------------------------------------------------------- devices
 
 
 def gpu_devices() -> list[str]:
-    """The GPUs TensorFlow sees (imports TensorFlow).
+    """The GPUs TensorFlow can use, by name (:func:`revsearch.backends.gpu_devices`: TensorFlow is
+    imported only where the machine has GPU device files).
 
     Returns
     -------
     list of str
-        Device names such as ``"/physical_device:GPU:0"``; empty on a CPU-only machine.
+        Device names such as ``"Tesla T4"``; empty on a CPU-only machine.
     """
-    import tensorflow as tf
+    from .backends import gpu_devices as devices
+    from .console import quiet_tensorflow
 
-    return [d.name for d in tf.config.list_physical_devices("GPU")]
+    with quiet_tensorflow():  # TensorFlow's C++ start-up lines (on a GPU runtime) filtered as the CLI does
+        return [d.name for d in devices()]
 
 
 def default_vectors(devices: Sequence[str] | None = None) -> str:
@@ -519,7 +489,7 @@ def notebook_settings(
         An unknown storage, model or vectors choice, a bad source, or an unreadable override.
     """
     from .data import ORIGINAL_IMAGES_ID, ORIGINAL_VECTORS_ID
-    from .embedding import MODELS
+    from .models import MODELS
 
     env = os.environ if env is None else env
     offline = _parse_bool(_env(env, "OFFLINE") or "0", "OFFLINE")
@@ -724,7 +694,7 @@ def fetch_data(settings: NotebookSettings, *, quiet: bool = False) -> dict[str, 
         logger.info("Using your own images in %s: nothing to download", settings.dataset_dir)
         return {}
     from .data import fetch_original_data
-    from .index import Index
+    from .operations import Index
 
     vectors = settings.vectors == ORIGINAL_VECTORS and not Index.exists(settings.vector_dir)
     found = fetch_original_data(
@@ -776,9 +746,11 @@ def pipeline_note(index: Index, settings: NotebookSettings | None = None) -> str
             "the original project's vectors: ResNet50 (ImageNet weights) on raw BGR pixels (no "
             "preprocess_input), padded to a square, average pooled"
         )
+        p9 = {k: v["precision@9"] for k, v in NOTEBOOK_VECTORS.items()}
         switch = (
             "For better matches set VECTORS to 're-index the images with the default pipeline' in step 2 "
-            "and run all again (precision@9 0.31 -> 0.88 with MobileNet on Oxford flowers; README)."
+            f"and run all again (precision@9 {p9['original']:.3f} -> {p9['default']:.3f} with MobileNet on Oxford "
+            "flowers; README, \"The notebook's vectors\")."
         )
     else:
         what = f"{spec['model']} (weights: {spec['weights']}), preprocessing {spec['preprocessing']}"
@@ -903,7 +875,8 @@ def prepare_index(
     RevsearchError
         If the image folder does not exist (with what to do), or indexing fails.
     """
-    from .index import Index, resolve_embedder
+    from .console import quiet_tensorflow
+    from .operations import Index, build_index, open_index
 
     dataset = settings.dataset_dir
     if not dataset.is_dir():
@@ -917,8 +890,8 @@ def prepare_index(
     index: Index | None = None
     report = None
     if settings.vectors == ORIGINAL_VECTORS and Index.exists(vector_dir):
-        index = Index.open(vector_dir)
-        if "imported_from" in index.manifest and index.complete:
+        index = open_index(vector_dir)
+        if index.manifest.imported_from is not None and index.complete:
             logger.info("Reusing the index of the original vectors: %s", index)
         else:
             index = None
@@ -928,7 +901,7 @@ def prepare_index(
                 f"{vector_dir} holds an index that was not imported from the original vectors: delete it, "
                 "or choose 're-index the images' in step 2"
             )
-        from .legacy import import_legacy
+        from .operations import import_legacy
 
         logger.info("Importing the original vector files from %s", settings.legacy_dir)
         index, legacy = import_legacy(settings.legacy_dir, vector_dir, dataset_dir=dataset, progress=progress)
@@ -946,15 +919,17 @@ def prepare_index(
                 f"the original vector files are not in {str(settings.legacy_dir)!r}: turn on "
                 "DOWNLOAD_ORIGINAL_DATA and run step 3, or choose 're-index the images' in step 2"
             )
-        existing = Index.open(vector_dir) if Index.exists(vector_dir) else None
-        embedder = resolve_embedder(existing, settings.model, weights=settings.weights)
-        if settings.backend != "auto":
-            embedder = embedder.variant(backend=settings.backend)
-        index, report = Index.build(dataset, vector_dir, embedder, batch_size=batch_size, progress=progress)
+        backend = None if settings.backend == "auto" else settings.backend
+        with quiet_tensorflow():  # TensorFlow's C++ start-up lines filtered as the CLI does
+            index, report = build_index(
+                dataset, vector_dir, settings.model, weights=settings.weights, backend=backend, batch_size=batch_size,
+                progress=progress,
+            )
         if report.skipped:  # each one was logged with its reason while indexing
             logger.warning("%d files could not be read and were skipped (see the messages above)", len(report.skipped))
     if settings.vectors == ORIGINAL_VECTORS and estimate and not settings.own_dataset:
-        seconds = estimate_indexing(settings)
+        with quiet_tensorflow():
+            seconds = estimate_indexing(settings)
         if seconds is not None:
             logger.info(
                 "Re-indexing the %d images with the default pipeline (resnet50) would take about %s on "
@@ -1030,7 +1005,8 @@ def show_duplicates(
     DuplicateReport
         The groups, best copy first; ``report.summary()`` says how many.
     """
-    from .duplicates import find_duplicates, plot_duplicates
+    from .duplicates import plot_duplicates
+    from .operations import find_duplicates
 
     if max_groups < 0:
         raise ValueError(f"max_groups must be at least 0, not {max_groups}")

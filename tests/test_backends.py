@@ -19,7 +19,7 @@ from conftest import DATASETS, make_photo, needs_weights, write_photos
 from revsearch import backends
 from revsearch.backends import GpuDevice, gpu_policy
 from revsearch.embedding import Embedder, get_embedder
-from revsearch.index import Index
+from revsearch import Index
 
 REPO = Path(__file__).resolve().parents[1]
 FLOWERS = DATASETS / "oxford17_flowers"
@@ -69,7 +69,7 @@ def test_no_gpu_here_means_no_tensorflow_import() -> None:
     out = _python(
         """
         import sys, revsearch.backends as b
-        b._gpu_device_nodes = lambda: False
+        b.gpu_device_nodes = lambda: False
         print(b.gpu_devices(), "tensorflow" in sys.modules, "openvino" in sys.modules)
         """
     )
@@ -198,7 +198,7 @@ def test_custom_keras_model_converts(tmp_path: Path) -> None:
         name="small",
     )
     e2 = Embedder(other, backend="openvino", precision="float32", cache_dir=tmp_path)
-    assert e2._openvino_model().ir_path != e._openvino_model().ir_path
+    assert e2.openvino_model().ir_path != e.openvino_model().ir_path
     np.testing.assert_allclose(e2.embed(imgs), Embedder(other, backend="keras").embed(imgs), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="set_dtype_policy"):
         Embedder(model, backend="keras", precision="bfloat16")
@@ -215,7 +215,7 @@ def test_second_start_uses_the_cache_without_tensorflow(tmp_path: Path) -> None:
         e = Embedder("mobilenet", weights=None, backend="openvino", precision="float32", cache_dir={cache!r})
         e.load()
         v = e.embed([np.full((64, 64, 3), 90, np.uint8), np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3)])
-        print(json.dumps({{"from": e._ov.loaded_from, "tf": "tensorflow" in sys.modules, "v": v[:, :8].tolist()}}))
+        print(json.dumps({{"from": e.openvino_model().loaded_from, "tf": "tensorflow" in sys.modules, "v": v[:, :8].tolist()}}))
     """.format(cache=str(tmp_path))
     first = json.loads(_python(code).strip().splitlines()[-1])
     second = json.loads(_python(code).strip().splitlines()[-1])
@@ -235,18 +235,18 @@ def test_cache_keys_and_damaged_cache(tmp_path: Path, caplog: pytest.LogCaptureF
     b = Embedder("mobilenet", weights=None, backend="openvino", precision="bfloat16", cache_dir=tmp_path)
     c = Embedder("mobilenet", weights=None, backend="openvino", pooling="gem", cache_dir=tmp_path)  # not the default
     d = Embedder("resnet50", weights=None, backend="openvino", cache_dir=tmp_path)
-    paths = {e._openvino_model().ir_path for e in (a, b, c, d)}
+    paths = {e.openvino_model().ir_path for e in (a, b, c, d)}
     assert len(paths) == 3  # one IR for both precisions (compiled twice), one per pooling, one per model
-    assert a._openvino_model().ir_path == b._openvino_model().ir_path
+    assert a.openvino_model().ir_path == b.openvino_model().ir_path
     img = make_photo(5)
     good = a.embed(img)
     # a hand-damaged cache entry is converted again, with a warning, not trusted
-    ir = a._openvino_model().ir_path
+    ir = a.openvino_model().ir_path
     ir.write_text("<net>this is not a model</net>")
     fresh = Embedder("mobilenet", weights=None, backend="openvino", precision="float32", cache_dir=tmp_path)
     with caplog.at_level(logging.WARNING, logger="revsearch.backends"):
         again = fresh.embed(img)
-    assert fresh._ov is not None and fresh._ov.loaded_from.startswith("converted")
+    assert fresh.openvino_model().loaded_from.startswith("converted")
     assert "unreadable" in caplog.text
     np.testing.assert_allclose(again, good, rtol=1e-5, atol=1e-6)
     assert "<net>" not in ir.read_text()
@@ -260,7 +260,7 @@ def test_unwritable_cache_still_embeds(tmp_path: Path, caplog: pytest.LogCapture
     with caplog.at_level(logging.WARNING, logger="revsearch.backends"):
         v = e.embed(make_photo(1))  # the cache folder cannot be made: it runs, uncached, and says so
     assert "cannot use the OpenVINO cache folder" in caplog.text
-    assert e._ov is not None and e._ov.loaded_from.startswith("converted")
+    assert e.openvino_model().loaded_from.startswith("converted")
     ref = Embedder("mobilenet", weights=None, backend="keras", precision="float32").embed(make_photo(1))
     assert float(v @ ref) > 0.9999
     assert blocker.read_text() == "not a folder"
@@ -383,7 +383,7 @@ def test_index_update_with_cached_openvino_model_never_imports_tensorflow(tmp_pa
     code = """
         import json, sys
         from revsearch.embedding import Embedder
-        from revsearch.index import Index
+        from revsearch import Index
         emb = Embedder("resnet50", weights=None, backend="openvino", precision="float32", cache_dir={cache!r})
         index, report = Index.build({ds!r}, {vec!r}, emb, progress=False)
         print(json.dumps({{"n": len(index), "added": len(report.added), "tf": "tensorflow" in sys.modules,

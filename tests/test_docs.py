@@ -37,3 +37,43 @@ def test_documented_options_exist() -> None:
         known = {opt for a in subs[command]._actions for opt in a.option_strings}
         for option in re.findall(r"(?<![\w-])(--?[a-z][a-z-]*)", line):
             assert option in known, f"README documents {option} for `revsearch {command}`, the parser has no such option"
+
+
+def _docs_text() -> str:
+    """README and the reference pages in docs/."""
+    docs = sorted((README.parent / "docs").glob("*.md")) if (README.parent / "docs").is_dir() else []
+    return "\n".join(p.read_text(encoding="utf-8") for p in [README, *docs])
+
+
+def test_measured_figures_in_messages_match_the_docs_and_the_notebook() -> None:
+    """The figures messages quote (revsearch.measured) are the ones the docs' table and the notebook state."""
+    import json
+
+    from revsearch.measured import NOTEBOOK_VECTORS
+
+    text = _docs_text()
+    rows = {
+        "original": next(line for line in text.splitlines() if line.startswith("| the original's: raw BGR")),
+        "default": next(line for line in text.splitlines() if line.startswith("| **today's default**")),
+    }
+    for which, row in rows.items():
+        cells = [c.strip().strip("*") for c in row.strip("|").split("|")]
+        got = [float(c) for c in cells[1:4]]
+        want = NOTEBOOK_VECTORS[which]
+        assert got == [want["precision@9"], want["mAP"], want["recall@1"]], (which, row)
+    nb = json.loads((README.parent / "Reverse_Search.ipynb").read_text(encoding="utf-8"))
+    source = "".join("".join(c["source"]) for c in nb["cells"])
+    for which in ("original", "default"):
+        assert f"**{NOTEBOOK_VECTORS[which]['precision@9']:.3f}** (mAP {NOTEBOOK_VECTORS[which]['mAP']:.3f})" in source
+
+
+def test_readme_test_command_is_what_ci_runs_and_runs_everything() -> None:
+    """The README's test command (every test, slow ones too) is the command .ci/run runs; plain pytest is fast."""
+    text = README.read_text(encoding="utf-8")
+    commands = set(re.findall(r'&& (python -m pytest[^\n`]*)', text))
+    ci = [line.strip() for line in (README.parent / ".ci" / "run").read_text().splitlines()
+          if line.strip().startswith("python -m pytest")]
+    assert commands == set(ci) and len(ci) == 1, (commands, ci)
+    assert '-m "slow or not slow"' in ci[0]
+    addopts = re.search(r"^addopts = (.*)$", (README.parent / "pyproject.toml").read_text(), re.M)
+    assert addopts is not None and '"-m", "not slow"' in addopts[1]  # the default run leaves the slow tests out

@@ -27,7 +27,7 @@ from revsearch.duplicates import (
 )
 from revsearch.embedding import Embedder
 from revsearch.errors import IndexNotFoundError, ModelMismatchError, RevsearchError
-from revsearch.index import Index
+from revsearch import Index
 
 from conftest import make_photo
 

@@ -458,7 +458,7 @@ _CLASSES = ("sunflower", "bluebell", "daisy", "tulip", "snowdrop")
 @pytest.fixture(scope="module")
 def photo_collection(tmp_path_factory: pytest.TempPathFactory, mobilenet: Embedder):
     """20 photos (real flowers if the shared dataset is there, else synthetic) and their index."""
-    from revsearch.index import Index
+    from revsearch import Index
 
     root = tmp_path_factory.mktemp("collection")
     dataset = root / "photos"

@@ -24,7 +24,7 @@ from revsearch.evaluate import (
     near_duplicate_metrics,
     retrieval_metrics,
 )
-from revsearch.index import Index
+from revsearch import Index
 
 from conftest import make_photo, write_photos
 

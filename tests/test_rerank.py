@@ -15,7 +15,8 @@ from revsearch.cli import main
 from revsearch.embedding import MODELS, Embedder, get_embedder, l2_normalize, preprocessing_options, resize_prepared
 from revsearch.errors import ModelMismatchError
 from revsearch.evaluate import evaluate_index, retrieval_metrics
-from revsearch.index import Index, resolve_embedder
+from revsearch import Index
+from revsearch.index import resolve_embedder
 from revsearch.rerank import (
     DatabaseAugmentation,
     expand_queries,

@@ -136,7 +136,7 @@ def _assert_message(output, *needles: str) -> None:
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory, resnet_random):
     """A folder of 10 photos and its index (ResNet50, random weights)."""
-    from revsearch.index import Index
+    from revsearch import Index
 
     root = tmp_path_factory.mktemp("widget")
     photos = root / "photos"
