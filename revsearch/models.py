@@ -13,7 +13,7 @@ from dataclasses import dataclass
 __all__ = ["DEFAULT_FIT", "DEFAULT_POOLING", "MODELS", "ModelInfo"]
 
 #: Default ``fit`` and ``pooling`` of the named models (except the original notebook's ``resnet50-seed``),
-#: chosen by the rule of ``benchmarks/quality.py`` over every dataset measured (see README, Quality).
+#: chosen by the rule of ``benchmarks/quality.py`` over every dataset measured (see docs/quality.md).
 DEFAULT_FIT = "crop"
 DEFAULT_POOLING = "avg"
 

@@ -232,7 +232,7 @@ def default_vectors(devices: Sequence[str] | None = None) -> str:
     """The ``vectors`` choice "auto" stands for: re-index on a GPU, the original vectors on a CPU.
 
     Re-indexing the original images with the default pipeline gives much better results
-    (README, "The notebook's vectors") but runs the model over every image: minutes on a GPU,
+    (docs/notebook.md, "The notebook's vectors") but runs the model over every image: minutes on a GPU,
     much longer on Colab's 2 CPU cores, where importing the original vectors takes seconds.
 
     Parameters
@@ -750,7 +750,7 @@ def pipeline_note(index: Index, settings: NotebookSettings | None = None) -> str
         switch = (
             "For better matches set VECTORS to 're-index the images with the default pipeline' in step 2 "
             f"and run all again (precision@9 {p9['original']:.3f} -> {p9['default']:.3f} with MobileNet on Oxford "
-            "flowers; README, \"The notebook's vectors\")."
+            "flowers; docs/notebook.md)."
         )
     else:
         what = f"{spec['model']} (weights: {spec['weights']}), preprocessing {spec['preprocessing']}"
