@@ -38,6 +38,7 @@ from typing import IO, Any
 from tqdm.auto import tqdm
 
 from revsearch.errors import DownloadError
+from revsearch.images import format_size
 
 __all__ = [
     "DRIVE_DOWNLOAD_URL",
@@ -867,10 +868,5 @@ def fetch_original_data(
     return result
 
 
-def format_bytes(n: float) -> str:
-    """``n`` bytes as a short human-readable size (``"1.5 GB"``; powers of 1000, as Drive counts)."""
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError  # pragma: no cover
+#: ``n`` bytes in words (``"1.5 GB"``): :func:`revsearch.images.format_size`, the one byte formatter.
+format_bytes = format_size

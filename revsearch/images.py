@@ -542,7 +542,9 @@ def load_image(
 
 
 def format_size(n: float) -> str:
-    """A byte count in words: ``31_500_000_000`` -> ``'31.5 GB'`` (decimal units).
+    """A byte count in words: ``31_500_000_000`` -> ``'31.5 GB'`` (powers of 1000, as Drive counts).
+
+    The one byte formatter of the library (messages, storage reports).
 
     Parameters
     ----------
@@ -553,8 +555,8 @@ def format_size(n: float) -> str:
     -------
     str
     """
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} GB"  # pragma: no cover

@@ -629,7 +629,8 @@ def index_from_vectors(
     imported_from : dict, optional
         Where the vectors came from (recorded: :attr:`revsearch.store.Manifest.imported_from`).
     extra : dict, optional
-        Deprecated: other manifest entries (``{"imported_from": ...}`` is taken as ``imported_from``).
+        Other manifest entries, written as given (kept for callers of earlier versions; prefer the
+        keyword arguments, which :class:`revsearch.store.Manifest` reads back typed).
     shard_rows : int, optional
         Rows per shard (default: one shard).
 

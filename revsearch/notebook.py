@@ -1,4 +1,5 @@
-"""The steps of ``Reverse_Search.ipynb``: Colab detection, Google Drive, settings, data, index.
+"""The steps of ``Reverse_Search.ipynb``: settings, data, index, duplicates (the Colab environment
+itself, Google Drive and logging to the cell, is :mod:`revsearch.colab`).
 
 The notebook only calls the functions here (and the search widget of :mod:`revsearch.widgets`),
 so everything it does is tested:
@@ -26,13 +27,22 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .colab import (  # noqa: F401  (re-exported: the notebook's environment, revsearch.colab)
+    COLAB_CONTENT,
+    DRIVE_MOUNT,
+    NotebookHandler,
+    enable_colab_widgets,
+    gpu_devices,
+    in_colab,
+    mount_drive,
+    notebook_logging,
+)
 from .display import display_figure  # noqa: F401  (re-exported: notebook users call it from here)
 from .errors import RevsearchError
 from .measured import NOTEBOOK_VECTORS
@@ -68,10 +78,6 @@ __all__ = [
     "storage_report",
 ]
 
-#: The VM's local disk in Colab (fast; emptied when the runtime is recycled).
-COLAB_CONTENT = Path("/content")
-#: Where Google Drive is mounted in Colab (``REVSEARCH_NB_DRIVE_MOUNT`` overrides it).
-DRIVE_MOUNT = Path("/content/drive")
 #: Environment variables named ``ENV_PREFIX + NAME`` override the notebook's form (see
 #: :func:`notebook_settings`).
 ENV_PREFIX = "REVSEARCH_NB_"
@@ -88,144 +94,7 @@ _IMAGES_FOLDER = "imagenet_resized"
 
 
 # --------------------------------------------------------------------------- environment
-
-
-def in_colab() -> bool:
-    """Tell whether the code runs in a Google Colab runtime."""
-    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
-
-
-def mount_drive(mountpoint: str | os.PathLike = DRIVE_MOUNT) -> Path:
-    """Mount Google Drive in Colab (asks for permission the first time), unless it is mounted.
-
-    Parameters
-    ----------
-    mountpoint : path, default ``/content/drive``
-
-    Returns
-    -------
-    pathlib.Path
-        The "My Drive" folder, ``mountpoint/MyDrive``.
-
-    Raises
-    ------
-    RevsearchError
-        Outside Colab, or if mounting fails.
-    """
-    mountpoint = Path(mountpoint)
-    my_drive = mountpoint / "MyDrive"
-    if my_drive.is_dir():
-        return my_drive
-    try:
-        from google.colab import drive  # type: ignore[import-not-found]
-    except ImportError:
-        raise RevsearchError("Google Drive can only be mounted in Google Colab; use a local folder here") from None
-    try:
-        drive.mount(str(mountpoint))
-    except Exception as e:  # Colab raises ValueError / MessageError when permission is refused
-        raise RevsearchError(
-            f"mounting Google Drive failed ({type(e).__name__}: {e}); allow access when asked, or choose "
-            "the VM disk in the settings"
-        ) from None
-    return my_drive
-
-
-def _ipywidgets_major() -> int:
-    import ipywidgets
-
-    try:
-        return int(str(ipywidgets.__version__).split(".")[0])
-    except ValueError:  # pragma: no cover - odd version string
-        return 8
-
-
-def enable_colab_widgets() -> bool:
-    """In Colab with ipywidgets 8 or later, enable the custom widget manager that those need.
-
-    Colab renders ipywidgets 7 natively, but ipywidgets 8 widgets (and tqdm's notebook progress
-    bars built on them) only after ``google.colab.output.enable_custom_widget_manager()``.
-    Elsewhere this does nothing.
-
-    Returns
-    -------
-    bool
-        True if the custom widget manager was enabled.
-    """
-    if not in_colab():
-        return False
-    if _ipywidgets_major() < 8:
-        return False
-    try:
-        from google.colab import output  # type: ignore[import-not-found]
-
-        output.enable_custom_widget_manager()
-    except Exception as e:  # pragma: no cover - only in Colab
-        logger.warning("could not enable Colab's custom widget manager (%s): widgets may not show", e)
-        return False
-    return True
-
-
-class _NotebookHandler(logging.Handler):
-    """Writes records to the current ``sys.stdout`` (which a notebook routes to the running cell)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            sys.stdout.write(self.format(record) + "\n")
-            sys.stdout.flush()
-        except Exception:  # pragma: no cover
-            self.handleError(record)
-
-
-def notebook_logging(level: int | str = logging.INFO) -> logging.Logger:
-    """Show revsearch's log messages (what is downloaded, indexed, skipped) in a notebook's output.
-
-    Adds one handler to the ``revsearch`` logger (once, however often it is called) that writes
-    ``message`` (``Warning: message`` for warnings and errors) to standard output.
-
-    Parameters
-    ----------
-    level : int or str, default ``logging.INFO``
-
-    Returns
-    -------
-    logging.Logger
-        The ``revsearch`` logger.
-    """
-    log = logging.getLogger("revsearch")
-    log.setLevel(level)
-    if not any(isinstance(h, _NotebookHandler) for h in log.handlers):
-        handler = _NotebookHandler()
-        handler.setFormatter(_NotebookFormatter())
-        log.addHandler(handler)
-    return log
-
-
-class _NotebookFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        text = record.getMessage()
-        return f"{record.levelname.capitalize()}: {text}" if record.levelno >= logging.WARNING else text
-
-
-# --------------------------------------------------------------------------- showing figures
-
-
-# --------------------------------------------------------------------------- devices
-
-
-def gpu_devices() -> list[str]:
-    """The GPUs TensorFlow can use, by name (:func:`revsearch.backends.gpu_devices`: TensorFlow is
-    imported only where the machine has GPU device files).
-
-    Returns
-    -------
-    list of str
-        Device names such as ``"Tesla T4"``; empty on a CPU-only machine.
-    """
-    from .backends import gpu_devices as devices
-    from .console import quiet_tensorflow
-
-    with quiet_tensorflow():  # TensorFlow's C++ start-up lines (on a GPU runtime) filtered as the CLI does
-        return [d.name for d in devices()]
+# Colab, Google Drive, logging to the cell and the GPUs are revsearch.colab's (re-exported above).
 
 
 def default_vectors(devices: Sequence[str] | None = None) -> str:
@@ -629,7 +498,8 @@ def storage_report(settings: NotebookSettings) -> str:
         One line per folder that exists (images, original vector files, archives, index), with
         its size and whether it is on Google Drive or the VM's disk.
     """
-    from .data import folder_size, format_bytes
+    from .data import folder_size
+    from .images import format_size as format_bytes
 
     drive = settings.storage == "drive"
     rows = []
@@ -850,7 +720,7 @@ def prepare_index(
       (:func:`revsearch.legacy.import_legacy`): no model run; then they are deleted unless
       ``keep_archives``. On a CPU, the time re-indexing would take is estimated from the first
       batches (:func:`estimate_indexing`) and logged with how to choose it.
-    - Otherwise the images are indexed with the model (:meth:`revsearch.index.Index.build`),
+    - Otherwise the images are indexed with the model (:func:`revsearch.operations.build_index`),
       with a progress bar; a rerun embeds only new or changed images and resumes an interrupted run.
 
     Logs which pipeline made the index (:func:`pipeline_note`) and the space the data takes.
@@ -908,7 +778,8 @@ def prepare_index(
         if legacy.skipped:
             logger.warning("%d vector files could not be used (see the messages above)", len(legacy.skipped))
         if not settings.keep_archives:
-            from .data import folder_size, format_bytes
+            from .data import folder_size
+            from .images import format_size as format_bytes
 
             size = folder_size(settings.legacy_dir)
             shutil.rmtree(settings.legacy_dir, ignore_errors=True)

@@ -18,11 +18,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "revsearch"
 LAYERS: list[tuple[str, list[str]]] = [
     ("foundation", ["errors", "version", "console", "edits", "models", "measured"]),
     ("images and devices", ["images", "backends", "search"]),
-    ("embedding, storage, input", ["embedding", "store", "remote", "display", "data"]),
+    ("embedding, storage, input", ["embedding", "store", "remote", "display", "data", "colab"]),
     ("approximate search", ["ann"]),
     ("the read-only index", ["index"]),
-    ("writing and search options", ["indexing", "rerank", "duplicates"]),
-    ("clusters, imports, quality", ["distributed", "legacy", "evaluate"]),
+    ("writing and search options", ["indexing", "rerank"]),
+    ("clusters, imports, quality, duplicates", ["distributed", "legacy", "evaluate", "duplicates"]),
     ("operations", ["operations"]),
     ("one-call entry point", ["api"]),
     ("demo", ["demo"]),
@@ -121,6 +121,24 @@ def test_no_private_names_cross_modules(folder: str) -> None:
             private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
             if private:
                 wrong.append(f"{path.relative_to(root.parent)}:{node.lineno} imports {private}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_tests_use_no_private_attributes_of_modules() -> None:
+    """``module._name`` on a revsearch module imported by a test never appears (monkeypatching included)."""
+    wrong = []
+    for path in sorted((PACKAGE.parent / "tests").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        aliases = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                aliases |= {a.asname for a in node.names if a.name.startswith("revsearch.") and a.asname}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "revsearch":
+                aliases |= {a.asname or a.name for a in node.names if a.name.islower()}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                wrong.append(f"{path.name}:{node.lineno} uses {node.value.id}.{node.attr}")
     assert not wrong, "\n".join(wrong)
 
 

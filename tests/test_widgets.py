@@ -226,6 +226,7 @@ def test_upload_of_a_text_file_and_of_an_empty_file(box):
     _assert_message(output, "empty.jpg", "empty")
 
 
+@pytest.mark.slow
 def test_uploading_the_same_file_twice_searches_twice(box, indexed):
     photos, _ = indexed
     upload, _, _, slider, output = _parts(box)
@@ -254,6 +255,7 @@ def test_path_box_and_button(box, indexed):
     _assert_message(output, "missing.jpg", "does not exist")
 
 
+@pytest.mark.slow
 def test_slider_searches_the_last_query_again(box, indexed):
     photos, _ = indexed
     upload, _, button, slider, output = _parts(box)
@@ -397,7 +399,7 @@ def test_drive_refused_is_one_line_and_the_vm_disk_is_used(fake_colab, monkeypat
     try:
         s = nb.notebook_settings("Google Drive", True, "", "resnet50-seed", 9)
     finally:
-        for h in [h for h in log.handlers if isinstance(h, nb._NotebookHandler)]:
+        for h in [h for h in log.handlers if isinstance(h, nb.NotebookHandler)]:
             log.removeHandler(h)
     out = capsys.readouterr().out
     assert s.storage == "local" and s.persist_dir == tmp_path / "content" / "revsearch-data"
@@ -545,6 +547,7 @@ def test_fetch_data_asks_for_what_the_settings_need(tmp_path, monkeypatch, choic
     assert calls[-1][1]["images"] is True and calls[-1][1]["vectors"] is False
 
 
+@pytest.mark.slow
 def test_prepare_index_builds_then_reuses(tmp_path, resnet_random):
     photos = tmp_path / "photos"
     write_photos(photos, 5)
@@ -627,7 +630,7 @@ def test_notebook_logging_adds_one_handler(capsys):
     log = nb.notebook_logging()
     nb.notebook_logging()
     try:
-        handlers = [h for h in log.handlers if isinstance(h, nb._NotebookHandler)]
+        handlers = [h for h in log.handlers if isinstance(h, nb.NotebookHandler)]
         assert len(handlers) == 1
         logging.getLogger("revsearch.index").info("indexed %d images", 3)
         logging.getLogger("revsearch.data").warning("quota exceeded")

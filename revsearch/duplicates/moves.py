@@ -256,9 +256,10 @@ def move_duplicates(
 
 def _update_index(index_dir: Path | str, dataset: Path) -> bool:
     from ..index import Index
+    from ..indexing import update_folder
 
     try:
-        Index.open(index_dir).update(dataset, progress=False)
+        update_folder(dataset, index_dir, Index.open(index_dir).embedder(), progress=False)
         return True
     except RevsearchError as e:
         logger.warning("the index in %s was not updated (%s): run `revsearch index %s %s`", index_dir, e, dataset, index_dir)
