@@ -121,8 +121,8 @@ class Index(_index.Index):
         if base is None:
             raise RevsearchError("the index does not record its dataset folder: pass dataset_dir")
         emb = kwargs.pop("embedder", None) or self.embedder()
-        new, report = Index.build(base, self.folder, emb, **kwargs)
-        self._snapshot = new.snapshot
+        _, report = Index.build(base, self.folder, emb, **kwargs)
+        self.reload()  # this Index now reads the new state
         return report
 
     @classmethod
@@ -368,7 +368,7 @@ def update_index(
             raise RevsearchError("the index does not record its dataset folder: pass dataset_dir")
     result = build_index(dataset_dir, folder, **kwargs)
     if isinstance(vector_dir, _index.Index):  # an open Index moves to the new state
-        vector_dir._snapshot = result.index.snapshot
+        vector_dir.reload()
     return result
 
 

@@ -226,7 +226,6 @@ def test_upload_of_a_text_file_and_of_an_empty_file(box):
     _assert_message(output, "empty.jpg", "empty")
 
 
-@pytest.mark.slow
 def test_uploading_the_same_file_twice_searches_twice(box, indexed):
     photos, _ = indexed
     upload, _, _, slider, output = _parts(box)
@@ -255,7 +254,6 @@ def test_path_box_and_button(box, indexed):
     _assert_message(output, "missing.jpg", "does not exist")
 
 
-@pytest.mark.slow
 def test_slider_searches_the_last_query_again(box, indexed):
     photos, _ = indexed
     upload, _, button, slider, output = _parts(box)
@@ -603,6 +601,7 @@ def test_prepare_index_imports_the_original_vectors_once(tmp_path):
     assert "original project's vectors" in note and "raw BGR" in note and "re-index the images" in note
 
 
+@pytest.mark.slow
 def test_estimate_indexing_times_the_first_batches_and_remembers(tmp_path, monkeypatch):
     s = _settings(tmp_path, REVSEARCH_NB_VECTORS="original", REVSEARCH_NB_WEIGHTS="none")
     write_photos(s.dataset_dir, 12)
