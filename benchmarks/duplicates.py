@@ -266,7 +266,7 @@ def group_pairs_pr(
 ) -> tuple[float, float, int]:
     """Pair precision/recall of find_duplicates' groups (every pair inside a returned group)."""
     from revsearch.duplicates import find_duplicates
-    from revsearch.index import Index
+    from revsearch import Index
 
     folder = tmp / f"idx-{col.name}"
     shutil.rmtree(folder, ignore_errors=True)
