@@ -452,6 +452,25 @@ class Index:
         )
 
 
+    # ------------------------------------------------------------------ writing lives above this view
+    _MOVED = (
+        "revsearch.index.Index is the read-only view; indexing is revsearch.build_index / revsearch.update_index "
+        "(revsearch.Index, the package's, keeps Index.build, index.update and Index.from_vectors)"
+    )
+
+    @classmethod
+    def build(cls, *args: Any, **kwargs: Any) -> Any:
+        """Moved: see :func:`revsearch.build_index` (or ``revsearch.Index.build``)."""
+        raise AttributeError(cls._MOVED)
+
+    update_folder = build
+    from_vectors = build
+
+    def update(self, *args: Any, **kwargs: Any) -> Any:
+        """Moved: see :func:`revsearch.update_index` (or ``revsearch.Index.update``)."""
+        raise AttributeError(self._MOVED)
+
+
 def resolve_embedder(
     index: Index | None,
     model: Any = None,

@@ -150,3 +150,14 @@ def test_commit_keywords_write_the_entries_and_the_stale_swap_happens_once(tmp_p
             w.commit(ann=None, stale_ann=True)
     on_disk = json.loads((folder / MANIFEST_NAME).read_text())
     assert "exclude" not in on_disk and "ann_stale" not in on_disk and "built_with" not in on_disk
+
+
+def test_the_read_only_view_says_where_writing_went(built) -> None:  # type: ignore[no-untyped-def]
+    from revsearch import index as index_module
+
+    _, vec, _ = built
+    with pytest.raises(AttributeError, match="read-only view.*build_index"):
+        index_module.Index.build(vec.parent / "photos", vec)
+    with pytest.raises(AttributeError, match="update_index"):
+        index_module.Index.open(vec).update()
+    assert isinstance(Index.open(vec), index_module.Index)  # the package's Index is the view plus writing
