@@ -161,6 +161,7 @@ def test_import_revsearch_imports_neither_runtime() -> None:
 # ----------------------------------------------------------------------------- conversion and cache
 
 
+@pytest.mark.slow
 @needs_openvino
 @pytest.mark.parametrize("name", ["resnet50", "mobilenet", "resnet50-seed"])
 def test_conversion_matches_keras(name: str, tmp_path: Path) -> None:
@@ -178,6 +179,7 @@ def test_conversion_matches_keras(name: str, tmp_path: Path) -> None:
     np.testing.assert_allclose(np.linalg.norm(bf.embed(imgs), axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_custom_keras_model_converts(tmp_path: Path) -> None:
     import keras
@@ -204,6 +206,7 @@ def test_custom_keras_model_converts(tmp_path: Path) -> None:
         Embedder(model, backend="keras", precision="bfloat16")
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_second_start_uses_the_cache_without_tensorflow(tmp_path: Path) -> None:
     """The first start converts (via Keras); a fresh process reads the IR and the compiled blob, and never
@@ -229,6 +232,7 @@ def test_second_start_uses_the_cache_without_tensorflow(tmp_path: Path) -> None:
     assert any((tmp_path / "compiled").iterdir())  # OpenVINO's CACHE_DIR holds the compiled blob
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_cache_keys_and_damaged_cache(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     a = Embedder("mobilenet", weights=None, backend="openvino", precision="float32", cache_dir=tmp_path)
@@ -252,6 +256,7 @@ def test_cache_keys_and_damaged_cache(tmp_path: Path, caplog: pytest.LogCaptureF
     assert "<net>" not in ir.read_text()
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_unwritable_cache_still_embeds(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     blocker = tmp_path / "file"
@@ -313,6 +318,7 @@ def test_cross_backend_search_real_weights(tmp_path: Path) -> None:
     assert m.relpath == queries[0].relative_to(ds).as_posix() and m.score > 0.999
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_cross_backend_search_random_weights(tmp_path: Path) -> None:
     ds = tmp_path / "photos"
@@ -326,6 +332,7 @@ def test_cross_backend_search_random_weights(tmp_path: Path) -> None:
             assert m.relpath == q.name and m.score > 0.9999
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_cli_backend_option(tmp_path: Path) -> None:
     from revsearch.cli import main
@@ -374,6 +381,7 @@ def test_auto_falls_back_to_keras_when_openvino_cannot_convert(
         explicit.embed(make_photo(3))
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_index_update_with_cached_openvino_model_never_imports_tensorflow(tmp_path: Path) -> None:
     """Index.build loads the embedder before writing: with OpenVINO's cached model that is the compiled blob,
