@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as _dt
-import hashlib
 import logging
 import os
 import shutil
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RevsearchError
+from ..images import file_digest
 from .groups import DuplicateReport
 
 logger = logging.getLogger(__name__)
@@ -95,11 +95,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def _digest(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path).hex()  # the index's content hash (revsearch.images.file_digest), as hex
 
 
 def _free_name(path: Path) -> Path:
