@@ -152,3 +152,34 @@ def test_the_checker_sees_lazy_and_type_checking_imports(tmp_path: Path) -> None
     )
     found = {(target, tuple(names)) for _, target, names in _imports(src)}
     assert ("operations", ("Index",)) in found and ("cli", ()) in found and ("notebook", ()) in found
+
+
+def test_only_the_store_names_manifest_keys() -> None:
+    """Outside revsearch/store.py nobody reads a manifest by key (``manifest["x"]``, ``manifest.get("x")``):
+    :class:`revsearch.store.Manifest` has a typed property for each entry, and writers use
+    ``FolderWriter.commit``'s keyword arguments. (A new entry: add its property and keyword to the store.)"""
+
+    def is_manifest(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Name) and node.id == "manifest") or (
+            isinstance(node, ast.Attribute) and node.attr == "manifest"
+        )
+
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "store.py" and path.parent == PACKAGE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            key = None
+            if isinstance(node, ast.Subscript) and is_manifest(node.value) and isinstance(node.slice, ast.Constant):
+                key = node.slice.value
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                  and is_manifest(node.func.value) and node.args and isinstance(node.args[0], ast.Constant)):
+                key = node.args[0].value
+            if key is not None:
+                wrong.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} reads the manifest key {key!r}")
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "commit":
+                for kw in node.keywords:
+                    if kw.arg == "fields" and isinstance(kw.value, ast.Dict):
+                        keys = [k.value for k in kw.value.keys if isinstance(k, ast.Constant)]
+                        wrong.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} writes the manifest keys {keys}")
+    assert not wrong, "\n".join(wrong)
