@@ -161,3 +161,21 @@ def test_the_read_only_view_says_where_writing_went(built) -> None:  # type: ign
     with pytest.raises(AttributeError, match="update_index"):
         index_module.Index.open(vec).update()
     assert isinstance(Index.open(vec), index_module.Index)  # the package's Index is the view plus writing
+
+
+def test_notebook_settings_step_looks_for_gpus_without_tensorflow_on_a_cpu() -> None:
+    """Step 2 ("auto" vectors) asks for GPUs the way the library does: on a machine without GPU device
+    files TensorFlow is not imported, so it prints none of its start-up lines (there is nothing to filter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, revsearch.backends as b, revsearch.notebook as nb\n"
+        "b.gpu_device_nodes = lambda: False\n"
+        "print(nb.default_vectors(), nb.gpu_devices(), 'tensorflow' in sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                         env={**__import__("os").environ, "PYTHONPATH": str(root)}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["original", "[]", "False"] and out.stderr == ""
