@@ -48,7 +48,7 @@ class SearchResults(list):
 
 
 def reverse_image_search(
-    query: ImageSource,
+    query: ImageSource | None,
     model: str | Embedder | Any = None,
     dataset_dir: str | os.PathLike | None = None,
     vector_dir: str | os.PathLike | None = None,
@@ -60,6 +60,7 @@ def reverse_image_search(
     save_path: str | os.PathLike | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    text: str | None = None,
 ) -> SearchResults:
     """Find the images most similar to ``query``.
 
@@ -98,6 +99,10 @@ def reverse_image_search(
         GPU).
     progress : bool, default True
         Show progress bars while indexing.
+    text : str, optional
+        Search by words instead of by image (``query=None``): e.g. ``"a red car at night"``, on an
+        index built with a CLIP-family model (``model="clip-vit-b32"``, the default of a new index
+        searched by text). See :func:`revsearch.textsearch.search_text`.
 
     Returns
     -------
@@ -117,12 +122,15 @@ def reverse_image_search(
         raise RevsearchError("vector_dir is required: the folder where the vectors are (or will be) stored")
     if k < 1:
         raise ValueError(f"k must be at least 1, not {k}")
-    try:
-        label = str(query) if isinstance(query, (str, os.PathLike)) else None
-        query = read_query(query)  # the bytes of the file (or URL), decoded like the indexed files
-        query_image = load_image(query, label=label)  # a bad query fails before any indexing
-    except ImageReadError as e:
-        raise ImageReadError(f"bad query: {e}") from None
+    if text is not None:
+        if query is not None:
+            raise ValueError("give a query image or text=..., not both")
+        if model is None and generate and not Index.exists(vector_dir):
+            model = "clip-vit-b32"  # a new index searched by words needs a model with a text tower
+    elif query is None:
+        raise ValueError("give a query image (or text='words to search for' on a CLIP index)")
+    else:
+        query, query_image = _read_query_image(query)  # a bad query fails before any indexing
     report = None
     if generate:
         if dataset_dir is None:
@@ -144,6 +152,14 @@ def reverse_image_search(
         except IndexNotFoundError as e:
             raise IndexNotFoundError(f"{e} (run reverse_image_search with generate=True first)") from None
         embedder = resolve_embedder(index, model, weights=weights, precision=index.spec.get("precision", "float32"))
+    if text is not None:
+        from .textsearch import check_text_index, search_text
+
+        check_text_index(index)
+        index.check_compatible(embedder.spec)
+        found = search_text(text, index, k, dataset_dir=dataset_dir, show=show, save_path=save_path)
+        found.report = report
+        return found
     matches: list[Match] = index.search(query, k, embedder=embedder, dataset_dir=dataset_dir)  # type: ignore[assignment]
     results = SearchResults(matches)
     results.report, results.index = report, index
@@ -159,3 +175,13 @@ def reverse_image_search(
         if show and not display_figure(results.figure):
             logger.info("show=True outside a notebook: the picture is in results.figure (or use save_path)")
     return results
+
+
+def _read_query_image(query: ImageSource) -> tuple[ImageSource, Any]:
+    """The query's bytes and decoded image; a bad query raises ``ImageReadError("bad query: ...")``."""
+    try:
+        label = str(query) if isinstance(query, (str, os.PathLike)) else None
+        data = read_query(query)  # the bytes of the file (or URL), decoded like the indexed files
+        return data, load_image(data, label=label)
+    except ImageReadError as e:
+        raise ImageReadError(f"bad query: {e}") from None

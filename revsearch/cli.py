@@ -156,6 +156,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from .index import Index
     from .remote import read_query
 
+    if args.text is not None:
+        return _search_text(args)
+    if args.query is None:
+        raise ValueError("give the query image (revsearch search QUERY VECTOR_DIR) or words (--text \"a red car\" VECTOR_DIR)")
     index = Index.open(args.vector_dir)
     query = read_query(args.query)  # a file, or an http(s) URL (downloaded with a time limit and size cap)
     load_image(query, label=args.query)  # a bad query fails here, before the model loads
@@ -207,6 +211,44 @@ def _cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
     else:
         for m in matches:  # type: ignore[union-attr]
+            _say(f"{m.rank + 1:>3}  {m.score:.4f}  {m.path}")
+        if args.out:
+            print(f"saved {args.out}", file=sys.stderr)
+    return 0
+
+
+def _search_text(args: argparse.Namespace) -> int:
+    """``revsearch search --text WORDS VECTOR_DIR``: a CLIP index searched by words (revsearch.textsearch)."""
+    from .index import Index
+    from .textsearch import check_text_index, search_text
+
+    if args.query is not None:
+        raise ValueError("give either a query image or --text, not both")
+    if args.qe or args.dba or args.rotations or getattr(args, "dask", None):
+        raise ValueError("--qe, --dba, --rotations and --dask apply to image queries: leave them out with --text")
+    index = Index.open(args.vector_dir)
+    check_text_index(index)  # one line for an image-only index, before any model loads
+    _warn_incomplete(index)
+    results = search_text(
+        args.text, index, args.k, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False),
+        under=_relative_folder(index, args.under, args.dataset_dir), exclude_paths=args.exclude, save_path=args.out,
+    )
+    if args.json:
+        out: dict[str, Any] = {
+            "text": args.text,
+            "index": str(index.folder),
+            "model": index.spec["model"],
+            "k": args.k,
+            "results": [
+                {"rank": m.rank + 1, "score": round(m.score, 6), "path": str(m.path), "relpath": m.relpath}
+                for m in results
+            ],
+        }
+        if args.out:
+            out["figure"] = args.out
+        print(json.dumps(out, indent=2))
+    else:
+        for m in results:
             _say(f"{m.rank + 1:>3}  {m.score:.4f}  {m.path}")
         if args.out:
             print(f"saved {args.out}", file=sys.stderr)
@@ -542,11 +584,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default=None,
-        help="resnet50 (default for a new index), mobilenet, efficientnetv2-b0, efficientnetv2-s, convnext-tiny or "
-        "resnet50-seed; an existing index keeps its model",
+        help="resnet50 (default for a new index), mobilenet, efficientnetv2-b0, efficientnetv2-s, convnext-tiny, "
+        "resnet50-seed, or clip-vit-b32 / clip-vit-b16 (also searchable by words; needs revsearch[clip]); an existing "
+        "index keeps its model",
     )
     p.add_argument(
-        "--weights", type=_weights, default="imagenet", help="imagenet (default), none (random, for tests) or a weights file"
+        "--weights", type=_weights, default="imagenet",
+        help="imagenet (default: the model's published weights), none (random, for tests), a weights file, or for "
+        "CLIP models a local keras-hub preset folder",
     )
     p.add_argument(
         "--backend", choices=["auto", "keras", "openvino"], default=None,
@@ -584,8 +629,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_index)
 
-    p = sub.add_parser("search", help="find the images most similar to QUERY")
-    p.add_argument("query", metavar="QUERY", help="the query image: a file or an http(s) URL")
+    p = sub.add_parser("search", help="find the images most similar to QUERY (or matching --text on a CLIP index)")
+    p.add_argument("query", metavar="QUERY", nargs="?", default=None,
+                   help="the query image: a file or an http(s) URL (leave it out with --text)")
+    p.add_argument("--text", metavar="WORDS", default=None,
+                   help='search by words, e.g. --text "a red car at night" (an index built with --model clip-vit-b32)')
     p.add_argument("vector_dir", metavar="VECTOR_DIR", help="the index folder")
     p.add_argument("-k", type=int, default=9, help="number of results (default 9)")
     p.add_argument("--out", default=None, help="save the result picture (query above a grid) to this file")

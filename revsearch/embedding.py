@@ -207,6 +207,10 @@ def weights_id(weights: str | os.PathLike | None) -> str:
     if isinstance(weights, str) and weights == "imagenet":
         return "imagenet"
     p = Path(weights)
+    if p.is_dir() and (p / "config.json").is_file():  # a keras-hub preset folder (revsearch.clip)
+        from .clip import preset_id
+
+        return preset_id(p)
     if not p.is_file():
         raise WeightsUnavailableError(
             f"weights file {str(p)!r} does not exist: pass weights='imagenet', weights=None, "
@@ -288,6 +292,15 @@ class Embedder:
     default are still searched with theirs.
     """
 
+    def __new__(cls, model: Any = "resnet50", *args: Any, **kwargs: Any) -> Embedder:
+        # A CLIP-family name builds the subclass with an image and a text tower (revsearch.clip).
+        if cls is Embedder and isinstance(model, str) and model.lower() not in MODELS:
+            from .clip import TEXT_MODELS, ClipEmbedder
+
+            if model.lower() in TEXT_MODELS:
+                return super().__new__(ClipEmbedder)
+        return super().__new__(cls)
+
     def __init__(
         self,
         model: Any = "resnet50",
@@ -343,8 +356,10 @@ class Embedder:
         if isinstance(model, str):
             key = model.lower()
             if key not in MODELS:
+                from .clip import TEXT_MODELS
+
                 raise UnknownModelError(
-                    f"unknown model {model!r}: choose one of {', '.join(sorted(MODELS))}, "
+                    f"unknown model {model!r}: choose one of {', '.join(sorted([*MODELS, *TEXT_MODELS]))}, "
                     "or pass a Keras model whose output is one vector per image"
                 )
             self.name = key
@@ -932,7 +947,7 @@ def preprocessing_options(preprocessing: str) -> dict[str, Any]:
     import re
 
     pattern = (
-        r"^(pad|crop):(edge|mean|rgb\((\d+),(\d+),(\d+)\))/resize:(\d+):bicubic/[^/]+(/pool:(gem|max)[^/]*)?"
+        r"^(pad|crop):(edge|mean|rgb\((\d+),(\d+),(\d+)\))/resize:(\d+):bicubic/[^/]+(/pool:(gem|max|own)[^/]*)?"
         r"(/scales:(\d+(?:\+\d+)+):sum-l2)?$"
     )
     m = re.match(pattern, preprocessing)
