@@ -248,3 +248,38 @@ def test_cli_text_on_cnn_index_is_one_line(tmp_path: Path, capsys: pytest.Captur
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0 and len(err) == 1
     assert err[0].startswith("revsearch: error: ") and "mobilenet, an image model" in err[0]
+
+
+def test_widget_words_box_searches_a_clip_index(clip_index: tuple[Path, Path], tmp_path: Path) -> None:
+    pytest.importorskip("ipywidgets")
+    from revsearch.widgets import SearchApp
+
+    ds, vec = clip_index
+    app = SearchApp(vec, k=3)
+    row = [c for c in app.widget.children if app.words in getattr(c, "children", ())][0]
+    assert row.layout.display != "none"
+    app.words.value = "a red car at night"  # what pressing Enter in the box does
+    assert app.searches == 1 and app.results is not None
+    assert [m.row for m in app.results] == [m.row for m in search_text("a red car at night", vec, k=3)]
+    kinds = [o["output_type"] for o in app.output.outputs]
+    assert "display_data" in kinds and "image/png" in app.output.outputs[-2]["data"]
+    app.k.value = 2  # the slider searches the last words again
+    assert app.searches == 2 and len(app.results) == 2
+    app.words_button.click()
+    assert app.searches == 3
+    app.search(ds / "img0004.jpg", "img0004.jpg")  # image queries on the same widget
+    assert app.results[0].relpath == "img0004.jpg"
+
+
+def test_widget_words_on_a_cnn_index_is_hidden_and_one_message(tmp_path: Path) -> None:
+    pytest.importorskip("ipywidgets")
+    from revsearch.widgets import SearchApp
+
+    spec = Embedder("mobilenet", weights=None).spec
+    Index.from_vectors(tmp_path / "cnn", np.eye(2, spec["dim"], dtype=np.float32), ["a.jpg", "b.jpg"], spec)
+    app = SearchApp(tmp_path / "cnn")
+    row = [c for c in app.widget.children if app.words in getattr(c, "children", ())][0]
+    assert row.layout.display == "none"
+    assert app.search_words("a red car") is None
+    (message,) = app.output.outputs
+    assert "mobilenet, an image model" in message["data"]["text/plain"] and "Traceback" not in str(message)
