@@ -283,3 +283,62 @@ def test_widget_words_on_a_cnn_index_is_hidden_and_one_message(tmp_path: Path) -
     assert app.search_words("a red car") is None
     (message,) = app.output.outputs
     assert "mobilenet, an image model" in message["data"]["text/plain"] and "Traceback" not in str(message)
+
+
+def _nb_cell(nb, number: int):  # type: ignore[no-untyped-def]
+    import re
+
+    return next(c for c in nb.cells if c.cell_type == "code" and re.match(rf"#@title {number}\.", c.source))
+
+
+def _nb_text(cell) -> str:  # type: ignore[no-untyped-def]
+    return "".join(o.get("text", "") if o.get("output_type") == "stream" else o.get("data", {}).get("text/plain", "") + "\n"
+                   for o in cell.get("outputs", []))  # fmt: skip
+
+
+@pytest.mark.slow
+def test_notebook_with_clip_searches_by_words(preset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nbclient = pytest.importorskip("nbclient")
+    nbformat = pytest.importorskip("nbformat")
+    pytest.importorskip("ipykernel")
+    photos = tmp_path / "photos"
+    write_photos(photos, 6)
+    spec_dir = tmp_path / "jupyter" / "kernels" / "python3"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps(
+        {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "display_name": "py", "language": "python"}
+    ))  # fmt: skip
+    env = {
+        "JUPYTER_PATH": str(tmp_path / "jupyter"),
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "REVSEARCH_NB_OFFLINE": "1",
+        "REVSEARCH_NB_DOWNLOAD": "0",
+        "REVSEARCH_NB_STORAGE": "VM disk",
+        "REVSEARCH_NB_DATASET_DIR": str(photos),
+        "REVSEARCH_NB_WORK_DIR": str(tmp_path / "work"),
+        "REVSEARCH_NB_K": "3",
+        "REVSEARCH_NB_MODEL": "clip-vit-b32",
+        "REVSEARCH_NB_WEIGHTS": str(preset),  # the local preset folder, as a user without internet passes it
+        "REVSEARCH_NB_TEXT": "a red car at night",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for key in [k for k in os.environ if k.startswith("COLAB_")]:
+        monkeypatch.delenv(key)
+    kernel_cwd = tmp_path / "cwd"
+    kernel_cwd.mkdir()
+    nb = nbformat.read(REPO / "Reverse_Search.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(kernel_cwd)}}).execute()
+    assert "clip-vit-b32" in _nb_text(_nb_cell(nb, 2))
+    assert "6 vectors" in _nb_text(_nb_cell(nb, 4))
+    widget = _nb_cell(nb, 5).outputs
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in widget)
+    words_cell = _nb_cell(nb, 6)
+    text = _nb_text(words_cell)
+    assert "also searched by words" in text
+    assert any("image/png" in o.get("data", {}) for o in words_cell.outputs)
+    index_dir = next((tmp_path / "work" / "indexes").iterdir())
+    expected = [m.relpath for m in search_text("a red car at night", index_dir, k=3)]
+    listed = [line.split()[-1] for line in text.splitlines() if line.strip()[:2] in ("1.", "2.", "3.")]
+    assert listed == expected, text
