@@ -17,7 +17,6 @@ Nothing here imports TensorFlow or keras-hub at import time.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import backends
-from .embedding import Embedder, get_embedder, l2_normalize, seed_random_weights
+from .embedding import Embedder, folder_id, get_embedder, l2_normalize, seed_random_weights
 from .errors import ModelMismatchError, OptionalDependencyError, UnknownModelError, WeightsUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -44,7 +43,6 @@ __all__ = [
     "ClipEmbedder",
     "TextModelInfo",
     "embed_text",
-    "preset_id",
     "supports_text",
 ]
 
@@ -139,30 +137,6 @@ def _need_keras_hub() -> None:
         raise OptionalDependencyError(
             'CLIP models need keras-hub: pip install "revsearch[clip]" (or pip install keras-hub)'
         )
-
-
-def preset_id(folder: str | os.PathLike) -> str:
-    """The weights id of a local keras-hub preset folder: ``file:<name>:sha256:<hash of its files>``.
-
-    Parameters
-    ----------
-    folder : path
-        A folder with ``config.json`` (as ``save_to_preset`` writes it).
-
-    Returns
-    -------
-    str
-    """
-    p = Path(folder)
-    h = hashlib.sha256()
-    files = sorted(f for f in p.rglob("*") if f.is_file() and not f.is_symlink())
-    for f in files:
-        h.update(f.relative_to(p).as_posix().encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        h.update(b"\0")
-    return f"file:{p.name}:sha256:{h.hexdigest()[:16]}"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -337,7 +311,7 @@ class ClipEmbedder(Embedder):
             side, dim, scale, offset = _local_preset(folder, info)
             self._source = str(folder.resolve())
             self._weights_arg = folder
-            self.weights = preset_id(folder)
+            self.weights = folder_id(folder)
         if resolution is not None and resolution != side:
             raise ValueError(f"{key} takes {side}x{side} images (its position embeddings are learnt for it), not {resolution}")
         if scales is not None and tuple(scales) != (side,):

@@ -33,6 +33,7 @@ __all__ = [
     "Embedder",
     "EmbeddedBatch",
     "FileInfo",
+    "folder_id",
     "get_embedder",
     "l2_normalize",
     "preprocessing_options",
@@ -208,9 +209,7 @@ def weights_id(weights: str | os.PathLike | None) -> str:
         return "imagenet"
     p = Path(weights)
     if p.is_dir() and (p / "config.json").is_file():  # a keras-hub preset folder (revsearch.clip)
-        from .clip import preset_id
-
-        return preset_id(p)
+        return folder_id(p)
     if not p.is_file():
         raise WeightsUnavailableError(
             f"weights file {str(p)!r} does not exist: pass weights='imagenet', weights=None, "
@@ -221,6 +220,42 @@ def weights_id(weights: str | os.PathLike | None) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return f"file:{p.name}:sha256:{h.hexdigest()[:16]}"
+
+
+def folder_id(folder: str | os.PathLike) -> str:
+    """The weights id of a weights folder (a keras-hub preset): ``file:<name>:sha256:<hash of its files>``.
+
+    Parameters
+    ----------
+    folder : path
+        Every regular file under it (names and contents, in sorted order) goes into the hash.
+
+    Returns
+    -------
+    str
+    """
+    p = Path(folder)
+    h = hashlib.sha256()
+    for f in sorted(f for f in p.rglob("*") if f.is_file() and not f.is_symlink()):
+        h.update(f.relative_to(p).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
+    return f"file:{p.name}:sha256:{h.hexdigest()[:16]}"
+
+
+def _family(name: str) -> tuple[type | None, list[str]]:
+    """The Embedder subclass of a model implemented in a module of its own, and those models' names.
+
+    CLIP-family models (``revsearch.clip``) build on this module, so they are reached here by name at
+    run time (a plug-in), not imported: importing revsearch.clip loads no TensorFlow or keras-hub.
+    """
+    import importlib
+
+    clip = importlib.import_module(f"{__package__}.clip")
+    names = sorted(clip.TEXT_MODELS)
+    return (clip.ClipEmbedder if name in clip.TEXT_MODELS else None), names
 
 
 def _keras_cache_dir() -> Path:
@@ -295,10 +330,9 @@ class Embedder:
     def __new__(cls, model: Any = "resnet50", *args: Any, **kwargs: Any) -> Embedder:
         # A CLIP-family name builds the subclass with an image and a text tower (revsearch.clip).
         if cls is Embedder and isinstance(model, str) and model.lower() not in MODELS:
-            from .clip import TEXT_MODELS, ClipEmbedder
-
-            if model.lower() in TEXT_MODELS:
-                return super().__new__(ClipEmbedder)
+            family, _ = _family(model.lower())
+            if family is not None:
+                return super().__new__(family)
         return super().__new__(cls)
 
     def __init__(
@@ -356,10 +390,8 @@ class Embedder:
         if isinstance(model, str):
             key = model.lower()
             if key not in MODELS:
-                from .clip import TEXT_MODELS
-
                 raise UnknownModelError(
-                    f"unknown model {model!r}: choose one of {', '.join(sorted([*MODELS, *TEXT_MODELS]))}, "
+                    f"unknown model {model!r}: choose one of {', '.join(sorted([*MODELS, *_family(key)[1]]))}, "
                     "or pass a Keras model whose output is one vector per image"
                 )
             self.name = key
