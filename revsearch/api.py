@@ -1,22 +1,22 @@
-"""The one-call entry point, with the original notebook's signature."""
+"""The one-call entry point, with the original notebook's signature (over :mod:`revsearch.operations`)."""
 
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from .embedding import Embedder
-from .errors import ImageReadError, IndexDamagedError, IndexNotFoundError, RevsearchError
-from .images import ImageSource, load_image
-from .index import Index, UpdateReport, resolve_embedder
-from .remote import read_query
-from .search import Match
+from .errors import IndexNotFoundError, RevsearchError
+from .images import ImageSource
+from .indexing import UpdateReport
+from .operations import ImageQuery, Index, Query, TextQuery, build_index, open_for_writing, open_index, resolve_embedder, search
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["reverse_image_search", "SearchResults"]
+__all__ = ["reverse_image_search", "search_text", "SearchResults"]
 
 
 class SearchResults(list):
@@ -102,7 +102,7 @@ def reverse_image_search(
     text : str, optional
         Search by words instead of by image (``query=None``): e.g. ``"a red car at night"``, on an
         index built with a CLIP-family model (``model="clip-vit-b32"``, the default of a new index
-        searched by text). See :func:`revsearch.textsearch.search_text`.
+        searched by text). See :func:`search_text`.
 
     Returns
     -------
@@ -125,63 +125,116 @@ def reverse_image_search(
     if text is not None:
         if query is not None:
             raise ValueError("give a query image or text=..., not both")
-        if model is None and generate and not Index.exists(vector_dir):
+        q: Query = TextQuery(text)  # an empty text fails here, before any indexing
+        existing = open_for_writing(vector_dir) if generate else None
+        if model is None and generate and existing is None:
             model = "clip-vit-b32"  # a new index searched by words needs a model with a text tower
+        elif model is None and existing is not None:
+            q.check(existing)  # an image-only index: one line, before any indexing
     elif query is None:
         raise ValueError("give a query image (or text='words to search for' on a CLIP index)")
     else:
-        query, query_image = _read_query_image(query)  # a bad query fails before any indexing
+        q = ImageQuery(query)  # read and decoded once: a bad query fails before any indexing
     report = None
     if generate:
         if dataset_dir is None:
             raise RevsearchError("dataset_dir is required with generate=True: the folder of images to index")
         if not Path(dataset_dir).is_dir():
             raise RevsearchError(f"dataset folder {str(dataset_dir)!r} does not exist or is not a folder")
-        existing = None
-        if Index.exists(vector_dir):
-            try:
-                existing = Index.open(vector_dir)
-            except IndexDamagedError:  # indexing again repairs it: take the model from its manifest
-                existing = Index.open_manifest(vector_dir)
-        recorded = existing.spec.get("precision", "float32") if existing is not None else None
-        embedder = resolve_embedder(existing, model, weights=weights, precision=recorded)  # type: ignore[arg-type]
-        index, report = Index.build(dataset_dir, vector_dir, embedder, batch_size=batch_size, progress=progress)
+        index, report = build_index(dataset_dir, vector_dir, model, weights=weights, batch_size=batch_size, progress=progress)
     else:
         try:
-            index = Index.open(vector_dir)
+            index = open_index(vector_dir)
         except IndexNotFoundError as e:
             raise IndexNotFoundError(f"{e} (run reverse_image_search with generate=True first)") from None
-        embedder = resolve_embedder(index, model, weights=weights, precision=index.spec.get("precision", "float32"))
-    if text is not None:
-        from .textsearch import check_text_index, search_text
-
-        check_text_index(index)
-        index.check_compatible(embedder.spec)
-        found = search_text(text, index, k, dataset_dir=dataset_dir, show=show, save_path=save_path)
-        found.report = report
-        return found
-    matches: list[Match] = index.search(query, k, embedder=embedder, dataset_dir=dataset_dir)  # type: ignore[assignment]
+    if isinstance(q, TextQuery):
+        q.check(index)  # an image-only index: one line, before its model loads
+    embedder = resolve_embedder(index, model, weights=weights)
+    matches = search(index, q, k, embedder=embedder, dataset_dir=dataset_dir)
     results = SearchResults(matches)
     results.report, results.index = report, index
     if show or save_path is not None:
-        from .display import plot_results, save_figure
+        from .display import display_figure, plot_results, save_figure
 
-        results.figure = plot_results(query_image, matches)
+        results.figure = plot_results(q.picture(), matches)
+        if isinstance(q, TextQuery):  # words: the text above the grid
+            results.figure.suptitle(q.label, fontsize=12, fontweight="bold")
         if save_path is not None:
             save_figure(results.figure, save_path)
             logger.info("saved the result picture to %s", save_path)
-        from .notebook import display_figure
-
         if show and not display_figure(results.figure):
             logger.info("show=True outside a notebook: the picture is in results.figure (or use save_path)")
     return results
 
 
-def _read_query_image(query: ImageSource) -> tuple[ImageSource, Any]:
-    """The query's bytes and decoded image; a bad query raises ``ImageReadError("bad query: ...")``."""
-    try:
-        label = str(query) if isinstance(query, (str, os.PathLike)) else None
-        data = read_query(query)  # the bytes of the file (or URL), decoded like the indexed files
-        return data, load_image(data, label=label)
-    except ImageReadError as e:
-        raise ImageReadError(f"bad query: {e}") from None
+
+def search_text(
+    text: str,
+    vector_dir: str | os.PathLike | Index,
+    k: int = 9,
+    *,
+    dataset_dir: str | os.PathLike | None = None,
+    exact: bool = False,
+    under: str | os.PathLike | None = None,
+    exclude: Sequence[str] | None = None,
+    qe: int = 0,
+    show: bool = False,
+    save_path: str | os.PathLike | None = None,
+) -> SearchResults:
+    """Find the images that best match a sentence, in an index built with an image-and-text model.
+
+    A :class:`~revsearch.operations.TextQuery` through :func:`revsearch.operations.search`, as the
+    command line's ``revsearch search --text`` and the widget's Words box.
+
+    Parameters
+    ----------
+    text : str
+        E.g. ``"a red car at night"``.
+    vector_dir : path or Index
+        The index folder (built with e.g. ``model="clip-vit-b32"``), or an open index.
+    k : int, default 9
+        Number of results.
+    dataset_dir : path, optional
+        Where the images are now (default: as recorded in the index).
+    exact : bool, default False
+        Exact search even where an approximate index exists.
+    under : path, optional
+        Search only images in this folder (relative to the dataset folder).
+    exclude : sequence of str, optional
+        Leave out images whose relative path matches one of these patterns.
+    qe : int, default 0
+        Alpha query expansion from the ``qe`` best matches (0: off).
+    show : bool, default False
+        Display the result picture (in a notebook) and keep it in ``results.figure``.
+    save_path : path, optional
+        Save the result picture there.
+
+    Returns
+    -------
+    SearchResults
+        ``k`` :class:`~revsearch.search.Match` (path, relpath, score), best first.
+
+    Raises
+    ------
+    ModelMismatchError
+        If the index was built with an image-only model (one line: which model, what to do).
+    WeightsUnavailableError
+        If the model's preset cannot be loaded (one line: where it comes from, what to do offline).
+    """
+    q = TextQuery(text)
+    index = open_index(vector_dir)
+    q.check(index)
+    matches = search(index, q, k, dataset_dir=dataset_dir, exact=exact, under=under, exclude=exclude, qe=qe)
+    results = SearchResults(matches)
+    results.index = index
+    if show or save_path is not None:
+        from .display import display_figure, plot_results, save_figure
+
+        results.figure = plot_results(None, matches)
+        results.figure.suptitle(q.label, fontsize=12, fontweight="bold")
+        if save_path is not None:
+            save_figure(results.figure, save_path)
+            logger.info("saved the result picture to %s", save_path)
+        if show and not display_figure(results.figure):
+            logger.info("show=True outside a notebook: the picture is in results.figure (or use save_path)")
+    return results

@@ -24,7 +24,6 @@ import os
 import random
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ import numpy as np
 from . import backends
 from .embedding import Embedder, folder_id, get_embedder, l2_normalize, seed_random_weights
 from .errors import ModelMismatchError, OptionalDependencyError, UnknownModelError, WeightsUnavailableError
+from .models import CLIP_MEAN, CLIP_STD, TEXT_MODELS, TextModelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -42,80 +42,10 @@ __all__ = [
     "TEXT_MODELS",
     "ClipEmbedder",
     "TextModelInfo",
+    "clean_texts",
     "embed_text",
     "supports_text",
 ]
-
-#: OpenAI CLIP's image normalisation (RGB, on 0..1): the preset's image converter applies
-#: ``x * scale + offset`` with ``scale = 1 / (255 * std)`` and ``offset = -mean / std``.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-@dataclass(frozen=True)
-class TextModelInfo:
-    """A CLIP-family model known by name.
-
-    Attributes
-    ----------
-    preset : str
-        The keras-hub preset (e.g. ``"clip_vit_base_patch32"``).
-    family : str
-        ``"CLIP"``: the keras-hub class prefix (``CLIPBackbone``, ``CLIPPreprocessor``, ...).
-    dim : int
-        Dimension of the shared image/text space.
-    size : int
-        Image side the preset was trained at (its image converter's ``image_size``).
-    scale, offset : tuple of 3 float
-        The preset's image converter normalisation, per RGB channel, on 0..255 input.
-    description : str
-    architecture : dict
-        The hyper-parameters of the towers, to build the model with random weights (``weights=None``:
-        same speed, meaningless vectors; no tokenizer, so image queries only).
-    """
-
-    preset: str
-    family: str
-    dim: int
-    size: int
-    scale: tuple[float, float, float]
-    offset: tuple[float, float, float]
-    description: str
-    architecture: dict[str, Any] = field(default_factory=dict)
-
-
-def _clip_norm() -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    scale = tuple(1.0 / 255.0 / s for s in CLIP_STD)
-    offset = tuple(-m / s for m, s in zip(CLIP_MEAN, CLIP_STD))
-    return scale, offset  # type: ignore[return-value]
-
-
-def _vit_b(patch: int) -> dict[str, Any]:
-    return {
-        "vision": dict(patch_size=patch, hidden_dim=768, num_layers=12, num_heads=12, intermediate_dim=3072,
-                       image_shape=(224, 224, 3)),
-        "text": dict(vocabulary_size=49408, embedding_dim=512, hidden_dim=512, num_layers=12, num_heads=8,
-                     intermediate_dim=2048, max_sequence_length=77),
-        "projection_dim": 512,
-    }  # fmt: skip
-
-
-#: The CLIP-family models known by name (``--model clip-vit-b32``).
-TEXT_MODELS: dict[str, TextModelInfo] = {
-    "clip-vit-b32": TextModelInfo(
-        "clip_vit_base_patch32", "CLIP", 512, 224, *_clip_norm(),
-        "OpenAI CLIP ViT-B/32 (keras-hub preset clip_vit_base_patch32): image and text in one 512-d space, "
-        "centre crop 224, bicubic, CLIP normalisation",
-        _vit_b(32),
-    ),
-    "clip-vit-b16": TextModelInfo(
-        "clip_vit_base_patch16", "CLIP", 512, 224, *_clip_norm(),
-        "OpenAI CLIP ViT-B/16 (keras-hub preset clip_vit_base_patch16): as ViT-B/32 with 16-pixel patches, "
-        "about 4x the image cost",
-        _vit_b(16),
-    ),
-}  # fmt: skip
-
 
 def supports_text(model: str) -> bool:
     """Whether the model of that name (as an index records it) embeds text queries.
@@ -468,7 +398,7 @@ class ClipEmbedder(Embedder):
             Shape (n, L) int32, L = :attr:`sequence_length`: a start token, the text's tokens (cut to
             fit), the end token, then padding.
         """
-        items = _texts(texts)
+        items = clean_texts(texts)
         out = self._text_preprocessor()({"prompts": items, "images": None})
         ids = out["token_ids"] if isinstance(out, dict) else out[0]["token_ids"]
         return np.asarray(ids, dtype=np.int32)
@@ -501,7 +431,22 @@ class ClipEmbedder(Embedder):
         return vecs[0] if single else vecs
 
 
-def _texts(texts: str | Sequence[str]) -> list[str]:
+def clean_texts(texts: str | Sequence[str]) -> list[str]:
+    """Text queries checked and with their white space collapsed.
+
+    Parameters
+    ----------
+    texts : str or sequence of str
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    ValueError
+        For no text, an empty one, or one that is not a string.
+    """
     items = [texts] if isinstance(texts, str) else list(texts)
     if not items:
         raise ValueError("no text query given")

@@ -223,18 +223,19 @@ def show_text_search(
     SearchResults or None
         None if the search failed (the message is in ``output``: e.g. an image-only index).
     """
-    from .display import figure_png, plot_results
-    from .textsearch import search_text
+    from .api import search_text
+    from .display import figure_png
 
     before = tuple(output.outputs) if append else ()
     label = f"“{text}”"
     output.outputs = (*before, _stream(f"Searching for {label} ..."))
     try:
         results = search_text(text, vector_dir, k, dataset_dir=dataset_dir)
-        fig = plot_results(None, results)
-        fig.suptitle(label, fontsize=12, fontweight="bold")
-        results.figure = fig
-        picture = _picture(figure_png(fig), f"the {len(results)} best matches of {label}")
+        from .display import plot_results
+
+        results.figure = plot_results(None, results)
+        results.figure.suptitle(label, fontsize=12, fontweight="bold")
+        picture = _picture(figure_png(results.figure), f"the {len(results)} best matches of {label}")
     except (RevsearchError, ValueError) as e:
         logger.info("search for %s failed: %s", label, e)
         output.outputs = (*before, _message(f"Could not search for {label}: {e}"))
@@ -250,10 +251,11 @@ def show_text_search(
 def _index_takes_text(vector_dir: str | os.PathLike) -> bool:
     """Whether the index in ``vector_dir`` can be searched by words (True where that is not known yet)."""
     from .clip import supports_text
-    from .index import Index
+    from .operations import open_for_writing
 
     try:
-        return supports_text(Index.open_manifest(vector_dir).spec["model"])
+        existing = open_for_writing(vector_dir)
+        return existing is None or supports_text(existing.spec["model"])
     except (RevsearchError, OSError, KeyError, TypeError):
         return True
 

@@ -1,4 +1,5 @@
-"""CLIP models and text queries (revsearch.clip, revsearch.textsearch), with a tiny random-weight CLIP.
+"""CLIP models and text queries (revsearch.clip, TextQuery in revsearch.operations, search_text), with a tiny
+random-weight CLIP.
 
 The tiny model (tests/tinyclip.py) is made of keras-hub's own CLIP classes and saved as a local
 preset folder, then loaded by revsearch exactly as a user's preset is: ``weights=<folder>``, through
@@ -22,9 +23,11 @@ from tinyclip import DIM, LENGTH, OPENAI_MEAN, OPENAI_STD, SIZE, build_preset, v
 
 pytest.importorskip("keras_hub")
 
-from revsearch import Embedder, Index, ModelMismatchError, WeightsUnavailableError, cli, reverse_image_search  # noqa: E402
+from revsearch import (  # noqa: E402
+    Embedder, Index, ModelMismatchError, TextQuery, WeightsUnavailableError, cli, open_index, reverse_image_search,
+    search_index, search_text,
+)
 from revsearch.clip import TEXT_MODELS, ClipEmbedder  # noqa: E402
-from revsearch.textsearch import search_text  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +54,7 @@ def clip_index(tmp_path_factory: pytest.TempPathFactory, preset: Path) -> tuple[
 
 def test_import_revsearch_loads_no_keras_hub() -> None:
     code = (
-        "import sys, revsearch, revsearch.clip, revsearch.textsearch\n"
+        "import sys, revsearch, revsearch.clip, revsearch.operations, revsearch.api\n"
         "e = revsearch.Embedder('clip-vit-b32', weights=None)\n"
         "bad = [m for m in ('keras_hub', 'keras', 'tensorflow', 'openvino') if m in sys.modules]\n"
         "print(type(e).__name__, e.dim, e.input_size, bad)\n"
@@ -160,9 +163,14 @@ def test_index_round_trip_image_and_text(clip_index: tuple[Path, Path]) -> None:
     order = np.argsort(-expected, kind="stable")
     assert [m.row for m in results] == [int(r) for r in order]
     np.testing.assert_allclose(results.scores, expected[order], atol=1e-5)
-    batch = search_text(["a red car", "a dog"], vec, k=2)
-    assert len(batch) == 2 and [m.row for m in batch[0]] == [m.row for m in search_text("a red car", vec, k=2)]
-    under = search_text("a dog", vec, k=6, exclude_paths=["img0000.jpg"])
+    # the operations layer: a text query is one more kind of query
+    same = search_index(open_index(vec), TextQuery("a red car at night"), k=6)
+    assert [m.row for m in same] == [m.row for m in results]
+    expanded = search_index(vec, TextQuery("a red car at night"), k=3, qe=2)  # search options apply to words too
+    assert len(expanded) == 3
+    with pytest.raises(ValueError, match="rotations"):
+        search_index(vec, TextQuery("a red car"), rotations=True)
+    under = search_text("a dog", vec, k=6, exclude=["img0000.jpg"])
     assert "img0000.jpg" not in [m.relpath for m in under] and len(under) == 5
 
 
@@ -236,9 +244,14 @@ def test_cli_index_and_search_by_text(preset: Path, tmp_path: Path, capsys: pyte
     assert [r["relpath"] for r in out["results"]] == [m.relpath for m in search_text("a red car at night", vec, k=3)]
     assert cli.main(["search", str(ds / "img0003.jpg"), str(vec), "-k", "1"]) == 0  # image queries still work
     assert "img0003.jpg" in capsys.readouterr().out
-    rc = cli.main(["search", "--text", "a dog", str(vec), "--qe", "2"])
+    rc = cli.main(["search", "--text", "a dog", str(vec), "--rotations"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc != 0 and len(err) == 1 and "image queries" in err[0]
+    assert rc != 0 and len(err) == 1 and "--rotations need an image query" in err[0]
+    rc = cli.main(["search", "--text", "a dog", str(ds / "img0001.jpg"), str(vec)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and "not both" in err[0]
+    assert cli.main(["search", "--text", "a dog", str(vec), "--out", str(tmp_path / "g.png")]) == 0
+    assert (tmp_path / "g.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_cli_text_on_cnn_index_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
