@@ -359,3 +359,29 @@ def test_notebook_with_clip_searches_by_words(preset: Path, tmp_path: Path, monk
     expected = [m.relpath for m in search_text("a red car at night", index_dir, k=3)]
     listed = [line.split()[-1] for line in text.splitlines() if line.strip()[:2] in ("1.", "2.", "3.")]
     assert listed == expected, text
+
+
+def test_unusual_text_is_embedded_or_refused_in_one_line(clip: ClipEmbedder) -> None:
+    for text in ("🚗 voiture rouge la nuit", "a" * 5000, "naïve café\n\ttabs", "<|endoftext|> a dog"):
+        v = clip.embed_text(text)
+        assert v.shape == (DIM,) and np.isfinite(v).all() and abs(float(np.linalg.norm(v)) - 1) < 1e-5
+    for bad in ("", " \n ", []):
+        with pytest.raises(ValueError, match="text"):
+            clip.embed_text(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="string"):
+        TextQuery([b"bytes"])  # type: ignore[list-item]
+
+
+def test_cli_offline_clip_index_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.setenv("no_proxy", "")
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kagglehub"))
+    write_photos(tmp_path / "photos", 2)
+    rc = cli.main(["index", str(tmp_path / "photos"), str(tmp_path / "vec"), "--model", "clip-vit-b32", "--backend", "keras", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1, err
+    assert err[0].startswith("revsearch: error: could not fetch the keras-hub preset 'clip_vit_base_patch32'")
+    assert "--weights DIR" in err[0]
+    assert not Index.exists(tmp_path / "vec")  # no index half-written
