@@ -156,6 +156,8 @@ class ClipEmbedder(Embedder):
         Must be the preset's image size (the position embeddings are learnt for it).
     scales : None
         Multi-scale descriptors are not offered for CLIP models.
+    calibration : None
+        int8 calibration is not offered for CLIP models yet.
     """
 
     def __init__(
@@ -174,6 +176,7 @@ class ClipEmbedder(Embedder):
         backend: str = "auto",
         cache_dir: str | os.PathLike | None = None,
         openvino_hint: str = "throughput",
+        calibration: Any = None,
     ) -> None:
         key = str(model).lower()
         if key not in TEXT_MODELS:
@@ -191,6 +194,12 @@ class ClipEmbedder(Embedder):
         self.text_info = info
         if precision is not None and precision not in {p for ps in backends.PRECISIONS.values() for p in ps}:
             raise ValueError(f"unknown precision {precision!r}")
+        if precision == "int8" or calibration is not None:
+            raise ValueError(
+                f"int8 (calibrated) precision is not offered for {key} yet: use precision='float32' or 'bfloat16'"
+            )
+        self._calibration_sources: Any = None  # int8 calibration (revsearch.backends): not for CLIP models
+        self._calibration_id: str | None = None
         self.backend = backends.resolve_backend(backend, precision)
         self._chosen = backend == "auto" and self.backend == "openvino"
         self._precision_given = precision is not None
