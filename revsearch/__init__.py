@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402  (light, no heavy imports)
+    DamagedVectorsError,
     DatasetLayoutError,
     DownloadError,
     ImageReadError,
@@ -23,6 +24,7 @@ from .errors import (  # noqa: E402  (light, no heavy imports)
     LegacyFormatError,
     ModelMismatchError,
     OptionalDependencyError,
+    OutsideFoldersError,
     RevsearchError,
     StorageFullError,
     UnknownModelError,
@@ -72,6 +74,8 @@ __all__ = sorted(
         "DownloadError",
         "DatasetLayoutError",
         "OptionalDependencyError",
+        "OutsideFoldersError",
+        "DamagedVectorsError",
     ]
 )
 

@@ -7,7 +7,7 @@ non-zero; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
-import json
+
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -16,6 +16,7 @@ from typing import Any
 
 from . import __version__
 from .errors import IndexDamagedError, RevsearchError
+from .safety import display_name, to_json
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -36,8 +37,9 @@ def _positive_int(value: str) -> int:
 
 
 def _say(text: str, *, err: bool = False) -> None:
-    """Print a line; file names that are not valid UTF-8 are written as their original bytes."""
+    """Print one line, control characters (of file names) escaped (see :func:`revsearch.safety.display_name`)."""
     stream = sys.stderr if err else sys.stdout
+    text = display_name(text)
     try:
         print(text, file=stream)
     except UnicodeEncodeError:
@@ -204,7 +206,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         }
         if args.out:
             out["figure"] = args.out
-        print(json.dumps(out, indent=2))
+        print(to_json(out, indent=2))
     else:
         for m in matches:  # type: ignore[union-attr]
             _say(f"{m.rank + 1:>3}  {m.score:.4f}  {m.path}")
@@ -235,7 +237,7 @@ def _cmd_import_legacy(args: argparse.Namespace) -> int:
         args.legacy_dir, args.vector_dir, dataset_dir=args.dataset_dir, progress=not args.quiet
     )
     for path, reason in legacy.skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
+        _say(f"skipped {path}: {reason}", err=True)
     print(f"{index.folder}: imported {len(index)} vectors (resnet50-seed, {index.dim}-d), {len(legacy.skipped)} skipped")
     return 0
 
@@ -256,7 +258,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "ann": (lambda a: f"{a['kind']}, {a['count']} vectors" if a else None)(index.manifest.get("ann")),
     }
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(to_json(info, indent=2))
     else:
         for key, value in info.items():
             print(f"{key:>14}: {value}")
@@ -288,7 +290,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         head = {"dataset_dir": args.dataset_dir, "index": str(index.folder), "model": index.spec["model"],
                 "preprocessing": index.spec.get("preprocessing")}
-        print(json.dumps({**head, **report.to_dict()}, indent=2))
+        print(to_json({**head, **report.to_dict()}, indent=2))
         return 0
     k = report.k
     if args.near_duplicates:
@@ -352,7 +354,7 @@ def _cmd_ann(args: argparse.Namespace) -> int:
             target_recall=args.target_recall or None, progress=not args.quiet,
         )
     if args.json:
-        print(json.dumps(meta, indent=2))
+        print(to_json(meta, indent=2))
     elif meta is None:
         print(f"{args.vector_dir}: no approximate index (search is exact); build one with: revsearch ann {args.vector_dir}")
     else:
@@ -403,7 +405,7 @@ def _cmd_duplicates(args: argparse.Namespace) -> int:
             raise ValueError("--undo LOG puts moved files back; give it alone (no VECTOR_DIR or --move-to)")
         undone = undo_moves(args.undo)
         for path, reason in undone.skipped:
-            print(f"not restored {path}: {reason}", file=sys.stderr)
+            _say(f"not restored {path}: {reason}", err=True)
         print(undone.summary())
         return 0 if not undone.skipped else EXIT_ERROR
     if not args.vector_dir:
@@ -444,16 +446,16 @@ def _cmd_duplicates(args: argparse.Namespace) -> int:
         if moved is not None:
             out_json["moved"] = [[str(a), str(b)] for a, b in moved.moved]
             out_json["log"] = str(moved.log)
-        print(json.dumps(out_json, indent=2))
+        print(to_json(out_json, indent=2))
     elif not args.csv:
         for gi, g in enumerate(report.groups):
             print(f"group {gi + 1} ({len(g)} files)")
             for j, f in enumerate(g.files):
                 tag = " [against]" if f.collection == "against" else ""
-                print(f"  {'keep' if j == 0 else f'{f.score:.4f}':>6}  {f.path}{tag}")
+                _say(f"  {'keep' if j == 0 else f'{f.score:.4f}':>6}  {f.path}{tag}")
     if moved is not None:
         for path, reason in moved.skipped:
-            print(f"not moved {path}: {reason}", file=sys.stderr)
+            _say(f"not moved {path}: {reason}", err=True)
         print(moved.summary(), file=sys.stderr if args.json else sys.stdout)
         print(f"undo with: revsearch duplicates --undo {moved.log}", file=sys.stderr)
     else:
@@ -648,7 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = None
     if not args.debug:  # warnings the commands do not report themselves (the ANN falling back, a repair)
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("revsearch: warning: %(message)s"))
+        handler.setFormatter(_SafeFormatter("revsearch: warning: %(message)s"))
         for name in _WARNING_LOGGERS:  # shown here once, not again by the root logger's handler
             lg = logging.getLogger(name)
             lg.setLevel(logging.WARNING)
@@ -677,8 +679,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 lg.propagate = True
 
 
+class _SafeFormatter(logging.Formatter):
+    """Log lines with control characters of file names escaped: one record, one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return display_name(super().format(record))
+
+
 #: Loggers whose warnings reach the command line's stderr (others are reported by the commands).
-_WARNING_LOGGERS = ("revsearch.ann", "revsearch.indexing")
+_WARNING_LOGGERS = ("revsearch.ann", "revsearch.indexing", "revsearch.index")
 
 
 def _damaged_words(e: IndexDamagedError) -> str:

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import RevsearchError
+from .safety import crash_point, display_name, to_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -101,6 +102,8 @@ CELL_ROWS = 1024
 PAIRWISE_MAX = 64
 #: Which copy of a group is kept.
 KEEP_RULES = ("largest", "oldest", "newest", "first")
+#: Highest score of a pair of sound (unit-length) vectors, with float32 rounding; above it (or NaN), a vector is damaged.
+_MAX_SCORE = 1.01
 #: Columns of the move log written by :func:`move_duplicates`.
 LOG_COLUMNS = (
     "source", "destination", "bytes", "blake2b", "mtime_ns", "group", "kept", "score", "index", "dataset_dir",
@@ -303,8 +306,9 @@ def _exact_edges(a: _Rows, b: _Rows | None, threshold: float, top: _TopK, block:
         # within one set, each pair once: the blocks on and above the diagonal only
         for j0 in range(i0 if b is None else 0, other.n, block):
             xj = np.asarray(other.slice(j0, min(other.n, j0 + block)), np.float32)
-            s = xi @ xj.T  # (bi, bj) float32
-            hits = np.flatnonzero(s >= threshold)
+            with np.errstate(invalid="ignore", over="ignore"):
+                s = xi @ xj.T  # (bi, bj) float32
+                hits = np.flatnonzero((s >= threshold) & (s <= _MAX_SCORE))  # NaN, inf: a damaged vector
             if hits.size:
                 r, c = np.divmod(hits, s.shape[1])
                 sc = s.ravel()[hits]
@@ -396,9 +400,10 @@ def _approx_edges(
         xm = rows.take(members)
         for q0 in range(0, len(queries), BLOCK_ROWS):
             qs = queries[q0 : q0 + BLOCK_ROWS]
-            s = rows.take(qs) @ xm.T  # exact float32 scores of the candidate pairs
+            with np.errstate(invalid="ignore", over="ignore"):
+                s = rows.take(qs) @ xm.T  # exact float32 scores of the candidate pairs
+                hits = np.flatnonzero((s >= threshold) & (s <= _MAX_SCORE))  # NaN, inf: a damaged vector
             scored += s.size
-            hits = np.flatnonzero(s >= threshold)
             if hits.size:
                 r, cc = np.divmod(hits, s.shape[1])
                 gi, gj, sc = qs[r], members[cc], s.ravel()[hits]
@@ -712,7 +717,7 @@ class DuplicateReport:
     def to_json(self, **kwargs: Any) -> str:
         """The report as JSON text (``json.dumps`` keyword arguments pass through)."""
         kwargs.setdefault("indent", 2)
-        return json.dumps(self.to_dict(), **kwargs)
+        return to_json(self.to_dict(), **kwargs)
 
     def write_csv(self, path: str | os.PathLike) -> None:
         """Write one line per file: group, role (keep/duplicate), collection, path, score, pixels,
@@ -722,8 +727,8 @@ class DuplicateReport:
             w.writerow(["group", "role", "collection", "path", "relpath", "score_to_kept", "pixels", "bytes", "mtime"])
             for gi, g in enumerate(self.groups):
                 for j, m in enumerate(g.files):
-                    w.writerow([
-                        gi + 1, "keep" if j == 0 else "duplicate", m.collection, str(m.path), m.relpath,
+                    w.writerow([  # a report for people: names with control characters shown escaped
+                        gi + 1, "keep" if j == 0 else "duplicate", m.collection, display_name(m.path), display_name(m.relpath),
                         f"{m.score:.6f}", m.pixels, m.bytes, "" if math.isnan(m.mtime) else f"{m.mtime:.3f}",
                     ])
 
@@ -741,7 +746,7 @@ def _stat(path: Path) -> tuple[int, int, float]:
         with Image.open(path) as im:  # reads the header only
             pixels = int(im.size[0]) * int(im.size[1])
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # unreadable: ranked last by "largest"
-        logger.warning("cannot read the size of %s: %s", path, e)
+        logger.warning("cannot read the size of %s: %s", display_name(path), display_name(e))
     return pixels, int(st.st_size), float(st.st_mtime)
 
 
@@ -840,6 +845,16 @@ def find_duplicates(
         nprobe=nprobe, progress=progress, info=info,
     )
     n_total = n + (len(other) if other is not None else 0)
+    damaged = index.damaged_rows() if hasattr(index, "damaged_rows") else np.zeros(0, np.int64)
+    if other is not None and hasattr(other, "damaged_rows"):
+        damaged = np.concatenate([damaged, other.damaged_rows() + n])
+    if damaged.size:  # a damaged vector (NaN, inf, wrong length) is nobody's duplicate
+        logger.warning(
+            "%d damaged vectors (NaN, infinite or not unit length) are left out of the duplicate search; index "
+            "the dataset folder again to repair them", damaged.size,
+        )
+        good = ~(np.isin(src, damaged) | np.isin(dst, damaged))
+        src, dst, scores = src[good], dst[good], scores[good]
     labels = connected_components(n_total, src, dst)
     linked = np.unique(np.concatenate([src, dst]))
     groups_rows: dict[int, list[int]] = {}
@@ -1256,7 +1271,7 @@ def plot_duplicates(
             for c, f in enumerate(shown):
                 ax = fig.add_subplot(grid[r, c])
                 ax.set_axis_off()
-                name = Path(f.relpath).name
+                name = display_name(Path(f.relpath).name)  # control characters shown escaped
                 name = name if len(name) <= 22 else name[:9] + "…" + name[-12:]
                 head = f"#{p0 + r + 1} keep" if c == 0 else f"{f.score:.3f}"
                 tag = " (against)" if f.collection == "against" else ""
@@ -1264,7 +1279,7 @@ def plot_duplicates(
                 try:
                     ax.imshow(_thumbnail(f.path, thumbnail))
                 except ImageReadError as e:
-                    logger.warning("cannot show %s: %s", f.path, e)
+                    logger.warning("cannot show %s: %s", display_name(f.path), display_name(e))
                     ax.text(0.5, 0.5, "missing" if not f.exists else "unreadable", ha="center", va="center",
                             fontsize=8, transform=ax.transAxes)
             if len(g) > len(shown):

@@ -24,6 +24,7 @@ import numpy as np
 from . import backends
 from .errors import ImageReadError, RevsearchError, UnknownModelError, WeightsUnavailableError
 from .images import ImageSource, SkippedFile, prepare_image, read_image_file
+from .safety import display_name
 
 logger = logging.getLogger(__name__)
 
@@ -790,7 +791,7 @@ class Embedder:
                     refill()
                     info, arr, err = fut.result()
                     if err is not None:
-                        logger.warning("skipped %s: %s", paths[i], err)
+                        logger.warning("skipped %s: %s", display_name(paths[i]), display_name(err))
                         skipped.append(SkippedFile(paths[i], err))
                         bar.update(1)
                     else:

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageReadError
+from .safety import display_name
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class SkippedFile:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
+        return display_name(f"{self.path}: {self.reason}")  # one line whatever the name holds
 
 
 def _has_image_signature(path: Path) -> bool:
@@ -178,7 +179,7 @@ def find_images(
     links: list[tuple[str, Path]] = []  # symbolic links to folders, followed after the real folders
 
     def report(path: Path, reason: str, level: int = logging.WARNING) -> None:
-        logger.log(level, "skipped %s: %s", path, reason)
+        logger.log(level, "skipped %s: %s", display_name(path), display_name(reason))
         if skipped is not None:
             skipped.append(SkippedFile(path, reason))
 

@@ -24,6 +24,7 @@ from . import store
 from .embedding import Embedder, get_embedder, preprocessing_options, weights_id
 from .errors import ModelMismatchError, RevsearchError
 from .images import ImageSource, SkippedFile
+from .safety import display_name
 from .search import Match, topk_cosine
 from .store import FORMAT_VERSION, MANIFEST_NAME, ROW_DTYPE, SPEC_KEYS
 
@@ -135,6 +136,7 @@ class Index:
         self._snapshot = snapshot
         self._embedder: Embedder | None = None
         self._warned_incomplete = False
+        self._warned_damaged = False
 
     # ------------------------------------------------------------------ opening
     @staticmethod
@@ -379,6 +381,7 @@ class Index:
         rows : numpy.ndarray
             Shape (b, k') int64.
         """
+        exclude = self._skip_damaged(exclude)
         mask = self.select(under, exclude_paths) if len(self) else None
         if mask is not None:
             return self._topk_selected(vectors, k, mask, exclude)
@@ -399,6 +402,31 @@ class Index:
 
             return ann.ann_topk(self._snapshot, vectors, k, exclude=exclude)
         return topk_cosine(self.shards, vectors, k, exclude=exclude)
+
+    def damaged_rows(self) -> np.ndarray:
+        """Rows whose stored vector is damaged (NaN, infinite, or a length far from 1), shape (m,) int64.
+
+        A vector revsearch wrote is checked when written; damage comes later (a bad copy or sync of
+        the vectors file). Searches skip these rows (with a warning) and still return ``k`` good
+        matches; :func:`revsearch.find_duplicates` ignores them; indexing the dataset folder again
+        embeds their images again. Computed with one pass over the vectors, once per opened state.
+        """
+        return self._snapshot.damaged_rows()
+
+    def _skip_damaged(self, exclude: Sequence[int] | None) -> Sequence[int] | None:
+        bad = self.damaged_rows() if len(self) else np.zeros(0, np.int64)
+        if not bad.size:
+            return exclude
+        if not self._warned_damaged:
+            self._warned_damaged = True
+            logger.warning(
+                "the index in %s holds %d damaged vectors (NaN, infinite or not unit length: a damaged copy of its "
+                "files?), first row %d (%s): searches skip them; index the dataset folder again to repair them",
+                display_name(self.folder), bad.size, int(bad[0]), display_name(self._snapshot.path_at(int(bad[0]))),
+            )
+        if exclude is None:
+            return bad.tolist()
+        return sorted(set(int(r) for r in exclude) | set(bad.tolist()))
 
     def _topk_selected(
         self, vectors: np.ndarray, k: int, mask: np.ndarray, exclude: Sequence[int] | None

@@ -401,12 +401,19 @@ def _plan(snap: store.Snapshot | None, scan: Scan, report: UpdateReport) -> _Pla
         rows = np.array(shard.rows)  # small copy: (n,) records
         mask = np.zeros(shard.count, bool)
         refreshed = False
+        damaged = shard.damaged_rows()  # NaN, inf, wrong length: a damaged file; embedded again
+        if damaged.any():
+            logger.warning(
+                "the index in %s holds %d damaged vectors (NaN, infinite or not unit length) in %s: their images "
+                "are embedded again", snap.folder, int(damaged.sum()), shard.ref.files["vectors"],
+            )
+            rows["size"][damaged] = -2  # never taken for a moved or copied file
         for j, path in enumerate(shard.paths):
             i = where.get(path)
             if i is None:
                 report.removed.append(path)
                 continue
-            status = _same_file(scan.files[i], rows[j])
+            status = "changed" if damaged[j] else _same_file(scan.files[i], rows[j])
             if status == "changed":
                 again.add(path)
                 continue
@@ -622,6 +629,7 @@ def index_from_vectors(
     vectors = l2_normalize(vectors.reshape(len(paths), -1 if len(paths) else dim))
     if vectors.shape[1] != dim:
         raise ValueError(f"vectors have dimension {vectors.shape[1]}, spec says {dim}")
+    store.check_vectors(vectors)  # refuse NaN, inf, wrong length before anything is written
     if rows is None:
         rows = np.zeros(len(paths), ROW_DTYPE)
         rows["size"] = -1

@@ -1,0 +1,278 @@
+"""Hostile files (issue 17): nothing outside the named folders, no damaged numbers, names shown safely.
+
+Each test here failed on the code before the issue was fixed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from revsearch import DamagedVectorsError, Index, IndexFormatError, OutsideFoldersError, RevsearchError, find_duplicates
+from revsearch.cli import main
+from revsearch.safety import confine, damaged_rows, display_name, to_json
+
+DIM = 16
+
+
+def _spec(dim: int = DIM) -> dict:
+    return {"model": "synthetic", "preprocessing": "none", "dim": dim, "weights": "none", "precision": "float32"}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _index(folder: Path, n: int = 40, seed: int = 0, **kw) -> tuple[Index, np.ndarray]:
+    x = _unit(np.random.default_rng(seed).standard_normal((n, DIM)))
+    return Index.from_vectors(folder, x, [f"img{i:03d}.jpg" for i in range(n)], _spec(), **kw), x
+
+
+def _damage(index: Index, row: int, value: float) -> None:
+    """Write ``value`` into one row of the committed vectors file, in place (a bad copy or sync)."""
+    name = index.manifest["shards"][0]["files"]["vectors"]
+    arr = np.load(index.folder / name, mmap_mode="r+")
+    arr[row, :] = value
+    arr.flush()
+    del arr
+
+
+# ---------------------------------------------------------------------------------------- numbers
+@pytest.mark.parametrize("bad", [np.inf, np.nan, 3.0])
+def test_one_damaged_row_never_hides_a_good_match(tmp_path: Path, bad: float, caplog) -> None:
+    index, x = _index(tmp_path / "v")
+    q = x[5]
+    want = Index.open(index.folder).search_vectors(q, 10)
+    damaged = want[3].row  # a legitimate match among the 9 best ...
+    _damage(index, damaged, bad)  # ... damaged on disk
+    reopened = Index.open(index.folder)
+    assert reopened.damaged_rows().tolist() == [damaged]
+    with caplog.at_level(logging.WARNING, logger="revsearch.index"):
+        got = reopened.search_vectors(q, 9)
+    assert len(got) == 9  # was 8 with inf: the damaged row took a place, then was dropped
+    assert damaged not in [m.row for m in got]
+    assert [m.row for m in got] == [m.row for m in want if m.row != damaged][:9]
+    assert all(np.isfinite(m.score) for m in got)
+    assert "damaged" in caplog.text
+
+
+def test_damaged_vectors_are_refused_when_written(tmp_path: Path) -> None:
+    x = _unit(np.random.default_rng(1).standard_normal((5, DIM)))
+    x[2, 3] = np.nan
+    with pytest.raises(DamagedVectorsError, match="row 2"):
+        Index.from_vectors(tmp_path / "v", x, [f"{i}.jpg" for i in range(5)], _spec())
+    assert not (tmp_path / "v").exists()  # nothing written, not even the folder
+    from revsearch import store
+
+    with store.writing(tmp_path / "w") as w:
+        for bad in (np.inf, 2.0):
+            y = _unit(np.random.default_rng(2).standard_normal((3, DIM)))
+            y[1] *= bad
+            with pytest.raises(DamagedVectorsError):
+                w.write_shard(y, np.zeros(3, store.ROW_DTYPE), ["a", "b", "c"])
+            with pytest.raises(DamagedVectorsError):  # streamed blocks too
+                w.write_shard(iter([y[:1], y[1:]]), np.zeros(3, store.ROW_DTYPE), ["a", "b", "c"], dim=DIM)
+    assert not [p for p in (tmp_path / "w").iterdir() if not p.name.startswith(".revsearch.lock")]
+
+
+def test_damaged_rows_rules() -> None:
+    x = np.zeros((6, 4), np.float32)
+    x[0, 0] = 1  # unit
+    x[1, 0] = np.inf
+    x[2, 1] = np.nan
+    x[3, :] = 0.5  # length 1: fine
+    x[4, 0] = 1.01  # 1 % off
+    # row 5 all zero: a blank image (accepted)
+    assert damaged_rows(x).tolist() == [False, True, True, False, True, False]
+
+
+def test_duplicates_ignore_damaged_rows_and_json_is_json(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(3)
+    base = _unit(rng.standard_normal((3, DIM)))
+    x = _unit(base[[0, 0, 1, 1, 2, 2]] + 0.001 * rng.standard_normal((6, DIM)))
+    index = Index.from_vectors(tmp_path / "v", x, [f"{i}.jpg" for i in range(6)], _spec())
+    _damage(index, 4, np.inf)
+    report = find_duplicates(tmp_path / "v", 0.9)
+    assert sorted(sorted(f.row for f in g.files) for g in report.groups) == [[0, 1], [2, 3]]
+    json.loads(report.to_json())
+    assert main(["duplicates", str(tmp_path / "v"), "--threshold", "0.9", "--json", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "Infinity" not in out and "NaN" not in out
+    assert len(json.loads(out)["groups"]) == 2
+
+
+def test_to_json_never_writes_nan() -> None:
+    text = to_json({"a": float("inf"), "b": [np.float32("nan"), 1.5], "c": np.arange(3), "d": Path("x")})
+    assert json.loads(text) == {"a": None, "b": [None, 1.5], "c": [0, 1, 2], "d": "x"}
+
+
+@pytest.mark.parametrize("command", ["info", "ann", "duplicates"])
+def test_every_json_command_prints_json(tmp_path: Path, command: str, capsys) -> None:
+    """Each --json command on an index with a damaged row prints strict JSON (no NaN, no Infinity)."""
+    index, x = _index(tmp_path / "v", n=30)
+    _damage(index, 7, np.inf)
+    args = {"info": ["info", str(index.folder), "--json"], "ann": ["ann", str(index.folder), "--info", "--json"],
+            "duplicates": ["duplicates", str(index.folder), "--threshold", "0.5", "--json", "-q"]}[command]
+    code = main(args)
+    text = capsys.readouterr().out
+    assert code == 0, text
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON output"))
+
+
+@pytest.mark.slow
+def test_search_json_with_a_damaged_row(tmp_path: Path, resnet_random, capsys) -> None:
+    from conftest import write_photos
+
+    photos = write_photos(tmp_path / "ds", 6)
+    index, _ = Index.build(tmp_path / "ds", tmp_path / "v", resnet_random, progress=False)
+    _damage(index, 2, np.inf)
+    assert main(["search", str(photos[0]), str(tmp_path / "v"), "-k", "5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} in JSON output"))
+    assert len(out["results"]) == 5 and index.paths[2] not in [r["relpath"] for r in out["results"]]
+
+
+# ---------------------------------------------------------------------------------------- confinement
+def test_confine_accepts_inside_and_refuses_outside_with_file_and_line(tmp_path: Path) -> None:
+    inside, outside = tmp_path / "in", tmp_path / "out"
+    inside.mkdir()
+    outside.mkdir()
+    assert confine(inside / "a" / "b.jpg", [inside], source="log.csv", line=3) == (inside / "a" / "b.jpg").resolve()
+    with pytest.raises(OutsideFoldersError, match=r"log.csv, line 3: .*outside"):
+        confine(inside / ".." / "out" / "x.jpg", [inside], source="log.csv", line=3)
+    (inside / "link").symlink_to(outside)
+    with pytest.raises(OutsideFoldersError, match="leads to"):
+        confine(inside / "link" / "x.jpg", [inside], source="m.json")
+    assert confine(inside / "link" / "x.jpg", [inside, outside], source="m.json") == (outside / "x.jpg").resolve()
+
+
+def test_manifest_replaced_by_a_link_outside_is_refused(tmp_path: Path) -> None:
+    index, _ = _index(tmp_path / "v")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    m = index.folder / "revsearch.json"
+    (elsewhere / "revsearch.json").write_bytes(m.read_bytes())
+    m.unlink()
+    m.symlink_to(elsewhere / "revsearch.json")
+    with pytest.raises(IndexFormatError, match="outside"):
+        Index.open(index.folder)
+
+
+@pytest.mark.parametrize("kind", ["vectors", "paths", "rows"])
+def test_shard_file_replaced_by_a_link_outside_is_refused(tmp_path: Path, kind: str) -> None:
+    index, _ = _index(tmp_path / "v")
+    name = index.manifest["shards"][0]["files"][kind]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    f = index.folder / name
+    (elsewhere / name).write_bytes(f.read_bytes())
+    f.unlink()
+    f.symlink_to(elsewhere / name)
+    with pytest.raises(IndexFormatError, match="outside"):
+        Index.open(index.folder).paths
+
+
+def test_shard_with_trailing_bytes_or_a_huge_paths_file_is_damaged(tmp_path: Path) -> None:
+    index, _ = _index(tmp_path / "v", n=4)
+    files = index.manifest["shards"][0]["files"]
+    with open(index.folder / files["vectors"], "ab") as f:
+        f.write(b"\0" * 64)
+    with pytest.raises(IndexFormatError, match="bytes more"):
+        Index.open(index.folder)
+    index2, _ = _index(tmp_path / "w", n=4)
+    p = index2.folder / index2.manifest["shards"][0]["files"]["paths"]
+    with open(p, "ab") as f:
+        f.truncate(50 * 2**20)  # sparse: 50 MiB of NUL for 4 paths
+    with pytest.raises(IndexFormatError, match="too many"):
+        Index.open(index2.folder)
+
+
+def test_manifest_with_nan_or_huge_size_is_damaged(tmp_path: Path) -> None:
+    index, _ = _index(tmp_path / "v", n=4)
+    m = index.folder / "revsearch.json"
+    data = json.loads(m.read_text())
+    text = json.dumps(data).replace('"count": 4', '"count": NaN', 1)
+    m.write_text(text)
+    with pytest.raises(IndexFormatError, match="not JSON"):
+        Index.open(index.folder)
+
+
+def test_lock_file_replaced_by_a_link_creates_nothing_outside(tmp_path: Path) -> None:
+    index, x = _index(tmp_path / "v", n=4)
+    lock = index.folder / ".revsearch.lock"
+    lock.unlink(missing_ok=True)
+    target = tmp_path / "outside" / "planted"
+    target.parent.mkdir()
+    lock.symlink_to(target)
+    from revsearch.ann import build_ann
+
+    with pytest.raises(RevsearchError, match="lock"):
+        build_ann(index.folder, kind="flat", progress=False)
+    assert not target.exists()
+
+
+# ---------------------------------------------------------------------------------------- names
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        ("x\n/etc/passwd.jpg", "x\\n/etc/passwd.jpg"),
+        ("a\rb.jpg", "a\\rb.jpg"),
+        ("t\tab.jpg", "t\\tab.jpg"),
+        ("\x1b[31mred.jpg", "\\x1b[31mred.jpg"),
+        ("del\x7f.jpg", "del\\x7f.jpg"),
+        ("c1\x9b.jpg", "c1\\x9b.jpg"),
+        ("evil\u202egpj.exe", "evil\\u202egpj.exe"),
+        ("plain name.jpg", "plain name.jpg"),
+        ("caf\udce9.jpg", "caf\\xe9.jpg"),  # a non-UTF-8 byte kept as a surrogate escape
+    ],
+)
+def test_display_name_escapes_control_characters(name: str, shown: str) -> None:
+    assert display_name(name) == shown
+    assert display_name(Path(name)) == shown
+    out = display_name(name)
+    assert "\n" not in out and "\r" not in out and "\x1b" not in out
+
+
+def test_skip_list_and_errors_print_names_on_one_line(tmp_path: Path, capsys) -> None:
+    from revsearch.images import SkippedFile
+
+    assert str(SkippedFile(Path("x\n/etc/passwd.jpg"), "unreadable")).count("\n") == 0
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "x\n").mkdir()
+    (ds / "x\n" / "etc").mkdir()
+    (ds / "x\n" / "etc" / "passwd.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    (ds / "a\rb.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    from revsearch.indexing import scan_dataset
+
+    scan = scan_dataset(ds, tmp_path / "v")
+    assert any("line break" in s.reason for s in scan.skipped)
+    code = main(["search", str(ds / "a\rb.jpg"), str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "\r" not in err and err.count("\n") == 1
+
+
+def test_report_csv_and_plot_titles_escape_names(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from revsearch.duplicates import plot_duplicates
+
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    names = ["a\x1b[2J.png", "b\tc.png"]
+    for n in names:
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(ds / n)
+    v = _unit(np.ones((2, DIM)))
+    Index.from_vectors(tmp_path / "v", v, names, _spec(), dataset_dir=ds)
+    report = find_duplicates(tmp_path / "v", 0.9)
+    report.write_csv(tmp_path / "r.csv")
+    text = (tmp_path / "r.csv").read_text()
+    assert "\x1b" not in text and "b\\tc.png" in text and "a\\x1b[2J.png" in text
+    figs = plot_duplicates(report)
+    titles = [ax.get_title() for ax in figs[0].axes]
+    assert all("\x1b" not in t for t in titles) and any("\\x1b" in t for t in titles)
