@@ -90,6 +90,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         index, dreport = build_index_dask(
             args.dataset_dir, args.vector_dir, embedder, client=args.dask, n_workers=args.dask_workers,
             partition_size=args.partition_size, batch_size=batch_size, prune=args.prune, exclude=args.exclude,
+            follow_links=args.follow_links,
             progress=not args.quiet,
         )
         report, summary = dreport.report, dreport.summary()
@@ -102,6 +103,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
             workers=args.workers,
             prune=args.prune,
             exclude=args.exclude,
+            follow_links=args.follow_links,
             progress=not args.quiet,
         )
         summary = report.summary()
@@ -576,6 +578,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--exclude", metavar="PATTERN", action="append", default=None,
         help="leave out images matching PATTERN (repeatable; e.g. '*/thumbnails/*', 'raw', '*.png'); recorded in "
         "the index for later updates (default: the recorded ones); .revsearchignore in DATASET_DIR adds more",
+    )
+    p.add_argument(
+        "--follow-links", choices=["inside", "all", "none"], default=None,
+        help="which symbolic links in DATASET_DIR are followed: inside (default for a new index: only links whose "
+        "target lies inside DATASET_DIR), all, or none; recorded in the index for later updates",
     )
     p.add_argument(
         "--dask", metavar="ADDRESS", default=None,

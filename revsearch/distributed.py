@@ -356,6 +356,7 @@ def build_index_dask(
     retries: int = 2,
     prune: bool = False,
     exclude: Sequence[str] | None = None,
+    follow_links: str | None = None,
     progress: bool = True,
     _hook: Callable[[int, str], None] | None = None,
 ) -> tuple[Index, DaskReport]:
@@ -394,6 +395,9 @@ def build_index_dask(
     exclude : sequence of str, optional
         Exclusion patterns, recorded in the index (None: the recorded ones); see
         :func:`revsearch.indexing.update_folder`.
+    follow_links : {"inside", "all", "none"}, optional
+        Which symbolic links are followed, recorded in the index (None: the recorded choice,
+        ``"inside"`` for a new index); see :func:`revsearch.indexing.update_folder`.
     progress : bool, default True
         ``tqdm.auto`` progress bar over images.
     _hook : callable, optional
@@ -433,7 +437,9 @@ def build_index_dask(
     if exclude is None:  # the index's recorded exclusions (and .revsearchignore, always)
         exclude = store.read_manifest(folder).get("exclude", []) if store.exists(folder) else []
     exclude = [exclude] if isinstance(exclude, str) else [str(p) for p in exclude]
-    scan = scan_dataset(dataset, folder, exclude)
+    if follow_links is None:  # as recorded (see revsearch.indexing.update_folder)
+        follow_links = (store.read_manifest(folder).get("follow_links") if store.exists(folder) else None) or "inside"
+    scan = scan_dataset(dataset, folder, exclude, follow_links=follow_links)
     rel = scan.rel
     report = UpdateReport(skipped=list(scan.skipped))
     stats = scan.stats()
@@ -526,7 +532,8 @@ def build_index_dask(
         embedded = [r for r in embedded if r not in skipped_rel]
         report.added = [r for r in embedded if r not in old_paths]
         report.updated = [r for r in embedded if r in old_paths]
-        fields = {**index_fields(folder, dataset, emb), "built_with": "dask", "exclude": exclude or None}
+        fields = {**index_fields(folder, dataset, emb), "built_with": "dask", "exclude": exclude or None,
+                  "follow_links": follow_links}
         ann = (w.manifest or {}).get("ann")
         if ann:  # stale once the vectors change: extended or rebuilt below
             fields["ann_stale"], fields["ann"] = ann, None

@@ -37,7 +37,7 @@ import numpy as np
 from . import store
 from .embedding import Embedder, FileInfo, get_embedder, l2_normalize
 from .errors import RevsearchError, StorageFullError, UpdateRefusedError
-from .images import SkippedFile, find_images
+from .images import FOLLOW_LINKS, SkippedFile, find_images
 from .index import Index, UpdateReport, path_excluded
 from .store import ROW_DTYPE, FolderWriter, ShardRef, ShardView
 
@@ -122,7 +122,11 @@ def read_ignore_file(dataset_dir: str | os.PathLike) -> list[str]:
 
 
 def scan_dataset(
-    dataset_dir: str | os.PathLike, vector_dir: str | os.PathLike | None = None, exclude: Sequence[str] = ()
+    dataset_dir: str | os.PathLike,
+    vector_dir: str | os.PathLike | None = None,
+    exclude: Sequence[str] = (),
+    *,
+    follow_links: str = "inside",
 ) -> Scan:
     """List the images of a dataset folder for indexing.
 
@@ -137,6 +141,8 @@ def scan_dataset(
         The index folder.
     exclude : sequence of str
         Exclusion patterns, e.g. ``"*/thumbnails/*"``, ``"raw"``, ``"*.png"``.
+    follow_links : {"inside", "all", "none"}, default "inside"
+        Which symbolic links are followed (see :func:`revsearch.images.find_images`).
 
     Returns
     -------
@@ -145,7 +151,8 @@ def scan_dataset(
     dataset = Path(dataset_dir)
     folders_skipped: list[SkippedFile] = []  # unreadable folders, links to folders already searched
     files = find_images(
-        dataset, exclude=[Path(vector_dir)] if vector_dir is not None else None, skipped=folders_skipped
+        dataset, exclude=[Path(vector_dir)] if vector_dir is not None else None, skipped=folders_skipped,
+        follow_links=follow_links,
     )
     rel = [p.relative_to(dataset).as_posix() for p in files]
     patterns = [*exclude, *read_ignore_file(dataset)]
@@ -448,6 +455,7 @@ def update_folder(
     prune: bool = False,
     exclude: Sequence[str] | None = None,
     progress: bool = True,
+    follow_links: str | None = None,
 ) -> tuple[Index, UpdateReport]:
     """Create or incrementally update the index of ``dataset_dir`` in ``vector_dir``.
 
@@ -485,6 +493,11 @@ def update_folder(
         later updates apply them too; None keeps the recorded ones, ``[]`` clears them. The
         dataset folder's :data:`IGNORE_FILE` adds more.
     progress : bool, default True
+    follow_links : {"inside", "all", "none"}, optional
+        Which symbolic links in the dataset folder are followed (see
+        :func:`revsearch.images.find_images`): ``"inside"`` (the default for a new index) only
+        links whose target lies inside the dataset folder; ``"all"`` every one; ``"none"`` none.
+        Recorded in the index; None keeps the recorded choice.
 
     Returns
     -------
@@ -511,12 +524,17 @@ def update_folder(
     folder = Path(vector_dir)
     emb = embedder if isinstance(embedder, Embedder) else get_embedder(embedder, weights=weights)
     batch_size = int(batch_size or emb.batch_size)
+    recorded_manifest = store.read_manifest(folder) if store.exists(folder) else {}
     if exclude is None:
-        exclude = store.read_manifest(folder).get("exclude", []) if store.exists(folder) else []
+        exclude = recorded_manifest.get("exclude", [])
     if isinstance(exclude, str):
         exclude = [exclude]
     exclude = [str(p) for p in exclude]
-    scan = scan_dataset(dataset, folder, exclude)
+    if follow_links is None:
+        follow_links = recorded_manifest.get("follow_links") or "inside"
+    if follow_links not in FOLLOW_LINKS:
+        raise ValueError(f"follow_links must be one of {', '.join(FOLLOW_LINKS)}, not {follow_links!r}")
+    scan = scan_dataset(dataset, folder, exclude, follow_links=follow_links)
     report = UpdateReport(skipped=list(scan.skipped))
     if not store.exists(folder) and scan.files:
         emb.load()  # the weights (or the cached OpenVINO model) before anything is written: no weights, no folder
@@ -532,7 +550,7 @@ def update_folder(
         check_prune(folder, dataset, plan.n_old, len(report.removed) - on_purpose, len(scan.rel), recorded, prune)
         if plan.todo:
             emb.load()  # load the model before writing anything (OpenVINO: from its cache, without TensorFlow)
-        fields = {**index_fields(folder, dataset, emb), "exclude": list(exclude) or None}
+        fields = {**index_fields(folder, dataset, emb), "exclude": list(exclude) or None, "follow_links": follow_links}
         run = _Run(w, emb, fields, checkpoint_every, checkpoint_seconds)
         changed = snap is None or bool(problems) or w.needs_migration
         for view, mask, rows, rewrite in plan.kept:
@@ -543,7 +561,12 @@ def update_folder(
             if mask.any():  # rewrite this shard only (bounded memory: one shard at a time)
                 paths = [p for p, m in zip(view.paths, mask) if m]
                 run.shards.append(w.write_shard(np.asarray(view.vectors)[mask], rows[mask], paths))
-        if changed or snap.spec != emb.spec or list(exclude) != (snap.manifest.get("exclude") or []):
+        if (
+            changed
+            or snap.spec != emb.spec
+            or list(exclude) != (snap.manifest.get("exclude") or [])
+            or follow_links != snap.manifest.get("follow_links")
+        ):
             run.commit(complete=False)
         if plan.reuse:  # moved, renamed or copied files: their stored vectors, no model call
             for i, view, j, info in plan.reuse:

@@ -276,3 +276,48 @@ def test_report_csv_and_plot_titles_escape_names(tmp_path: Path) -> None:
     figs = plot_duplicates(report)
     titles = [ax.get_title() for ax in figs[0].axes]
     assert all("\x1b" not in t for t in titles) and any("\\x1b" in t for t in titles)
+
+
+# ---------------------------------------------------------------------------------------- links
+def _pbz2(path: Path, obj: object) -> None:
+    import bz2
+    import pickle
+
+    with bz2.BZ2File(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+def test_legacy_vector_file_linked_from_outside_is_not_read(tmp_path: Path) -> None:
+    from revsearch.legacy import read_legacy_vectors
+
+    legacy, outside = tmp_path / "legacy", tmp_path / "outside"
+    legacy.mkdir()
+    outside.mkdir()
+    rng = np.random.default_rng(0)
+    _pbz2(legacy / "1.pbz2", {"a.jpg": rng.standard_normal(2048).astype(np.float32)})
+    _pbz2(outside / "secret.pbz2", {"b.jpg": rng.standard_normal(2048).astype(np.float32)})
+    (legacy / "2.pbz2").symlink_to(outside / "secret.pbz2")
+    _pbz2(legacy / "3.pbz2", {"c.jpg": np.full(2048, 3e38, np.float32)})  # finite, but no unit vector from it
+    got = read_legacy_vectors(legacy, progress=False)
+    assert got.names == ["a.jpg"]
+    reasons = {p.name: r for p, r in got.skipped}
+    assert "outside the folders named" in reasons["2.pbz2"] and "unit length" in reasons["3.pbz2"]
+
+
+def test_index_follows_only_links_inside_by_default_and_records_the_choice(tmp_path: Path) -> None:
+    from revsearch.embedding import get_embedder
+
+    ds, outside = tmp_path / "ds", tmp_path / "outside"
+    ds.mkdir()
+    outside.mkdir()
+    (outside / "x.jpg").write_bytes(b"not read")
+    (ds / "out").symlink_to(outside, target_is_directory=True)
+    (ds / "file.jpg").symlink_to(outside / "x.jpg")
+    emb = get_embedder("resnet50", weights=None)
+    index, report = Index.update_folder(ds, tmp_path / "v", emb, progress=False)
+    assert len(index) == 0 and index.manifest["follow_links"] == "inside"
+    assert sorted(s.path.name for s in report.skipped) == ["file.jpg", "out"]
+    assert all("outside the dataset folder" in s.reason for s in report.skipped)
+    from revsearch.indexing import scan_dataset
+
+    assert [r for r in scan_dataset(ds, follow_links="all").rel] == ["file.jpg", "out/x.jpg"]
