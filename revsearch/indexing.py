@@ -561,16 +561,20 @@ def update_folder(
             if mask.any():  # rewrite this shard only (bounded memory: one shard at a time)
                 paths = [p for p, m in zip(view.paths, mask) if m]
                 run.shards.append(w.write_shard(np.asarray(view.vectors)[mask], rows[mask], paths))
-        if (
+        if plan.reuse:  # moved, renamed or copied files: their stored vectors, no model call. Written before the
+            # first commit drops the old paths' rows, so a run killed in between never loses a vector it could reuse
+            for i, view, j, info in plan.reuse:  # one shard, one commit: all of them or none
+                run.buf_vec.append(np.asarray(view.vectors[j : j + 1], np.float32))
+                run.buf_paths.append(scan.rel[i])
+                run.buf_infos.append(info)
+            run.flush()
+        elif (
             changed
             or snap.spec != emb.spec
             or list(exclude) != (snap.manifest.get("exclude") or [])
             or follow_links != snap.manifest.get("follow_links")
         ):
             run.commit(complete=False)
-        if plan.reuse:  # moved, renamed or copied files: their stored vectors, no model call
-            for i, view, j, info in plan.reuse:
-                run.add([scan.rel[i]], np.asarray(view.vectors[j : j + 1], np.float32), [info])
         done: set[str] = set()
         if plan.todo:
             for batch in emb.embed_files(
