@@ -403,12 +403,17 @@ def _cmd_duplicates(args: argparse.Namespace) -> int:
     from .duplicates import find_duplicates, move_duplicates, plot_duplicates, undo_moves
 
     if args.undo:
-        if args.vector_dir or args.move_to:
-            raise ValueError("--undo LOG puts moved files back; give it alone (no VECTOR_DIR or --move-to)")
-        undone = undo_moves(args.undo)
+        if not args.vector_dir and not args.dataset_dir:
+            raise ValueError(
+                "--undo LOG needs the index (or the dataset folder) the files were moved out of: "
+                "revsearch duplicates VECTOR_DIR --undo LOG (or --undo LOG --dataset-dir DIR)"
+            )
+        undone = undo_moves(
+            args.undo, index=args.vector_dir or None, dataset_dir=args.dataset_dir, move_to=args.move_to,
+        )
         for path, reason in undone.skipped:
             _say(f"not restored {path}: {reason}", err=True)
-        print(undone.summary())
+        _say(undone.summary())
         return 0 if not undone.skipped else EXIT_ERROR
     if not args.vector_dir:
         raise ValueError("give the index folder: revsearch duplicates VECTOR_DIR (or --undo LOG)")
@@ -459,7 +464,7 @@ def _cmd_duplicates(args: argparse.Namespace) -> int:
         for path, reason in moved.skipped:
             _say(f"not moved {path}: {reason}", err=True)
         print(moved.summary(), file=sys.stderr if args.json else sys.stdout)
-        print(f"undo with: revsearch duplicates --undo {moved.log}", file=sys.stderr)
+        _say(f"undo with: revsearch duplicates {args.vector_dir} --undo {moved.log}", err=True)
     else:
         dry = "dry run, nothing moved" + ("" if not report.groups else "; pass --move-to DIR to move the copies")
         print(f"{report.summary()}; {dry}", file=sys.stderr)
@@ -491,7 +496,10 @@ def _add_duplicates_parser(sub: Any) -> None:
                    help="save pictures of the groups (one row per group; FILE-2.png... for more pages)")
     p.add_argument("--move-to", metavar="DIR", default=None,
                    help="move the copies not kept to DIR (outside the dataset folder), with a CSV log; never deletes")
-    p.add_argument("--undo", metavar="LOG", default=None, help="put back the files a --move-to LOG moved")
+    p.add_argument("--undo", metavar="LOG", default=None,
+                   help="put back the files a --move-to LOG moved out of VECTOR_DIR's dataset folder (safe to run again)")
+    p.add_argument("--dataset-dir", metavar="DIR", default=None,
+                   help="with --undo: the folder the files were moved out of (default: VECTOR_DIR's dataset folder)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_duplicates)
 

@@ -168,3 +168,82 @@ def test_ann_build_killed_at_every_step_recovers(tmp_path: Path, kind: str) -> N
         assert _index_files(vdir) == _named(index), f"stray files after a crash at step {n}"
 
     assert _every_step(code, tmp_path, reset, check) >= 3
+
+
+def _dup_collection(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes]]:
+    """6 files in two subfolders, three pairs of planted duplicate vectors (synthetic spec)."""
+    ds = tmp_path / "ds"
+    write_photos(ds / "a", 3, start=0)
+    write_photos(ds / "b", 3, start=3)
+    rel = sorted(p.relative_to(ds).as_posix() for p in ds.rglob("*.jpg"))
+    rng = np.random.default_rng(2)
+    base = _unit(rng.standard_normal((3, 32)))
+    x = _unit(base[[0, 1, 2, 0, 1, 2]] + 0.001 * rng.standard_normal((6, 32)))
+    spec = {"model": "synthetic", "preprocessing": "none", "dim": 32, "weights": "none", "precision": "float32"}
+    Index.from_vectors(tmp_path / "v", x, rel, spec, dataset_dir=ds)
+    return ds, tmp_path / "v", _snapshot_tree(ds)
+
+
+MOVE = (
+    "from revsearch.duplicates import find_duplicates, move_duplicates\n"
+    "move_duplicates(find_duplicates({v!r}, 0.9), {dest!r}, log={log!r}, update_index=False)\n"
+)
+UNDO = (
+    "import sys\n"
+    "from revsearch.duplicates import undo_moves\n"
+    "r = undo_moves({log!r}, dataset_dir={ds!r}, update_index=False)\n"
+    "sys.exit(1 if r.skipped else 0)\n"
+)
+
+
+@pytest.mark.slow
+def test_move_killed_at_every_step_then_undo_puts_everything_back(tmp_path: Path) -> None:
+    ds, vdir, before = _dup_collection(tmp_path)
+    dest, log = tmp_path / "dups", tmp_path / "dups" / "moves.csv"
+    pristine = tmp_path / "ds0"
+    shutil.copytree(ds, pristine)
+    move = MOVE.format(v=str(vdir), dest=str(dest), log=str(log))
+    undo = UNDO.format(log=str(log), ds=str(ds))
+
+    def reset() -> None:
+        shutil.rmtree(ds)
+        shutil.copytree(pristine, ds)
+        shutil.rmtree(dest, ignore_errors=True)
+
+    def check(n: int, completed: bool) -> None:
+        moved_now = {k for k in before if not (ds / k).exists()}
+        assert all((ds / k).read_bytes() == v for k, v in before.items() if k not in moved_now)
+        for _ in range(2):  # undo, then undo again: harmless
+            proc = _run(undo, None, tmp_path)
+            assert proc.returncode == 0, f"step {n}: {proc.stderr[-2000:]}"
+            assert _snapshot_tree(ds) == before  # every file back, byte for byte, once
+        left = [p for p in dest.rglob("*") if p.is_file() and p != log] if dest.exists() else []
+        assert left == [], f"step {n}: {left} left in the move-to folder"
+
+    assert _every_step(move, tmp_path, reset, check) >= 6  # log line + link + unlink for each of 3 moves
+
+
+@pytest.mark.slow
+def test_undo_killed_at_every_step_then_undo_again_finishes(tmp_path: Path) -> None:
+    ds, vdir, before = _dup_collection(tmp_path)
+    dest, log = tmp_path / "dups", tmp_path / "dups" / "moves.csv"
+    assert _run(MOVE.format(v=str(vdir), dest=str(dest), log=str(log)), None, tmp_path).returncode == 0
+    moved_ds, moved_dest = tmp_path / "ds-moved", tmp_path / "dest-moved"
+    shutil.copytree(ds, moved_ds)
+    shutil.copytree(dest, moved_dest)
+    assert _snapshot_tree(ds) != before
+    undo = UNDO.format(log=str(log), ds=str(ds))
+
+    def reset() -> None:
+        for src, dst in ((moved_ds, ds), (moved_dest, dest)):
+            shutil.rmtree(dst)
+            shutil.copytree(src, dst)
+
+    def check(n: int, completed: bool) -> None:
+        if not completed:
+            proc = _run(undo, None, tmp_path)
+            assert proc.returncode == 0, f"step {n}: {proc.stderr[-2000:]}"
+        assert _snapshot_tree(ds) == before
+        assert [p for p in dest.rglob("*") if p.is_file() and p != log] == []
+
+    assert _every_step(undo, tmp_path, reset, check) >= 6

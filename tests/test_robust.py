@@ -321,3 +321,74 @@ def test_index_follows_only_links_inside_by_default_and_records_the_choice(tmp_p
     from revsearch.indexing import scan_dataset
 
     assert [r for r in scan_dataset(ds, follow_links="all").rel] == ["file.jpg", "out/x.jpg"]
+
+
+# ---------------------------------------------------------------------------------------- undo
+def _moved(tmp_path: Path) -> dict:
+    from revsearch.duplicates import move_duplicates
+
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    names = ["a.jpg", "b.jpg", "caf\udce9.jpg"]  # the last one is not UTF-8 on disk
+    for i, n in enumerate(names):
+        (ds / n).write_bytes(bytes([i]) * 100)
+    v = _unit(np.ones((3, DIM)) + 1e-4 * np.random.default_rng(0).standard_normal((3, DIM)))
+    Index.from_vectors(tmp_path / "v", v, names, _spec(), dataset_dir=ds)
+    before = {p.name: p.read_bytes() for p in ds.iterdir()}
+    report = find_duplicates(tmp_path / "v", 0.9, keep="first")
+    moved = move_duplicates(report, tmp_path / "dups", update_index=False)
+    assert len(moved.moved) == 2
+    return {"ds": ds, "v": tmp_path / "v", "log": moved.log, "before": before, "dest": tmp_path / "dups"}
+
+
+def test_undo_twice_is_harmless_and_names_that_are_not_utf8_come_back(tmp_path: Path, capsys) -> None:
+    m = _moved(tmp_path)
+    assert main(["duplicates", str(m["v"]), "--undo", str(m["log"])]) == 0
+    assert {p.name: p.read_bytes() for p in m["ds"].iterdir()} == m["before"]
+    assert main(["duplicates", str(m["v"]), "--undo", str(m["log"])]) == 0  # again: nothing to do, success
+    assert "2 already in place" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in m["ds"].iterdir()} == m["before"]
+
+
+def test_undo_needs_the_folder_named_not_the_log(tmp_path: Path, capsys) -> None:
+    m = _moved(tmp_path)
+    assert main(["duplicates", "--undo", str(m["log"])]) == 1
+    assert "VECTOR_DIR --undo LOG" in capsys.readouterr().err
+    assert len(list(m["ds"].iterdir())) == 1  # nothing was moved back
+
+
+@pytest.mark.parametrize("edit", ["source", "destination", "both", "dotdot", "link"])
+def test_a_hand_edited_log_never_steers_outside_the_named_folders(tmp_path: Path, edit: str) -> None:
+    import csv
+
+    from revsearch.duplicates import undo_moves
+
+    m = _moved(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "victim.jpg"
+    victim.write_bytes(b"the user's file elsewhere")
+    planted = m["dest"] / "planted.jpg"
+    planted.write_bytes(b"planted")
+    import hashlib
+
+    h_victim = hashlib.blake2b(victim.read_bytes(), digest_size=16).hexdigest()
+    h_planted = hashlib.blake2b(planted.read_bytes(), digest_size=16).hexdigest()
+    if edit == "link":  # a folder inside the dataset folder replaced by a link leading out
+        (m["ds"] / "sub").symlink_to(outside, target_is_directory=True)
+    src = {  # (source, destination, hash) of the added line
+        "source": (outside / "new.jpg", planted, h_planted),  # would create a file outside both folders
+        "destination": (m["ds"] / "victim.jpg", victim, h_victim),  # would pull a file from outside into the dataset
+        "both": (outside / "x.jpg", victim, h_victim),
+        "dotdot": (Path(str(m["ds"]) + "/../outside/new.jpg"), planted, h_planted),
+        "link": (m["ds"] / "sub" / "new.jpg", planted, h_planted),  # through a link leading out
+    }[edit]
+    with open(m["log"], "a", newline="", encoding="utf-8", errors="surrogateescape") as f:
+        csv.writer(f).writerow([str(src[0]), str(src[1]), 1, src[2], 0, 1, "k", "1.0", "", str(m["ds"])])
+    tree_before = sorted(p.as_posix() for p in tmp_path.rglob("*"))
+    with pytest.raises(OutsideFoldersError, match=r"line \d+"):
+        undo_moves(m["log"], index=m["v"])
+    assert sorted(p.as_posix() for p in tmp_path.rglob("*")) == tree_before  # nothing moved, nothing created
+    assert victim.read_bytes() == b"the user's file elsewhere" and planted.read_bytes() == b"planted"
+    code = main(["duplicates", str(m["v"]), "--undo", str(m["log"])])
+    assert code == 1 and sorted(p.as_posix() for p in tmp_path.rglob("*")) == tree_before
