@@ -50,6 +50,7 @@ import os
 import re
 import secrets
 import time
+from tokenize import TokenError
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -512,8 +513,9 @@ class ShardView:
             size = os.stat(real).st_size
         except FileNotFoundError:
             raise _Missing(path) from None
-        except (OSError, ValueError, EOFError) as e:
-            raise IndexDamagedError(self.folder, f"index file {str(path)!r} is damaged ({e})") from None
+        except (OSError, ValueError, EOFError, SyntaxError, TokenError, MemoryError, OverflowError, TypeError) as e:
+            # numpy parses the header with ast.literal_eval: a damaged one raises any of these
+            raise IndexDamagedError(self.folder, f"index file {str(path)!r} is damaged ({display_name(e)})") from None
         if arr.dtype != dtype or arr.shape != shape:
             raise IndexDamagedError(
                 self.folder, f"index file {str(path)!r} holds {arr.shape} {arr.dtype}, expected {shape} {dtype}"
