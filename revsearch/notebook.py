@@ -199,7 +199,10 @@ def notebook_logging(level: int | str = logging.INFO) -> logging.Logger:
 
 class _NotebookFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        text = record.getMessage()
+        from .safety import display_name
+
+        # control characters of file names escaped, line by line (some messages are several lines on purpose)
+        text = "\n".join(display_name(line) for line in record.getMessage().split("\n"))
         return f"{record.levelname.capitalize()}: {text}" if record.levelno >= logging.WARNING else text
 
 
@@ -937,9 +940,12 @@ def prepare_index(
         if not settings.keep_archives:
             from .data import folder_size, format_bytes
 
-            size = folder_size(settings.legacy_dir)
-            shutil.rmtree(settings.legacy_dir, ignore_errors=True)
-            logger.info("Deleted the imported vector files %s (%s freed).", settings.legacy_dir, format_bytes(size))
+            if settings.legacy_dir.is_symlink():  # a link to a folder elsewhere: what it leads to is not ours to delete
+                logger.info("Kept the imported vector files: %s is a link to another folder.", settings.legacy_dir)
+            else:
+                size = folder_size(settings.legacy_dir)
+                shutil.rmtree(settings.legacy_dir, ignore_errors=True)
+                logger.info("Deleted the imported vector files %s (%s freed).", settings.legacy_dir, format_bytes(size))
     if index is None:
         if settings.vectors == ORIGINAL_VECTORS and not settings.own_dataset:
             raise RevsearchError(

@@ -392,3 +392,45 @@ def test_a_hand_edited_log_never_steers_outside_the_named_folders(tmp_path: Path
     assert victim.read_bytes() == b"the user's file elsewhere" and planted.read_bytes() == b"planted"
     code = main(["duplicates", str(m["v"]), "--undo", str(m["log"])])
     assert code == 1 and sorted(p.as_posix() for p in tmp_path.rglob("*")) == tree_before
+
+
+def test_two_undos_of_one_log_at_once_the_second_is_refused(tmp_path: Path) -> None:
+    import fcntl
+
+    from revsearch.duplicates import undo_moves
+
+    m = _moved(tmp_path)
+    with open(m["log"], "rb") as held:  # another process is undoing this log
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(RevsearchError, match="another process"):
+            undo_moves(m["log"], index=m["v"])
+        assert len(list(m["ds"].iterdir())) == 1
+    assert not undo_moves(m["log"], index=m["v"], update_index=False).skipped
+    assert len(list(m["ds"].iterdir())) == 3
+
+
+def test_notebook_log_lines_escape_names(capsys) -> None:
+    from revsearch.notebook import notebook_logging
+
+    log = notebook_logging()
+    logging.getLogger("revsearch.test").warning("skipped %s: unreadable", "a\x1b[2Jb\r.jpg")
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out and "a\\x1b[2Jb\\r.jpg" in out
+    for h in list(log.handlers):
+        log.removeHandler(h)
+
+
+def test_notebook_never_deletes_vector_files_a_link_leads_to(tmp_path: Path) -> None:
+    from revsearch.notebook import notebook_settings, prepare_index
+
+    settings = notebook_settings(storage="VM disk", download=False, vectors="use the original vectors",
+                                 work_dir=tmp_path / "work", env={"REVSEARCH_NB_OFFLINE": "1"}, devices=[])
+    settings.dataset_dir.mkdir(parents=True)
+    outside = tmp_path / "my-vectors"
+    outside.mkdir()
+    _pbz2(outside / "1.pbz2", {"a.jpg": np.random.default_rng(0).standard_normal(2048).astype(np.float32)})
+    settings.legacy_dir.parent.mkdir(parents=True, exist_ok=True)
+    settings.legacy_dir.symlink_to(outside, target_is_directory=True)
+    index, _ = prepare_index(settings, progress=False, estimate=False)
+    assert index.paths == ["a.jpg"]
+    assert (outside / "1.pbz2").is_file()  # the user's files, reached through a link, are not deleted

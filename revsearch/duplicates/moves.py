@@ -144,6 +144,20 @@ def _move_file(src: Path, dst: Path, digest: str) -> None:
     os.unlink(src)  # the file now lives at dst (a hard link or a verified copy)
 
 
+def _lock_log(f: Any, path: Path) -> None:
+    """Take an exclusive lock on an open move log: one move or undo of a log at a time (POSIX)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory lock
+        return
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise RevsearchError(
+            f"another process is moving or putting back the files of {display_name(path)!r}: wait for it to finish"
+        ) from None
+
+
 def _fsync(f: Any) -> None:
     f.flush()
     with contextlib.suppress(OSError):
@@ -233,6 +247,7 @@ def move_duplicates(
     new_log = not log_path.exists()
     # surrogateescape: a file name that is not UTF-8 is logged byte for byte, so it can be put back
     with open(log_path, "a", newline="", encoding="utf-8", errors="surrogateescape") as lf:
+        _lock_log(lf, log_path)
         w = csv.writer(lf)
         if new_log:
             w.writerow(LOG_COLUMNS)
@@ -352,6 +367,20 @@ def undo_moves(
         If a line names a file outside the dataset folder or the move-to folder (nothing was done).
     """
     path = Path(log)
+    try:
+        held = open(path, "rb")  # held (locked) until the undo is done: one undo of a log at a time
+    except FileNotFoundError:
+        raise RevsearchError(f"no move log at {display_name(path)!r}") from None
+    except OSError as e:
+        raise RevsearchError(f"cannot read the move log {display_name(path)!r} ({e.strerror or e})") from None
+    with held:
+        _lock_log(held, path)
+        return _undo(path, index, dataset_dir, move_to, update_index)
+
+
+def _undo(
+    path: Path, index: Any, dataset_dir: str | os.PathLike | None, move_to: str | os.PathLike | None, update_index: bool
+) -> UndoReport:
     rows = _log_rows(path)
     idx = None
     if index is not None:
