@@ -33,11 +33,15 @@ def _index(folder: Path, n: int = 40, seed: int = 0, **kw) -> tuple[Index, np.nd
     return Index.from_vectors(folder, x, [f"img{i:03d}.jpg" for i in range(n)], _spec(), **kw), x
 
 
-def _damage(index: Index, row: int, value: float) -> None:
-    """Write ``value`` into one row of the committed vectors file, in place (a bad copy or sync)."""
+def _damage(index: Index, row: int, value: float, component: int | None = None) -> None:
+    """Damage one row of the committed vectors file in place (a bad copy or sync): ``inf`` or ``nan`` in
+    the one component where the row is largest, or the whole row scaled by a finite ``value``."""
     name = index.manifest["shards"][0]["files"]["vectors"]
     arr = np.load(index.folder / name, mmap_mode="r+")
-    arr[row, :] = value
+    if np.isfinite(value):
+        arr[row, :] *= value
+    else:
+        arr[row, int(np.argmax(arr[row])) if component is None else component] = value
     arr.flush()
     del arr
 
@@ -49,7 +53,7 @@ def test_one_damaged_row_never_hides_a_good_match(tmp_path: Path, bad: float, ca
     q = x[5]
     want = Index.open(index.folder).search_vectors(q, 10)
     damaged = want[3].row  # a legitimate match among the 9 best ...
-    _damage(index, damaged, bad)  # ... damaged on disk
+    _damage(index, damaged, bad, component=int(np.argmax(q)))  # ... damaged on disk: inf scores +inf
     reopened = Index.open(index.folder)
     assert reopened.damaged_rows().tolist() == [damaged]
     with caplog.at_level(logging.WARNING, logger="revsearch.index"):
@@ -93,7 +97,7 @@ def test_damaged_rows_rules() -> None:
 
 def test_duplicates_ignore_damaged_rows_and_json_is_json(tmp_path: Path, capsys) -> None:
     rng = np.random.default_rng(3)
-    base = _unit(rng.standard_normal((3, DIM)))
+    base = _unit(np.abs(rng.standard_normal((3, DIM))))  # all positive: inf in a row scores +inf with any other
     x = _unit(base[[0, 0, 1, 1, 2, 2]] + 0.001 * rng.standard_normal((6, DIM)))
     index = Index.from_vectors(tmp_path / "v", x, [f"{i}.jpg" for i in range(6)], _spec())
     _damage(index, 4, np.inf)
