@@ -438,3 +438,21 @@ def test_notebook_never_deletes_vector_files_a_link_leads_to(tmp_path: Path) -> 
     index, _ = prepare_index(settings, progress=False, estimate=False)
     assert index.paths == ["a.jpg"]
     assert (outside / "1.pbz2").is_file()  # the user's files, reached through a link, are not deleted
+
+
+@pytest.mark.slow
+def test_indexing_again_repairs_damaged_rows(tmp_path: Path, resnet_random) -> None:
+    from conftest import write_photos
+
+    write_photos(tmp_path / "ds", 5)
+    index, _ = Index.build(tmp_path / "ds", tmp_path / "v", resnet_random, progress=False)
+    good, name = np.array(index.vectors[1]), index.paths[1]
+    _damage(index, 1, np.nan)
+    with pytest.raises(RevsearchError, match="damaged"):
+        from revsearch.ann import build_ann
+
+        build_ann(tmp_path / "v", kind="hnsw", progress=False)  # never built on damaged vectors
+    index, report = Index.build(tmp_path / "ds", tmp_path / "v", resnet_random, progress=False)
+    assert report.updated == [name] and report.embedded == 1  # only the damaged row is embedded again
+    assert index.damaged_rows().size == 0 and len(index) == 5
+    np.testing.assert_allclose(index.vectors[index.paths.index(name)], good, atol=1e-4)
