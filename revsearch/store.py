@@ -618,6 +618,20 @@ class Snapshot:
     def refs(self) -> list[ShardRef]:
         return [s.ref for s in self.shards]
 
+    def take(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The vectors of global rows ``rows`` (any order), shape (len(rows), dim) float32 (a copy)."""
+        rows = np.asarray(rows, np.int64).reshape(-1)
+        out = np.empty((len(rows), self.dim), np.float32)
+        offset = 0
+        for s in self.shards:
+            m = (rows >= offset) & (rows < offset + s.count)
+            if m.any():
+                out[m] = s.vectors[rows[m] - offset]
+            offset += s.count
+        if len(rows) and ((rows < 0) | (rows >= offset)).any():
+            raise IndexError("row out of range")
+        return out
+
     def damaged_rows(self) -> np.ndarray:
         """Global row numbers whose vector is damaged (NaN, infinite, length far from 1), shape (m,) int64.
 

@@ -456,3 +456,19 @@ def test_indexing_again_repairs_damaged_rows(tmp_path: Path, resnet_random) -> N
     assert report.updated == [name] and report.embedded == 1  # only the damaged row is embedded again
     assert index.damaged_rows().size == 0 and len(index) == 5
     np.testing.assert_allclose(index.vectors[index.paths.index(name)], good, atol=1e-4)
+
+
+def test_approximate_search_skips_a_damaged_row_without_reading_every_vector(tmp_path: Path, caplog) -> None:
+    pytest.importorskip("faiss")
+    from revsearch.ann import build_ann
+
+    index, x = _index(tmp_path / "v", n=300)
+    build_ann(index.folder, kind="hnsw", target_recall=None, progress=False)
+    q = x[7]
+    want = Index.open(index.folder).search_vectors(q, 10)
+    damaged = want[2].row
+    _damage(index, damaged, np.inf, component=int(np.argmax(q)))
+    with caplog.at_level(logging.WARNING, logger="revsearch.index"):
+        got = Index.open(index.folder).search_vectors(q, 9)
+    assert len(got) == 9 and damaged not in [m.row for m in got] and all(np.isfinite(m.score) for m in got)
+    assert "damaged" in caplog.text
