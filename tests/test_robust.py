@@ -472,3 +472,15 @@ def test_approximate_search_skips_a_damaged_row_without_reading_every_vector(tmp
         got = Index.open(index.folder).search_vectors(q, 9)
     assert len(got) == 9 and damaged not in [m.row for m in got] and all(np.isfinite(m.score) for m in got)
     assert "damaged" in caplog.text
+
+
+def test_undo_never_creates_a_dataset_folder_that_vanished(tmp_path: Path) -> None:
+    import shutil
+
+    from revsearch.duplicates import undo_moves
+
+    m = _moved(tmp_path)
+    shutil.rmtree(m["ds"])  # an unmounted drive
+    with pytest.raises(RevsearchError, match="mounted"):
+        undo_moves(m["log"], dataset_dir=m["ds"])
+    assert not m["ds"].exists()

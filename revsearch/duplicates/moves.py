@@ -398,6 +398,11 @@ def _undo(
         )
     dataset = Path(os.path.realpath(dataset_dir))
     dest_root = Path(os.path.realpath(move_to if move_to is not None else path.parent))
+    if not dataset.is_dir():  # an unmounted drive looks like a missing folder: never create it
+        raise RevsearchError(
+            f"the dataset folder {display_name(dataset_dir)!r} does not exist (is the drive mounted?): nothing was "
+            "put back; run the undo again once it is there"
+        )
     # 1. check every line before anything is done
     plan: list[tuple[int, Path, Path, dict[str, str]]] = []
     for i, (line, row) in enumerate(rows):
