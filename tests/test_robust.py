@@ -484,3 +484,16 @@ def test_undo_never_creates_a_dataset_folder_that_vanished(tmp_path: Path) -> No
     with pytest.raises(RevsearchError, match="mounted"):
         undo_moves(m["log"], dataset_dir=m["ds"])
     assert not m["ds"].exists()
+
+
+def test_evaluate_json_is_json_with_a_damaged_row(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(4)
+    names = [f"{c:04d}_{i:06d}.jpg" for c in (1, 2, 3) for i in range(c * 10, c * 10 + 4)]
+    x = _unit(rng.standard_normal((len(names), DIM)))
+    (tmp_path / "data").mkdir()
+    index = Index.from_vectors(tmp_path / "v", x, names, _spec(), dataset_dir=tmp_path / "data")
+    _damage(index, 3, np.inf)
+    code = main(["evaluate", str(tmp_path / "data"), str(index.folder), "-k", "2", "--json"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in JSON output"))
