@@ -497,3 +497,13 @@ def test_evaluate_json_is_json_with_a_damaged_row(tmp_path: Path, capsys) -> Non
     out = capsys.readouterr().out
     assert code == 0, out
     json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in JSON output"))
+
+
+def test_index_skip_list_shows_a_name_with_a_line_break_on_one_line(tmp_path: Path, capsys) -> None:
+    ds = tmp_path / "ds"
+    (ds / "x\n" / "etc").mkdir(parents=True)
+    (ds / "x\n" / "etc" / "passwd.jpg").write_bytes(b"\xff\xd8\xff\xe0 whatever")
+    assert main(["index", str(ds), str(tmp_path / "v"), "--weights", "none", "-q"]) == 0
+    err = capsys.readouterr().err
+    assert not any(line.startswith("/etc/passwd.jpg") for line in err.splitlines())
+    assert "x\\n/etc/passwd.jpg: file name contains a line break" in err
