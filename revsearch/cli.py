@@ -422,9 +422,10 @@ def _cmd_duplicates(args: argparse.Namespace) -> int:
         from .index import Index
 
         index = Index.open(args.vector_dir)
-        check_destination(args.move_to, index.dataset_dir, index.folder)
+        check_destination(args.move_to, args.dataset_dir or index.dataset_dir, index.folder)
     report = find_duplicates(
-        args.vector_dir, args.threshold, against=args.against, k=args.k, keep=args.keep, progress=not args.quiet
+        args.vector_dir, args.threshold, against=args.against, k=args.k, keep=args.keep, progress=not args.quiet,
+        dataset_dir=args.dataset_dir,
     )
     cal = report.calibration
     if cal is not None and not cal.calibrated:
@@ -464,7 +465,8 @@ def _cmd_duplicates(args: argparse.Namespace) -> int:
         for path, reason in moved.skipped:
             _say(f"not moved {path}: {reason}", err=True)
         print(moved.summary(), file=sys.stderr if args.json else sys.stdout)
-        _say(f"undo with: revsearch duplicates {args.vector_dir} --undo {moved.log}", err=True)
+        also = f" --dataset-dir {args.dataset_dir}" if args.dataset_dir else ""
+        _say(f"undo with: revsearch duplicates {args.vector_dir} --undo {moved.log}{also}", err=True)
     else:
         dry = "dry run, nothing moved" + ("" if not report.groups else "; pass --move-to DIR to move the copies")
         print(f"{report.summary()}; {dry}", file=sys.stderr)
@@ -499,7 +501,8 @@ def _add_duplicates_parser(sub: Any) -> None:
     p.add_argument("--undo", metavar="LOG", default=None,
                    help="put back the files a --move-to LOG moved out of VECTOR_DIR's dataset folder (safe to run again)")
     p.add_argument("--dataset-dir", metavar="DIR", default=None,
-                   help="with --undo: the folder the files were moved out of (default: VECTOR_DIR's dataset folder)")
+                   help="where the images are (default: the dataset folder VECTOR_DIR records); with --undo: the folder "
+                   "the files were moved out of")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_duplicates)
 
