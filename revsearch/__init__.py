@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .version import __version__
 
 from .errors import (  # noqa: E402  (light, no heavy imports)
+    DamagedVectorsError,
     DatasetLayoutError,
     DownloadError,
     ImageReadError,
@@ -29,6 +30,7 @@ from .errors import (  # noqa: E402  (light, no heavy imports)
     LegacyFormatError,
     ModelMismatchError,
     OptionalDependencyError,
+    OutsideFoldersError,
     RevsearchError,
     StorageFullError,
     UnknownModelError,
@@ -88,6 +90,8 @@ __all__ = sorted(
         "DownloadError",
         "DatasetLayoutError",
         "OptionalDependencyError",
+        "OutsideFoldersError",
+        "DamagedVectorsError",
     ]
 )
 

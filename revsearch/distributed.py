@@ -357,6 +357,7 @@ def build_index_dask(
     retries: int = 2,
     prune: bool = False,
     exclude: Sequence[str] | None = None,
+    follow_links: str | None = None,
     progress: bool = True,
     _hook: Callable[[int, str], None] | None = None,
 ) -> tuple[Index, DaskReport]:
@@ -395,6 +396,9 @@ def build_index_dask(
     exclude : sequence of str, optional
         Exclusion patterns, recorded in the index (None: the recorded ones); see
         :func:`revsearch.indexing.update_folder`.
+    follow_links : {"inside", "all", "none"}, optional
+        Which symbolic links are followed, recorded in the index (None: the recorded choice,
+        ``"inside"`` for a new index); see :func:`revsearch.indexing.update_folder`.
     progress : bool, default True
         ``tqdm.auto`` progress bar over images.
     _hook : callable, optional
@@ -435,7 +439,9 @@ def build_index_dask(
     if exclude is None:  # the index's recorded exclusions (and .revsearchignore, always)
         exclude = store.read_manifest(folder).exclude if store.exists(folder) else []
     exclude = [exclude] if isinstance(exclude, str) else [str(p) for p in exclude]
-    scan = scan_dataset(dataset, folder, exclude)
+    if follow_links is None:  # as recorded (see revsearch.indexing.update_folder)
+        follow_links = (store.read_manifest(folder).follow_links if store.exists(folder) else None) or "inside"
+    scan = scan_dataset(dataset, folder, exclude, follow_links=follow_links)
     rel = scan.rel
     report = UpdateReport(skipped=list(scan.skipped))
     stats = scan.stats()
@@ -530,7 +536,7 @@ def build_index_dask(
         report.updated = [r for r in embedded if r in old_paths]
         # an approximate index is stale once the vectors change (stale_ann): extended or rebuilt below
         manifest = w.commit(shards=shards, spec=spec, complete=True, built_with="dask", exclude=exclude,
-                            stale_ann=True, **index_fields(dataset, emb))
+                            follow_links=follow_links, stale_ann=True, **index_fields(dataset, emb))
         refresh_ann(w, manifest, progress=progress)
     report.seconds = time.perf_counter() - t0
     out = DaskReport(report, partitions=len(parts), reused=len(parts) - len(todo), workers=workers,

@@ -25,6 +25,7 @@ from . import backends
 from .errors import ImageReadError, RevsearchError, UnknownModelError, WeightsUnavailableError
 from .images import ImageSource, SkippedFile, file_digest, prepare_image, read_image_file
 from .models import DEFAULT_FIT, DEFAULT_POOLING, MODELS, TEXT_MODELS, ModelInfo
+from .safety import display_name
 
 logger = logging.getLogger(__name__)
 
@@ -797,7 +798,7 @@ class Embedder:
                     refill()
                     info, arr, err = fut.result()
                     if err is not None:
-                        logger.warning("skipped %s: %s", paths[i], err)
+                        logger.warning("skipped %s: %s", display_name(paths[i]), display_name(err))
                         skipped.append(SkippedFile(paths[i], err))
                         bar.update(1)
                     else:

@@ -23,6 +23,7 @@ from . import store
 from .embedding import Embedder, get_embedder, preprocessing_options, weights_id
 from .errors import ModelMismatchError, RevsearchError
 from .images import ImageSource, path_excluded, under_folder
+from .safety import display_name
 from .search import Match, topk_cosine
 from .store import ROW_DTYPE, SPEC_KEYS, Manifest
 
@@ -50,6 +51,7 @@ class Index:
         self._snapshot = snapshot
         self._embedder: Embedder | None = None
         self._warned_incomplete = False
+        self._warned_damaged = False
 
     # ------------------------------------------------------------------ opening
     @staticmethod
@@ -301,6 +303,9 @@ class Index:
             Shape (b, k') int64.
         """
         mask = self.select(under, exclude_paths) if len(self) else None
+        use_ann = not exact and mask is None and bool(self.manifest.ann)
+        if not use_ann:  # exact search reads every vector anyway: one pass finds the damaged ones (cached)
+            exclude = self._skip_damaged(exclude)
         if mask is not None:
             return self._topk_selected(vectors, k, mask, exclude)
         if len(self) == 0:
@@ -315,11 +320,54 @@ class Index:
                 "indexed so far; index the dataset folder again to finish it",
                 self.folder, len(self),
             )
-        if not exact and self.manifest.ann:
-            from . import ann
-
-            return ann.ann_topk(self._snapshot, vectors, k, exclude=exclude)
+        if use_ann:
+            return self._ann_topk(vectors, k, exclude)
         return topk_cosine(self.shards, vectors, k, exclude=exclude)
+
+    def _ann_topk(self, vectors: np.ndarray, k: int, exclude: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate top-k; only the rows it returns are checked for damage (never a pass over all vectors):
+        a damaged one is excluded and the search asked again."""
+        from . import ann
+        from .safety import damaged_rows
+
+        excluded = {int(r) for r in (exclude or ())}
+        for _ in range(8):
+            s, r = ann.ann_topk(self._snapshot, vectors, k, exclude=sorted(excluded) or None)
+            found = np.unique(r[r >= 0])
+            bad = found[damaged_rows(self._snapshot.take(found))] if found.size else found
+            if not bad.size:
+                break
+            self._warn_damaged(bad)
+            excluded.update(bad.tolist())
+        return s, r
+
+    def damaged_rows(self) -> np.ndarray:
+        """Rows whose stored vector is damaged (NaN, infinite, or a length far from 1), shape (m,) int64.
+
+        A vector revsearch wrote is checked when written; damage comes later (a bad copy or sync of
+        the vectors file). Searches skip these rows (with a warning) and still return ``k`` good
+        matches; :func:`revsearch.find_duplicates` ignores them; indexing the dataset folder again
+        embeds their images again. Computed with one pass over the vectors, once per opened state.
+        """
+        return self._snapshot.damaged_rows()
+
+    def _warn_damaged(self, bad: np.ndarray) -> None:
+        if not self._warned_damaged:
+            self._warned_damaged = True
+            logger.warning(
+                "the index in %s holds damaged vectors (NaN, infinite or not unit length: a damaged copy of its "
+                "files?), %d found, first row %d (%s): searches skip them; index the dataset folder again to repair "
+                "them", display_name(self.folder), bad.size, int(bad[0]), display_name(self._snapshot.path_at(int(bad[0]))),
+            )
+
+    def _skip_damaged(self, exclude: Sequence[int] | None) -> Sequence[int] | None:
+        bad = self.damaged_rows() if len(self) else np.zeros(0, np.int64)
+        if not bad.size:
+            return exclude
+        self._warn_damaged(bad)
+        if exclude is None:
+            return bad.tolist()
+        return sorted(set(int(r) for r in exclude) | set(bad.tolist()))
 
     def _topk_selected(
         self, vectors: np.ndarray, k: int, mask: np.ndarray, exclude: Sequence[int] | None

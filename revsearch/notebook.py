@@ -789,9 +789,12 @@ def prepare_index(
             from .data import folder_size
             from .images import format_size as format_bytes
 
-            size = folder_size(settings.legacy_dir)
-            shutil.rmtree(settings.legacy_dir, ignore_errors=True)
-            logger.info("Deleted the imported vector files %s (%s freed).", settings.legacy_dir, format_bytes(size))
+            if settings.legacy_dir.is_symlink():  # a link to a folder elsewhere: what it leads to is not ours to delete
+                logger.info("Kept the imported vector files: %s is a link to another folder.", settings.legacy_dir)
+            else:
+                size = folder_size(settings.legacy_dir)
+                shutil.rmtree(settings.legacy_dir, ignore_errors=True)
+                logger.info("Deleted the imported vector files %s (%s freed).", settings.legacy_dir, format_bytes(size))
     if index is None:
         if settings.vectors == ORIGINAL_VECTORS and not settings.own_dataset:
             raise RevsearchError(
