@@ -135,15 +135,14 @@ def reverse_image_search(
                 existing = Index.open(vector_dir)
             except IndexDamagedError:  # indexing again repairs it: take the model from its manifest
                 existing = Index.open_manifest(vector_dir)
-        recorded = existing.spec.get("precision", "float32") if existing is not None else None
-        embedder = resolve_embedder(existing, model, weights=weights, precision=recorded)  # type: ignore[arg-type]
+        embedder = resolve_embedder(existing, model, weights=weights)
         index, report = Index.build(dataset_dir, vector_dir, embedder, batch_size=batch_size, progress=progress)
     else:
         try:
             index = Index.open(vector_dir)
         except IndexNotFoundError as e:
             raise IndexNotFoundError(f"{e} (run reverse_image_search with generate=True first)") from None
-        embedder = resolve_embedder(index, model, weights=weights, precision=index.spec.get("precision", "float32"))
+        embedder = resolve_embedder(index, model, weights=weights)
     matches: list[Match] = index.search(query, k, embedder=embedder, dataset_dir=dataset_dir)  # type: ignore[assignment]
     results = SearchResults(matches)
     results.report, results.index = report, index

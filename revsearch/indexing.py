@@ -511,6 +511,8 @@ def update_folder(
     exclude = [str(p) for p in exclude]
     scan = scan_dataset(dataset, folder, exclude)
     report = UpdateReport(skipped=list(scan.skipped))
+    if scan.files and emb.needs_calibration:  # int8 without its cached model: calibrate on this collection
+        emb.calibrate(scan.files)
     if not store.exists(folder) and scan.files:
         emb.load()  # the weights (or the cached OpenVINO model) before anything is written: no weights, no folder
     with store.writing(folder) as w:
