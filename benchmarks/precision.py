@@ -205,6 +205,10 @@ def main() -> None:
         if label not in results or label == "Keras float32":
             continue
         q = {k: round(v, 4) for k, v in results[label].items() if k.endswith(("mAP", "(twin counts)", "pairs recall@1"))}
+        ref = hits.get("OpenVINO float32")
+        if ref is not None and label in hits and precision != "float32":
+            key = "near-duplicate recall@1 (twin counts)"
+            q[f"{key} lost"], q[f"{key} gained"] = int((ref & ~hits[label]).sum()), int((~ref & hits[label]).sum())
         q.update(HELD_OUT.get(precision, {}))
         quality[precision] = q
     ok = backends.qualifying_precisions(quality) if "float32" in quality else []
