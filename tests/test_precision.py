@@ -132,19 +132,19 @@ def test_int8_small_model_quantizes_caches_and_falls_back(tmp_path: Path, caplog
         Embedder(model, backend="openvino", precision="int8", cache_dir=cache).embed(photos[0])
     q = Embedder(model, backend="openvino", precision="int8", cache_dir=cache, calibration=photos[:12])
     a, b = f32.embed(photos), q.embed(photos)
-    ov = q.openvino_model
+    ov = q.openvino_model()
     assert ov is not None and ov.loaded_from.startswith("converted") and ov.cached
     assert "FakeQuantize" in ov.ir_path.read_text()  # really quantized (NNCF inserts FakeQuantize ops)
-    assert "FakeQuantize" not in f32.openvino_model.ir_path.read_text()
+    assert "FakeQuantize" not in f32.openvino_model().ir_path.read_text()
     assert q.spec["precision"] == "int8" and q.spec["calibration"] == q.calibration_id
     assert np.abs(a - b).max() > 0  # not the float model
     assert (a * b).sum(1).min() > 0.98  # but close to it
     # the same calibration id reads the cached int8 model: the very same vectors
     again = Embedder(model, backend="openvino", precision="int8", cache_dir=cache, calibration=q.calibration_id)
-    assert np.array_equal(again.embed(photos), b) and again.openvino_model.loaded_from.startswith("cached IR")
+    assert np.array_equal(again.embed(photos), b) and again.openvino_model().loaded_from.startswith("cached IR")
     # other calibration photos: another model, another cache entry
     other = Embedder(model, backend="openvino", precision="int8", cache_dir=cache, calibration=photos[4:])
-    assert other.calibration_id != q.calibration_id and other.openvino_model.ir_path != ov.ir_path
+    assert other.calibration_id != q.calibration_id and other.openvino_model().ir_path != ov.ir_path
     # the same photos in a larger set give the same seeded sample
     assert Embedder(model, backend="openvino", precision="int8").calibrate(photos, size=5).calibration_id == \
         Embedder(model, backend="openvino", precision="int8").calibrate(photos, size=5).calibration_id
@@ -175,7 +175,7 @@ def test_index_build_calibrates_int8_on_its_own_photos(tmp_path: Path) -> None:
     q = sorted(ds.iterdir())[3]
     m = index.search(q, 1, embedder=same)[0]
     assert m.relpath == q.name and m.score > 0.9999
-    assert same.openvino_model.loaded_from.startswith("cached IR")
+    assert same.openvino_model().loaded_from.startswith("cached IR")
     # searching an int8 index with float32 finds the same photo (precision never changes comparability)
     f32 = Embedder(model, backend="openvino", precision="float32", cache_dir=cache)
     m = index.search(q, 1, embedder=f32)[0]
