@@ -12,7 +12,8 @@ import pytest
 from conftest import make_photo, write_photos
 from revsearch import backends
 from revsearch.embedding import Embedder
-from revsearch.index import Index, resolve_embedder
+from revsearch import Index
+from revsearch.index import resolve_embedder
 
 needs_openvino = pytest.mark.skipif(not backends.openvino_installed(), reason='pip install "revsearch[openvino]"')
 
