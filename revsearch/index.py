@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import store
+from . import backends, store
 from .embedding import Embedder, get_embedder, preprocessing_options, weights_id
 from .errors import ModelMismatchError, RevsearchError
 from .images import ImageSource, path_excluded, under_folder
@@ -231,14 +231,15 @@ class Index:
                         f"the index was built with weights from a file ({spec['weights']}) that is not at "
                         f"{weights!r} any more: pass the weights file again (weights=... / --weights)"
                     )
-            precision = spec.get("precision")
+            int8 = spec.get("precision") == "int8" and backends.resolve_backend("auto", "int8") == "openvino"
             emb = get_embedder(
                 name,
                 weights=weights,
                 # any precision makes comparable vectors: this machine's default, except that an int8 index's
                 # own quantized model is reused (from the cache) so its queries run the very same model
-                precision="int8" if precision == "int8" else None,
-                calibration=spec.get("calibration") if precision == "int8" else None,
+                # (where OpenVINO runs it: without OpenVINO, or on a GPU, the default precision searches it as well)
+                precision="int8" if int8 else None,
+                calibration=spec.get("calibration") if int8 else None,
                 **preprocessing_options(spec.get("preprocessing", "")),  # fit, fill, pooling as recorded
             )
             self.check_compatible(emb.spec)

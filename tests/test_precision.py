@@ -108,6 +108,20 @@ def test_precision_does_not_change_which_index_embedder_is_used(tmp_path: Path) 
     assert other.weights != index.spec["weights"]
 
 
+def test_int8_index_names_its_model_and_is_searched_without_openvino(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = dict(Embedder("mobilenet", weights=None, backend="keras").spec, precision="int8", backend="openvino",
+                calibration="sha256:0123456789abcdef01234567:n=300")
+    index = Index.from_vectors(tmp_path / "vec", np.eye(2, 1024, dtype=np.float32), ["a.jpg", "b.jpg"], spec)
+    monkeypatch.setattr(backends, "gpu_devices", lambda: [])
+    if backends.openvino_installed():  # its own quantized model, named by the recorded calibration (not loaded here)
+        emb = Index.open(index.folder).embedder()
+        assert (emb.precision, emb.calibration_id) == ("int8", spec["calibration"])
+    monkeypatch.setattr(backends, "openvino_installed", lambda: False)
+    emb = Index.open(index.folder).embedder()  # without OpenVINO: Keras, its default precision, same vectors' space
+    assert (emb.backend, emb.precision) == ("keras", "float32")
+    index.check_compatible(emb.spec)
+
+
 # ----------------------------------------------------------------------------- int8 on a small model
 
 
