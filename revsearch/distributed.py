@@ -217,6 +217,13 @@ def _embedder_args(emb: Embedder) -> dict[str, Any]:
     if emb.weights_path is not None:
         weights = str(emb.weights_path)
     args: dict[str, Any] = {"model": emb.name, "weights": weights, "precision": emb.precision}
+    if emb.precision == "int8":  # workers read the int8 model named by its calibration id from their cache
+        if emb.calibration_id and "calibration" in accepted:
+            args["calibration"] = emb.calibration_id
+        else:  # nothing to calibrate with on the workers: the default precision (vectors are comparable)
+            logger.warning("int8 on Dask needs an embedder calibrated first (Embedder.calibrate): the workers "
+                           "use the default precision")
+            args["precision"] = None
     for name in ("fit", "fill", "pooling", "resolution", "scales", "backend"):
         if name in accepted and hasattr(emb, name):
             args[name] = getattr(emb, name)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import store
+from . import backends, store
 from .embedding import Embedder, get_embedder, preprocessing_options, weights_id
 from .errors import ModelMismatchError, RevsearchError
 from .images import ImageSource, path_excluded, under_folder
@@ -233,10 +233,15 @@ class Index:
                         f"the index was built with weights from a file ({spec['weights']}) that is not at "
                         f"{weights!r} any more: pass the weights file again (weights=... / --weights)"
                     )
+            int8 = spec.get("precision") == "int8" and backends.resolve_backend("auto", "int8") == "openvino"
             emb = get_embedder(
                 name,
                 weights=weights,
-                precision=spec.get("precision", "float32"),
+                # any precision makes comparable vectors: this machine's default, except that an int8 index's
+                # own quantized model is reused (from the cache) so its queries run the very same model
+                # (where OpenVINO runs it: without OpenVINO, or on a GPU, the default precision searches it as well)
+                precision="int8" if int8 else None,
+                calibration=spec.get("calibration") if int8 else None,
                 **preprocessing_options(spec.get("preprocessing", "")),  # fit, fill, pooling as recorded
             )
             self.check_compatible(emb.spec)
@@ -524,20 +529,24 @@ def resolve_embedder(
     model: Any = None,
     *,
     weights: str | os.PathLike | None = "imagenet",
-    precision: str = "float32",
+    precision: str | None = None,
 ) -> Embedder:
     """The embedder to use with an index that may already exist.
 
     The index's own embedder (with the preprocessing recorded in it) when ``model`` is None or
-    names the index's model with the same weights and precision; otherwise one built from
-    ``model`` (default ``"resnet50"``), which :meth:`Index.check_compatible` may then refuse.
+    names the index's model with the same weights, whatever ``precision`` (precision does not
+    change which vectors are comparable: an index built at one precision is searched, and updated,
+    at any other); otherwise one built from ``model`` (default ``"resnet50"``), which
+    :meth:`Index.check_compatible` may then refuse.
 
     Parameters
     ----------
     index : Index or None
     model : str, Embedder, keras.Model or None
     weights : {"imagenet", None} or path
-    precision : {"float32", "bfloat16"}
+    precision : {"float32", "bfloat16", "float16", "int8"}, optional
+        Default: int8 where the index records int8 (its quantized model is reused from the cache),
+        else this machine's default (:func:`revsearch.backends.default_precision`).
 
     Returns
     -------
@@ -545,12 +554,8 @@ def resolve_embedder(
     """
     if index is not None:
         spec = index.spec
-        same = (
-            isinstance(model, str)
-            and model.lower() == spec["model"]
-            and weights_id(weights) == spec["weights"]
-            and precision == spec.get("precision", "float32")
-        )
+        same = isinstance(model, str) and model.lower() == spec["model"] and weights_id(weights) == spec["weights"]
         if model is None or same:
-            return index.embedder()
+            emb = index.embedder()
+            return emb if precision is None or precision == emb.precision else emb.variant(precision=precision)
     return get_embedder(model if model is not None else "resnet50", weights=weights, precision=precision)

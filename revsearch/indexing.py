@@ -565,6 +565,8 @@ def update_folder(
         raise ValueError(f"follow_links must be one of {', '.join(FOLLOW_LINKS)}, not {follow_links!r}")
     scan = scan_dataset(dataset, folder, exclude, follow_links=follow_links)
     report = UpdateReport(skipped=list(scan.skipped))
+    if scan.files and emb.needs_calibration:  # int8 without its cached model: calibrate on this collection
+        emb.calibrate(scan.files)
     if not store.exists(folder) and scan.files:
         emb.load()  # the weights (or the cached OpenVINO model) before anything is written: no weights, no folder
     with store.writing(folder) as w:

@@ -193,7 +193,7 @@ def resolve_embedder(
     model : str, Embedder, keras.Model or None
     weights : {"imagenet", None} or path
     backend : {"auto", "keras", "openvino"}, optional
-    precision : {"float32", "bfloat16", "float16"}, optional
+    precision : {"float32", "bfloat16", "float16", "int8"}, optional
     resolution : int, optional
     scales : sequence of int, optional
 
@@ -212,10 +212,9 @@ def resolve_embedder(
             name or "resnet50", weights=weights, precision=precision, resolution=resolution, scales=scales, **options
         )
     else:
-        # the index's recorded precision is passed, so naming the index's model keeps its recorded
+        # precision never changes which vectors are comparable: naming the index's model keeps its recorded
         # preprocessing whatever precision is asked for (applied below)
-        recorded = existing.spec.get("precision", "float32") if existing is not None else "float32"
-        emb = _index.resolve_embedder(existing, model, weights=weights, precision=recorded)  # type: ignore[arg-type]
+        emb = _index.resolve_embedder(existing, model, weights=weights)
     if backend is not None or precision is not None:
         emb = emb.variant(backend=backend, precision=precision)
     return emb
@@ -284,7 +283,7 @@ def build_index(
     weights : {"imagenet", None} or path, default "imagenet"
     backend : {"auto", "keras", "openvino"}, optional
         What runs the model (default: auto).
-    precision : {"float32", "bfloat16", "float16"}, optional
+    precision : {"float32", "bfloat16", "float16", "int8"}, optional
         Compute precision (vectors are float32 either way).
     resolution : int, optional
         Input side in pixels.
