@@ -144,7 +144,7 @@ def test_towers_match_keras_hub_and_share_one_space(clip: ClipEmbedder, preset: 
 
 def test_openvino_image_tower_agrees_with_keras(clip: ClipEmbedder, preset: Path, tmp_path: Path) -> None:
     pytest.importorskip("openvino")
-    ov = Embedder("clip-vit-b32", weights=preset, backend="openvino", cache_dir=tmp_path)
+    ov = Embedder("clip-vit-b32", weights=preset, backend="openvino", precision="float32", cache_dir=tmp_path)
     images = [make_photo(i, (50, 40)) for i in range(4)]
     np.testing.assert_allclose(ov.embed(images), clip.embed(images), atol=1e-4)
     assert ov.spec["weights"] == clip.spec["weights"] and ov.spec["preprocessing"] == clip.spec["preprocessing"]
