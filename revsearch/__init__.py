@@ -40,6 +40,8 @@ from .errors import (  # noqa: E402  (light, no heavy imports)
 # Public names and the module that defines each; loaded on first access (PEP 562).
 _LAZY = {
     "reverse_image_search": "api",
+    "search_text": "api",
+    "TextQuery": "operations",
     "SearchResults": "api",
     "Embedder": "embedding",
     "get_embedder": "embedding",
@@ -104,7 +106,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import SearchResults, reverse_image_search
+    from .api import SearchResults, reverse_image_search, search_text
     from .display import plot_results
     from .duplicates import DuplicateReport, find_duplicates, plot_duplicates
     from .embedding import Embedder, get_embedder
@@ -116,6 +118,7 @@ if TYPE_CHECKING:  # pragma: no cover
         Index,
         IndexingResult,
         Query,
+        TextQuery,
         VectorQuery,
         build_index,
         open_index,

@@ -110,8 +110,19 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
 def _cmd_search(args: argparse.Namespace) -> int:
     from .operations import ImageQuery, IncompatibleOptionsError, open_index, search
 
+    if args.text is not None:
+        if args.query is not None:
+            raise ValueError("give either a query image or --text, not both")
+        from .operations import TextQuery
+
+        query: Any = TextQuery(args.text)  # words: a CLIP index's text tower embeds them
+    elif args.query is None:
+        raise ValueError('give the query image (revsearch search QUERY VECTOR_DIR) or words (--text "a red car" VECTOR_DIR)')
+    else:
+        query = ImageQuery(args.query)  # a file, or an http(s) URL: a bad query fails here, before the model loads
     index = open_index(args.vector_dir)
-    query = ImageQuery(args.query)  # a file, or an http(s) URL: a bad query fails here, before the model loads
+    if args.text is not None:
+        query.check(index)  # an image-only index: one line, before any model loads
     _warn_incomplete(index)
     try:
         matches = search(
@@ -125,10 +136,14 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.out:
         from .display import plot_results, save_figure
 
-        save_figure(plot_results(query.picture(), matches), args.out)
+        fig = plot_results(query.picture(), matches)
+        if query.picture() is None:  # words: the text above the grid
+            fig.suptitle(query.label, fontsize=12, fontweight="bold")
+        save_figure(fig, args.out)
     if args.json:
         out: dict[str, Any] = {
             "query": args.query,
+            **({"text": args.text} if args.text is not None else {}),
             "index": str(index.folder),
             "model": index.spec["model"],
             "k": args.k,
@@ -461,11 +476,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default=None,
-        help="resnet50 (default for a new index), mobilenet, efficientnetv2-b0, efficientnetv2-s, convnext-tiny or "
-        "resnet50-seed; an existing index keeps its model",
+        help="resnet50 (default for a new index), mobilenet, efficientnetv2-b0, efficientnetv2-s, convnext-tiny, "
+        "resnet50-seed, or clip-vit-b32 / clip-vit-b16 (also searchable by words; needs revsearch[clip]); an existing "
+        "index keeps its model",
     )
     p.add_argument(
-        "--weights", type=_weights, default="imagenet", help="imagenet (default), none (random, for tests) or a weights file"
+        "--weights", type=_weights, default="imagenet",
+        help="imagenet (default: the model's published weights), none (random, for tests), a weights file, or for "
+        "CLIP models a local keras-hub preset folder",
     )
     p.add_argument(
         "--backend", choices=["auto", "keras", "openvino"], default=None,
@@ -504,8 +522,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_index)
 
-    p = sub.add_parser("search", help="find the images most similar to QUERY")
-    p.add_argument("query", metavar="QUERY", help="the query image: a file or an http(s) URL")
+    p = sub.add_parser("search", help="find the images most similar to QUERY (or matching --text on a CLIP index)")
+    p.add_argument("query", metavar="QUERY", nargs="?", default=None,
+                   help="the query image: a file or an http(s) URL (leave it out with --text)")
+    p.add_argument("--text", metavar="WORDS", default=None,
+                   help='search by words, e.g. --text "a red car at night" (an index built with --model clip-vit-b32)')
     p.add_argument("vector_dir", metavar="VECTOR_DIR", help="the index folder")
     p.add_argument("-k", type=int, default=9, help="number of results (default 9)")
     p.add_argument("--out", default=None, help="save the result picture (query above a grid) to this file")

@@ -24,7 +24,7 @@ import numpy as np
 from . import backends
 from .errors import ImageReadError, RevsearchError, UnknownModelError, WeightsUnavailableError
 from .images import ImageSource, SkippedFile, file_digest, prepare_image, read_image_file
-from .models import DEFAULT_FIT, DEFAULT_POOLING, MODELS, ModelInfo
+from .models import DEFAULT_FIT, DEFAULT_POOLING, MODELS, TEXT_MODELS, ModelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ __all__ = [
     "Embedder",
     "EmbeddedBatch",
     "FileInfo",
+    "folder_id",
     "get_embedder",
     "l2_normalize",
     "preprocessing_options",
@@ -158,6 +159,8 @@ def weights_id(weights: str | os.PathLike | None) -> str:
     if isinstance(weights, str) and weights == "imagenet":
         return "imagenet"
     p = Path(weights)
+    if p.is_dir() and (p / "config.json").is_file():  # a keras-hub preset folder (revsearch.clip)
+        return folder_id(p)
     if not p.is_file():
         raise WeightsUnavailableError(
             f"weights file {str(p)!r} does not exist: pass weights='imagenet', weights=None, "
@@ -168,6 +171,44 @@ def weights_id(weights: str | os.PathLike | None) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return f"file:{p.name}:sha256:{h.hexdigest()[:16]}"
+
+
+def folder_id(folder: str | os.PathLike) -> str:
+    """The weights id of a weights folder (a keras-hub preset): ``file:<name>:sha256:<hash of its files>``.
+
+    Parameters
+    ----------
+    folder : path
+        Every regular file under it (names and contents, in sorted order) goes into the hash.
+
+    Returns
+    -------
+    str
+    """
+    p = Path(folder)
+    h = hashlib.sha256()
+    for f in sorted(f for f in p.rglob("*") if f.is_file() and not f.is_symlink()):
+        h.update(f.relative_to(p).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
+    return f"file:{p.name}:sha256:{h.hexdigest()[:16]}"
+
+
+def _family(name: str) -> type | None:
+    """The Embedder subclass of a catalogue model implemented in a module of its own, or None.
+
+    The image-and-text models of :data:`revsearch.models.TEXT_MODELS` are built by
+    :class:`revsearch.clip.ClipEmbedder`, which builds on this module: it is reached here by name at
+    run time (a plug-in named by the catalogue), not imported at the top. Importing revsearch.clip
+    loads no TensorFlow or keras-hub.
+    """
+    if name not in TEXT_MODELS:
+        return None
+    import importlib
+
+    return importlib.import_module(f"{__package__}.clip").ClipEmbedder  # type: ignore[no-any-return]
 
 
 def _keras_cache_dir() -> Path:
@@ -249,6 +290,14 @@ class Embedder:
     default are still searched with theirs.
     """
 
+    def __new__(cls, model: Any = "resnet50", *args: Any, **kwargs: Any) -> Embedder:
+        # A CLIP-family name builds the subclass with an image and a text tower (revsearch.clip).
+        if cls is Embedder and isinstance(model, str) and model.lower() not in MODELS:
+            family = _family(model.lower())
+            if family is not None:
+                return super().__new__(family)
+        return super().__new__(cls)
+
     def __init__(
         self,
         model: Any = "resnet50",
@@ -312,7 +361,7 @@ class Embedder:
             key = model.lower()
             if key not in MODELS:
                 raise UnknownModelError(
-                    f"unknown model {model!r}: choose one of {', '.join(sorted(MODELS))}, "
+                    f"unknown model {model!r}: choose one of {', '.join(sorted([*MODELS, *TEXT_MODELS]))}, "
                     "or pass a Keras model whose output is one vector per image"
                 )
             self.name = key
@@ -1016,7 +1065,7 @@ def preprocessing_options(preprocessing: str) -> dict[str, Any]:
     import re
 
     pattern = (
-        r"^(pad|crop):(edge|mean|rgb\((\d+),(\d+),(\d+)\))/resize:(\d+):bicubic/[^/]+(/pool:(gem|max)[^/]*)?"
+        r"^(pad|crop):(edge|mean|rgb\((\d+),(\d+),(\d+)\))/resize:(\d+):bicubic/[^/]+(/pool:(gem|max|own)[^/]*)?"
         r"(/scales:(\d+(?:\+\d+)+):sum-l2)?$"
     )
     m = re.match(pattern, preprocessing)

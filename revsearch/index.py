@@ -226,7 +226,7 @@ class Index:
                 weights = None
             elif weights.startswith("file:"):  # recorded by revsearch.indexing
                 weights = self.manifest.weights_path
-                if not weights or not Path(weights).is_file():
+                if not weights or not Path(weights).exists():  # a file, or a keras-hub preset folder (CLIP)
                     raise ModelMismatchError(
                         f"the index was built with weights from a file ({spec['weights']}) that is not at "
                         f"{weights!r} any more: pass the weights file again (weights=... / --weights)"

@@ -73,6 +73,7 @@ __all__ = [
     "notebook_settings",
     "pipeline_note",
     "prepare_index",
+    "query_text",
     "sample_query",
     "show_duplicates",
     "storage_report",
@@ -367,6 +368,7 @@ def notebook_settings(
     RevsearchError
         An unknown storage, model or vectors choice, a bad source, or an unreadable override.
     """
+    from .clip import TEXT_MODELS
     from .data import ORIGINAL_IMAGES_ID, ORIGINAL_VECTORS_ID
     from .models import MODELS
 
@@ -407,8 +409,8 @@ def notebook_settings(
 
     kind = _parse_storage(storage)
     model = model.strip().lower()
-    if model not in MODELS:
-        raise RevsearchError(f"unknown model {model!r}: choose one of {', '.join(sorted(MODELS))}")
+    if model not in MODELS and model not in TEXT_MODELS:
+        raise RevsearchError(f"unknown model {model!r}: choose one of {', '.join(sorted([*MODELS, *TEXT_MODELS]))}")
     if int(k) < 1:
         raise RevsearchError(f"k must be at least 1, not {k}")
     backend = str(backend).strip().lower()
@@ -429,6 +431,8 @@ def notebook_settings(
         choice, reason = REINDEX, "your own images are indexed"
         if model == "resnet50-seed":
             reason += " with the original pipeline"
+    elif choice == "auto" and model in TEXT_MODELS:
+        choice, reason = REINDEX, f"auto: {model} asked for (its index is also searched by words)"
     elif choice == "auto":
         choice = default_vectors(devices)
         reason = "auto: a GPU is available" if choice == REINDEX else "auto: no GPU, so the fast path"
@@ -646,6 +650,10 @@ def pipeline_note(index: Index, settings: NotebookSettings | None = None) -> str
         )
     if settings is not None and settings.own_dataset:
         switch = "Set MODEL in step 2 to index with another model."
+    from .clip import supports_text
+
+    if supports_text(spec["model"]):
+        switch += " This index is also searched by words: the Words box of step 5, or TEXT in step 6."
     return f"These results come from {what}.\n{switch}"
 
 
@@ -826,6 +834,24 @@ def prepare_index(
     logger.info("%s", pipeline_note(index, settings))
     logger.info("%s", storage_report(settings))
     return index, report
+
+
+def query_text(text: str | None = None, env: Mapping[str, str] | None = None) -> str | None:
+    """The words of step 6's ``TEXT`` (a CLIP index searched by words), or ``REVSEARCH_NB_TEXT``; None for none.
+
+    Parameters
+    ----------
+    text : str, optional
+        The form's value.
+    env : mapping, optional
+        Default ``os.environ``.
+
+    Returns
+    -------
+    str or None
+    """
+    value = (text or "").strip() or (_env(os.environ if env is None else env, "TEXT") or "")
+    return value or None
 
 
 def sample_query(settings: NotebookSettings, query: str | os.PathLike | None = None) -> Path | str:

@@ -46,6 +46,7 @@ __all__ = [
     "IncompatibleOptionsError",
     "Query",
     "ImageQuery",
+    "TextQuery",
     "VectorQuery",
     "as_query",
     "register_query_kind",
@@ -456,6 +457,49 @@ class VectorQuery(Query):
         if v.ndim != 2 or v.shape[1] != index.dim:
             raise ValueError(f"a query vector of shape {np.shape(self.vector)} does not fit an index of {index.dim}-d vectors")
         return v
+
+
+@dataclass
+class TextQuery(Query):
+    """Words to find photos by (``"a red car at night"``), or a list of them: for an index built with an
+    image-and-text model (:data:`revsearch.models.TEXT_MODELS`, e.g. ``"clip-vit-b32"``), whose text tower
+    puts them in the space of its image vectors. A string is never taken for words by :func:`as_query`
+    (it is a file path there): wrap it in a TextQuery.
+    """
+
+    text: str | Sequence[str]
+    label: str = "text"
+
+    def __post_init__(self) -> None:
+        from .clip import clean_texts
+
+        single = isinstance(self.text, str)
+        texts = clean_texts(self.text)  # an empty or non-string query fails here, before any model loads
+        self.text = texts[0] if single else texts
+        self.label = f"“{texts[0]}”" if single else f"{len(texts)} texts"
+
+    def check(self, index: _index.Index) -> None:
+        """Raise a one-line :class:`ModelMismatchError` unless ``index`` was built with an image-and-text model."""
+        from .clip import supports_text
+
+        model = index.spec["model"]
+        if not supports_text(model):
+            from .errors import ModelMismatchError
+            from .models import TEXT_MODELS
+
+            raise ModelMismatchError(
+                f"the index in {str(index.folder)!r} was built with {model}, an image model: it cannot be searched "
+                f"by words. Build an index with an image-and-text model ({', '.join(sorted(TEXT_MODELS))}) in another "
+                f"folder: revsearch index {index.dataset_dir or 'DATASET_DIR'} NEW_VECTOR_DIR --model clip-vit-b32"
+            )
+
+    def vectors(self, index: _index.Index, embedder: Embedder | None) -> np.ndarray:
+        from .clip import embed_text
+
+        self.check(index)
+        emb = embedder if embedder is not None else index.embedder()
+        index.check_compatible(emb.spec)
+        return np.atleast_2d(embed_text(emb, self.text))
 
 
 #: How values are recognised as queries: (test, kind), tried in order (see :func:`register_query_kind`).
