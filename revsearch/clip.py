@@ -203,7 +203,10 @@ class ClipEmbedder(Embedder):
         self.backend = backends.resolve_backend(backend, precision)
         self._chosen = backend == "auto" and self.backend == "openvino"
         self._precision_given = precision is not None
-        self.precision = precision or backends.default_precision(self.backend)
+        if precision is None:  # the backend's rule, except int8 (needs calibration, not offered here)
+            precision = backends.default_precision(self.backend)
+            precision = precision if precision in ("float32", "bfloat16", "float16") else "float32"
+        self.precision = precision
         if self.precision not in backends.PRECISIONS[self.backend]:
             raise ValueError(
                 f"the {self.backend} backend does not run precision {self.precision!r}: "
