@@ -314,7 +314,8 @@ def _migrate_1_to_2(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 #: The migrations, in order: ``MIGRATIONS[v]`` turns a manifest of format ``v`` into format ``v + 1``
-#: (in memory; the next commit writes :attr:`Manifest.VERSION`). Add one with each new format version.
+#: (in memory; the next commit writes :attr:`Manifest.VERSION`). A version whose manifests read as
+#: they are in the next one (e.g. a new optional section) needs no entry.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2}
 
 
@@ -339,7 +340,8 @@ def validate_manifest(manifest: Any, mpath: Path) -> Manifest:
             f"understands ({FORMAT_VERSION}): upgrade revsearch"
         )
     for v in range(version, FORMAT_VERSION):  # in order, each to the next version
-        manifest = MIGRATIONS[v](manifest)
+        if v in MIGRATIONS:
+            manifest = MIGRATIONS[v](manifest)
     spec = manifest.get("spec")
     if not isinstance(spec, dict):
         raise _damaged(mpath, "'spec' is missing or not an object")
@@ -378,7 +380,7 @@ def validate_manifest(manifest: Any, mpath: Path) -> Manifest:
         raise _damaged(mpath, "two shards name the same file")
     if "count" in manifest and manifest["count"] != total:
         raise _damaged(mpath, f"'count' is {manifest['count']!r} but the shards hold {total} rows")
-    for section in _ANN_KEYS:
+    for section in ("ann", "ann_stale"):
         meta = manifest.get(section)
         if meta is None:
             continue
@@ -398,10 +400,6 @@ def validate_manifest(manifest: Any, mpath: Path) -> Manifest:
     if not isinstance(out.get("complete", True), bool):
         raise _damaged(mpath, f"'complete' is {out['complete']!r}")
     return out
-
-
-#: The manifest entries of the approximate index: the current one, and one an update made stale.
-_ANN_KEYS = ("ann", "ann_stale")
 
 
 class Manifest(dict):
@@ -540,12 +538,7 @@ class Manifest(dict):
     # ------------------------------------------------------------------ files
     def file_names(self) -> set[str]:
         """Every file the manifest names (shards and sections)."""
-        out = {n for s in self.get("shards", []) for n in s.get("files", {}).values()}
-        for section in _ANN_KEYS:
-            name = (self.get(section) or {}).get("file")
-            if name:
-                out.add(name)
-        return out
+        return _named_files(self)
 
 
 def read_manifest(folder: str | os.PathLike) -> Manifest:
@@ -1089,9 +1082,9 @@ class FolderWriter:
         atomic_write(self.folder / MANIFEST_NAME, lambda f: f.write(data), tag=self.store_id)
         _fsync_dir(self.folder)
         self.manifest = manifest
-        live = manifest.file_names()
+        live = _named_files(manifest)
         self._pending -= live
-        self._housekeep(previous.file_names() if previous else set(), live | set(protect))
+        self._housekeep(_named_files(previous) if previous else set(), live | set(protect))
         return manifest
 
     def _housekeep(self, previously_named: set[str], keep: set[str]) -> None:
@@ -1114,6 +1107,17 @@ class FolderWriter:
             with contextlib.suppress(OSError):
                 (self.folder / name).unlink()
         self._pending.clear()
+
+
+def _named_files(manifest: dict[str, Any] | None) -> set[str]:
+    if not manifest:
+        return set()
+    out = {n for s in manifest.get("shards", []) for n in s.get("files", {}).values()}
+    for section in ("ann", "ann_stale"):
+        name = (manifest.get(section) or {}).get("file")
+        if name:
+            out.add(name)
+    return out
 
 
 @contextlib.contextmanager
