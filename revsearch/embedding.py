@@ -1066,7 +1066,7 @@ def preprocessing_options(preprocessing: str) -> dict[str, Any]:
     import re
 
     pattern = (
-        r"^(pad|crop):(edge|mean|rgb\((\d+),(\d+),(\d+)\))/resize:(\d+):bicubic/[^/]+(/pool:(gem|max|own)[^/]*)?"
+        r"^(pad|crop|stretch):(edge|mean|rgb\((\d+),(\d+),(\d+)\))/resize:(\d+):bicubic/[^/]+(/pool:(gem|max|own)[^/]*)?"
         r"(/scales:(\d+(?:\+\d+)+):sum-l2)?$"
     )
     m = re.match(pattern, preprocessing)
