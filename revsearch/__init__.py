@@ -48,6 +48,7 @@ _LAZY = {
     "import_legacy": "legacy",
     "search_images": "rerank",
     "DatabaseAugmentation": "rerank",
+    "Expansion": "rerank",
     "find_duplicates": "duplicates",
     "DuplicateReport": "duplicates",
     "plot_duplicates": "duplicates",
@@ -97,5 +98,5 @@ if TYPE_CHECKING:  # pragma: no cover
     from .images import find_images, load_image
     from .index import Index, UpdateReport
     from .legacy import import_legacy
-    from .rerank import DatabaseAugmentation, search_images
+    from .rerank import DatabaseAugmentation, Expansion, search_images
     from .search import Match, topk_cosine

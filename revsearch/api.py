@@ -60,6 +60,7 @@ def reverse_image_search(
     save_path: str | os.PathLike | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    expand: Any = None,
 ) -> SearchResults:
     """Find the images most similar to ``query``.
 
@@ -98,6 +99,11 @@ def reverse_image_search(
         GPU).
     progress : bool, default True
         Show progress bars while indexing.
+    expand : bool or Expansion, optional
+        Query expansion and database-side augmentation (:class:`revsearch.Expansion`), on by
+        default: the index's recorded expansion (``qe=2, dba=2, alpha=3`` unless the index was
+        built with another). ``False``: a plain cosine search of the stored vectors. The
+        augmentation is stored in the index by every ``generate=True``.
 
     Returns
     -------
@@ -144,7 +150,9 @@ def reverse_image_search(
         except IndexNotFoundError as e:
             raise IndexNotFoundError(f"{e} (run reverse_image_search with generate=True first)") from None
         embedder = resolve_embedder(index, model, weights=weights, precision=index.spec.get("precision", "float32"))
-    matches: list[Match] = index.search(query, k, embedder=embedder, dataset_dir=dataset_dir)  # type: ignore[assignment]
+    matches: list[Match] = index.search(  # type: ignore[assignment]
+        query, k, embedder=embedder, dataset_dir=dataset_dir, expand=expand
+    )
     results = SearchResults(matches)
     results.report, results.index = report, index
     if show or save_path is not None:

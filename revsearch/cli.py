@@ -82,6 +82,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
     if args.backend is not None or args.precision is not None:  # asked for: also when the index exists
         embedder = embedder.variant(backend=args.backend, precision=args.precision)
     batch_size = args.batch_size or embedder.batch_size
+    # the search expansion recorded in the index (re-tuned for this collection), only where asked for
+    expansion = _expansion(args, existing) if (_options_given(args) or args.no_expand) else None
     if getattr(args, "dask", None):  # on a Dask cluster (revsearch.distributed)
         from .distributed import build_index_dask
 
@@ -91,6 +93,13 @@ def _cmd_index(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
         report, summary = dreport.report, dreport.summary()
+        if expansion is not None:
+            from . import store
+            from .indexing import refresh_augmentation
+
+            with store.writing(args.vector_dir, create=False) as w:
+                report.augmented += refresh_augmentation(w, expansion=expansion)
+            index = Index.open(args.vector_dir)
     else:
         index, report = Index.build(
             args.dataset_dir,
@@ -101,6 +110,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
             prune=args.prune,
             exclude=args.exclude,
             progress=not args.quiet,
+            expansion=expansion,
         )
         summary = report.summary()
     for s in report.skipped:
@@ -142,13 +152,34 @@ def _sized_embedder(existing: Any, args: argparse.Namespace) -> Any:
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
-    """Search-side options (revsearch.rerank) of ``search`` and ``evaluate``."""
-    p.add_argument("--qe", type=int, default=0, metavar="K",
-                   help="alpha query expansion from the K best matches (0: off, default; 2 is a good start)")
-    p.add_argument("--alpha", type=float, default=3.0, help="query-expansion weight exponent (default 3; 0: average)")
-    p.add_argument("--dba", type=int, default=0, metavar="K",
-                   help="database-side augmentation with K neighbours, computed from the index (0: off, default)")
-    p.add_argument("--dba-alpha", type=float, default=3.0, help="database-augmentation weight exponent (default 3)")
+    """Search-side options (revsearch.rerank) of ``search`` and ``evaluate``: expansion is on by default."""
+    p.add_argument("--no-expand", action="store_true",
+                   help="plain cosine search: no query expansion, no database-side augmentation (they are on by "
+                        "default: the index's recorded expansion, else qe=2 dba=2 alpha=3)")
+    p.add_argument("--qe", type=int, default=None, metavar="K",
+                   help="alpha query expansion from the K best matches (0: off; default: the index's, 2)")
+    p.add_argument("--alpha", type=float, default=None, help="query-expansion weight exponent (default: the index's, 3)")
+    p.add_argument("--dba", type=int, default=None, metavar="K",
+                   help="database-side augmentation with K neighbours (0: off; default: the index's, 2; stored in the "
+                        "index by every update)")
+    p.add_argument("--dba-alpha", type=float, default=None, help="database-augmentation weight exponent (default: the index's, 3)")
+
+
+def _expansion(args: argparse.Namespace, index: Any) -> Any:
+    """The Expansion the search/evaluate options ask for, and whether any was given explicitly."""
+    from .rerank import NO_EXPANSION, Expansion
+
+    given = {k: getattr(args, k) for k in ("qe", "alpha", "dba", "dba_alpha") if getattr(args, k, None) is not None}
+    if getattr(args, "no_expand", False):
+        if given:
+            raise ValueError("--no-expand turns expansion off: leave out --qe/--alpha/--dba/--dba-alpha (or --no-expand)")
+        return NO_EXPANSION
+    base = index.expansion if index is not None else Expansion()
+    return Expansion(**{**base.to_dict(), **given})
+
+
+def _options_given(args: argparse.Namespace) -> bool:
+    return any(getattr(args, k, None) is not None for k in ("qe", "alpha", "dba", "dba_alpha"))
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -159,10 +190,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
     index = Index.open(args.vector_dir)
     query = read_query(args.query)  # a file, or an http(s) URL (downloaded with a time limit and size cap)
     load_image(query, label=args.query)  # a bad query fails here, before the model loads
-    if getattr(args, "dask", None) and (args.qe or args.dba or args.rotations):
+    if getattr(args, "dask", None) and (_options_given(args) or args.rotations):
         raise ValueError("--qe, --dba and --rotations search on this machine: leave out --dask to use them")
-    if (args.qe or args.dba or args.rotations) and (args.under or args.exclude):
-        raise ValueError("--qe, --dba and --rotations do not work with --under/--exclude yet: use one or the other")
+    if args.rotations and (args.under or args.exclude):
+        raise ValueError("--rotations does not work with --under/--exclude yet: use one or the other")
+    expansion = _expansion(args, index)
     _warn_incomplete(index)
     if getattr(args, "dask", None):  # exact search on a Dask cluster (revsearch.distributed)
         from .distributed import search_dask
@@ -170,20 +202,26 @@ def _cmd_search(args: argparse.Namespace) -> int:
         if args.under or args.exclude:
             raise RevsearchError("--under and --exclude do not work with --dask yet: leave out --dask to use them")
 
+        logger.info("--dask: an exact plain search on the cluster (no expansion)")
+        from .rerank import NO_EXPANSION
+
+        expansion = NO_EXPANSION
         scores, rows = search_dask(index, index.embedder().embed(query), args.k, client=args.dask)
         matches = index.matches(scores, rows, args.dataset_dir)[0]
-    elif args.qe or args.dba or args.rotations:
+    elif args.rotations:
         from .rerank import search_images
 
         matches = search_images(
-            index, query, args.k, qe=args.qe, alpha=args.alpha, dba=args.dba, dba_alpha=args.dba_alpha,
-            rotations=args.rotations, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False),
+            index, query, args.k, qe=expansion.qe, alpha=expansion.alpha, dba=expansion.dba,
+            dba_alpha=expansion.dba_alpha, rotations=args.rotations, dataset_dir=args.dataset_dir,
+            exact=getattr(args, "exact", False),
         )
     else:
         emb = index.embedder().variant(backend=args.backend) if getattr(args, "backend", None) else None
         matches = index.search(
             query, args.k, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False), embedder=emb,
             under=_relative_folder(index, args.under, args.dataset_dir), exclude_paths=args.exclude,
+            expand=expansion,
         )
     if args.out:
         from .display import plot_results, save_figure
@@ -195,8 +233,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             "index": str(index.folder),
             "model": index.spec["model"],
             "k": args.k,
-            "options": {"qe": args.qe, "alpha": args.alpha, "dba": args.dba, "dba_alpha": args.dba_alpha,
-                        "rotations": args.rotations},
+            "options": {**expansion.to_dict(), "rotations": args.rotations},
             "results": [
                 {"rank": m.rank + 1, "score": round(m.score, 6), "path": str(m.path), "relpath": m.relpath}
                 for m in matches  # type: ignore[union-attr]
@@ -268,7 +305,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .index import Index
 
     index = Index.open(args.vector_dir)
-    if args.near_duplicates and (args.qe or args.dba):
+    if args.near_duplicates and (_options_given(args) or args.no_expand):
         raise ValueError("--qe and --dba are evaluated on class retrieval: leave out --near-duplicates to use them")
     if args.near_duplicates:
         report: Any = evaluate_near_duplicates(
@@ -282,8 +319,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         )
     else:
         report = evaluate_index(
-            index, args.dataset_dir, k=args.k, layout=args.layout, qe=args.qe, alpha=args.alpha, dba=args.dba,
-            dba_alpha=args.dba_alpha,
+            index, args.dataset_dir, k=args.k, layout=args.layout, expand=_expansion(args, index),
         )
     if args.json:
         head = {"dataset_dir": args.dataset_dir, "index": str(index.folder), "model": index.spec["model"],
@@ -565,6 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input side in pixels (default: the model's, 224; larger keeps more detail, ~(side/224)^2 the time)")
     p.add_argument("--scales", type=_scales, default=None,
                    help="multi-scale descriptors: input sides, e.g. 224,320 (the sum of the per-scale vectors)")
+    _add_search_options(p)  # recorded in the index: what its searches use by default
     p.add_argument("--workers", type=_positive_int, default=None, help="image-reading threads (default: CPUs)")
     p.add_argument(
         "--prune", action="store_true",

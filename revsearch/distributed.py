@@ -420,7 +420,7 @@ def build_index_dask(
     from .embedding import Embedder, get_embedder
     from .images import SkippedFile
     from .index import Index, UpdateReport, path_excluded
-    from .indexing import check_prune, index_fields, refresh_ann, scan_dataset
+    from .indexing import check_prune, index_fields, refresh_ann, refresh_augmentation, scan_dataset
 
     distributed = _distributed()
     t0 = time.perf_counter()
@@ -532,6 +532,7 @@ def build_index_dask(
             fields["ann_stale"], fields["ann"] = ann, None
         manifest = w.commit(shards=shards, spec=spec, complete=True, fields=fields)
         refresh_ann(w, manifest, progress=progress)
+        report.augmented = refresh_augmentation(w)
     report.seconds = time.perf_counter() - t0
     out = DaskReport(report, partitions=len(parts), reused=len(parts) - len(todo), workers=workers,
                      tasks=[results[i] for i in sorted(results)])

@@ -348,6 +348,7 @@ class NotebookSettings:
     output_dir: Path
     own_dataset: bool
     backend: str = "auto"
+    expand: bool = True
 
     def search_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`revsearch.widgets.search_widget` for these settings."""
@@ -357,6 +358,7 @@ class NotebookSettings:
             "model": self.model,
             "k": self.k,
             "weights": self.weights,
+            "expand": self.expand,
         }
 
     def describe(self) -> str:
@@ -462,13 +464,14 @@ def notebook_settings(
     devices: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
     backend: str = "auto",
+    expand: bool = True,
 ) -> NotebookSettings:
     """Turn the notebook's form into folders, mounting Google Drive if asked to and in Colab.
 
     Each argument can be overridden by an environment variable ``REVSEARCH_NB_<NAME>``, which wins
     over the form: ``STORAGE``, ``DOWNLOAD`` (1/0), ``DATASET_DIR``, ``VECTORS``, ``MODEL``, ``K``,
     ``IMAGES_SOURCE``, ``VECTORS_SOURCE``, ``KEEP_ARCHIVES`` (1/0), ``WEIGHTS`` (``imagenet``,
-    ``none`` or a file), ``BACKEND`` (``auto``, ``keras``, ``openvino``), ``WORK_DIR``, ``DRIVE_DIR``, ``DRIVE_MOUNT`` (where Drive is mounted) and
+    ``none`` or a file), ``BACKEND`` (``auto``, ``keras``, ``openvino``), ``EXPAND`` (1/0), ``WORK_DIR``, ``DRIVE_DIR``, ``DRIVE_MOUNT`` (where Drive is mounted) and
     ``OFFLINE`` (1: never mount Drive nor download; for automated runs). The notebook's test uses
     them.
 
@@ -508,6 +511,9 @@ def notebook_settings(
     backend : {"auto", "keras", "openvino"}, default "auto"
         What runs the model while indexing: ``"auto"`` is OpenVINO on a CPU where it is
         installed, Keras on a GPU.
+    expand : bool, default True
+        Query expansion and database-side augmentation in searches (``EXPAND``: 1/0); off: a
+        plain cosine search.
 
     Returns
     -------
@@ -548,6 +554,8 @@ def notebook_settings(
         weights = v
     if (v := _env(env, "BACKEND")) is not None:
         backend = v or "auto"
+    if (v := _env(env, "EXPAND")) is not None:
+        expand = _parse_bool(v or "1", "EXPAND")
     if (v := _env(env, "WORK_DIR")) is not None:
         work_dir = v or None
     if (v := _env(env, "DRIVE_DIR")) is not None:
@@ -640,6 +648,7 @@ def notebook_settings(
         output_dir=persist / "results",
         own_dataset=own,
         backend=backend,
+        expand=bool(expand),
     )
 
 

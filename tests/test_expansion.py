@@ -1,0 +1,249 @@
+"""Expansion by default (issue 18): query expansion and database-side augmentation on every search,
+the augmentation stored in the index, kept up to date incrementally, crash-safe and migrated."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_photos
+
+from revsearch import Expansion, cli, store
+from revsearch.embedding import Embedder
+from revsearch.evaluate import evaluate_index
+from revsearch.index import MANIFEST_NAME, Index
+from revsearch.rerank import DEFAULT_EXPANSION, DatabaseAugmentation, search_expanded
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def manifest(vec: Path) -> dict:
+    return json.loads((vec / MANIFEST_NAME).read_text())
+
+
+def stored_dba(idx: Index) -> store.StoredAugmentation:
+    aug = idx.snapshot.augmentation
+    assert aug is not None, "the index stores no augmentation"
+    return aug
+
+
+def check_matches_full_computation(idx: Index) -> None:
+    """The stored augmentation is what a computation from scratch gives."""
+    aug = stored_dba(idx)
+    full = DatabaseAugmentation.compute(idx.vectors, aug.k, aug.alpha)
+    np.testing.assert_array_equal(np.asarray(aug.neighbours), full.neighbours)
+    np.testing.assert_allclose(np.asarray(aug.vectors), full.vectors, atol=2e-6)
+
+
+def neighbour_paths(idx: Index) -> dict[str, list[str]]:
+    """Each path's k nearest other paths, from scratch."""
+    full = DatabaseAugmentation.compute(idx.vectors, DEFAULT_EXPANSION.dba, DEFAULT_EXPANSION.dba_alpha)
+    paths = idx.paths
+    return {p: [paths[j] for j in row if j >= 0] for p, row in zip(paths, full.neighbours)}
+
+
+@pytest.fixture()
+def built(tmp_path: Path, resnet_random: Embedder) -> tuple[Path, Path]:
+    ds, vec = tmp_path / "ds", tmp_path / "vec"
+    write_photos(ds, 24)
+    Index.build(ds, vec, resnet_random, progress=False)
+    return ds, vec
+
+
+def test_every_index_stores_its_augmentation_and_search_expands_by_default(built, resnet_random) -> None:  # type: ignore[no-untyped-def]
+    ds, vec = built
+    idx = Index.open(vec)
+    assert idx.manifest["format_version"] == store.FORMAT_VERSION == 3
+    assert idx.expansion == DEFAULT_EXPANSION and DEFAULT_EXPANSION.active
+    check_matches_full_computation(idx)
+    q = idx.vectors[[3, 17]]
+    aug = DatabaseAugmentation.compute(idx.vectors, DEFAULT_EXPANSION.dba, DEFAULT_EXPANSION.dba_alpha)
+    s_ref, r_ref = search_expanded(idx, q, 5, qe=DEFAULT_EXPANSION.qe, alpha=DEFAULT_EXPANSION.alpha, dba=aug)
+    default = idx.search_vectors(q, 5)
+    assert [[m.row for m in row] for row in default] == r_ref.tolist()
+    np.testing.assert_allclose([[m.score for m in row] for row in default], s_ref, atol=1e-5)
+    # one switch turns it off: the plain cosine search of the stored (raw) vectors
+    plain = idx.search_vectors(q, 5, expand=False)
+    s_raw, r_raw = idx.topk(q, 5)
+    assert [[m.row for m in row] for row in plain] == r_raw.tolist()
+    assert plain[0][0].score == pytest.approx(1.0, abs=1e-5)
+    assert not np.allclose(s_ref, s_raw)  # expansion changed something
+    # the raw vectors are still what the index holds
+    assert np.allclose(np.linalg.norm(idx.vectors, axis=1), 1.0, atol=1e-4)
+    assert not np.allclose(np.asarray(stored_dba(idx).vectors), idx.vectors)
+    # image search, with the query's own photo first either way
+    photo = ds / idx.paths[5]
+    assert idx.search(photo, 3)[0].relpath == idx.paths[5]
+    assert idx.search(photo, 3, expand=False)[0].score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_an_update_recomputes_only_the_rows_whose_neighbours_change(built, resnet_random) -> None:  # type: ignore[no-untyped-def]
+    ds, vec = built
+    before = Index.open(vec)
+    old_nb = neighbour_paths(before)
+    write_photos(ds, 2, start=100)  # two new photos
+    (ds / before.paths[7]).unlink()  # and one gone
+    idx, report = Index.build(ds, vec, resnet_random, progress=False)
+    assert len(idx) == 25
+    new_nb = neighbour_paths(idx)
+    # the rows whose neighbour lists are not what they were, and the new rows: nothing else
+    expected = sum(1 for p, nb in new_nb.items() if old_nb.get(p) != nb)
+    assert 2 <= expected < len(idx) - 10
+    assert report.augmented == expected
+    check_matches_full_computation(idx)
+    assert "dba_stale" not in idx.manifest
+    # nothing changed: nothing recomputed, nothing rewritten
+    files = sorted(p.name for p in vec.iterdir())
+    _, again = Index.build(ds, vec, resnet_random, progress=False)
+    assert again.augmented == 0 and sorted(p.name for p in vec.iterdir()) == files
+
+
+KILLED_UPDATE = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, {repo!r})
+    import revsearch.rerank as rerank
+    from revsearch.index import Index
+
+    original = rerank.augmented_blocks
+
+    def slow(*args, **kwargs):
+        for i, block in enumerate(original(*args, **kwargs, block=4)):
+            if i == 2:
+                Path(sys.argv[3]).write_text("writing")
+                time.sleep(120)
+            yield block
+
+    rerank.augmented_blocks = slow
+    from revsearch.embedding import get_embedder
+
+    emb = get_embedder("resnet50", weights=None, precision="float32")
+    Index.build(sys.argv[1], sys.argv[2], emb, progress=False)
+    """
+)
+
+
+def test_a_killed_update_leaves_a_consistent_index_and_the_next_one_finishes(built, resnet_random, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ds, vec = built
+    before = Index.open(vec)
+    reference = before.search_vectors(before.vectors[:4], 5)
+    for p in before.paths[:3]:  # removed rows: the update embeds nothing
+        (ds / p).unlink()
+    marker = tmp_path / "marker"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_UPDATE.format(repo=str(REPO)), str(ds), str(vec), str(marker)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 240
+    try:
+        while not marker.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"the update ended (rc={proc.returncode}) before the kill point: "
+                            f"{proc.stderr.read().decode(errors='replace')[-2000:]}")
+            assert time.monotonic() < deadline, "the update did not reach the kill point"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    # killed while writing the augmentation: the rows are committed, the old augmentation is set aside
+    idx = Index.open(vec)
+    m = idx.manifest
+    assert len(idx) == 21 and m["count"] == 21 and "dba" not in m and m["dba_stale"]["count"] == 24
+    assert idx.snapshot.augmentation is None
+    # search still expands, from an augmentation computed in memory: the same as from scratch
+    aug = DatabaseAugmentation.compute(idx.vectors, 2, 3.0)
+    np.testing.assert_allclose(idx.augmentation().vectors, aug.vectors, atol=2e-6)
+    _, r_ref = search_expanded(idx, idx.vectors[:4], 5, qe=2, alpha=3.0, dba=aug)
+    assert [[x.row for x in row] for row in idx.search_vectors(idx.vectors[:4], 5)] == r_ref.tolist()
+    assert [x.relpath for x in reference[3]] != []  # the old state was searchable too
+    # the next update brings it up to date from what was set aside, not from scratch
+    idx2, report = Index.build(ds, vec, resnet_random, progress=False)
+    assert 0 < report.augmented < 21
+    check_matches_full_computation(idx2)
+    assert "dba_stale" not in idx2.manifest
+    named = {n for s in idx2.manifest["shards"] for n in s["files"].values()} | set(idx2.manifest["dba"]["files"].values())
+    ours = {p.name for p in vec.iterdir() if p.name not in (MANIFEST_NAME, store.LOCK_NAME)}
+    assert ours == named  # the killed run's half-written files are gone
+
+
+def test_an_index_of_format_2_is_searched_with_expansion_and_migrated_by_the_next_update(built, resnet_random, caplog) -> None:  # type: ignore[no-untyped-def]
+    ds, vec = built
+    expected = [[x.row for x in row] for row in Index.open(vec).search_vectors(Index.open(vec).vectors[:3], 5)]
+    m = manifest(vec)
+    for name in m["dba"]["files"].values():
+        (vec / name).unlink()
+    for key in ("dba", "dba_stale", "expansion"):
+        m.pop(key, None)
+    m["format_version"] = 2
+    (vec / MANIFEST_NAME).write_text(json.dumps(m))
+    idx = Index.open(vec)
+    assert idx.manifest["format_version"] == 2 and idx.snapshot.augmentation is None
+    with caplog.at_level(logging.WARNING, logger="revsearch"):
+        got = [[x.row for x in row] for row in idx.search_vectors(idx.vectors[:3], 5)]
+    assert got == expected
+    assert any("stores no database augmentation" in r.getMessage() for r in caplog.records)
+    idx2, report = Index.build(ds, vec, resnet_random, progress=False)
+    m2 = idx2.manifest
+    assert m2["format_version"] == 3 and m2["migrated_from"] == 2 and report.augmented == len(idx2) == 24
+    check_matches_full_computation(idx2)
+
+
+def test_a_newer_revsearch_format_is_refused_by_name(built) -> None:  # type: ignore[no-untyped-def]
+    _, vec = built
+    m = manifest(vec)
+    m["dba"]["files"]["vectors"] = "../outside.npy"
+    (vec / MANIFEST_NAME).write_text(json.dumps(m))
+    from revsearch.errors import IndexFormatError
+
+    with pytest.raises(IndexFormatError, match="dba"):
+        Index.open(vec)
+
+
+def test_expansion_can_be_retuned_per_index_and_evaluate_measures_what_search_does(tmp_path, resnet_random) -> None:  # type: ignore[no-untyped-def]
+    ds, vec = tmp_path / "ds", tmp_path / "vec"
+    write_photos(ds / "a", 8)
+    write_photos(ds / "b", 8, start=8)
+    Index.build(ds, vec, resnet_random, progress=False)
+    rep = evaluate_index(vec, k=3)
+    assert rep.options["as_search"] and rep.options["qe"] == 2 and rep.options["dba"] == 2
+    assert "what search does by default" in rep.options_text()
+    plain = evaluate_index(vec, k=3, expand=False)
+    assert plain.options["qe"] == 0 and plain.options["dba"] == 0 and not plain.options["as_search"]
+    # a collection tuned otherwise: recorded in the index, stored with its k, used by search and evaluate
+    tuned = Expansion(qe=1, alpha=1.0, dba=3, dba_alpha=1.0)
+    idx, _ = Index.build(ds, vec, resnet_random, progress=False, expansion=tuned)
+    assert idx.expansion == tuned and stored_dba(idx).k == 3 and stored_dba(idx).alpha == 1.0
+    check_matches_full_computation(idx)
+    rep = evaluate_index(vec, k=3)
+    assert rep.options["as_search"] and rep.options["dba"] == 3 and rep.options["qe"] == 1
+    # and turned off for the collection: no augmentation stored, searches plain
+    idx, _ = Index.build(ds, vec, resnet_random, progress=False, expansion=False)
+    assert not idx.expansion.active and idx.snapshot.augmentation is None and "dba" not in idx.manifest
+    assert idx.search_vectors(idx.vectors[2], 1)[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_cli_search_expands_by_default_and_no_expand_turns_it_off(built, capsys) -> None:  # type: ignore[no-untyped-def]
+    ds, vec = built
+    photo = ds / Index.open(vec).paths[4]
+    assert cli.main(["search", str(photo), str(vec), "-k", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["options"]["qe"] == 2 and out["options"]["dba"] == 2
+    assert cli.main(["search", str(photo), str(vec), "-k", "3", "--json", "--no-expand"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["options"]["qe"] == 0 and out["options"]["dba"] == 0
+    assert out["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert cli.main(["search", str(photo), str(vec), "--no-expand", "--qe", "2"]) == cli.EXIT_ERROR
