@@ -1,0 +1,442 @@
+"""Stage one: the candidate pairs, from the vectors an index holds.
+
+For every image, its ``k`` most similar images whose cosine is at least ``threshold`` (ties broken
+by row number) are its candidate neighbours.
+
+``"exact"`` (the default up to :data:`EXACT_MAX_VECTORS` vectors)
+    Every pair is scored, block by block (``BLOCK_ROWS`` x ``BLOCK_ROWS`` float32 scores at a
+    time, each pair once), straight from the memory-mapped shards: memory stays bounded and the
+    edges equal a brute-force computation.
+``"approximate"`` (above it)
+    An inverted file, as approximate search indexes do: spherical k-means on a sample splits the
+    vectors into ~n/1024 cells; each vector lies in its nearest cell and is compared with every
+    vector of its ``nprobe`` nearest cells. Candidate pairs are scored exactly (float32 dot
+    products of the full vectors read from the shards), so a reported score is never an
+    estimate; a pair is missed only if neither image's ``nprobe`` nearest cells hold the
+    other. Memory: the cell assignment (n x nprobe int32) and one cell's vectors at a time.
+``"ann"``
+    The index's own approximate index (:mod:`revsearch.ann`, built with ``revsearch ann``):
+    each vector's ``k`` nearest rows, re-scored exactly.
+
+The default threshold depends on the model: see :data:`CALIBRATIONS` and
+:func:`default_threshold`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: Neighbours per image considered (the graph's out-degree bound; memory is n x k edges at most).
+DEFAULT_K = 16
+#: Up to this many vectors (both collections together) every pair is scored exactly. Exact work
+#: grows as n^2: 50,000 2048-d vectors took 198 s exact against 34 s approximate (same planted pairs
+#: found) on a shared 2-core EPYC (benchmarks/duplicates.py scale), so the approximate method takes over early.
+EXACT_MAX_VECTORS = 30_000
+#: Rows per block of the exact computation: a (BLOCK_ROWS, BLOCK_ROWS) float32 score block is 64 MiB.
+BLOCK_ROWS = 4096
+#: Cells probed per vector by the approximate method.
+DEFAULT_NPROBE = 3
+#: k-means iterations of the approximate method (the cells only need to keep near vectors together).
+KMEANS_ITERATIONS = 8
+#: Vectors per cell the approximate method aims at (the work is about n x nprobe x CELL_ROWS dot products).
+CELL_ROWS = 1024
+#: Groups up to this size list every pairwise score; larger ones list the graph's edges only.
+PAIRWISE_MAX = 64
+
+# ============================================================================ default thresholds
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The default duplicate threshold of a model, and where it comes from.
+
+    Attributes
+    ----------
+    model : str
+        The model name recorded in an index (``spec["model"]``).
+    threshold : float
+        Cosine similarity at or above which two images are duplicates.
+    preprocessing : str or None
+        The embedding pipeline (``spec["preprocessing"]``) the threshold was measured with; a
+        threshold moves when the pipeline changes. None: not measured.
+    calibrated : bool
+        Whether the threshold was measured on real photos with real weights
+        (``benchmarks/duplicates.py``), rather than set by a rule.
+    note : str
+        How it was chosen.
+    """
+
+    model: str
+    threshold: float
+    preprocessing: str | None
+    calibrated: bool
+    note: str
+
+
+#: The MobileNet pipeline the calibration was run with (``Embedder("mobilenet").preprocessing``).
+_MOBILENET_PIPELINE = "crop:rgb(0,0,0)/resize:224:bicubic/keras.applications.mobilenet.preprocess_input"
+
+#: Default thresholds per model. Rerun ``python benchmarks/duplicates.py`` after changing an
+#: embedding pipeline (pooling, crop...) and update the entry: it prints the new one.
+CALIBRATIONS: dict[str, Calibration] = {
+    "mobilenet": Calibration(
+        "mobilenet",
+        0.95,
+        _MOBILENET_PIPELINE,
+        True,
+        "benchmarks/duplicates.py calibrate (2026-12-01, crop + average pooling): the lowest threshold from which "
+        "pair precision stays >= 0.99 is 0.905 on Oxford flowers and 0.950 on UKBench (other shots of the same "
+        "object score high); the default is the higher (the earlier crop + GeM pipeline gave 0.910 and 0.950)",
+    ),
+}
+#: Models without a calibration get the highest calibrated threshold (fewer, surer groups).
+_UNCALIBRATED_NOTE = (
+    "not calibrated for this model (no real weights measured here): the highest calibrated threshold "
+    "of any model is used; check a few groups, or pass threshold="
+)
+
+
+def default_threshold(spec: dict[str, Any]) -> tuple[float, Calibration]:
+    """The default duplicate threshold for vectors made as ``spec`` says.
+
+    Parameters
+    ----------
+    spec : dict
+        An index's :attr:`~revsearch.Index.spec` (``model``, ``preprocessing``...).
+
+    Returns
+    -------
+    threshold : float
+    calibration : Calibration
+        Where it comes from. A model without its own calibration (``resnet50`` here: its real
+        weights could not be measured offline) gets the highest calibrated threshold, with
+        ``calibrated=False``. A calibrated model whose index was made by another pipeline gets
+        its threshold with a warning logged.
+    """
+    model = str(spec.get("model", ""))
+    cal = CALIBRATIONS.get(model)
+    if cal is None:
+        best = max(CALIBRATIONS.values(), key=lambda c: c.threshold)
+        cal = Calibration(model, best.threshold, None, False, _UNCALIBRATED_NOTE)
+        logger.warning("duplicate threshold %.3f for model %r: %s", cal.threshold, model, cal.note)
+    elif cal.preprocessing is not None and spec.get("preprocessing") not in (None, cal.preprocessing):
+        logger.warning(
+            "the duplicate threshold of %r (%.3f) was calibrated with preprocessing %r, the index used %r: "
+            "rerun benchmarks/duplicates.py or pass threshold=",
+            model, cal.threshold, cal.preprocessing, spec.get("preprocessing"),
+        )
+    return cal.threshold, cal
+
+
+# ============================================================================ the graph
+
+
+def shards_of(vectors: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    if isinstance(vectors, np.ndarray):
+        return [vectors] if vectors.ndim == 2 else [np.atleast_2d(vectors)]
+    return list(vectors)
+
+
+class Rows:
+    """Rows of several (n_i, d) shards addressed by global row number, read in place."""
+
+    def __init__(self, shards: Sequence[np.ndarray]) -> None:
+        self.shards = [s for s in shards if len(s)]
+        self.offsets = np.cumsum([0] + [len(s) for s in self.shards])
+        self.n = int(self.offsets[-1])
+        self.dim = int(shards[0].shape[1]) if shards else 0
+
+    def blocks(self, size: int) -> Any:
+        """Yield (start, block) with block of shape (<= size, d), views where possible."""
+        for start in range(0, self.n, size):
+            yield start, self.slice(start, min(self.n, start + size))
+
+    def slice(self, start: int, stop: int) -> np.ndarray:
+        parts = []
+        for s, lo in zip(self.shards, self.offsets[:-1]):
+            a, b = max(start, int(lo)), min(stop, int(lo) + len(s))
+            if a < b:
+                parts.append(s[a - int(lo) : b - int(lo)])
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Copy of the given rows (any order), shape (len(rows), d) float32."""
+        rows = np.asarray(rows, np.int64)
+        out = np.empty((len(rows), self.dim), np.float32)
+        which = np.searchsorted(self.offsets, rows, side="right") - 1
+        for i, s in enumerate(self.shards):
+            m = which == i
+            if m.any():
+                local = rows[m] - int(self.offsets[i])
+                order = np.argsort(local, kind="stable")  # read in file order
+                out[np.flatnonzero(m)[order]] = s[local[order]]
+        return out
+
+
+class TopK:
+    """Per node, the k best (score, neighbour) candidates, ties to the lower neighbour id."""
+
+    def __init__(self, k: int, n_nodes: int) -> None:
+        self.k = k
+        self.n = n_nodes
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.pending = 0
+        self.kept = 0
+
+    def add(self, src: np.ndarray, dst: np.ndarray, score: np.ndarray) -> None:
+        if not len(src):
+            return
+        self.parts.append((src.astype(np.int64), dst.astype(np.int64), score.astype(np.float32)))
+        self.pending += len(src)
+        if self.pending > max(1 << 22, 2 * self.kept):
+            self._compact()
+
+    def _compact(self) -> None:
+        if not self.parts:
+            return
+        src = np.concatenate([p[0] for p in self.parts])
+        dst = np.concatenate([p[1] for p in self.parts])
+        s = np.concatenate([p[2] for p in self.parts])
+        # one entry per (src, dst): the same pair may be scored twice (approximate method)
+        key = src * self.n + dst
+        order = np.lexsort((-s, key))
+        key, src, dst, s = key[order], src[order], dst[order], s[order]
+        first = np.ones(len(key), bool)
+        first[1:] = key[1:] != key[:-1]
+        src, dst, s = src[first], dst[first], s[first]
+        order = np.lexsort((dst, -s, src))  # per src: best score first, ties to the lower dst
+        src, dst, s = src[order], dst[order], s[order]
+        start = np.searchsorted(src, src, side="left")
+        rank = np.arange(len(src)) - start
+        keep = rank < self.k
+        self.parts = [(src[keep], dst[keep], s[keep])]
+        self.kept = int(keep.sum())
+        self.pending = self.kept
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self._compact()
+        if not self.parts:
+            z = np.zeros(0, np.int64)
+            return z, z.copy(), np.zeros(0, np.float32)
+        return self.parts[0]
+
+
+def check_threshold(threshold: float) -> float:
+    t = float(threshold)
+    if not (-1.0 <= t <= 1.0):  # also refuses NaN
+        raise ValueError(f"threshold must lie in [-1, 1] (a cosine similarity), not {threshold!r}")
+    return t
+
+
+def _exact_edges(a: Rows, b: Rows | None, threshold: float, top: TopK, block: int, bar: Any) -> None:
+    """Score every pair (within ``a``, or between ``a`` and ``b``) block by block."""
+    nA = a.n
+    other = b if b is not None else a
+    for i0, xi in a.blocks(block):
+        xi = np.asarray(xi, np.float32)
+        # within one set, each pair once: the blocks on and above the diagonal only
+        for j0 in range(i0 if b is None else 0, other.n, block):
+            xj = np.asarray(other.slice(j0, min(other.n, j0 + block)), np.float32)
+            s = xi @ xj.T  # (bi, bj) float32
+            hits = np.flatnonzero(s >= threshold)
+            if hits.size:
+                r, c = np.divmod(hits, s.shape[1])
+                sc = s.ravel()[hits]
+                gi, gj = r + i0, c + j0
+                if b is None:
+                    m = gj > gi  # upper triangle, no self pairs
+                    gi, gj, sc = gi[m], gj[m], sc[m]
+                else:
+                    gj = gj + nA
+                top.add(gi, gj, sc)
+                top.add(gj, gi, sc)
+            del s
+        bar.update(len(xi))
+
+
+def _spherical_kmeans(x: np.ndarray, nlist: int, iters: int, seed: int) -> np.ndarray:
+    """Centroids (nlist, d), unit length, of unit vectors x (m, d)."""
+    rng = np.random.default_rng(seed)
+    c = x[rng.choice(len(x), size=nlist, replace=False)].copy()
+    for _ in range(iters):
+        assign = np.empty(len(x), np.int64)
+        for s in range(0, len(x), 16384):
+            assign[s : s + 16384] = np.argmax(x[s : s + 16384] @ c.T, axis=1)
+        new = np.zeros_like(c)
+        _sum_by(new, assign, x)
+        counts = np.bincount(assign, minlength=nlist)
+        empty = counts == 0
+        if empty.any():  # re-seed empty cells with random points
+            new[empty] = x[rng.choice(len(x), size=int(empty.sum()), replace=False)]
+        norms = np.linalg.norm(new, axis=1, keepdims=True)
+        c = (new / np.maximum(norms, 1e-12)).astype(np.float32)
+    return c
+
+
+def _sum_by(out: np.ndarray, labels: np.ndarray, x: np.ndarray) -> None:
+    """out[c] += sum of the rows of x labelled c."""
+    order = np.argsort(labels, kind="stable")
+    sl = labels[order]
+    bounds = np.flatnonzero(np.r_[True, sl[1:] != sl[:-1], True])
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        out[sl[a]] += x[order[a:b]].sum(axis=0)
+
+
+def default_nlist(n: int) -> int:
+    """Cells of the approximate method for n vectors: a power of 2 near n / CELL_ROWS (16..16384)."""
+    return int(min(max(16, 2 ** round(math.log2(max(1, n / CELL_ROWS)))), 1 << 14, max(1, n // 8)))
+
+
+def _approx_edges(
+    rows: Rows, n_first: int | None, threshold: float, top: TopK, nprobe: int, nlist: int | None, seed: int,
+    bar: Any,
+) -> dict[str, Any]:
+    """Inverted-file search with exact scoring of every candidate pair (see the module docstring)."""
+    n = rows.n
+    nlist = int(min(nlist, n)) if nlist else default_nlist(n)
+    nprobe = int(min(max(1, nprobe), nlist))
+    rng = np.random.default_rng(seed)
+    sample_size = int(min(n, max(32 * nlist, 32768), 65536))
+    sample_rows = np.sort(rng.choice(n, size=sample_size, replace=False))
+    t0 = time.perf_counter()
+    centroids = _spherical_kmeans(rows.take(sample_rows), nlist, iters=KMEANS_ITERATIONS, seed=seed)
+    t_train = time.perf_counter() - t0
+    # every vector's nprobe nearest cells, the first being its own
+    probes = np.empty((n, nprobe), np.int32)
+    ct = np.ascontiguousarray(centroids.T)
+    for start, x in rows.blocks(16384):
+        s = np.asarray(x, np.float32) @ ct
+        if nprobe < nlist:
+            part = np.argpartition(-s, nprobe - 1, axis=1)[:, :nprobe]
+        else:
+            part = np.tile(np.arange(nlist), (len(s), 1))
+        ps = np.take_along_axis(s, part, axis=1)
+        probes[start : start + len(x)] = np.take_along_axis(part, np.argsort(-ps, axis=1, kind="stable"), axis=1)
+    t_assign = time.perf_counter() - t0 - t_train
+    own = probes[:, 0].astype(np.int64)
+    member_order = np.argsort(own, kind="stable")
+    member_start = np.searchsorted(own[member_order], np.arange(nlist + 1))
+    flat_cells = probes.ravel().astype(np.int64)
+    probe_order = np.argsort(flat_cells, kind="stable")
+    probe_start = np.searchsorted(flat_cells[probe_order], np.arange(nlist + 1))
+    probe_rows = (probe_order // nprobe).astype(np.int64)
+    del flat_cells, probe_order
+    scored = 0
+    for c in range(nlist):
+        members = member_order[member_start[c] : member_start[c + 1]]
+        queries = probe_rows[probe_start[c] : probe_start[c + 1]]
+        if not len(members) or not len(queries):
+            continue
+        xm = rows.take(members)
+        for q0 in range(0, len(queries), BLOCK_ROWS):
+            qs = queries[q0 : q0 + BLOCK_ROWS]
+            s = rows.take(qs) @ xm.T  # exact float32 scores of the candidate pairs
+            scored += s.size
+            hits = np.flatnonzero(s >= threshold)
+            if hits.size:
+                r, cc = np.divmod(hits, s.shape[1])
+                gi, gj, sc = qs[r], members[cc], s.ravel()[hits]
+                m = gi != gj
+                if n_first is not None:
+                    m &= (gi < n_first) != (gj < n_first)  # across the two collections only
+                gi, gj, sc = gi[m], gj[m], sc[m]
+                top.add(gi, gj, sc)
+                top.add(gj, gi, sc)
+        bar.update(len(members))
+    return {
+        "nlist": nlist, "nprobe": nprobe, "train_sample": sample_size, "pairs_scored": int(scored),
+        "train_seconds": round(t_train, 3), "assign_seconds": round(t_assign, 3),
+    }
+
+
+def duplicate_edges(
+    vectors: np.ndarray | Sequence[np.ndarray],
+    threshold: float,
+    *,
+    against: np.ndarray | Sequence[np.ndarray] | None = None,
+    k: int = DEFAULT_K,
+    method: str = "auto",
+    nprobe: int = DEFAULT_NPROBE,
+    nlist: int | None = None,
+    seed: int = 0,
+    block_rows: int = BLOCK_ROWS,
+    progress: bool = False,
+    info: dict[str, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The duplicate graph: each vector's ``k`` best neighbours scoring at least ``threshold``.
+
+    Parameters
+    ----------
+    vectors : numpy.ndarray or sequence of numpy.ndarray
+        Shape (n, d), or shards (n_i, d) whose rows number on from one to the next; float32,
+        L2-normalised (memory-mapped arrays are read in place).
+    threshold : float
+        Cosine similarity in [-1, 1].
+    against : numpy.ndarray or sequence of numpy.ndarray, optional
+        Shape (m, d): only pairs with one vector in each set count. Its rows are numbered
+        n..n+m-1 in the result.
+    k : int, default DEFAULT_K
+        Neighbours kept per vector (best score first, ties to the lower row).
+    method : {"auto", "exact", "approximate"}
+        ``auto``: exact up to :data:`EXACT_MAX_VECTORS` vectors in all.
+    nprobe : int, default DEFAULT_NPROBE
+        Cells each vector is compared with (approximate method).
+    nlist : int, optional
+        Cells of the approximate method (default :func:`default_nlist`).
+    seed : int, default 0
+        Seeds the approximate method's k-means.
+    block_rows : int, default BLOCK_ROWS
+        Rows per block of the exact method.
+    progress : bool, default False
+        Show a ``tqdm.auto`` progress bar.
+    info : dict, optional
+        Filled with how the graph was computed (``method``, and the approximate method's
+        ``nlist``, ``nprobe``, ``pairs_scored``...).
+
+    Returns
+    -------
+    src, dst : numpy.ndarray
+        Shape (e,) int64: directed edges, ``dst`` among the ``k`` best neighbours of ``src``,
+        sorted by ``src``, then best score first.
+    scores : numpy.ndarray
+        Shape (e,) float32, the exact cosine of each edge.
+    """
+    from tqdm.auto import tqdm
+
+    t = check_threshold(threshold)
+    if k < 1:
+        raise ValueError(f"k must be at least 1, not {k}")
+    if method not in ("auto", "exact", "approximate"):
+        raise ValueError(f"method must be 'auto', 'exact' or 'approximate', not {method!r}")
+    a = Rows(shards_of(vectors))
+    b = Rows(shards_of(against)) if against is not None else None
+    if b is not None and a.n and b.n and a.dim != b.dim:
+        raise ValueError(f"the two sets hold vectors of dimension {a.dim} and {b.dim}: they cannot be compared")
+    n_total = a.n + (b.n if b is not None else 0)
+    if method == "auto":
+        method = "exact" if n_total <= EXACT_MAX_VECTORS else "approximate"
+    top = TopK(k, max(1, n_total))
+    details: dict[str, Any] = {"method": method, "vectors": n_total}
+    t0 = time.perf_counter()
+    with tqdm(total=a.n if method == "exact" else n_total, desc="duplicates", unit="vec", disable=not progress) as bar:
+        if a.n and (b is None or b.n):
+            if method == "exact":
+                _exact_edges(a, b, t, top, int(block_rows), bar)
+            else:
+                rows = a if b is None else Rows([*a.shards, *b.shards])
+                details.update(_approx_edges(rows, a.n if b is not None else None, t, top, nprobe, nlist, seed, bar))
+    details["seconds"] = round(time.perf_counter() - t0, 3)
+    if info is not None:
+        info.update(details)
+    return top.result()

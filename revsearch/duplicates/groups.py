@@ -1,0 +1,432 @@
+"""Stage two and three: the groups of duplicates, and the report users act on.
+
+The groups are the connected components of the duplicate graph (union-find); every group has
+one copy to keep, chosen by a rule (``keep``), and the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .candidates import DEFAULT_K, DEFAULT_NPROBE, Calibration, Rows, check_threshold, default_threshold, duplicate_edges
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..index import Index
+
+logger = logging.getLogger(__name__)
+
+#: Groups up to this size list every pairwise score; larger ones list the graph's edges only.
+PAIRWISE_MAX = 64
+#: Which copy of a group is kept.
+KEEP_RULES = ("largest", "oldest", "newest", "first")
+
+
+def connected_components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Connected components of an undirected graph (union-find by hooking and pointer jumping).
+
+    Parameters
+    ----------
+    n : int
+        Number of nodes.
+    src, dst : numpy.ndarray
+        Shape (e,) int: the edges.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n,) int64: each node's component label, the lowest node number in it.
+    """
+    parent = np.arange(n, dtype=np.int64)
+    a = np.asarray(src, np.int64)
+    b = np.asarray(dst, np.int64)
+    while True:
+        pa, pb = parent[a], parent[b]
+        differ = pa != pb
+        if not differ.any():
+            return parent
+        a, b, pa, pb = a[differ], b[differ], pa[differ], pb[differ]
+        lo, hi = np.minimum(pa, pb), np.maximum(pa, pb)
+        np.minimum.at(parent, hi, lo)  # hook each root under the lowest root it touches
+        while True:  # pointer jumping until every node points at its root
+            pp = parent[parent]
+            if np.array_equal(pp, parent):
+                break
+            parent = pp
+
+
+# ============================================================================ the report
+
+
+@dataclass
+class DuplicateFile:
+    """One image of a duplicate group.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The file (dataset folder joined with ``relpath``).
+    relpath : str
+        Path relative to its dataset folder, ``/``-separated.
+    row : int
+        Its row in its index.
+    collection : str
+        ``"index"`` (the collection searched) or ``"against"`` (the other one).
+    score : float
+        Cosine similarity to the kept copy (1.0 for the kept copy itself).
+    pixels : int
+        Width x height (-1 if unreadable or missing).
+    bytes : int
+        File size (-1 if missing).
+    mtime : float
+        Modification time, seconds since the epoch (nan if missing).
+    """
+
+    path: Path
+    relpath: str
+    row: int
+    collection: str
+    score: float = 1.0
+    pixels: int = -1
+    bytes: int = -1
+    mtime: float = float("nan")
+
+    @property
+    def exists(self) -> bool:
+        """Whether the file was found when the report was made."""
+        return self.bytes >= 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "path": str(self.path), "relpath": self.relpath, "row": self.row, "collection": self.collection,
+            "score": round(float(self.score), 6), "pixels": self.pixels, "bytes": self.bytes,
+            "mtime": None if math.isnan(self.mtime) else self.mtime,
+        }
+
+
+@dataclass
+class DuplicateGroup:
+    """A group of near-duplicate images.
+
+    Attributes
+    ----------
+    files : list of DuplicateFile
+        The kept copy first, then the others by decreasing score to it.
+    pairs : list of (int, int, float)
+        Pairwise cosine scores, as indices into ``files``: every pair for groups of up to
+        :data:`PAIRWISE_MAX` files, else the graph's edges that joined the group.
+    """
+
+    files: list[DuplicateFile]
+    pairs: list[tuple[int, int, float]] = field(default_factory=list)
+
+    @property
+    def keep(self) -> DuplicateFile:
+        """The copy to keep."""
+        return self.files[0]
+
+    @property
+    def duplicates(self) -> list[DuplicateFile]:
+        """The copies not kept."""
+        return self.files[1:]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "keep": self.keep.to_dict(),
+            "duplicates": [f.to_dict() for f in self.duplicates],
+            "pairs": [[i, j, round(float(s), 6)] for i, j, s in self.pairs],
+        }
+
+
+@dataclass
+class DuplicateReport:
+    """The near-duplicate groups of a collection (or across two).
+
+    Attributes
+    ----------
+    groups : list of DuplicateGroup
+        Largest groups first, then by the kept copy's path.
+    threshold : float
+    calibration : Calibration or None
+        Where the default threshold came from (None if ``threshold`` was given).
+    k : int
+    keep_rule : str
+    method : str
+        ``"exact"`` or ``"approximate"``.
+    n_images : int
+        Vectors in the index searched.
+    n_against : int
+        Vectors in the ``against`` index (0 without one).
+    index_dir, dataset_dir : pathlib.Path or None
+        The index searched and its dataset folder.
+    against_index_dir, against_dataset_dir : pathlib.Path or None
+    seconds : float
+    info : dict
+        How the graph was computed (see :func:`duplicate_edges`).
+    """
+
+    groups: list[DuplicateGroup]
+    threshold: float
+    calibration: Calibration | None
+    k: int
+    keep_rule: str
+    method: str
+    n_images: int
+    n_against: int = 0
+    index_dir: Path | None = None
+    dataset_dir: Path | None = None
+    against_index_dir: Path | None = None
+    against_dataset_dir: Path | None = None
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    @property
+    def duplicates(self) -> list[DuplicateFile]:
+        """Every copy not kept (of both collections), group by group."""
+        return [f for g in self.groups for f in g.duplicates]
+
+    def movable(self) -> list[tuple[int, DuplicateFile]]:
+        """(group number, file) of the copies :func:`move_duplicates` would move: not kept, in the
+        collection searched (never the ``against`` one), present on disk."""
+        return [
+            (gi, f) for gi, g in enumerate(self.groups) for f in g.duplicates if f.collection == "index" and f.exists
+        ]
+
+    def summary(self) -> str:
+        """One line: groups, copies that would be moved, bytes."""
+        mv = self.movable()
+        size = sum(f.bytes for _, f in mv)
+        against = f" against {self.n_against}" if self.against_index_dir is not None else ""
+        return (
+            f"{len(self.groups)} group{'s' if len(self.groups) != 1 else ''}, {len(mv)} copies to move ({size / 2**20:.1f} MiB) among {self.n_images} "
+            f"images{against} (threshold {self.threshold:.3f}, keep {self.keep_rule}, {self.method}, "
+            f"{self.seconds:.1f} s)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "threshold": self.threshold,
+            "threshold_source": (
+                None if self.calibration is None
+                else {"model": self.calibration.model, "calibrated": self.calibration.calibrated,
+                      "preprocessing": self.calibration.preprocessing, "note": self.calibration.note}
+            ),
+            "k": self.k,
+            "keep": self.keep_rule,
+            "method": self.method,
+            "n_images": self.n_images,
+            "n_against": self.n_against,
+            "index": str(self.index_dir) if self.index_dir else None,
+            "dataset_dir": str(self.dataset_dir) if self.dataset_dir else None,
+            "against_index": str(self.against_index_dir) if self.against_index_dir else None,
+            "against_dataset_dir": str(self.against_dataset_dir) if self.against_dataset_dir else None,
+            "seconds": round(self.seconds, 3),
+            "info": self.info,
+            "groups": [g.to_dict() for g in self.groups],
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        """The report as JSON text (``json.dumps`` keyword arguments pass through)."""
+        kwargs.setdefault("indent", 2)
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def write_csv(self, path: str | os.PathLike) -> None:
+        """Write one line per file: group, role (keep/duplicate), collection, path, score, pixels,
+        bytes, mtime."""
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["group", "role", "collection", "path", "relpath", "score_to_kept", "pixels", "bytes", "mtime"])
+            for gi, g in enumerate(self.groups):
+                for j, m in enumerate(g.files):
+                    w.writerow([
+                        gi + 1, "keep" if j == 0 else "duplicate", m.collection, str(m.path), m.relpath,
+                        f"{m.score:.6f}", m.pixels, m.bytes, "" if math.isnan(m.mtime) else f"{m.mtime:.3f}",
+                    ])
+
+
+def _stat(path: Path) -> tuple[int, int, float]:
+    """(pixels, bytes, mtime) of a file; -1/-1/nan where missing, pixels -1 if unreadable."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return -1, -1, float("nan")
+    from PIL import Image
+
+    pixels = -1
+    try:
+        with Image.open(path) as im:  # reads the header only
+            pixels = int(im.size[0]) * int(im.size[1])
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # unreadable: ranked last by "largest"
+        logger.warning("cannot read the size of %s: %s", path, e)
+    return pixels, int(st.st_size), float(st.st_mtime)
+
+
+def _keep_key(rule: str) -> Any:
+    if rule == "largest":
+        return lambda f: (not f.exists, -f.pixels, -f.bytes, f.relpath, f.collection)
+    if rule == "oldest":
+        return lambda f: (not f.exists, f.mtime if f.exists else 0.0, f.relpath, f.collection)
+    if rule == "newest":
+        return lambda f: (not f.exists, -f.mtime if f.exists else 0.0, f.relpath, f.collection)
+    return lambda f: (not f.exists, f.relpath, f.collection)
+
+
+def _open_index(index_or_folder: Any) -> Index:
+    from ..index import Index
+
+    return index_or_folder if isinstance(index_or_folder, Index) else Index.open(index_or_folder)
+
+
+def _shards(index: Index) -> list[np.ndarray]:
+    shards = getattr(index, "shards", None)  # the memory-mapped shards, if the index exposes them
+    return list(shards) if shards is not None else [index.vectors]
+
+
+def find_duplicates(
+    index_or_folder: Index | str | os.PathLike,
+    threshold: float | None = None,
+    *,
+    against: Index | str | os.PathLike | None = None,
+    k: int = DEFAULT_K,
+    keep: str = "largest",
+    method: str = "auto",
+    nprobe: int = DEFAULT_NPROBE,
+    dataset_dir: str | os.PathLike | None = None,
+    against_dataset_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> DuplicateReport:
+    """Find the groups of near-duplicate images of an index (or across two indexes).
+
+    Parameters
+    ----------
+    index_or_folder : Index or path
+        An index, or its folder (the vector folder).
+    threshold : float, optional
+        Cosine similarity in [-1, 1] at or above which two images are duplicates. Default: the
+        model's calibrated threshold (:func:`default_threshold`).
+    against : Index or path, optional
+        Another index made by the same model: only pairs with one image in each count. It is
+        never modified.
+    k : int, default DEFAULT_K
+        Neighbours per image in the graph.
+    keep : {"largest", "oldest", "newest", "first"}
+        The copy to keep: most pixels (then largest file); oldest or newest modification time;
+        first by path. Ties go to the first path.
+    method : {"auto", "exact", "approximate"}
+        See the module docstring; ``auto`` is exact up to :data:`EXACT_MAX_VECTORS` vectors.
+    nprobe : int, default DEFAULT_NPROBE
+        Cells compared per vector by the approximate method.
+    dataset_dir, against_dataset_dir : path, optional
+        Where the images are (default: as recorded in each index).
+    progress : bool, default False
+
+    Returns
+    -------
+    DuplicateReport
+
+    Raises
+    ------
+    IndexNotFoundError
+        If a folder holds no index.
+    ModelMismatchError
+        If ``against`` was made by another model.
+    ValueError
+        For a threshold outside [-1, 1], an unknown ``keep`` rule or ``method``, or ``k`` < 1.
+    """
+    t0 = time.perf_counter()
+    if keep not in KEEP_RULES:
+        raise ValueError(f"keep must be one of {', '.join(KEEP_RULES)}, not {keep!r}")
+    if threshold is not None:
+        threshold = check_threshold(threshold)
+    index = _open_index(index_or_folder)
+    other = _open_index(against) if against is not None else None
+    if other is not None:
+        index.check_compatible(other.spec)
+    calibration = None
+    if threshold is None:
+        threshold, calibration = default_threshold(index.spec)
+    base = Path(dataset_dir) if dataset_dir is not None else index.dataset_dir
+    obase = None
+    if other is not None:
+        obase = Path(against_dataset_dir) if against_dataset_dir is not None else other.dataset_dir
+    n = len(index)
+    info: dict[str, Any] = {}
+    src, dst, scores = duplicate_edges(
+        _shards(index), threshold, against=_shards(other) if other is not None else None, k=k, method=method,
+        nprobe=nprobe, progress=progress, info=info,
+    )
+    n_total = n + (len(other) if other is not None else 0)
+    labels = connected_components(n_total, src, dst)
+    linked = np.unique(np.concatenate([src, dst]))
+    groups_rows: dict[int, list[int]] = {}
+    for node in linked.tolist():
+        groups_rows.setdefault(int(labels[node]), []).append(int(node))
+    index_paths = index.paths if groups_rows else []
+    other_paths = other.paths if (other is not None and groups_rows) else []
+    # edges per group, for groups too big to list every pair
+    edge_group = labels[src] if len(src) else np.zeros(0, np.int64)
+    groups: list[DuplicateGroup] = []
+    all_rows = Rows(_shards(index) + (_shards(other) if other is not None else []))
+    for label, nodes in groups_rows.items():
+        files = []
+        for node in nodes:
+            if node < n:
+                rel, folder, coll, row = index_paths[node], base, "index", node
+            else:
+                rel, folder, coll, row = other_paths[node - n], obase, "against", node - n
+            path = (folder / rel) if folder is not None else Path(rel)
+            files.append(DuplicateFile(path, rel, row, coll, 1.0, *_stat(path)))
+        order = sorted(range(len(files)), key=lambda i: _keep_key(keep)(files[i]))
+        kept = order[0]
+        vec = all_rows.take(np.asarray(nodes))
+        to_kept = vec @ vec[kept]
+        rest = sorted((i for i in range(len(files)) if i != kept), key=lambda i: (-float(to_kept[i]), files[i].relpath))
+        perm = [kept, *rest]
+        for i in perm:
+            files[i].score = float(to_kept[i])
+        files = [files[i] for i in perm]
+        nodes_sorted = [nodes[i] for i in perm]
+        where = {node: i for i, node in enumerate(nodes_sorted)}
+        if len(files) <= PAIRWISE_MAX:
+            v = vec[perm]
+            s = v @ v.T
+            pairs = [(i, j, float(s[i, j])) for i in range(len(files)) for j in range(i + 1, len(files))]
+        else:
+            m = edge_group == label
+            seen = set()
+            pairs = []
+            for u, w, sc in zip(src[m].tolist(), dst[m].tolist(), scores[m].tolist()):
+                i, j = sorted((where[u], where[w]))
+                if (i, j) not in seen:
+                    seen.add((i, j))
+                    pairs.append((i, j, float(sc)))
+            pairs.sort()
+        groups.append(DuplicateGroup(files, pairs))
+    groups.sort(key=lambda g: (-len(g), str(g.keep.path)))
+    report = DuplicateReport(
+        groups=groups, threshold=float(threshold), calibration=calibration, k=k, keep_rule=keep,
+        method=str(info.get("method", method)), n_images=n, n_against=len(other) if other is not None else 0,
+        index_dir=index.folder, dataset_dir=base, against_index_dir=other.folder if other is not None else None,
+        against_dataset_dir=obase, info=info,
+    )
+    report.seconds = time.perf_counter() - t0
+    logger.info("duplicates in %s: %s", index.folder, report.summary())
+    return report

@@ -1,0 +1,92 @@
+"""Pictures of a report: one row per group."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .groups import DuplicateReport
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
+
+
+# ============================================================================ pictures
+
+
+def _thumbnail(path: Path, size: int) -> Any:
+    from PIL import Image
+
+    from ..images import load_image
+
+    img = load_image(path, draft_size=size)
+    img.thumbnail((size, size), Image.Resampling.BICUBIC)
+    return img
+
+
+def plot_duplicates(
+    report: DuplicateReport,
+    *,
+    groups_per_page: int = 8,
+    max_per_group: int = 6,
+    cell_size: float = 2.0,
+    thumbnail: int = 256,
+) -> list[Figure]:
+    """Draw the groups: one row per group, the kept copy first, scores to it in the titles.
+
+    Parameters
+    ----------
+    report : DuplicateReport
+    groups_per_page : int, default 8
+        Rows per figure; more groups give more figures (pages).
+    max_per_group : int, default 6
+        Images shown per group (the last cell says how many more there are).
+    cell_size : float, default 2.0
+        Inches per image.
+    thumbnail : int, default 256
+        Pixels of the longer side the images are reduced to.
+
+    Returns
+    -------
+    list of matplotlib.figure.Figure
+        One per page (empty if there are no groups), made without pyplot: display or save them.
+    """
+    from matplotlib.figure import Figure
+
+    from ..errors import ImageReadError
+
+    if groups_per_page < 1 or max_per_group < 2:
+        raise ValueError("groups_per_page must be at least 1 and max_per_group at least 2")
+    figures = []
+    groups = report.groups
+    ncols = min(max_per_group, max((len(g) for g in groups), default=2))
+    for p0 in range(0, len(groups), groups_per_page):
+        page = groups[p0 : p0 + groups_per_page]
+        fig = Figure(figsize=(ncols * cell_size, len(page) * cell_size * 1.15), layout="constrained")
+        grid = fig.add_gridspec(len(page), ncols)
+        for r, g in enumerate(page):
+            shown = g.files if len(g) <= ncols else g.files[: ncols - 1]
+            for c, f in enumerate(shown):
+                ax = fig.add_subplot(grid[r, c])
+                ax.set_axis_off()
+                name = Path(f.relpath).name
+                name = name if len(name) <= 22 else name[:9] + "…" + name[-12:]
+                head = f"#{p0 + r + 1} keep" if c == 0 else f"{f.score:.3f}"
+                tag = " (against)" if f.collection == "against" else ""
+                ax.set_title(f"{head}{tag}\n{name}", fontsize=7, fontweight="bold" if c == 0 else "normal")
+                try:
+                    ax.imshow(_thumbnail(f.path, thumbnail))
+                except ImageReadError as e:
+                    logger.warning("cannot show %s: %s", f.path, e)
+                    ax.text(0.5, 0.5, "missing" if not f.exists else "unreadable", ha="center", va="center",
+                            fontsize=8, transform=ax.transAxes)
+            if len(g) > len(shown):
+                ax = fig.add_subplot(grid[r, ncols - 1])
+                ax.set_axis_off()
+                ax.text(0.5, 0.5, f"+{len(g) - len(shown)} more", ha="center", va="center", fontsize=10,
+                        transform=ax.transAxes)
+        figures.append(fig)
+    return figures
