@@ -239,7 +239,9 @@ def costs(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="revsearch-expansion-"))
     try:
         for n in [int(x) for x in args.sizes.split(",")]:
-            x = synthetic_vectors(n, args.dim)
+            add = max(1, n // 100)
+            x_all = synthetic_vectors(n + add, args.dim)  # the 1% added later come from the same collection
+            x, extra_x = x_all[:n], x_all[n:]
             paths = [f"p{i // 1000:04d}/{i:07d}.jpg" for i in range(n)]
             folder = tmp / f"idx{n}"
             index_from_vectors(folder, x, paths, synthetic_spec(args.dim), extra={"expansion": NO_EXPANSION.to_dict()})
@@ -252,8 +254,6 @@ def costs(args: argparse.Namespace) -> dict[str, Any]:
             idx = Index.open(folder)
             dba_bytes = sum((folder / f).stat().st_size for f in idx.manifest["dba"]["files"].values())
             # the update after adding 1% of photos (new rows, as an update commits them), then search
-            add = max(1, n // 100)
-            extra_x = synthetic_vectors(add, args.dim, seed=1)
             extra_rows = np.zeros(add, store.ROW_DTYPE)
             extra_rows["size"] = -1
             with store.writing(folder) as w:

@@ -63,6 +63,7 @@ __all__ = [
     "refresh_ann",
     "refresh_augmentation",
     "ANN_AUGMENT_MIN_ROWS",
+    "ANN_AUGMENT_MIN_SEARCHES",
     "update_folder",
     "index_from_vectors",
 ]
@@ -77,8 +78,11 @@ TARGET_SHARD_BYTES = 256 * 2**20
 PRUNE_MIN_ROWS = 10
 #: A file in the dataset folder listing more exclusion patterns, one per line (``#`` starts a comment).
 IGNORE_FILE = ".revsearchignore"
-#: From this many rows, an index with an approximate index finds the augmentation's neighbours through it.
+#: From this many rows, the augmentation's neighbours are found approximately (FAISS, where installed):
+#: through the index's approximate index if it has one, else a temporary IVF-PQ (:func:`revsearch.ann.neighbour_search`) ...
 ANN_AUGMENT_MIN_ROWS = 50_000
+#: ... when at least this many rows are to be searched (fewer, e.g. an update adding 1%: exactly).
+ANN_AUGMENT_MIN_SEARCHES = 20_000
 
 
 # ---------------------------------------------------------------------------------------- scanning
@@ -623,15 +627,21 @@ def refresh_augmentation(writer: FolderWriter, *, expansion: Any = None) -> int:
         return 0
     old = current or store.open_augmentation(writer.folder, manifest, "dba_stale")
     keys = store.row_keys(_all_paths(snap), np.concatenate([np.asarray(s.rows) for s in snap.shards]))
-    search = None
-    if manifest.get("ann") and n >= ANN_AUGMENT_MIN_ROWS:
+    def approximate() -> Any:
         from . import ann
 
-        def search(q: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
-            return ann.ann_topk(snap, q, kk)
+        if manifest.get("ann") and manifest["ann"].get("kind") != "flat":
+            return lambda q, kk: ann.ann_topk(snap, q, kk)
+        found = ann.neighbour_search(snap)
+        if found is None:
+            logger.info("FAISS is not installed: the augmentation's neighbours of %d rows are searched exactly", n)
+        return found
 
     t0 = time.perf_counter()
-    upd = rerank.update_augmentation(snap.vectors, keys, k, old, search=search)
+    upd = rerank.update_augmentation(
+        snap.vectors, keys, k, old, approximate=approximate if n >= ANN_AUGMENT_MIN_ROWS else None,
+        approximate_from=ANN_AUGMENT_MIN_SEARCHES,
+    )
     try:
         entry = writer.write_augmentation(
             rerank.augmented_blocks(snap.vectors, upd, alpha, old), upd.neighbours, upd.scores, keys,

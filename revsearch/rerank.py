@@ -737,6 +737,8 @@ def update_augmentation(
     *,
     search: KnnSearch | None = None,
     block: int = AUGMENT_BLOCK,
+    approximate: Any = None,
+    approximate_from: int = 0,
 ) -> AugmentationUpdate:
     """Bring a stored augmentation's neighbour lists up to date with the collection, recomputing only what changed.
 
@@ -761,6 +763,11 @@ def update_augmentation(
         As for :func:`neighbours_of`.
     block : int
         Rows per batch.
+    approximate : callable, optional
+        Called without arguments when at least ``approximate_from`` rows are to be searched;
+        returns the ``search`` to use for them (e.g. :func:`revsearch.ann.neighbour_search`), or
+        None for exact search. Small updates search exactly without building anything.
+    approximate_from : int, default 0
 
     Returns
     -------
@@ -809,6 +816,8 @@ def update_augmentation(
             changed[rows] = (new_r != nb[rows]).any(axis=1)
             nb[rows], sc[rows] = new_r, new_s
     todo = np.flatnonzero(search_rows)
+    if search is None and approximate is not None and todo.size and todo.size >= approximate_from:
+        search = approximate()
     for a in range(0, todo.size, block):
         rows = todo[a : a + block]
         nb[rows], sc[rows] = neighbours_of(shards, rows, k, search=search)

@@ -247,3 +247,75 @@ def test_cli_search_expands_by_default_and_no_expand_turns_it_off(built, capsys)
     assert out["options"]["qe"] == 0 and out["options"]["dba"] == 0
     assert out["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert cli.main(["search", str(photo), str(vec), "--no-expand", "--qe", "2"]) == cli.EXIT_ERROR
+
+
+def test_cli_index_records_a_retuned_expansion(built, capsys) -> None:  # type: ignore[no-untyped-def]
+    ds, vec = built
+    argv = ["index", str(ds), str(vec), "--weights", "none", "-q", "--qe", "1", "--dba", "3", "--dba-alpha", "1"]
+    assert cli.main(argv) == 0
+    idx = Index.open(vec)
+    assert idx.expansion == Expansion(qe=1, alpha=3.0, dba=3, dba_alpha=1.0)
+    assert stored_dba(idx).k == 3
+    check_matches_full_computation(idx)
+    capsys.readouterr()
+    assert cli.main(["search", str(ds / idx.paths[0]), str(vec), "-k", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["options"]["dba"] == 3
+    # a later update without options keeps what the index records
+    assert cli.main(["index", str(ds), str(vec), "--weights", "none", "-q"]) == 0
+    assert Index.open(vec).expansion.dba == 3
+
+
+def test_at_scale_the_augmentation_and_the_expanded_search_go_through_the_approximate_index(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("faiss")
+    from revsearch import ann, indexing
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((40, 32)).astype(np.float32)
+    x = centres[rng.integers(0, 40, 3000)] + 0.6 * rng.standard_normal((3000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    spec = {"model": "test", "preprocessing": "none", "dim": 32, "weights": "none", "precision": "float32"}
+    idx = Index.from_vectors(tmp_path / "vec", x, [f"img{i:05d}.jpg" for i in range(len(x))], spec)
+    exact = np.asarray(stored_dba(idx).neighbours).copy()
+    ann.build_ann(idx, kind="hnsw", progress=False)
+    calls = []
+    real = ann.ann_topk
+    monkeypatch.setattr(ann, "ann_topk", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    monkeypatch.setattr(indexing, "ANN_AUGMENT_MIN_ROWS", 1000)
+    monkeypatch.setattr(indexing, "ANN_AUGMENT_MIN_SEARCHES", 1000)
+    with store.writing(tmp_path / "vec") as w:  # another alpha: the neighbours are reused, not searched again
+        assert indexing.refresh_augmentation(w, expansion=Expansion(dba_alpha=1.0)) == len(x)
+        assert not calls
+        assert indexing.refresh_augmentation(w, expansion=Expansion(dba=3)) == len(x)  # another k: searched
+    assert calls
+    idx = Index.open(tmp_path / "vec")
+    got = np.asarray(stored_dba(idx).neighbours)[:, :2]
+    assert np.mean([len(set(a) & set(b)) / 2 for a, b in zip(got, exact)]) >= 0.95
+    # expanded search: the approximate index's shortlist re-scored with the augmented vectors
+    q = x[:50] + 0.2 * rng.standard_normal((50, 32)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    approx = idx.expanded_topk(q, 5)[1]
+    exact_rows = idx.expanded_topk(q, 5, exact=True)[1]
+    assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(approx, exact_rows)]) >= 0.9
+
+
+def test_a_large_collection_without_an_approximate_index_finds_the_neighbours_through_a_temporary_one(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("faiss")
+    from revsearch import ann, indexing
+
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((60, 32)).astype(np.float32)
+    x = centres[rng.integers(0, 60, 4000)] + 0.5 * rng.standard_normal((4000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    spec = {"model": "test", "preprocessing": "none", "dim": 32, "weights": "none", "precision": "float32"}
+    idx = Index.from_vectors(tmp_path / "vec", x, [f"img{i:05d}.jpg" for i in range(len(x))], spec)
+    exact = np.asarray(stored_dba(idx).neighbours).copy()
+    built = []
+    real = ann.neighbour_search
+    monkeypatch.setattr(ann, "neighbour_search", lambda *a, **kw: built.append(1) or real(*a, **kw))
+    monkeypatch.setattr(indexing, "ANN_AUGMENT_MIN_ROWS", 1000)
+    monkeypatch.setattr(indexing, "ANN_AUGMENT_MIN_SEARCHES", 1000)
+    with store.writing(tmp_path / "vec") as w:
+        assert indexing.refresh_augmentation(w, expansion=Expansion(dba=3)) == len(x)
+    assert built == [1] and "ann" not in Index.open(tmp_path / "vec").manifest  # nothing of it is kept
+    got = np.asarray(stored_dba(Index.open(tmp_path / "vec")).neighbours)[:, :2]
+    assert np.mean([len(set(a) & set(b)) / 2 for a, b in zip(got, exact)]) >= 0.95
