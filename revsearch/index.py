@@ -29,7 +29,7 @@ from .store import FORMAT_VERSION, MANIFEST_NAME, ROW_DTYPE, SPEC_KEYS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Index", "UpdateReport", "resolve_embedder", "path_excluded", "under_folder", "MANIFEST_NAME", "FORMAT_VERSION", "ROW_DTYPE", "SPEC_KEYS"]
+__all__ = ["Index", "UpdateReport", "IN_MEMORY_AUGMENTATION_MAX_ROWS", "resolve_embedder", "path_excluded", "under_folder", "MANIFEST_NAME", "FORMAT_VERSION", "ROW_DTYPE", "SPEC_KEYS"]
 
 
 @dataclass
@@ -119,6 +119,11 @@ def under_folder(relpath: str, folder: str | None) -> bool:
         return True
     folder = folder.strip("/")
     return not folder or relpath == folder or relpath.startswith(folder + "/")
+
+
+#: An index storing no augmentation (written before revsearch stored it) gets one computed in memory at
+#: search time up to this many rows; a larger one is searched with query expansion only until an update stores it.
+IN_MEMORY_AUGMENTATION_MAX_ROWS = 50_000
 
 
 class Index:
@@ -354,8 +359,10 @@ class Index:
 
         Returns
         -------
-        StoredAugmentation or DatabaseAugmentation-like
-            With ``.vectors`` of shape (n, dim) float32, L2-normalised.
+        StoredAugmentation, AugmentedVectors or None
+            With ``.vectors`` of shape (n, dim) float32, L2-normalised. None for an index of more
+            than :data:`IN_MEMORY_AUGMENTATION_MAX_ROWS` rows that stores none (searches then use
+            query expansion only, with a warning, until an update stores it).
         """
         from . import rerank
 
@@ -373,6 +380,14 @@ class Index:
                     old = store.open_augmentation(self.folder, self.manifest, "dba_stale")
                 except Exception:  # noqa: BLE001 - its files may be gone already: compute from scratch
                     old = None
+            if old is None and len(self) > IN_MEMORY_AUGMENTATION_MAX_ROWS:
+                logger.warning(
+                    "the index in %s stores no database augmentation (k=%d) and is too large (%d rows) to compute it "
+                    "at search time: searching with query expansion only; updating the index (revsearch index / "
+                    "Index.build) stores it", self.folder, k, len(self),
+                )
+                self._augmentations[key] = None
+                return None
             if old is None:
                 logger.warning(
                     "the index in %s stores no database augmentation (k=%d): computing it in memory for this "

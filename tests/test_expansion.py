@@ -319,3 +319,24 @@ def test_a_large_collection_without_an_approximate_index_finds_the_neighbours_th
     assert built == [1] and "ann" not in Index.open(tmp_path / "vec").manifest  # nothing of it is kept
     got = np.asarray(stored_dba(Index.open(tmp_path / "vec")).neighbours)[:, :2]
     assert np.mean([len(set(a) & set(b)) / 2 for a, b in zip(got, exact)]) >= 0.95
+
+
+def test_a_large_index_without_a_stored_augmentation_searches_with_query_expansion_only(tmp_path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    import revsearch.index as index_module
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((300, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    spec = {"model": "test", "preprocessing": "none", "dim": 16, "weights": "none", "precision": "float32"}
+    vec = tmp_path / "vec"
+    Index.from_vectors(vec, x, [f"img{i:05d}.jpg" for i in range(len(x))], spec)
+    m = manifest(vec)
+    m.pop("dba")
+    (vec / MANIFEST_NAME).write_text(json.dumps(m))  # as an index whose augmentation was never stored
+    monkeypatch.setattr(index_module, "IN_MEMORY_AUGMENTATION_MAX_ROWS", 100)
+    idx = Index.open(vec)
+    with caplog.at_level(logging.WARNING, logger="revsearch"):
+        got = idx.expanded_topk(x[:5], 4)
+    assert any("too large" in r.getMessage() for r in caplog.records)
+    want = search_expanded(idx, x[:5], 4, qe=2, alpha=3.0, dba=None)
+    np.testing.assert_array_equal(got[1], want[1])
