@@ -13,7 +13,7 @@ All three work on an index's vectors as they are; nothing is re-embedded or rewr
 
 Radenovic, Tolias, Chum: "Fine-tuning CNN image retrieval with no human annotation" (alpha-QE and
 alpha-DBA, 2018); Arandjelovic, Zisserman: "Three things everyone should know..." (database-side
-augmentation, 2012). Measured effects and costs: README, Quality (``benchmarks/quality.py``).
+augmentation, 2012). Measured effects and costs: docs/quality.md (``benchmarks/quality.py``).
 """
 
 from __future__ import annotations
@@ -336,7 +336,7 @@ def search_expanded(
     if mask is not None and not mask.any():
         b = len(q)
         return np.zeros((b, 0), np.float32), np.zeros((b, 0), np.int64)
-    approximate = not exact and bool(index.manifest.get("ann"))
+    approximate = not exact and bool(index.manifest.ann)
 
     def search(v: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
         if dba is None:
@@ -596,9 +596,10 @@ def resolve_expansion(expand: bool | Expansion | None, default: Expansion | None
     raise TypeError(f"expand must be True, False or an Expansion, not {expand!r}")
 
 
-def recorded_expansion(manifest: dict[str, Any] | None) -> Expansion:
-    """The :class:`Expansion` an index's manifest records (:data:`DEFAULT_EXPANSION` where it records none)."""
-    rec = (manifest or {}).get("expansion")
+def recorded_expansion(manifest: Any) -> Expansion:
+    """The :class:`Expansion` an index's manifest (a :class:`revsearch.store.Manifest`) records
+    (:data:`DEFAULT_EXPANSION` where it records none)."""
+    rec = getattr(manifest, "expansion", None)
     if not isinstance(rec, dict):
         return DEFAULT_EXPANSION
     try:

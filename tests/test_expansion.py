@@ -21,7 +21,8 @@ from conftest import write_photos
 from revsearch import Expansion, cli, store
 from revsearch.embedding import Embedder
 from revsearch.evaluate import evaluate_index
-from revsearch.index import MANIFEST_NAME, Index
+from revsearch import Index
+from revsearch.store import MANIFEST_NAME
 from revsearch.rerank import DEFAULT_EXPANSION, DatabaseAugmentation, search_expanded
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,7 +115,7 @@ KILLED_UPDATE = textwrap.dedent(
     from pathlib import Path
     sys.path.insert(0, {repo!r})
     import revsearch.rerank as rerank
-    from revsearch.index import Index
+    from revsearch import Index
 
     original = rerank.augmented_blocks
 
