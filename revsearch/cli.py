@@ -214,6 +214,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "shards": len(index.shards),
         "updated": index.manifest.updated,
         "ann": (lambda a: f"{a['kind']}, {a['count']} vectors" if a else None)(index.manifest.ann),
+        "expansion": index.expansion.describe() + ("" if index.snapshot.augmentation is not None or not index.expansion.dba
+                                                   else " (augmentation not stored yet: an update stores it)"),
     }
     if args.json:
         print(json.dumps(info, indent=2))

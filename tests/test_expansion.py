@@ -341,3 +341,10 @@ def test_a_large_index_without_a_stored_augmentation_searches_with_query_expansi
     assert any("too large" in r.getMessage() for r in caplog.records)
     want = search_expanded(idx, x[:5], 4, qe=2, alpha=3.0, dba=None)
     np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_cli_info_says_how_searches_expand(built, capsys) -> None:  # type: ignore[no-untyped-def]
+    _, vec = built
+    assert cli.main(["info", str(vec), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["expansion"] == "query expansion qe=2 alpha=3; database augmentation k=2 alpha=3"
