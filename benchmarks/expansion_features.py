@@ -33,29 +33,9 @@ POOLS = ("avg", "gem", "mac", "rmac")
 DATASETS = (("flowers", "oxford17_flowers"), ("ukbench", "ukbench_subset"))
 
 
-def rmac_regions(h: int, w: int, levels: int = 3) -> list[tuple[int, int, int, int]]:
-    """R-MAC regions (y0, y1, x0, x1) of an h x w map: at level l, l x l square regions of side
-    2 * min(h, w) / (l + 1), spread evenly (for a square map: 1 + 4 + 9 = 14 regions)."""
-    out = []
-    m = min(h, w)
-    for lev in range(1, levels + 1):
-        side = max(1, int(round(2 * m / (lev + 1)))) if lev > 1 else m
-        for ys in _starts(h, side, lev):
-            for xs in _starts(w, side, lev):
-                out.append((ys, ys + side, xs, xs + side))
-    return out
-
-
-def _starts(total: int, side: int, count: int) -> list[int]:
-    if count == 1:
-        return [(total - side) // 2]
-    step = (total - side) / (count - 1)
-    return [int(round(i * step)) for i in range(count)]
-
-
 def pool_maps(fmap: np.ndarray) -> dict[str, np.ndarray]:
     """Shape (b, h, w, c) feature maps -> each pooling's (b, c) descriptors."""
-    from revsearch.embedding import GEM_P, l2_normalize
+    from revsearch.embedding import GEM_P, l2_normalize, rmac_regions  # the library's regions (pooling="rmac")
 
     f = np.asarray(fmap, np.float32)
     out = {

@@ -348,3 +348,25 @@ def test_cli_info_says_how_searches_expand(built, capsys) -> None:  # type: igno
     assert cli.main(["info", str(vec), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["expansion"] == "query expansion qe=2 alpha=3; database augmentation k=2 alpha=3"
+
+
+def test_rmac_pooling_is_the_regional_maximum_of_the_feature_map(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import keras
+
+    from conftest import make_photo
+    from revsearch.embedding import get_embedder, l2_normalize, preprocessing_options, rmac_regions
+
+    emb = get_embedder("mobilenet", weights=None, pooling="rmac", backend="keras", precision="float32")
+    assert emb.preprocessing.endswith("/pool:rmac:L=3")
+    assert preprocessing_options(emb.preprocessing)["pooling"] == "rmac"
+    assert len(rmac_regions(7, 7)) == 14 and rmac_regions(7, 7)[0] == (0, 7, 0, 7)
+    photos = [make_photo(i, (200, 150)) for i in range(3)]
+    got = emb.embed(photos)
+    # the same weights without pooling, R-MAC by hand
+    plain = keras.applications.MobileNet(include_top=False, weights=None, input_shape=(224, 224, 3))
+    plain.set_weights(emb.keras_model.get_weights())
+    fmap = plain.predict_on_batch(emb.normalize_batch(np.stack([emb.prepare(p) for p in photos])))
+    want = l2_normalize(sum(l2_normalize(fmap[:, y0:y1, x0:x1, :].max(axis=(1, 2))) for y0, y1, x0, x1 in rmac_regions(7, 7)))
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    avg = get_embedder("mobilenet", weights=None, backend="keras", precision="float32").embed(photos)
+    assert not np.allclose(got, avg, atol=1e-3)
