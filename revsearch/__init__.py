@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .version import __version__
 
 from .errors import (  # noqa: E402  (light, no heavy imports)
+    DamagedVectorsError,
     DatasetLayoutError,
     DownloadError,
     ImageReadError,
@@ -29,6 +30,7 @@ from .errors import (  # noqa: E402  (light, no heavy imports)
     LegacyFormatError,
     ModelMismatchError,
     OptionalDependencyError,
+    OutsideFoldersError,
     RevsearchError,
     StorageFullError,
     UnknownModelError,
@@ -40,6 +42,8 @@ from .errors import (  # noqa: E402  (light, no heavy imports)
 # Public names and the module that defines each; loaded on first access (PEP 562).
 _LAZY = {
     "reverse_image_search": "api",
+    "search_text": "api",
+    "TextQuery": "operations",
     "SearchResults": "api",
     "Embedder": "embedding",
     "get_embedder": "embedding",
@@ -87,6 +91,8 @@ __all__ = sorted(
         "DownloadError",
         "DatasetLayoutError",
         "OptionalDependencyError",
+        "OutsideFoldersError",
+        "DamagedVectorsError",
     ]
 )
 
@@ -105,7 +111,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import SearchResults, reverse_image_search
+    from .api import SearchResults, reverse_image_search, search_text
     from .display import plot_results
     from .duplicates import DuplicateReport, find_duplicates, plot_duplicates
     from .embedding import Embedder, get_embedder
@@ -117,6 +123,7 @@ if TYPE_CHECKING:  # pragma: no cover
         Index,
         IndexingResult,
         Query,
+        TextQuery,
         VectorQuery,
         build_index,
         open_index,

@@ -797,6 +797,15 @@ def _build_locked(
             f"the index in {str(index.folder)!r} is incomplete (an indexing run did not finish): run "
             "`revsearch index` on it again before building an approximate index"
         )
+    damaged = index.damaged_rows()
+    if damaged.size:
+        from .errors import IndexDamagedError
+
+        raise IndexDamagedError(
+            index.folder,
+            f"{damaged.size} vectors are damaged (NaN, infinite or not unit length; the first is row {int(damaged[0])}), "
+            "so no approximate index is built on them",
+        )
     t0 = time.perf_counter()
     n, dim = len(index), index.dim
     opts = {k: v for k, v in request.items() if k not in _NOT_PLAN_OPTIONS}

@@ -24,7 +24,8 @@ import numpy as np
 from . import backends
 from .errors import ImageReadError, RevsearchError, UnknownModelError, WeightsUnavailableError
 from .images import ImageSource, SkippedFile, file_digest, prepare_image, read_image_file
-from .models import DEFAULT_FIT, DEFAULT_POOLING, MODELS, ModelInfo
+from .models import DEFAULT_FIT, DEFAULT_POOLING, MODELS, TEXT_MODELS, ModelInfo
+from .safety import display_name
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ __all__ = [
     "Embedder",
     "EmbeddedBatch",
     "FileInfo",
+    "folder_id",
     "get_embedder",
     "l2_normalize",
     "preprocessing_options",
@@ -160,6 +162,8 @@ def weights_id(weights: str | os.PathLike | None) -> str:
     if isinstance(weights, str) and weights == "imagenet":
         return "imagenet"
     p = Path(weights)
+    if p.is_dir() and (p / "config.json").is_file():  # a keras-hub preset folder (revsearch.clip)
+        return folder_id(p)
     if not p.is_file():
         raise WeightsUnavailableError(
             f"weights file {str(p)!r} does not exist: pass weights='imagenet', weights=None, "
@@ -170,6 +174,44 @@ def weights_id(weights: str | os.PathLike | None) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return f"file:{p.name}:sha256:{h.hexdigest()[:16]}"
+
+
+def folder_id(folder: str | os.PathLike) -> str:
+    """The weights id of a weights folder (a keras-hub preset): ``file:<name>:sha256:<hash of its files>``.
+
+    Parameters
+    ----------
+    folder : path
+        Every regular file under it (names and contents, in sorted order) goes into the hash.
+
+    Returns
+    -------
+    str
+    """
+    p = Path(folder)
+    h = hashlib.sha256()
+    for f in sorted(f for f in p.rglob("*") if f.is_file() and not f.is_symlink()):
+        h.update(f.relative_to(p).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
+    return f"file:{p.name}:sha256:{h.hexdigest()[:16]}"
+
+
+def _family(name: str) -> type | None:
+    """The Embedder subclass of a catalogue model implemented in a module of its own, or None.
+
+    The image-and-text models of :data:`revsearch.models.TEXT_MODELS` are built by
+    :class:`revsearch.clip.ClipEmbedder`, which builds on this module: it is reached here by name at
+    run time (a plug-in named by the catalogue), not imported at the top. Importing revsearch.clip
+    loads no TensorFlow or keras-hub.
+    """
+    if name not in TEXT_MODELS:
+        return None
+    import importlib
+
+    return importlib.import_module(f"{__package__}.clip").ClipEmbedder  # type: ignore[no-any-return]
 
 
 def _keras_cache_dir() -> Path:
@@ -188,12 +230,22 @@ class Embedder:
         For named models: ImageNet weights (downloaded by Keras to its cache, ``$KERAS_HOME/models``),
         ``None`` for a seeded random initialisation (same speed, meaningless features: for tests and
         speed benchmarks), or the path of a Keras weights file.
-    precision : {"float32", "bfloat16", "float16"}, optional
-        Compute precision of the model (the vectors are float32 either way). Default: the backend's
-        (:func:`revsearch.backends.default_precision`): float16/bfloat16 mixed precision on a GPU
-        (:func:`revsearch.backends.gpu_policy`), else ``"float32"``. ``"bfloat16"`` on OpenVINO is 2.3x
-        Keras float32's speed on an AVX512-BF16 CPU, its top-9 results agreeing 94.4% with float32's. On Keras, ``"bfloat16"``/``"float16"`` build the model under Keras's
-        ``mixed_bfloat16``/``mixed_float16`` policy; OpenVINO runs ``"float32"`` and ``"bfloat16"``.
+    precision : {"float32", "bfloat16", "float16", "int8"}, optional
+        Compute precision of the model (the vectors are float32 either way, and comparable whatever
+        the precision). Default: the backend's (:func:`revsearch.backends.default_precision`): on
+        OpenVINO the fastest precision the CPU runs natively among those within 0.005 mAP of float32
+        on every dataset measured (bfloat16 on CPUs with AVX512-BF16 or AMX, else float32); on Keras
+        float16/bfloat16 mixed precision on a GPU (:func:`revsearch.backends.gpu_policy`), else
+        ``"float32"``. On Keras, ``"bfloat16"``/``"float16"`` build the model under Keras's
+        ``mixed_bfloat16``/``mixed_float16`` policy; OpenVINO runs ``"float32"``, ``"bfloat16"`` and
+        ``"int8"`` (NNCF post-training quantization, calibrated on ``calibration``).
+    calibration : sequence of ImageSource or str, optional
+        With ``precision="int8"``: the calibration photos (at most
+        :data:`revsearch.backends.DEFAULT_CALIBRATION_SIZE`, a seeded sample of them, see
+        :meth:`calibrate`), or the :attr:`calibration_id` of a calibration made before (an index
+        records it: its cached int8 model is reused; where that model is not in the cache, the
+        embedder runs the default float precision instead, with a warning). Building an index
+        calibrates an int8 embedder on a seeded sample of the collection when none is given.
     backend : {"auto", "keras", "openvino"}, default "auto"
         What runs the model: Keras (TensorFlow), or OpenVINO (``pip install "revsearch[openvino]"``;
         converted from the Keras model once and cached on disk, see :mod:`revsearch.backends`).
@@ -243,6 +295,14 @@ class Embedder:
     default are still searched with theirs.
     """
 
+    def __new__(cls, model: Any = "resnet50", *args: Any, **kwargs: Any) -> Embedder:
+        # A CLIP-family name builds the subclass with an image and a text tower (revsearch.clip).
+        if cls is Embedder and isinstance(model, str) and model.lower() not in MODELS:
+            family = _family(model.lower())
+            if family is not None:
+                return super().__new__(family)
+        return super().__new__(cls)
+
     def __init__(
         self,
         model: Any = "resnet50",
@@ -259,6 +319,7 @@ class Embedder:
         backend: str = "auto",
         cache_dir: str | os.PathLike | None = None,
         openvino_hint: str = "throughput",
+        calibration: Sequence[ImageSource] | str | None = None,
     ) -> None:
         if precision is not None and precision not in _ALL_PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(_ALL_PRECISIONS)} (or None), not {precision!r}")
@@ -294,12 +355,18 @@ class Embedder:
         self.fill = fill
         self.fit = fit
         self._lock = threading.Lock()
+        self._calibration_sources: list[ImageSource] | None = None
+        self._calibration_id: str | None = None
+        if isinstance(calibration, str):
+            self._calibration_id = calibration
+        elif calibration is not None:
+            self.calibrate(calibration)
         self._custom_preprocess = preprocess
         if isinstance(model, str):
             key = model.lower()
             if key not in MODELS:
                 raise UnknownModelError(
-                    f"unknown model {model!r}: choose one of {', '.join(sorted(MODELS))}, "
+                    f"unknown model {model!r}: choose one of {', '.join(sorted([*MODELS, *TEXT_MODELS]))}, "
                     "or pass a Keras model whose output is one vector per image"
                 )
             self.name = key
@@ -371,7 +438,7 @@ class Embedder:
         ``precision`` and ``backend`` are recorded for information: vectors made with another
         precision or backend are comparable (the models agree within rounding).
         """
-        return {
+        out = {
             "model": self.name,
             "preprocessing": self.preprocessing,
             "dim": self.dim,
@@ -379,6 +446,84 @@ class Embedder:
             "precision": self.precision,
             "backend": self.backend,
         }
+        if self.precision == "int8" and self._calibration_id:
+            out["calibration"] = self._calibration_id
+        return out
+
+    # ------------------------------------------------------------------ int8 calibration
+    @property
+    def calibration_id(self) -> str | None:
+        """What identifies the int8 calibration photos (``"sha256:..."`` of their contents), or None."""
+        return self._calibration_id
+
+    def calibrate(
+        self,
+        sources: Sequence[ImageSource],
+        *,
+        size: int = backends.DEFAULT_CALIBRATION_SIZE,
+        seed: int = 0,
+    ) -> Embedder:
+        """Set the photos an int8 model is calibrated on (a seeded sample of at most ``size`` of them).
+
+        The sample is drawn by position from ``sources`` (give them in a stable order, e.g. sorted
+        paths), so the same collection always gives the same calibration, and so the same cached
+        model. Nothing is read until the int8 model is needed and not in the cache, except the
+        files' bytes, hashed into :attr:`calibration_id`.
+
+        Parameters
+        ----------
+        sources : sequence of ImageSource
+            Paths, bytes, arrays or PIL images.
+        size : int, default :data:`revsearch.backends.DEFAULT_CALIBRATION_SIZE`
+        seed : int, default 0
+
+        Returns
+        -------
+        Embedder
+            ``self``.
+        """
+        items = list(sources)
+        if not items:
+            raise ValueError("calibration needs at least one image")
+        if len(items) > size:
+            pick = np.sort(np.random.default_rng(seed).choice(len(items), size=int(size), replace=False))
+            items = [items[i] for i in pick]
+        h = hashlib.sha256()
+        for item in items:
+            if isinstance(item, (str, os.PathLike)):
+                data = Path(item).read_bytes()
+            elif isinstance(item, (bytes, bytearray, memoryview)):
+                data = bytes(item)
+            elif isinstance(item, np.ndarray):
+                data = np.ascontiguousarray(item).tobytes() + repr(item.shape).encode()
+            else:  # a PIL image
+                data = np.asarray(item).tobytes() + repr(getattr(item, "size", None)).encode()
+            h.update(hashlib.sha256(data).digest())
+        new_id = f"sha256:{h.hexdigest()[:24]}:n={len(items)}"
+        with self._lock:
+            if new_id != self._calibration_id:
+                self._ov = None  # another calibration: another model
+            self._calibration_sources, self._calibration_id = items, new_id
+        return self
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether an int8 embedder lacks both its cached model and the photos to make it."""
+        if self.precision != "int8" or self.backend != "openvino" or self._calibration_sources is not None:
+            return False
+        return self._calibration_id is None or not self._openvino_model().cached
+
+    def _calibration_batch(self) -> np.ndarray:
+        assert self._calibration_sources is not None
+        out = []
+        for s in self._calibration_sources:
+            try:
+                out.append(self.prepare(s))
+            except ImageReadError as e:  # an unreadable photo does not calibrate anything
+                logger.warning("calibration: skipped %s", e)
+        if not out:
+            raise backends.CalibrationUnavailableError("none of the calibration photos could be read")
+        return np.stack(out)
 
     def __repr__(self) -> str:
         return (
@@ -408,14 +553,17 @@ class Embedder:
             precision = self.precision
         if new_backend == self.backend and precision == self.precision:
             return self
+        calibration = self._calibration_sources or self._calibration_id
         if self._info is None:
             return Embedder(
                 self._keras_model, precision=precision, fill=self.fill, fit=self.fit, preprocess=self._custom_preprocess,
                 name=self.name, backend=new_backend, cache_dir=self.cache_dir, openvino_hint=self.openvino_hint,
+                calibration=calibration if precision == "int8" else None,
             )  # fmt: skip
         return get_embedder(
             self.name, weights=self._weights_arg, precision=precision, fit=self.fit, fill=self.fill,
             pooling=self.pooling, backend=new_backend, scales=self.scales,
+            calibration=calibration if precision == "int8" else None,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ multi-scale
@@ -434,7 +582,9 @@ class Embedder:
                     self._scale_embedders = [
                         Embedder(self.name, weights=self._weights_arg, precision=self.precision, fill=self.fill,
                                  fit=self.fit, pooling=self.pooling, resolution=s, backend=self.backend,
-                                 cache_dir=self.cache_dir, openvino_hint=self.openvino_hint)
+                                 cache_dir=self.cache_dir, openvino_hint=self.openvino_hint,
+                                 calibration=(self._calibration_sources or self._calibration_id)
+                                 if self.precision == "int8" else None)
                         for s in self.scales
                     ]
         return self._scale_embedders
@@ -587,6 +737,22 @@ class Embedder:
     def load(self) -> Embedder:
         """Build the model now rather than on first use: the Keras model, or the compiled OpenVINO
         model (converted from Keras the first time, then read from the cache). Returns ``self``."""
+        loaded = self._ov is not None and self._ov.loaded_from is not None
+        if self.backend == "openvino" and self.precision == "int8" and self._calibration_sources is None and not loaded:
+            if self._calibration_id is None:
+                raise backends.CalibrationUnavailableError(
+                    "precision='int8' needs calibration photos: Embedder(..., calibration=[paths]) or "
+                    "embedder.calibrate(paths) (building an index calibrates on its own photos)"
+                )
+            if not self._openvino_model().cached:
+                fallback = backends.cpu_precision() if backends.cpu_precision() != "int8" else "float32"
+                logger.warning(
+                    "the int8 model calibrated as %s is not in the cache %s (and its photos were not given): "
+                    "embedding with %s instead (vectors of every precision are comparable)",
+                    self._calibration_id, self._openvino_model().cache_dir, fallback,
+                )
+                with self._lock:
+                    self.precision, self._ov, self._calibration_id = fallback, None, None
         if self.backend == "openvino":
             try:
                 self._openvino_model().load()
@@ -627,9 +793,12 @@ class Embedder:
                         ]
                         arch = f"keras.applications.{self._info.keras_name}/pool:{self.pooling}:p={GEM_P:g}"
                     key = {"model": self.name, "architecture": arch, "weights": self.weights, "dim": self.dim}
+                    int8 = self.precision == "int8"
                     self._ov = backends.OpenVINOModel(
                         key, lambda: self.keras_model, self.input_size, norm, self.precision,
                         hint=self.openvino_hint, cache_dir=self.cache_dir,
+                        calibration_id=(self._calibration_id or "none") if int8 else None,
+                        calibration=self._calibration_batch if int8 and self._calibration_sources is not None else None,
                     )  # fmt: skip
         return self._ov
 
@@ -638,8 +807,8 @@ class Embedder:
         it is normalised in place, not copied."""
         if len(self.scales) > 1:
             return self._embed_multiscale(batch)
-        if self.backend == "openvino" and self._chosen:
-            self.load()  # where backend="auto" chose OpenVINO, a failed conversion falls back to Keras
+        if self.backend == "openvino" and (self._chosen or self.precision == "int8"):
+            self.load()  # backend="auto": a failed conversion falls back to Keras; int8: to float if uncalibrated
         if self.backend == "openvino":
             if self._info is None and self._custom_preprocess is not None:
                 batch = np.asarray(self._custom_preprocess(batch), dtype=np.float32)
@@ -755,7 +924,7 @@ class Embedder:
                     refill()
                     info, arr, err = fut.result()
                     if err is not None:
-                        logger.warning("skipped %s: %s", paths[i], err)
+                        logger.warning("skipped %s: %s", display_name(paths[i]), display_name(err))
                         skipped.append(SkippedFile(paths[i], err))
                         bar.update(1)
                     else:
@@ -842,6 +1011,7 @@ def get_embedder(
     resolution: int | None = None,
     scales: Sequence[int] | None = None,
     backend: str = "auto",
+    calibration: Sequence[ImageSource] | str | None = None,
 ) -> Embedder:
     """Return an :class:`Embedder`, reusing one built earlier for the same name and options.
 
@@ -853,8 +1023,12 @@ def get_embedder(
     model : str, Embedder or keras.Model
         An Embedder is returned as it is; a Keras model is wrapped.
     weights : {"imagenet", None} or path
-    precision : {"float32", "bfloat16", "float16"}, optional
+    precision : {"float32", "bfloat16", "float16", "int8"}, optional
         Default: the backend's.
+    calibration : sequence of ImageSource or str, optional
+        With ``precision="int8"`` (see :class:`Embedder`). An int8 embedder is shared only when
+        ``calibration`` is a recorded id (one given photos, or none, is new: :meth:`Embedder.calibrate`
+        changes it).
     fit, fill, pooling, backend, resolution, scales
         As for :class:`Embedder` (``None``: the model's default); see :func:`preprocessing_options`
         to get ``fit``, ``fill`` and ``pooling`` back from an index's spec.
@@ -866,12 +1040,14 @@ def get_embedder(
     if isinstance(model, Embedder):
         return model
     if not isinstance(model, str):
-        return Embedder(model, precision=precision, backend=backend)
+        return Embedder(model, precision=precision, backend=backend, calibration=calibration)
     new = Embedder(
         model, weights=weights, precision=precision, fit=fit, fill=fill, pooling=pooling, backend=backend,
-        resolution=resolution, scales=scales,
+        resolution=resolution, scales=scales, calibration=calibration,
     )
-    key = (new.name, new.weights, new.precision, new.preprocessing, new.backend)  # the Embedder is lazy: cheap
+    if new.precision == "int8" and not isinstance(calibration, str):
+        return new  # calibrate() changes it: never shared
+    key = (new.name, new.weights, new.precision, new.preprocessing, new.backend, new.calibration_id)  # lazy: cheap
     with _CACHE_LOCK:
         if key not in _CACHE:
             _CACHE[key] = new
@@ -945,7 +1121,7 @@ def preprocessing_options(preprocessing: str) -> dict[str, Any]:
     import re
 
     pattern = (
-        r"^(pad|crop):(edge|mean|rgb\((\d+),(\d+),(\d+)\))/resize:(\d+):bicubic/[^/]+(/pool:(gem|max|rmac)[^/]*)?"
+        r"^(pad|crop):(edge|mean|rgb\((\d+),(\d+),(\d+)\))/resize:(\d+):bicubic/[^/]+(/pool:(gem|max|rmac|own)[^/]*)?"
         r"(/scales:(\d+(?:\+\d+)+):sum-l2)?$"
     )
     m = re.match(pattern, preprocessing)

@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from . import store
+from . import backends, store
 from .embedding import Embedder, get_embedder, preprocessing_options, weights_id
 from .errors import ModelMismatchError, RevsearchError
 from .images import ImageSource, path_excluded, under_folder
+from .safety import display_name
 from .search import Match, topk_cosine
 from .store import ROW_DTYPE, SPEC_KEYS, Manifest
 
@@ -56,6 +57,7 @@ class Index:
         self._embedder: Embedder | None = None
         self._warned_incomplete = False
         self._augmentations: dict[tuple[int, float], Any] = {}
+        self._warned_damaged = False
 
     # ------------------------------------------------------------------ opening
     @staticmethod
@@ -234,15 +236,20 @@ class Index:
                 weights = None
             elif weights.startswith("file:"):  # recorded by revsearch.indexing
                 weights = self.manifest.weights_path
-                if not weights or not Path(weights).is_file():
+                if not weights or not Path(weights).exists():  # a file, or a keras-hub preset folder (CLIP)
                     raise ModelMismatchError(
                         f"the index was built with weights from a file ({spec['weights']}) that is not at "
                         f"{weights!r} any more: pass the weights file again (weights=... / --weights)"
                     )
+            int8 = spec.get("precision") == "int8" and backends.resolve_backend("auto", "int8") == "openvino"
             emb = get_embedder(
                 name,
                 weights=weights,
-                precision=spec.get("precision", "float32"),
+                # any precision makes comparable vectors: this machine's default, except that an int8 index's
+                # own quantized model is reused (from the cache) so its queries run the very same model
+                # (where OpenVINO runs it: without OpenVINO, or on a GPU, the default precision searches it as well)
+                precision="int8" if int8 else None,
+                calibration=spec.get("calibration") if int8 else None,
                 **preprocessing_options(spec.get("preprocessing", "")),  # fit, fill, pooling as recorded
             )
             self.check_compatible(emb.spec)
@@ -375,6 +382,9 @@ class Index:
             Shape (b, k') int64.
         """
         mask = self.select(under, exclude_paths) if len(self) else None
+        use_ann = not exact and mask is None and bool(self.manifest.ann)
+        if not use_ann:  # exact search reads every vector anyway: one pass finds the damaged ones (cached)
+            exclude = self._skip_damaged(exclude)
         if mask is not None:
             return self._topk_selected(vectors, k, mask, exclude)
         if len(self) == 0:
@@ -389,11 +399,54 @@ class Index:
                 "indexed so far; index the dataset folder again to finish it",
                 self.folder, len(self),
             )
-        if not exact and self.manifest.ann:
-            from . import ann
-
-            return ann.ann_topk(self._snapshot, vectors, k, exclude=exclude)
+        if use_ann:
+            return self._ann_topk(vectors, k, exclude)
         return topk_cosine(self.shards, vectors, k, exclude=exclude)
+
+    def _ann_topk(self, vectors: np.ndarray, k: int, exclude: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate top-k; only the rows it returns are checked for damage (never a pass over all vectors):
+        a damaged one is excluded and the search asked again."""
+        from . import ann
+        from .safety import damaged_rows
+
+        excluded = {int(r) for r in (exclude or ())}
+        for _ in range(8):
+            s, r = ann.ann_topk(self._snapshot, vectors, k, exclude=sorted(excluded) or None)
+            found = np.unique(r[r >= 0])
+            bad = found[damaged_rows(self._snapshot.take(found))] if found.size else found
+            if not bad.size:
+                break
+            self._warn_damaged(bad)
+            excluded.update(bad.tolist())
+        return s, r
+
+    def damaged_rows(self) -> np.ndarray:
+        """Rows whose stored vector is damaged (NaN, infinite, or a length far from 1), shape (m,) int64.
+
+        A vector revsearch wrote is checked when written; damage comes later (a bad copy or sync of
+        the vectors file). Searches skip these rows (with a warning) and still return ``k`` good
+        matches; :func:`revsearch.find_duplicates` ignores them; indexing the dataset folder again
+        embeds their images again. Computed with one pass over the vectors, once per opened state.
+        """
+        return self._snapshot.damaged_rows()
+
+    def _warn_damaged(self, bad: np.ndarray) -> None:
+        if not self._warned_damaged:
+            self._warned_damaged = True
+            logger.warning(
+                "the index in %s holds damaged vectors (NaN, infinite or not unit length: a damaged copy of its "
+                "files?), %d found, first row %d (%s): searches skip them; index the dataset folder again to repair "
+                "them", display_name(self.folder), bad.size, int(bad[0]), display_name(self._snapshot.path_at(int(bad[0]))),
+            )
+
+    def _skip_damaged(self, exclude: Sequence[int] | None) -> Sequence[int] | None:
+        bad = self.damaged_rows() if len(self) else np.zeros(0, np.int64)
+        if not bad.size:
+            return exclude
+        self._warn_damaged(bad)
+        if exclude is None:
+            return bad.tolist()
+        return sorted(set(int(r) for r in exclude) | set(bad.tolist()))
 
     def _topk_selected(
         self, vectors: np.ndarray, k: int, mask: np.ndarray, exclude: Sequence[int] | None
@@ -604,20 +657,24 @@ def resolve_embedder(
     model: Any = None,
     *,
     weights: str | os.PathLike | None = "imagenet",
-    precision: str = "float32",
+    precision: str | None = None,
 ) -> Embedder:
     """The embedder to use with an index that may already exist.
 
     The index's own embedder (with the preprocessing recorded in it) when ``model`` is None or
-    names the index's model with the same weights and precision; otherwise one built from
-    ``model`` (default ``"resnet50"``), which :meth:`Index.check_compatible` may then refuse.
+    names the index's model with the same weights, whatever ``precision`` (precision does not
+    change which vectors are comparable: an index built at one precision is searched, and updated,
+    at any other); otherwise one built from ``model`` (default ``"resnet50"``), which
+    :meth:`Index.check_compatible` may then refuse.
 
     Parameters
     ----------
     index : Index or None
     model : str, Embedder, keras.Model or None
     weights : {"imagenet", None} or path
-    precision : {"float32", "bfloat16"}
+    precision : {"float32", "bfloat16", "float16", "int8"}, optional
+        Default: int8 where the index records int8 (its quantized model is reused from the cache),
+        else this machine's default (:func:`revsearch.backends.default_precision`).
 
     Returns
     -------
@@ -625,12 +682,8 @@ def resolve_embedder(
     """
     if index is not None:
         spec = index.spec
-        same = (
-            isinstance(model, str)
-            and model.lower() == spec["model"]
-            and weights_id(weights) == spec["weights"]
-            and precision == spec.get("precision", "float32")
-        )
+        same = isinstance(model, str) and model.lower() == spec["model"] and weights_id(weights) == spec["weights"]
         if model is None or same:
-            return index.embedder()
+            emb = index.embedder()
+            return emb if precision is None or precision == emb.precision else emb.variant(precision=precision)
     return get_embedder(model if model is not None else "resnet50", weights=weights, precision=precision)

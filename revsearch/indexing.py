@@ -40,7 +40,7 @@ import numpy as np
 from . import store
 from .embedding import Embedder, FileInfo, get_embedder, l2_normalize
 from .errors import RevsearchError, StorageFullError, UpdateRefusedError
-from .images import SkippedFile, file_digest, find_images, path_excluded
+from .images import FOLLOW_LINKS, SkippedFile, file_digest, find_images, path_excluded
 from .index import Index
 from .store import ROW_DTYPE, FolderWriter, Manifest, ShardRef, ShardView
 
@@ -183,7 +183,11 @@ def read_ignore_file(dataset_dir: str | os.PathLike) -> list[str]:
 
 
 def scan_dataset(
-    dataset_dir: str | os.PathLike, vector_dir: str | os.PathLike | None = None, exclude: Sequence[str] = ()
+    dataset_dir: str | os.PathLike,
+    vector_dir: str | os.PathLike | None = None,
+    exclude: Sequence[str] = (),
+    *,
+    follow_links: str = "inside",
 ) -> Scan:
     """List the images of a dataset folder for indexing.
 
@@ -198,6 +202,8 @@ def scan_dataset(
         The index folder.
     exclude : sequence of str
         Exclusion patterns, e.g. ``"*/thumbnails/*"``, ``"raw"``, ``"*.png"``.
+    follow_links : {"inside", "all", "none"}, default "inside"
+        Which symbolic links are followed (see :func:`revsearch.images.find_images`).
 
     Returns
     -------
@@ -206,7 +212,8 @@ def scan_dataset(
     dataset = Path(dataset_dir)
     folders_skipped: list[SkippedFile] = []  # unreadable folders, links to folders already searched
     files = find_images(
-        dataset, exclude=[Path(vector_dir)] if vector_dir is not None else None, skipped=folders_skipped
+        dataset, exclude=[Path(vector_dir)] if vector_dir is not None else None, skipped=folders_skipped,
+        follow_links=follow_links,
     )
     rel = [p.relative_to(dataset).as_posix() for p in files]
     patterns = [*exclude, *read_ignore_file(dataset)]
@@ -447,12 +454,19 @@ def _plan(snap: store.Snapshot | None, scan: Scan, report: UpdateReport) -> _Pla
         rows = np.array(shard.rows)  # small copy: (n,) records
         mask = np.zeros(shard.count, bool)
         refreshed = False
+        damaged = shard.damaged_rows()  # NaN, inf, wrong length: a damaged file; embedded again
+        if damaged.any():
+            logger.warning(
+                "the index in %s holds %d damaged vectors (NaN, infinite or not unit length) in %s: their images "
+                "are embedded again", snap.folder, int(damaged.sum()), shard.ref.files["vectors"],
+            )
+            rows["size"][damaged] = -2  # never taken for a moved or copied file
         for j, path in enumerate(shard.paths):
             i = where.get(path)
             if i is None:
                 report.removed.append(path)
                 continue
-            status = _same_file(scan.files[i], rows[j])
+            status = "changed" if damaged[j] else _same_file(scan.files[i], rows[j])
             if status == "changed":
                 again.add(path)
                 continue
@@ -488,6 +502,7 @@ def update_folder(
     exclude: Sequence[str] | None = None,
     progress: bool = True,
     expansion: Any = None,
+    follow_links: str | None = None,
 ) -> tuple[Index, UpdateReport]:
     """Create or incrementally update the index of ``dataset_dir`` in ``vector_dir``.
 
@@ -529,6 +544,11 @@ def update_folder(
         The search-side expansion recorded in the index (what its searches use by default;
         :class:`revsearch.rerank.Expansion`); its database-side augmentation is stored. None
         keeps the recorded one (a new index: the default), False records no expansion.
+    follow_links : {"inside", "all", "none"}, optional
+        Which symbolic links in the dataset folder are followed (see
+        :func:`revsearch.images.find_images`): ``"inside"`` (the default for a new index) only
+        links whose target lies inside the dataset folder; ``"all"`` every one; ``"none"`` none.
+        Recorded in the index; None keeps the recorded choice.
 
     Returns
     -------
@@ -555,13 +575,20 @@ def update_folder(
     folder = Path(vector_dir)
     emb = embedder if isinstance(embedder, Embedder) else get_embedder(embedder, weights=weights)
     batch_size = int(batch_size or emb.batch_size)
+    recorded_manifest = store.read_manifest(folder) if store.exists(folder) else None
     if exclude is None:
-        exclude = store.read_manifest(folder).exclude if store.exists(folder) else []
+        exclude = recorded_manifest.exclude if recorded_manifest is not None else []
     if isinstance(exclude, str):
         exclude = [exclude]
     exclude = [str(p) for p in exclude]
-    scan = scan_dataset(dataset, folder, exclude)
+    if follow_links is None:
+        follow_links = (recorded_manifest.follow_links if recorded_manifest is not None else None) or "inside"
+    if follow_links not in FOLLOW_LINKS:
+        raise ValueError(f"follow_links must be one of {', '.join(FOLLOW_LINKS)}, not {follow_links!r}")
+    scan = scan_dataset(dataset, folder, exclude, follow_links=follow_links)
     report = UpdateReport(skipped=list(scan.skipped))
+    if scan.files and emb.needs_calibration:  # int8 without its cached model: calibrate on this collection
+        emb.calibrate(scan.files)
     if not store.exists(folder) and scan.files:
         emb.load()  # the weights (or the cached OpenVINO model) before anything is written: no weights, no folder
     with store.writing(folder) as w:
@@ -576,7 +603,7 @@ def update_folder(
         check_prune(folder, dataset, plan.n_old, len(report.removed) - on_purpose, len(scan.rel), recorded, prune)
         if plan.todo:
             emb.load()  # load the model before writing anything (OpenVINO: from its cache, without TensorFlow)
-        fields = {**index_fields(dataset, emb), "exclude": list(exclude)}
+        fields = {**index_fields(dataset, emb), "exclude": list(exclude), "follow_links": follow_links}
         run = _Run(w, emb, fields, checkpoint_every, checkpoint_seconds)
         changed = snap is None or bool(problems) or w.needs_migration
         for view, mask, rows, rewrite in plan.kept:
@@ -587,11 +614,20 @@ def update_folder(
             if mask.any():  # rewrite this shard only (bounded memory: one shard at a time)
                 paths = [p for p, m in zip(view.paths, mask) if m]
                 run.shards.append(w.write_shard(np.asarray(view.vectors)[mask], rows[mask], paths))
-        if changed or snap.spec != emb.spec or list(exclude) != snap.manifest.exclude:
+        if plan.reuse:  # moved, renamed or copied files: their stored vectors, no model call. Written before the
+            # first commit drops the old paths' rows, so a run killed in between never loses a vector it could reuse
+            for i, view, j, info in plan.reuse:  # one shard, one commit: all of them or none
+                run.buf_vec.append(np.asarray(view.vectors[j : j + 1], np.float32))
+                run.buf_paths.append(scan.rel[i])
+                run.buf_infos.append(info)
+            run.flush()
+        elif (
+            changed
+            or snap.spec != emb.spec
+            or list(exclude) != snap.manifest.exclude
+            or follow_links != snap.manifest.follow_links
+        ):
             run.commit(complete=False)
-        if plan.reuse:  # moved, renamed or copied files: their stored vectors, no model call
-            for i, view, j, info in plan.reuse:
-                run.add([scan.rel[i]], np.asarray(view.vectors[j : j + 1], np.float32), [info])
         done: set[str] = set()
         if plan.todo:
             for batch in emb.embed_files(
@@ -766,6 +802,7 @@ def index_from_vectors(
     vectors = l2_normalize(vectors.reshape(len(paths), -1 if len(paths) else dim))
     if vectors.shape[1] != dim:
         raise ValueError(f"vectors have dimension {vectors.shape[1]}, spec says {dim}")
+    store.check_vectors(vectors)  # refuse NaN, inf, wrong length before anything is written
     if rows is None:
         rows = np.zeros(len(paths), ROW_DTYPE)
         rows["size"] = -1

@@ -46,6 +46,7 @@ __all__ = [
     "IncompatibleOptionsError",
     "Query",
     "ImageQuery",
+    "TextQuery",
     "VectorQuery",
     "as_query",
     "register_query_kind",
@@ -192,7 +193,7 @@ def resolve_embedder(
     model : str, Embedder, keras.Model or None
     weights : {"imagenet", None} or path
     backend : {"auto", "keras", "openvino"}, optional
-    precision : {"float32", "bfloat16", "float16"}, optional
+    precision : {"float32", "bfloat16", "float16", "int8"}, optional
     resolution : int, optional
     scales : sequence of int, optional
 
@@ -211,10 +212,9 @@ def resolve_embedder(
             name or "resnet50", weights=weights, precision=precision, resolution=resolution, scales=scales, **options
         )
     else:
-        # the index's recorded precision is passed, so naming the index's model keeps its recorded
+        # precision never changes which vectors are comparable: naming the index's model keeps its recorded
         # preprocessing whatever precision is asked for (applied below)
-        recorded = existing.spec.get("precision", "float32") if existing is not None else "float32"
-        emb = _index.resolve_embedder(existing, model, weights=weights, precision=recorded)  # type: ignore[arg-type]
+        emb = _index.resolve_embedder(existing, model, weights=weights)
     if backend is not None or precision is not None:
         emb = emb.variant(backend=backend, precision=precision)
     return emb
@@ -284,7 +284,7 @@ def build_index(
     weights : {"imagenet", None} or path, default "imagenet"
     backend : {"auto", "keras", "openvino"}, optional
         What runs the model (default: auto).
-    precision : {"float32", "bfloat16", "float16"}, optional
+    precision : {"float32", "bfloat16", "float16", "int8"}, optional
         Compute precision (vectors are float32 either way).
     resolution : int, optional
         Input side in pixels.
@@ -416,6 +416,9 @@ class Query:
 
     #: Whether the search-side options that re-embed the query (``rotations``) apply.
     is_image: bool = False
+    #: Whether the index's expansion (query expansion, database-side augmentation) applies by default: it
+    #: was chosen on image queries; a query of another kind (words) is searched plainly unless asked.
+    expands_by_default: bool = True
 
 
 @dataclass
@@ -469,6 +472,51 @@ class VectorQuery(Query):
         if v.ndim != 2 or v.shape[1] != index.dim:
             raise ValueError(f"a query vector of shape {np.shape(self.vector)} does not fit an index of {index.dim}-d vectors")
         return v
+
+
+@dataclass
+class TextQuery(Query):
+    """Words to find photos by (``"a red car at night"``), or a list of them: for an index built with an
+    image-and-text model (:data:`revsearch.models.TEXT_MODELS`, e.g. ``"clip-vit-b32"``), whose text tower
+    puts them in the space of its image vectors. A string is never taken for words by :func:`as_query`
+    (it is a file path there): wrap it in a TextQuery.
+    """
+
+    text: str | Sequence[str]
+    label: str = "text"
+
+    expands_by_default = False  # the expansion default was measured for image queries, not words
+
+    def __post_init__(self) -> None:
+        from .clip import clean_texts
+
+        single = isinstance(self.text, str)
+        texts = clean_texts(self.text)  # an empty or non-string query fails here, before any model loads
+        self.text = texts[0] if single else texts
+        self.label = f"“{texts[0]}”" if single else f"{len(texts)} texts"
+
+    def check(self, index: _index.Index) -> None:
+        """Raise a one-line :class:`ModelMismatchError` unless ``index`` was built with an image-and-text model."""
+        from .clip import supports_text
+
+        model = index.spec["model"]
+        if not supports_text(model):
+            from .errors import ModelMismatchError
+            from .models import TEXT_MODELS
+
+            raise ModelMismatchError(
+                f"the index in {str(index.folder)!r} was built with {model}, an image model: it cannot be searched "
+                f"by words. Build an index with an image-and-text model ({', '.join(sorted(TEXT_MODELS))}) in another "
+                f"folder: revsearch index {index.dataset_dir or 'DATASET_DIR'} NEW_VECTOR_DIR --model clip-vit-b32"
+            )
+
+    def vectors(self, index: _index.Index, embedder: Embedder | None) -> np.ndarray:
+        from .clip import embed_text
+
+        self.check(index)
+        emb = embedder if embedder is not None else index.embedder()
+        index.check_compatible(emb.spec)
+        return np.atleast_2d(embed_text(emb, self.text))
 
 
 #: How values are recognised as queries: (test, kind), tried in order (see :func:`register_query_kind`).
@@ -631,7 +679,10 @@ def search(
         embedder = resolve_embedder(idx, model, weights=weights) if model is not None else idx.embedder()
         if backend is not None:
             embedder = embedder.variant(backend=backend)
-    exp = Expansion(**{**resolve_expansion(expand, idx.expansion).to_dict(), **given})
+    from .rerank import NO_EXPANSION
+
+    default = idx.expansion if q.expands_by_default else NO_EXPANSION
+    exp = Expansion(**{**resolve_expansion(expand, default).to_dict(), **given})
     if rotations:
         from .rerank import search_images
 

@@ -68,6 +68,7 @@ import os
 import re
 import secrets
 import time
+from tokenize import TokenError
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,16 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import IndexDamagedError, IndexFormatError, IndexNotFoundError, RevsearchError, StorageFullError
+from .errors import (
+    DamagedVectorsError,
+    IndexDamagedError,
+    IndexFormatError,
+    IndexNotFoundError,
+    OutsideFoldersError,
+    RevsearchError,
+    StorageFullError,
+)
+from .safety import confine, crash_point, damaged_rows, display_name, vector_problem
 from .version import __version__
 
 logger = logging.getLogger(__name__)
@@ -104,6 +114,7 @@ __all__ = [
     "utc_now",
     "encode_paths",
     "check_relpath",
+    "check_vectors",
     "write_shard",
     "find_shard",
     "shard_file_names",
@@ -140,6 +151,10 @@ _NAME_RE = re.compile(r"(vectors|rows|paths|ann|dba)-([0-9a-f]{12})-([0-9a-z][0-
 #: Text encoding of stored paths: UTF-8, with undecodable bytes of POSIX file names kept as they are.
 PATH_ERRORS = "surrogateescape"
 _WRITE_CHUNK = 16 * 2**20
+#: A manifest larger than this is damaged (one of a million shards takes ~250 bytes).
+MAX_MANIFEST_BYTES = 256 * 2**20
+#: Longest stored path, in bytes (PATH_MAX on Linux): a paths file longer than this per row is damaged.
+MAX_PATH_BYTES = 4096
 
 
 # ---------------------------------------------------------------------------------------- small helpers
@@ -196,11 +211,14 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None], *, tag: str = ""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{tag or 'x'}-{secrets.token_hex(4)}.tmp")
     try:
+        crash_point(f"write {path.name}")
         with open(tmp, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        crash_point(f"rename into {path.name}")
         os.replace(tmp, path)
+        crash_point(f"renamed into {path.name}")
     except OSError as e:
         if _is_disk_full(e):
             raise StorageFullError(
@@ -296,6 +314,35 @@ def encode_paths(paths: Sequence[str]) -> bytes:
     return "".join(p + "\n" for p in paths).encode("utf-8", PATH_ERRORS)
 
 
+# ---------------------------------------------------------------------------------------- confinement
+def _inside_folder(folder: Path, path: Path) -> Path:
+    """``path`` (a file of the index in ``folder``) if it resolves inside ``folder``; a link leading
+    out (a manifest or shard file replaced by a symbolic link) raises IndexDamagedError."""
+    try:
+        return confine(path, [folder], source=folder / MANIFEST_NAME, what="the index file")
+    except OutsideFoldersError as e:
+        raise IndexDamagedError(folder, f"{e} (a symbolic link leading out of the index folder)") from None
+
+
+def _read_small(folder: Path, path: Path, limit: int) -> bytes:
+    """The bytes of a file of the index (inside its folder, at most ``limit`` bytes)."""
+    if not path.is_symlink() and not path.exists():
+        raise FileNotFoundError(str(path))
+    real = _inside_folder(folder, path)
+    with open(real, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise IndexFormatError(
+                f"{display_name(path)!r} holds {size} bytes, more than any revsearch index file of its kind "
+                f"({limit}): it is damaged or not an index file; restore it or index the images again"
+            )
+        return f.read(limit + 1)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 # ---------------------------------------------------------------------------------------- manifest
 def _damaged(mpath: Path, what: str) -> IndexFormatError:
     return IndexFormatError(
@@ -338,7 +385,8 @@ def _migrate_1_to_2(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 #: The migrations, in order: ``MIGRATIONS[v]`` turns a manifest of format ``v`` into format ``v + 1``
-#: (in memory; the next commit writes :attr:`Manifest.VERSION`). Add one with each new format version.
+#: (in memory; the next commit writes :attr:`Manifest.VERSION`). A version whose manifests read as
+#: they are in the next one (e.g. a new optional section) needs no entry.
 def _migrate_2_to_3(raw: dict[str, Any]) -> dict[str, Any]:
     """Format 2 -> 3, in memory: nothing to change (format 3 adds the optional augmentation section;
     search computes it in memory until the next update stores it)."""
@@ -369,7 +417,8 @@ def validate_manifest(manifest: Any, mpath: Path) -> Manifest:
             f"understands ({FORMAT_VERSION}): upgrade revsearch"
         )
     for v in range(version, FORMAT_VERSION):  # in order, each to the next version
-        manifest = MIGRATIONS[v](manifest)
+        if v in MIGRATIONS:
+            manifest = MIGRATIONS[v](manifest)
     spec = manifest.get("spec")
     if not isinstance(spec, dict):
         raise _damaged(mpath, "'spec' is missing or not an object")
@@ -408,7 +457,7 @@ def validate_manifest(manifest: Any, mpath: Path) -> Manifest:
         raise _damaged(mpath, "two shards name the same file")
     if "count" in manifest and manifest["count"] != total:
         raise _damaged(mpath, f"'count' is {manifest['count']!r} but the shards hold {total} rows")
-    for section in _ANN_KEYS:
+    for section in ("ann", "ann_stale"):
         meta = manifest.get(section)
         if meta is None:
             continue
@@ -439,6 +488,9 @@ def validate_manifest(manifest: Any, mpath: Path) -> Manifest:
         tokens = meta.get("shards")
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
             raise _damaged(mpath, f"{section!r} does not list its shards")
+    links = manifest.get("follow_links")
+    if links is not None and links not in ("inside", "all", "none"):
+        raise _damaged(mpath, f"'follow_links' is {links!r}, not 'inside', 'all' or 'none'")
     ds = manifest.get("dataset_dir")
     if ds is not None and (
         not isinstance(ds, dict) or not all(isinstance(v, str) for v in ds.values() if v is not None)
@@ -450,10 +502,6 @@ def validate_manifest(manifest: Any, mpath: Path) -> Manifest:
     if not isinstance(out.get("complete", True), bool):
         raise _damaged(mpath, f"'complete' is {out['complete']!r}")
     return out
-
-
-#: The manifest entries of the approximate index: the current one, and one an update made stale.
-_ANN_KEYS = ("ann", "ann_stale")
 
 
 class Manifest(dict):
@@ -559,6 +607,13 @@ class Manifest(dict):
         return list(self.get("exclude") or [])
 
     @property
+    def follow_links(self) -> str | None:
+        """Which symbolic links of the dataset folder indexing follows (``"inside"``, ``"all"``, ``"none"``;
+        see :func:`revsearch.images.find_images`); None for an index made before the choice was recorded."""
+        value = self.get("follow_links")
+        return value if isinstance(value, str) else None
+
+    @property
     def imported_from(self) -> dict[str, Any] | None:
         """Where an imported index came from (``legacy_dir``, ``files_skipped``), if it was imported."""
         return self.get("imported_from")
@@ -610,14 +665,7 @@ class Manifest(dict):
     # ------------------------------------------------------------------ files
     def file_names(self) -> set[str]:
         """Every file the manifest names (shards and sections)."""
-        out = {n for s in self.get("shards", []) for n in s.get("files", {}).values()}
-        for section in _ANN_KEYS:
-            name = (self.get(section) or {}).get("file")
-            if name:
-                out.add(name)
-        for section in AUGMENTATION_SECTIONS:
-            out.update(((self.get(section) or {}).get("files") or {}).values())
-        return out
+        return _named_files(self)
 
 
 def read_manifest(folder: str | os.PathLike) -> Manifest:
@@ -638,7 +686,7 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
     folder = Path(folder)
     mpath = folder / MANIFEST_NAME
     try:
-        raw = mpath.read_bytes()
+        raw = _read_small(folder, mpath, MAX_MANIFEST_BYTES)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         legacy = folder.is_dir() and any(
             p.suffix.lower() in (".pbz2", ".pickle", ".pkl") for p in folder.iterdir() if p.is_file()
@@ -651,8 +699,8 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
         )
         raise IndexNotFoundError(f"no revsearch index in {str(folder)!r}.{hint}") from None
     try:
-        manifest = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
+        manifest = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise _damaged(mpath, f"not JSON: {e}") from None
     return validate_manifest(manifest, mpath)
 
@@ -694,26 +742,49 @@ class ShardView:
         self.ref = ref
         self._paths: list[str] | None = None
         f = ref.files
+        self._damaged: np.ndarray | None = None
         self.vectors = self._load_npy("vectors", np.dtype(np.float32), (ref.count, dim))
         self._rows = self._load_npy("rows", ROW_DTYPE, (ref.count,))
+        ppath = folder / f["paths"]
         try:
-            self._text = _map_bytes(folder / f["paths"])
+            real = _inside_folder(folder, ppath) if ppath.is_symlink() else ppath
+            self._text = _map_bytes(real)
         except FileNotFoundError:
-            raise _Missing(folder / f["paths"]) from None
+            raise _Missing(ppath) from None
+        except OSError as e:
+            raise IndexDamagedError(folder, f"index file {str(ppath)!r} cannot be read ({e})") from None
+        if len(self._text) > ref.count * (MAX_PATH_BYTES + 1):
+            raise IndexDamagedError(
+                folder, f"index file {str(ppath)!r} holds {len(self._text)} bytes, too many for {ref.count} paths"
+            )
 
     def _load_npy(self, kind: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
         path = self.folder / self.ref.files[kind]
         try:
-            arr = np.load(path, mmap_mode="r" if self.ref.count else None, allow_pickle=False)
+            real = _inside_folder(self.folder, path) if path.is_symlink() else path
+            arr = np.load(real, mmap_mode="r" if self.ref.count else None, allow_pickle=False)
+            size = os.stat(real).st_size
         except FileNotFoundError:
             raise _Missing(path) from None
-        except (OSError, ValueError) as e:
-            raise IndexDamagedError(self.folder, f"index file {str(path)!r} is damaged ({e})") from None
+        except (OSError, ValueError, EOFError, SyntaxError, TokenError, MemoryError, OverflowError, TypeError) as e:
+            # numpy parses the header with ast.literal_eval: a damaged one raises any of these
+            raise IndexDamagedError(self.folder, f"index file {str(path)!r} is damaged ({display_name(e)})") from None
         if arr.dtype != dtype or arr.shape != shape:
             raise IndexDamagedError(
                 self.folder, f"index file {str(path)!r} holds {arr.shape} {arr.dtype}, expected {shape} {dtype}"
             )
+        if isinstance(arr, np.memmap) and arr.offset + arr.nbytes != size:
+            raise IndexDamagedError(
+                self.folder, f"index file {str(path)!r} holds {size - arr.offset - arr.nbytes} bytes more than its {shape} rows"
+            )
         return arr
+
+    def damaged_rows(self) -> np.ndarray:
+        """Shape (count,) bool: rows whose vector is damaged (NaN, infinite, length far from 1;
+        see :func:`revsearch.safety.damaged_rows`). Computed once per view (one pass over the file)."""
+        if self._damaged is None:
+            self._damaged = damaged_rows(self.vectors)
+        return self._damaged
 
     @property
     def token(self) -> str:
@@ -805,6 +876,32 @@ class Snapshot:
 
     def refs(self) -> list[ShardRef]:
         return [s.ref for s in self.shards]
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The vectors of global rows ``rows`` (any order), shape (len(rows), dim) float32 (a copy)."""
+        rows = np.asarray(rows, np.int64).reshape(-1)
+        out = np.empty((len(rows), self.dim), np.float32)
+        offset = 0
+        for s in self.shards:
+            m = (rows >= offset) & (rows < offset + s.count)
+            if m.any():
+                out[m] = s.vectors[rows[m] - offset]
+            offset += s.count
+        if len(rows) and ((rows < 0) | (rows >= offset)).any():
+            raise IndexError("row out of range")
+        return out
+
+    def damaged_rows(self) -> np.ndarray:
+        """Global row numbers whose vector is damaged (NaN, infinite, length far from 1), shape (m,) int64.
+
+        One pass over the vectors on the first call (per shard, cached); an index written by
+        revsearch has none unless a file was damaged afterwards (a bad copy or sync).
+        """
+        out, offset = [], 0
+        for s in self.shards:
+            out.append(np.flatnonzero(s.damaged_rows()) + offset)
+            offset += s.count
+        return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
 
     def path_at(self, row: int) -> str:
         """The stored path of global row ``row``."""
@@ -1010,11 +1107,47 @@ def write_shard(
         dim = vectors.shape[1]
     elif dim is None:
         raise ValueError("dim is needed when vectors are given as blocks")
+    if isinstance(vectors, np.ndarray):
+        _check_vectors(vectors, 0)
+    else:
+        vectors = _checked_blocks(vectors)
     names = _shard_names(store_id, token)
     atomic_write(folder / names["vectors"], lambda fh: write_npy(fh, vectors, (n, dim), np.float32), tag=store_id)
     atomic_write(folder / names["rows"], lambda fh: write_npy(fh, rows, (n,), ROW_DTYPE), tag=store_id)
     atomic_write(folder / names["paths"], lambda fh: fh.write(text), tag=store_id)
     return ShardRef(token, n, names)
+
+
+def check_vectors(vectors: np.ndarray) -> None:
+    """Refuse vectors the store would not write: NaN or infinite values, or a length neither 1 nor 0.
+
+    Raises
+    ------
+    DamagedVectorsError
+        Naming the first bad row.
+    """
+    _check_vectors(vectors, 0)
+
+
+def _check_vectors(block: np.ndarray, start: int) -> None:
+    why = vector_problem(np.asarray(block, np.float32))
+    if why is not None:
+        if start and why.startswith("row "):
+            first, rest = why[4:].split(" ", 1)
+            why = f"row {int(first) + start} {rest}"
+        raise DamagedVectorsError(
+            f"refusing to store damaged vectors ({why}): every stored vector must be finite and of unit "
+            "length (or all zero); nothing was written. Normalise them (revsearch.embedding.l2_normalize) "
+            "or leave those images out"
+        )
+
+
+def _checked_blocks(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    start = 0
+    for block in blocks:
+        _check_vectors(block, start)
+        start += len(block)
+        yield block
 
 
 def find_shard(folder: str | os.PathLike, store_id: str, token: str, dim: int) -> ShardRef | None:
@@ -1047,7 +1180,14 @@ class _FolderLock:
             import fcntl
         except ImportError:  # Windows: no advisory lock
             return self
-        self.fh = open(self.path, "a+")
+        try:  # never through a symbolic link (a lock file replaced by one would create a file elsewhere)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as e:
+            raise RevsearchError(
+                f"cannot take the lock {display_name(self.path)!r} ({e.strerror or e}): if it is a symbolic link, "
+                "delete it (revsearch creates it again)"
+            ) from None
+        self.fh = os.fdopen(fd, "a+")
         try:
             fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -1224,6 +1364,7 @@ class FolderWriter:
         exclude: Any = _KEEP,
         imported_from: Any = _KEEP,
         built_with: Any = _KEEP,
+        follow_links: Any = _KEEP,
         ann: Any = _KEEP,
         stale_ann: bool = False,
         dba: Any = _KEEP,
@@ -1253,6 +1394,8 @@ class FolderWriter:
             Where an imported index came from.
         built_with : str or None, optional
             ``"dask"`` when a Dask cluster indexed it.
+        follow_links : {"inside", "all", "none"} or None, optional
+            Which symbolic links of the dataset folder indexing follows (later updates keep it).
         ann : dict or None, optional
             The approximate index's entry (None: none); replaces a stale one.
         stale_ann : bool, default False
@@ -1314,6 +1457,8 @@ class FolderWriter:
             changes["imported_from"] = imported_from
         if built_with is not _KEEP:
             changes["built_with"] = built_with
+        if follow_links is not _KEEP:
+            changes["follow_links"] = follow_links
         if ann is not _KEEP:
             if stale_ann:
                 raise ValueError("give ann or stale_ann, not both")
@@ -1340,10 +1485,11 @@ class FolderWriter:
         data = json.dumps(manifest, indent=2).encode("utf-8")
         atomic_write(self.folder / MANIFEST_NAME, lambda f: f.write(data), tag=self.store_id)
         _fsync_dir(self.folder)
+        crash_point("committed; housekeeping next")
         self.manifest = manifest
-        live = manifest.file_names()
+        live = _named_files(manifest)
         self._pending -= live
-        self._housekeep(previous.file_names() if previous else set(), live | set(protect))
+        self._housekeep(_named_files(previous) if previous else set(), live | set(protect))
         return manifest
 
     def _housekeep(self, previously_named: set[str], keep: set[str]) -> None:
@@ -1356,6 +1502,7 @@ class FolderWriter:
             if name in keep or name in self._pending:
                 continue
             if name in previously_named or ours.fullmatch(name):
+                crash_point(f"delete {name}")
                 with contextlib.suppress(OSError):
                     (self.folder / name).unlink()
                     logger.debug("removed %s", self.folder / name)
@@ -1366,6 +1513,19 @@ class FolderWriter:
             with contextlib.suppress(OSError):
                 (self.folder / name).unlink()
         self._pending.clear()
+
+
+def _named_files(manifest: dict[str, Any] | None) -> set[str]:
+    if not manifest:
+        return set()
+    out = {n for s in manifest.get("shards", []) for n in s.get("files", {}).values()}
+    for section in ("ann", "ann_stale"):
+        name = (manifest.get(section) or {}).get("file")
+        if name:
+            out.add(name)
+    for section in AUGMENTATION_SECTIONS:
+        out.update(((manifest.get(section) or {}).get("files") or {}).values())
+    return out
 
 
 @contextlib.contextmanager

@@ -134,7 +134,7 @@ def test_manifest_is_typed_and_the_only_reader_of_its_keys(built) -> None:  # ty
     assert m.dataset_dir(vec) == ds.resolve() and m.dataset_absolute == str(ds.resolve())
     assert m.exclude == [] and m.ann is None and m.ann_stale is None and m.imported_from is None
     assert json.loads((vec / MANIFEST_NAME).read_text()) == dict(m)  # what is on disk, as a dict
-    assert sorted(MIGRATIONS) == list(range(1, Manifest.VERSION))  # one migration per older version
+    assert MIGRATIONS and all(1 <= v < Manifest.VERSION for v in MIGRATIONS)  # only older versions migrate
 
 
 def test_commit_keywords_write_the_entries_and_the_stale_swap_happens_once(tmp_path: Path, built) -> None:  # type: ignore[no-untyped-def]
