@@ -642,6 +642,10 @@ def neighbours_of(
     if len(rows) == 0 or n <= 1:
         return nb, sc
     q = _gather(shards, rows)
+    good = np.isfinite(q).all(axis=1)  # a damaged stored vector (NaN, inf) gets no neighbours
+    if not good.all():
+        nb[good], sc[good] = neighbours_of(shards, rows[good], k, search=search)
+        return nb, sc
     kk = min(n, k + 1)
     s, r = search(q, kk) if search is not None else topk_cosine(shards, q, kk)
     for j in range(len(rows)):
@@ -805,6 +809,7 @@ def update_augmentation(
         for a in range(0, merge.size, block):
             rows = merge[a : a + block]
             s = _gather(shards, rows) @ xn.T  # (b, m)
+            s = np.where(np.isfinite(s), s, -np.inf)  # a damaged vector (NaN, inf) is nobody's neighbour
             kk = min(k, new.size)
             top = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if new.size > kk else np.tile(np.arange(new.size), (len(rows), 1))
             cand_s = np.take_along_axis(s, top, axis=1).astype(np.float32)

@@ -370,3 +370,24 @@ def test_rmac_pooling_is_the_regional_maximum_of_the_feature_map(tmp_path) -> No
     np.testing.assert_allclose(got, want, atol=2e-5)
     avg = get_embedder("mobilenet", weights=None, backend="keras", precision="float32").embed(photos)
     assert not np.allclose(got, avg, atol=1e-3)
+
+
+def test_a_damaged_stored_vector_is_nobodys_neighbour_and_never_returned(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((60, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    spec = {"model": "test", "preprocessing": "none", "dim": 16, "weights": "none", "precision": "float32"}
+    vec = tmp_path / "vec"
+    Index.from_vectors(vec, x, [f"img{i:05d}.jpg" for i in range(len(x))], spec)
+    m = manifest(vec)
+    damaged = np.load(vec / m["shards"][0]["files"]["vectors"], mmap_mode="r+")  # a bad copy or sync, afterwards
+    damaged[3] = np.nan
+    damaged.flush()
+    del damaged
+    m.pop("dba")
+    (vec / MANIFEST_NAME).write_text(json.dumps(m))  # the augmentation is computed at search time
+    idx = Index.open(vec)
+    aug = idx.augmentation()
+    assert 3 not in np.asarray(aug.neighbours) and np.isfinite(np.delete(aug.vectors, 3, axis=0)).all()
+    scores, rows = idx.expanded_topk(x[[3, 4]], 10)
+    assert 3 not in rows and np.isfinite(scores).all()
