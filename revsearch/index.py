@@ -303,11 +303,11 @@ class Index:
                     old = store.open_augmentation(self.folder, self.manifest, "dba_stale")
                 except Exception:  # noqa: BLE001 - its files may be gone already: compute from scratch
                     old = None
-            if old is None and len(self) > IN_MEMORY_AUGMENTATION_MAX_ROWS:
+            if len(self) > IN_MEMORY_AUGMENTATION_MAX_ROWS:
                 logger.warning(
-                    "the index in %s stores no database augmentation (k=%d) and is too large (%d rows) to compute it "
-                    "at search time: searching with query expansion only; updating the index (revsearch index / "
-                    "Index.build) stores it", self.folder, k, len(self),
+                    "the index in %s stores no up-to-date database augmentation (k=%d) and is too large (%d rows) to "
+                    "compute it at search time: searching with query expansion only; updating the index (revsearch "
+                    "index / Index.build) stores it", self.folder, k, len(self),
                 )
                 self._augmentations[key] = None
                 return None
