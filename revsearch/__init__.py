@@ -66,6 +66,7 @@ _LAZY = {
     "import_legacy": "legacy",
     "search_images": "rerank",
     "DatabaseAugmentation": "rerank",
+    "Expansion": "rerank",
     "find_duplicates": "duplicates",
     "DuplicateReport": "duplicates",
     "plot_duplicates": "duplicates",
@@ -130,5 +131,5 @@ if TYPE_CHECKING:  # pragma: no cover
         update_index,
     )
     from .legacy import import_legacy
-    from .rerank import DatabaseAugmentation, search_images
+    from .rerank import DatabaseAugmentation, Expansion, search_images
     from .search import Match, topk_cosine

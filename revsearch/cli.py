@@ -70,12 +70,18 @@ def _warn_incomplete(index: Any) -> None:
 def _cmd_index(args: argparse.Namespace) -> int:
     from .operations import build_index
 
+    # the search expansion recorded in the index (re-tuned for this collection), only where asked for
+    expansion = None
+    if _options_given(args) or args.no_expand:
+        from .operations import open_for_writing
+
+        expansion = _expansion(args, open_for_writing(args.vector_dir))
     result = build_index(
         args.dataset_dir, args.vector_dir, args.model, weights=args.weights, backend=args.backend,
         precision=args.precision, resolution=getattr(args, "resolution", None), scales=getattr(args, "scales", None),
         batch_size=args.batch_size, workers=args.workers, prune=args.prune, exclude=args.exclude,
         dask=getattr(args, "dask", None), dask_workers=args.dask_workers, partition_size=args.partition_size,
-        follow_links=args.follow_links, progress=not args.quiet,
+        follow_links=args.follow_links, progress=not args.quiet, expansion=expansion,
     )
     index = result.index
     for s in result.report.skipped:
@@ -100,13 +106,34 @@ def _scales(value: str) -> tuple[int, ...]:
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
-    """Search-side options (revsearch.rerank) of ``search`` and ``evaluate``."""
-    p.add_argument("--qe", type=int, default=0, metavar="K",
-                   help="alpha query expansion from the K best matches (0: off, default; 2 is a good start)")
-    p.add_argument("--alpha", type=float, default=3.0, help="query-expansion weight exponent (default 3; 0: average)")
-    p.add_argument("--dba", type=int, default=0, metavar="K",
-                   help="database-side augmentation with K neighbours, computed from the index (0: off, default)")
-    p.add_argument("--dba-alpha", type=float, default=3.0, help="database-augmentation weight exponent (default 3)")
+    """Search-side options (revsearch.rerank) of ``search`` and ``evaluate``: expansion is on by default."""
+    p.add_argument("--no-expand", action="store_true",
+                   help="plain cosine search: no query expansion, no database-side augmentation (they are on by "
+                        "default: the index's recorded expansion, else qe=2 dba=2 alpha=3)")
+    p.add_argument("--qe", type=int, default=None, metavar="K",
+                   help="alpha query expansion from the K best matches (0: off; default: the index's, 2)")
+    p.add_argument("--alpha", type=float, default=None, help="query-expansion weight exponent (default: the index's, 3)")
+    p.add_argument("--dba", type=int, default=None, metavar="K",
+                   help="database-side augmentation with K neighbours (0: off; default: the index's, 2; stored in the "
+                        "index by every update)")
+    p.add_argument("--dba-alpha", type=float, default=None, help="database-augmentation weight exponent (default: the index's, 3)")
+
+
+def _expansion(args: argparse.Namespace, index: Any, *, plain: bool = False) -> Any:
+    """The Expansion the search/evaluate options ask for, and whether any was given explicitly."""
+    from .rerank import NO_EXPANSION, Expansion
+
+    given = {k: getattr(args, k) for k in ("qe", "alpha", "dba", "dba_alpha") if getattr(args, k, None) is not None}
+    if getattr(args, "no_expand", False):
+        if given:
+            raise ValueError("--no-expand turns expansion off: leave out --qe/--alpha/--dba/--dba-alpha (or --no-expand)")
+        return NO_EXPANSION
+    base = NO_EXPANSION if plain else index.expansion if index is not None else Expansion()
+    return Expansion(**{**base.to_dict(), **given})
+
+
+def _options_given(args: argparse.Namespace) -> bool:
+    return any(getattr(args, k, None) is not None for k in ("qe", "alpha", "dba", "dba_alpha"))
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -126,12 +153,17 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.text is not None:
         query.check(index)  # an image-only index: one line, before any model loads
     _warn_incomplete(index)
+    expansion = _expansion(args, index, plain=not query.expands_by_default)
+    if getattr(args, "dask", None) and not _options_given(args) and not args.no_expand:
+        from .rerank import NO_EXPANSION
+
+        logging.getLogger(__name__).info("--dask: an exact plain search on the cluster (no expansion)")
+        expansion = NO_EXPANSION
     try:
         matches = search(
             index, query, args.k, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False),
-            backend=getattr(args, "backend", None), qe=args.qe, alpha=args.alpha, dba=args.dba,
-            dba_alpha=args.dba_alpha, rotations=args.rotations, under=args.under, exclude=args.exclude,
-            dask=getattr(args, "dask", None),
+            backend=getattr(args, "backend", None), expand=expansion, rotations=args.rotations, under=args.under,
+            exclude=args.exclude, dask=getattr(args, "dask", None),
         )
     except IncompatibleOptionsError as e:  # said with the command line's words
         raise ValueError(_option_words(str(e))) from None
@@ -149,8 +181,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             "index": str(index.folder),
             "model": index.spec["model"],
             "k": args.k,
-            "options": {"qe": args.qe, "alpha": args.alpha, "dba": args.dba, "dba_alpha": args.dba_alpha,
-                        "rotations": args.rotations},
+            "options": {**expansion.to_dict(), "rotations": args.rotations},
             "results": [
                 {"rank": m.rank + 1, "score": round(m.score, 6), "path": str(m.path), "relpath": m.relpath}
                 for m in matches  # type: ignore[union-attr]
@@ -200,6 +231,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "shards": len(index.shards),
         "updated": index.manifest.updated,
         "ann": (lambda a: f"{a['kind']}, {a['count']} vectors" if a else None)(index.manifest.ann),
+        "expansion": index.expansion.describe() + ("" if index.snapshot.augmentation is not None or not index.expansion.dba
+                                                   else " (augmentation not stored yet: an update stores it)"),
     }
     if args.json:
         print(to_json(info, indent=2))
@@ -213,11 +246,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .operations import IncompatibleOptionsError, evaluate, open_index
 
     index = open_index(args.vector_dir)
+    if args.near_duplicates and (_options_given(args) or args.no_expand):
+        raise ValueError("--qe and --dba are evaluated on class retrieval: leave out --near-duplicates to use them")
+    options: dict[str, Any] = {} if args.near_duplicates else {"expand": _expansion(args, index)}
     try:
         report: Any = evaluate(
             index, args.dataset_dir, near_duplicates=args.near_duplicates, k=args.k, layout=args.layout,
-            qe=args.qe, alpha=args.alpha, dba=args.dba, dba_alpha=args.dba_alpha, sample=args.sample or None,
-            seed=args.seed, batch_size=args.batch_size, progress=not args.quiet and not args.json,
+            sample=args.sample or None, seed=args.seed, batch_size=args.batch_size,
+            progress=not args.quiet and not args.json, **options,
         )
     except IncompatibleOptionsError as e:
         raise ValueError(_option_words(str(e))) from None
@@ -516,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input side in pixels (default: the model's, 224; larger keeps more detail, ~(side/224)^2 the time)")
     p.add_argument("--scales", type=_scales, default=None,
                    help="multi-scale descriptors: input sides, e.g. 224,320 (the sum of the per-scale vectors)")
+    _add_search_options(p)  # recorded in the index: what its searches use by default
     p.add_argument("--workers", type=_positive_int, default=None, help="image-reading threads (default: CPUs)")
     p.add_argument(
         "--prune", action="store_true",

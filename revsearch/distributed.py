@@ -433,7 +433,7 @@ def build_index_dask(
     from .images import SkippedFile
     from .images import path_excluded
     from .index import Index
-    from .indexing import UpdateReport, check_prune, index_fields, refresh_ann, scan_dataset
+    from .indexing import UpdateReport, check_prune, index_fields, refresh_ann, refresh_augmentation, scan_dataset
 
     distributed = _distributed()
     t0 = time.perf_counter()
@@ -545,6 +545,7 @@ def build_index_dask(
         manifest = w.commit(shards=shards, spec=spec, complete=True, built_with="dask", exclude=exclude,
                             follow_links=follow_links, stale_ann=True, **index_fields(dataset, emb))
         refresh_ann(w, manifest, progress=progress)
+        report.augmented = refresh_augmentation(w)
     report.seconds = time.perf_counter() - t0
     out = DaskReport(report, partitions=len(parts), reused=len(parts) - len(todo), workers=workers,
                      tasks=[results[i] for i in sorted(results)])

@@ -29,7 +29,12 @@ from .store import ROW_DTYPE, SPEC_KEYS, Manifest
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Index", "resolve_embedder", "path_excluded", "under_folder", "ROW_DTYPE", "SPEC_KEYS"]
+__all__ = ["Index", "IN_MEMORY_AUGMENTATION_MAX_ROWS", "resolve_embedder", "path_excluded", "under_folder", "ROW_DTYPE", "SPEC_KEYS"]
+
+
+#: An index storing no augmentation (written before revsearch stored it) gets one computed in memory at
+#: search time up to this many rows; a larger one is searched with query expansion only until an update stores it.
+IN_MEMORY_AUGMENTATION_MAX_ROWS = 50_000
 
 
 class Index:
@@ -51,6 +56,7 @@ class Index:
         self._snapshot = snapshot
         self._embedder: Embedder | None = None
         self._warned_incomplete = False
+        self._augmentations: dict[tuple[int, float], Any] = {}
         self._warned_damaged = False
 
     # ------------------------------------------------------------------ opening
@@ -104,6 +110,8 @@ class Index:
         new = store.open_snapshot(self.folder)
         changed = new.manifest != self._snapshot.manifest
         self._snapshot = new
+        if changed:
+            self._augmentations.clear()
         return changed
 
     # ------------------------------------------------------------------ properties
@@ -247,6 +255,72 @@ class Index:
             self.check_compatible(emb.spec)
             self._embedder = emb
         return self._embedder
+
+    # ------------------------------------------------------------------ expansion
+    @property
+    def expansion(self) -> Any:
+        """The :class:`~revsearch.rerank.Expansion` searches of this index use by default (recorded
+        in it by ``Index.build(..., expansion=...)``; else :data:`revsearch.rerank.DEFAULT_EXPANSION`)."""
+        from .rerank import recorded_expansion
+
+        return recorded_expansion(self.manifest)
+
+    def augmentation(self, k: int | None = None, alpha: float | None = None) -> Any:
+        """The database-side augmentation of this index's vectors (what expanded search scores against).
+
+        The one stored in the index when it has ``k`` neighbours (memory-mapped; with another
+        ``alpha`` the vectors are recomputed in memory from its stored neighbours). Otherwise
+        (an index written before revsearch stored it, or an update that did not finish) it is
+        computed in memory once per opened Index, starting from what was stored, and a warning
+        says that the next update stores it.
+
+        Parameters
+        ----------
+        k : int, optional
+            Neighbours (default: :attr:`expansion`'s).
+        alpha : float, optional
+
+        Returns
+        -------
+        StoredAugmentation, AugmentedVectors or None
+            With ``.vectors`` of shape (n, dim) float32, L2-normalised. None for an index of more
+            than :data:`IN_MEMORY_AUGMENTATION_MAX_ROWS` rows that stores none (searches then use
+            query expansion only, with a warning, until an update stores it).
+        """
+        from . import rerank
+
+        exp = self.expansion
+        k = int(exp.dba or rerank.DEFAULT_EXPANSION.dba) if k is None else int(k)
+        alpha = float(exp.dba_alpha) if alpha is None else float(alpha)
+        stored = self._snapshot.augmentation
+        if stored is not None and stored.k == k and stored.alpha == alpha:
+            return stored
+        key = (k, alpha)
+        if key not in self._augmentations:
+            old = stored if stored is not None and stored.k == k else None
+            if old is None and self.manifest.dba_stale:
+                try:
+                    old = store.open_augmentation(self.folder, self.manifest, "dba_stale")
+                except Exception:  # noqa: BLE001 - its files may be gone already: compute from scratch
+                    old = None
+            if len(self) > IN_MEMORY_AUGMENTATION_MAX_ROWS:
+                logger.warning(
+                    "the index in %s stores no up-to-date database augmentation (k=%d) and is too large (%d rows) to "
+                    "compute it at search time: searching with query expansion only; updating the index (revsearch "
+                    "index / Index.build) stores it", self.folder, k, len(self),
+                )
+                self._augmentations[key] = None
+                return None
+            if old is None:
+                logger.warning(
+                    "the index in %s stores no database augmentation (k=%d): computing it in memory for this "
+                    "session; updating the index (revsearch index / Index.build) stores it", self.folder, k,
+                )
+            keys = store.row_keys(self.paths, self.rows)
+            upd = rerank.update_augmentation(self.shards, keys, k, old)
+            vectors = np.concatenate(list(rerank.augmented_blocks(self.shards, upd, alpha, old)))
+            self._augmentations[key] = rerank.AugmentedVectors(k, alpha, vectors, upd.neighbours, upd.scores)
+        return self._augmentations[key]
 
     # ------------------------------------------------------------------ searching
     def select(self, under: str | None = None, exclude_paths: Sequence[str] | None = None) -> np.ndarray | None:
@@ -432,6 +506,7 @@ class Index:
         exact: bool = False,
         under: str | None = None,
         exclude_paths: Sequence[str] | None = None,
+        expand: Any = None,
     ) -> list[Match] | list[list[Match]]:
         """Search with query vectors.
 
@@ -451,6 +526,11 @@ class Index:
             Search only images in this folder (relative to the dataset folder).
         exclude_paths : sequence of str, optional
             Leave out images whose relative path matches one of these patterns.
+        expand : bool or Expansion, optional
+            Query expansion and database-side augmentation (:class:`revsearch.rerank.Expansion`):
+            None or True: the index's :attr:`expansion` (the default: on); False: a plain cosine
+            search of the stored vectors. With expansion a score is the cosine of the expanded
+            query and the augmented vector, so even a photo's exact copy scores a little under 1.
 
         Returns
         -------
@@ -461,7 +541,9 @@ class Index:
 
         single = np.ndim(vectors) == 1
         vectors = l2_normalize(np.asarray(vectors, dtype=np.float32))
-        scores, rows = self.topk(vectors, k, exclude=exclude, exact=exact, under=under, exclude_paths=exclude_paths)
+        scores, rows = self.expanded_topk(
+            vectors, k, exclude=exclude, exact=exact, under=under, exclude_paths=exclude_paths, expand=expand
+        )
         out = self.matches(scores, rows, dataset_dir)
         return out[0] if single else out
 
@@ -475,6 +557,7 @@ class Index:
         exact: bool = False,
         under: str | None = None,
         exclude_paths: Sequence[str] | None = None,
+        expand: Any = None,
     ) -> list[Match] | list[list[Match]]:
         """Search with query images.
 
@@ -493,6 +576,8 @@ class Index:
             Search only images in this folder (relative to the dataset folder).
         exclude_paths : sequence of str, optional
             Leave out images whose relative path matches one of these patterns (see :func:`path_excluded`).
+        expand : bool or Expansion, optional
+            As for :meth:`search_vectors`: on by default (the index's :attr:`expansion`), False turns it off.
 
         Returns
         -------
@@ -501,7 +586,50 @@ class Index:
         emb = embedder if embedder is not None else self.embedder()
         self.check_compatible(emb.spec)
         return self.search_vectors(  # type: ignore[arg-type]
-            emb.embed(images), k, dataset_dir=dataset_dir, exact=exact, under=under, exclude_paths=exclude_paths
+            emb.embed(images), k, dataset_dir=dataset_dir, exact=exact, under=under, exclude_paths=exclude_paths,
+            expand=expand,
+        )
+
+    def expanded_topk(
+        self,
+        vectors: np.ndarray,
+        k: int = 9,
+        *,
+        exclude: Sequence[int] | None = None,
+        exact: bool = False,
+        under: str | None = None,
+        exclude_paths: Sequence[str] | None = None,
+        expand: Any = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`topk` with the index's expansion (query expansion, database-side augmentation) applied.
+
+        Parameters
+        ----------
+        vectors : numpy.ndarray
+            Shape (dim,) or (b, dim), L2-normalised float32.
+        k, exclude, exact, under, exclude_paths
+            As for :meth:`topk`.
+        expand : bool or Expansion, optional
+            As for :meth:`search_vectors`.
+
+        Returns
+        -------
+        scores : numpy.ndarray
+            Shape (b, k') float32, best first.
+        rows : numpy.ndarray
+            Shape (b, k') int64.
+        """
+        from .rerank import resolve_expansion, search_expanded
+
+        exp = resolve_expansion(expand, self.expansion)
+        if not exp.active or len(self) == 0:
+            return self.topk(vectors, k, exclude=exclude, exact=exact, under=under, exclude_paths=exclude_paths)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, not {k}")
+        aug = self.augmentation(exp.dba, exp.dba_alpha) if exp.dba else None
+        return search_expanded(
+            self, vectors, min(int(k), len(self)), qe=exp.qe, alpha=exp.alpha, dba=aug, exclude=exclude, exact=exact,
+            under=under, exclude_paths=exclude_paths,
         )
 
 

@@ -18,7 +18,11 @@ progress committed:
    and every ``checkpoint_seconds`` (default 30 s), whichever comes first;
 6. small shards are merged into shards of about :data:`TARGET_SHARD_BYTES` (skipped, with a
    warning, if the disk is too full for the copy), the index is marked complete, and an
-   approximate index it had is extended or rebuilt (:mod:`revsearch.ann`).
+   approximate index it had is extended or rebuilt (:mod:`revsearch.ann`);
+7. the database-side augmentation search uses (:func:`refresh_augmentation`) is brought up to
+   date: only rows whose neighbour lists change are computed again, then committed on its own.
+   A run killed before this commit leaves the previous augmentation aside (``dba_stale``), and
+   the next run starts from it; search meanwhile computes it in memory.
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ __all__ = [
     "index_fields",
     "merge_shards",
     "refresh_ann",
+    "refresh_augmentation",
+    "ANN_AUGMENT_MIN_ROWS",
+    "ANN_AUGMENT_MIN_SEARCHES",
     "update_folder",
     "index_from_vectors",
 ]
@@ -72,6 +79,11 @@ TARGET_SHARD_BYTES = 256 * 2**20
 PRUNE_MIN_ROWS = 10
 #: A file in the dataset folder listing more exclusion patterns, one per line (``#`` starts a comment).
 IGNORE_FILE = ".revsearchignore"
+#: From this many rows, the augmentation's neighbours are found approximately (FAISS, where installed):
+#: through the index's approximate index if it has one, else a temporary IVF-PQ (:func:`revsearch.ann.neighbour_search`) ...
+ANN_AUGMENT_MIN_ROWS = 50_000
+#: ... when at least this many rows are to be searched (fewer, e.g. an update adding 1%: exactly).
+ANN_AUGMENT_MIN_SEARCHES = 20_000
 
 
 # ---------------------------------------------------------------------------------------- the report
@@ -92,6 +104,9 @@ class UpdateReport:
         Files that could not be read, with the reason.
     seconds : float
         Wall time of the run.
+    augmented : int
+        Rows whose database-side augmentation (stored for search) was computed again: only rows
+        whose neighbour lists changed (0 when nothing changed).
     """
 
     added: list[str] = field(default_factory=list)
@@ -102,6 +117,7 @@ class UpdateReport:
     seconds: float = 0.0
     moved: list[str] = field(default_factory=list)
     copied: list[str] = field(default_factory=list)
+    augmented: int = 0
 
     @property
     def embedded(self) -> int:
@@ -114,6 +130,7 @@ class UpdateReport:
         return (
             f"{len(self.added)} added, {len(self.updated)} updated, {len(self.removed)} removed, "
             f"{len(self.unchanged)} unchanged, {reused}{len(self.skipped)} skipped in {self.seconds:.1f} s"
+            + (f"; search augmentation recomputed for {self.augmented} rows" if self.augmented else "")
         )
 
 
@@ -484,6 +501,7 @@ def update_folder(
     prune: bool = False,
     exclude: Sequence[str] | None = None,
     progress: bool = True,
+    expansion: Any = None,
     follow_links: str | None = None,
 ) -> tuple[Index, UpdateReport]:
     """Create or incrementally update the index of ``dataset_dir`` in ``vector_dir``.
@@ -522,6 +540,10 @@ def update_folder(
         later updates apply them too; None keeps the recorded ones, ``[]`` clears them. The
         dataset folder's :data:`IGNORE_FILE` adds more.
     progress : bool, default True
+    expansion : Expansion or bool, optional
+        The search-side expansion recorded in the index (what its searches use by default;
+        :class:`revsearch.rerank.Expansion`); its database-side augmentation is stored. None
+        keeps the recorded one (a new index: the default), False records no expansion.
     follow_links : {"inside", "all", "none"}, optional
         Which symbolic links in the dataset folder are followed (see
         :func:`revsearch.images.find_images`): ``"inside"`` (the default for a new index) only
@@ -618,11 +640,100 @@ def update_folder(
                 report.skipped.extend(batch.skipped)
         manifest = run.finish()
         refresh_ann(w, manifest, progress=progress)
+        report.augmented = refresh_augmentation(w, expansion=expansion)
     report.added = [r for r in report.added if r in done]
     report.updated = [r for r in report.updated if r in done]
     report.seconds = time.perf_counter() - t0
     logger.info("index %s: %s", folder, report.summary())
     return Index.open(folder), report
+
+
+def refresh_augmentation(writer: FolderWriter, *, expansion: Any = None) -> int:
+    """Bring the stored database-side augmentation up to date with the committed rows, and commit it.
+
+    Rows are matched to the previous augmentation (``dba``, or ``dba_stale`` left by a commit
+    that changed the shards) by :func:`revsearch.store.row_keys`; only rows whose neighbour lists
+    change are computed again (:func:`revsearch.rerank.update_augmentation`). Neighbours are
+    found exactly, or through the approximate index from :data:`ANN_AUGMENT_MIN_ROWS` rows.
+    The augmented vectors are streamed to new files and committed in one manifest replacement,
+    so a process killed at any moment leaves the previous state.
+
+    Parameters
+    ----------
+    writer : FolderWriter
+    expansion : Expansion or bool, optional
+        Recorded in the manifest (None: keep the recorded one; False: no expansion, the section
+        is dropped).
+
+    Returns
+    -------
+    int
+        Rows whose augmented vector was computed again (0 when it was up to date).
+    """
+    from . import rerank
+
+    manifest = writer.manifest
+    if manifest is None:
+        return 0
+    if expansion is None:
+        exp = rerank.recorded_expansion(manifest)
+    else:
+        exp = rerank.resolve_expansion(expansion)
+    keywords: dict[str, Any] = {}  # of writer.commit
+    if expansion is not None and manifest.expansion != exp.to_dict():
+        keywords["expansion"] = exp.to_dict()
+    snap = writer.snapshot()
+    assert snap is not None
+    n = len(snap)
+    if not exp.dba or n == 0:
+        if manifest.dba or manifest.dba_stale or keywords:
+            writer.commit(dba=None, **keywords)
+        return 0
+    k, alpha = int(exp.dba), float(exp.dba_alpha)
+    current = store.open_augmentation(writer.folder, manifest, "dba", snap.shards) if manifest.dba else None
+    if current is not None and current.k == k and current.alpha == alpha:
+        if keywords:
+            writer.commit(**keywords)
+        return 0
+    old = current or store.open_augmentation(writer.folder, manifest, "dba_stale")
+    keys = store.row_keys(_all_paths(snap), np.concatenate([np.asarray(s.rows) for s in snap.shards]))
+    def approximate() -> Any:
+        from . import ann
+
+        if manifest.ann and manifest.ann.get("kind") != "flat":
+            return lambda q, kk: ann.ann_topk(snap, q, kk)
+        found = ann.neighbour_search(snap)
+        if found is None:
+            logger.info("FAISS is not installed: the augmentation's neighbours of %d rows are searched exactly", n)
+        return found
+
+    t0 = time.perf_counter()
+    upd = rerank.update_augmentation(
+        snap.vectors, keys, k, old, approximate=approximate if n >= ANN_AUGMENT_MIN_ROWS else None,
+        approximate_from=ANN_AUGMENT_MIN_SEARCHES,
+    )
+    try:
+        entry = writer.write_augmentation(
+            rerank.augmented_blocks(snap.vectors, upd, alpha, old), upd.neighbours, upd.scores, keys,
+            k=k, alpha=alpha, shards=snap.refs(), dim=snap.dim,
+        )
+    except StorageFullError as e:
+        logger.warning("%s; search computes the augmentation in memory until an update can store it", e)
+        if keywords:
+            writer.commit(**keywords)
+        return 0
+    writer.commit(dba=entry, **keywords)
+    recomputed = upd.recomputed if old is not None and old.alpha == alpha else n
+    logger.info("augmentation of %s: %d of %d rows recomputed (%d searched) in %.2f s", writer.folder, recomputed, n,
+                upd.searched, time.perf_counter() - t0)
+    return recomputed
+
+
+def _all_paths(snap: store.Snapshot) -> list[str]:
+    out: list[str] = []
+    for s in snap.shards:
+        out.extend(s.paths)
+    return out
 
 
 def refresh_ann(writer: FolderWriter, manifest: Manifest, *, progress: bool = True) -> None:
@@ -704,4 +815,5 @@ def index_from_vectors(
         ]
         w.commit(shards=shards, complete=True, imported_from=imported_from, fields=dict(extra) if extra else None,
                  **index_fields(Path(dataset_dir) if dataset_dir is not None else None))
+        refresh_augmentation(w)
     return Index.open(folder)

@@ -10,6 +10,8 @@ An index is one folder holding a manifest and the files it names, with no pickle
         rows-<id>-<token>.npy               (n_i,) size, mtime_ns and content hash of each row's file
         paths-<id>-<token>.txt              n_i lines: each row's image path relative to the dataset folder
         ann-<id>-<token>.faiss              an approximate index (revsearch.ann), if one was built
+        dba-<id>-<token>.npy                the database-side augmentation (4 files: augmented vectors,
+                                            neighbour rows, their cosines, row keys), see below
 
 ``<id>`` is the store id: 12 random hex digits drawn when the index is created and recorded in
 the manifest. Every file the store writes carries it, so housekeeping can tell its own files
@@ -39,8 +41,19 @@ through :meth:`FolderWriter.commit`'s keyword arguments).
 
 Format versions (:attr:`Manifest.VERSION`, with one migration per older version in
 :data:`MIGRATIONS`, applied in order when a manifest is read): 1 (revsearch 0.1.0: shard files
-``vectors-<token>.npy``, no store id) is read as it is and migrated to 2 by the first write (the
+``vectors-<token>.npy``, no store id) is read as it is and migrated by the first write (the
 manifest is rewritten; the old shard files keep their names until a later commit replaces them).
+2 (no augmentation section) is read as it is; search then computes the augmentation in memory,
+and the first write (any update) stores it and migrates the manifest to 3.
+
+**The augmentation section** (:attr:`Manifest.dba`, format 3): each indexed vector replaced by the
+weighted sum of itself and its ``k`` nearest other vectors (:class:`revsearch.rerank.DatabaseAugmentation`),
+stored so search does not recompute it: ``vectors`` (n, dim) float32, ``neighbours`` (n, k) int64
+rows, ``scores`` (n, k) float32 cosines, ``keys`` (n,) 16-byte row keys (path and content hash, see
+:func:`row_keys`). It names the shard tokens it was made for; a commit that changes the shards
+without giving a new section moves it to :attr:`Manifest.dba_stale` (kept, with its files, for the
+next update to bring up to date incrementally: its keys say which of its rows are still there), so a
+reader never meets an augmentation of other rows.
 """
 
 from __future__ import annotations
@@ -105,25 +118,36 @@ __all__ = [
     "write_shard",
     "find_shard",
     "shard_file_names",
+    "StoredAugmentation",
+    "row_keys",
+    "open_augmentation",
+    "AUGMENTATION_SECTIONS",
+    "KEY_DTYPE",
 ]
 
 MANIFEST_NAME = "revsearch.json"
 LOCK_NAME = ".revsearch.lock"
 FORMAT_NAME = "revsearch-index"
 #: 2: store id, file names per shard, paths stored with surrogateescape (non-UTF-8 names kept).
-FORMAT_VERSION = 2
+#: 3: the database-side augmentation section (``dba``, ``dba_stale``).
+FORMAT_VERSION = 3
 ROW_DTYPE = np.dtype([("size", "<i8"), ("mtime_ns", "<i8"), ("digest", "V16")])
 #: Spec fields that must agree between an index and a query embedder.
 SPEC_KEYS = ("model", "preprocessing", "dim", "weights")
 #: Kinds of shard file and their suffixes.
 SHARD_FILES = {"vectors": ".npy", "rows": ".npy", "paths": ".txt"}
 #: Kinds of section file (one per section, e.g. the approximate index) and their suffixes.
-SECTION_FILES = {"ann": ".faiss"}
+SECTION_FILES = {"ann": ".faiss", "dba": ".npy"}
+#: Manifest sections holding a database-side augmentation, and the arrays each one names.
+AUGMENTATION_SECTIONS = ("dba", "dba_stale")
+AUGMENTATION_FILES = ("vectors", "neighbours", "scores", "keys")
+#: A row key of the augmentation section: 16 bytes (see :func:`row_keys`).
+KEY_DTYPE = np.dtype("V16")
 
 _ID_RE = re.compile(r"[0-9a-f]{12}")
 _TOKEN_RE = re.compile(r"[0-9a-z][0-9a-z_-]{0,63}")
 _V1_NAME = re.compile(r"(vectors|rows|paths)-[0-9a-zA-Z][0-9a-zA-Z_-]{0,63}\.(npy|txt)|ann-[0-9a-zA-Z_-]{1,64}\.faiss")
-_NAME_RE = re.compile(r"(vectors|rows|paths|ann)-([0-9a-f]{12})-([0-9a-z][0-9a-z_-]{0,63})\.(npy|txt|faiss)")
+_NAME_RE = re.compile(r"(vectors|rows|paths|ann|dba)-([0-9a-f]{12})-([0-9a-z][0-9a-z_-]{0,63})\.(npy|txt|faiss)")
 #: Text encoding of stored paths: UTF-8, with undecodable bytes of POSIX file names kept as they are.
 PATH_ERRORS = "surrogateescape"
 _WRITE_CHUNK = 16 * 2**20
@@ -363,7 +387,13 @@ def _migrate_1_to_2(raw: dict[str, Any]) -> dict[str, Any]:
 #: The migrations, in order: ``MIGRATIONS[v]`` turns a manifest of format ``v`` into format ``v + 1``
 #: (in memory; the next commit writes :attr:`Manifest.VERSION`). A version whose manifests read as
 #: they are in the next one (e.g. a new optional section) needs no entry.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2}
+def _migrate_2_to_3(raw: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 -> 3, in memory: nothing to change (format 3 adds the optional augmentation section;
+    search computes it in memory until the next update stores it)."""
+    return dict(raw)
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def validate_manifest(manifest: Any, mpath: Path) -> Manifest:
@@ -436,6 +466,28 @@ def validate_manifest(manifest: Any, mpath: Path) -> Manifest:
         name = meta.get("file")
         if name is not None and (not _valid_name(name, store_id) or not str(name).endswith(".faiss")):
             raise _damaged(mpath, f"{section!r} names the file {name!r}")
+    for section in AUGMENTATION_SECTIONS:
+        meta = manifest.get(section)
+        if meta is None:
+            continue
+        if not isinstance(meta, dict):
+            raise _damaged(mpath, f"{section!r} is not an object")
+        files = meta.get("files")
+        if not isinstance(files, dict) or set(files) != set(AUGMENTATION_FILES) or not all(
+            isinstance(n, str) and n.startswith("dba-") and n.endswith(".npy") and _NAME_RE.fullmatch(n)
+            for n in files.values()
+        ):
+            raise _damaged(mpath, f"{section!r} does not name its files")
+        k, count, alpha = meta.get("k"), meta.get("count"), meta.get("alpha")
+        if not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
+            raise _damaged(mpath, f"{section!r} has k = {k!r}")
+        if not (isinstance(count, int) and not isinstance(count, bool) and count >= 0):
+            raise _damaged(mpath, f"{section!r} has count = {count!r}")
+        if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0 <= alpha < float("inf")):
+            raise _damaged(mpath, f"{section!r} has alpha = {alpha!r}")
+        tokens = meta.get("shards")
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise _damaged(mpath, f"{section!r} does not list its shards")
     links = manifest.get("follow_links")
     if links is not None and links not in ("inside", "all", "none"):
         raise _damaged(mpath, f"'follow_links' is {links!r}, not 'inside', 'all' or 'none'")
@@ -591,6 +643,24 @@ class Manifest(dict):
         else:
             out["ann"] = meta
         return out
+
+    # ------------------------------------------------------------------ search expansion
+    @property
+    def dba(self) -> dict[str, Any] | None:
+        """The stored database-side augmentation of these rows (``k``, ``alpha``, ``count``, ``shards``,
+        ``files``; see :func:`open_augmentation`), or None."""
+        return self.get("dba")
+
+    @property
+    def dba_stale(self) -> dict[str, Any] | None:
+        """An augmentation a commit that changed the rows set aside (the next update starts from it)."""
+        return self.get("dba_stale")
+
+    @property
+    def expansion(self) -> dict[str, Any] | None:
+        """The search expansion recorded for this collection (``qe``, ``alpha``, ``dba``, ``dba_alpha``;
+        :class:`revsearch.rerank.Expansion`), or None for the default."""
+        return self.get("expansion")
 
     # ------------------------------------------------------------------ files
     def file_names(self) -> set[str]:
@@ -773,6 +843,8 @@ class Snapshot:
     folder: Path
     manifest: Manifest
     shards: list[ShardView] = field(default_factory=list)
+    #: The stored augmentation of these rows (memory-mapped when the snapshot was opened), or None.
+    augmentation: StoredAugmentation | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.manifest, Manifest):
@@ -860,7 +932,8 @@ def open_snapshot(folder: str | os.PathLike, *, attempts: int = 8) -> Snapshot:
     for _ in range(attempts):
         manifest = read_manifest(folder)
         try:
-            return Snapshot(folder, manifest, _open_shards(folder, manifest))
+            shards = _open_shards(folder, manifest)
+            return Snapshot(folder, manifest, shards, open_augmentation(folder, manifest, "dba", shards))
         except _Missing as e:
             missing = e.path
             try:
@@ -870,6 +943,116 @@ def open_snapshot(folder: str | os.PathLike, *, attempts: int = 8) -> Snapshot:
             if again == manifest:
                 raise IndexDamagedError(folder, f"index file {str(missing)!r} is missing") from None
     raise IndexDamagedError(folder, f"index file {str(missing)!r} is missing")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------------------- augmentation
+@dataclass(frozen=True)
+class StoredAugmentation:
+    """A database-side augmentation section, opened (every array memory-mapped).
+
+    Attributes
+    ----------
+    meta : dict
+        The manifest section: ``k``, ``alpha``, ``count``, ``shards`` (tokens), ``files``.
+    vectors : numpy.ndarray
+        Shape (n, dim) float32, the augmented, L2-normalised vectors.
+    neighbours : numpy.ndarray
+        Shape (n, k) int64, each row's k nearest other rows (-1 where there are fewer).
+    scores : numpy.ndarray
+        Shape (n, k) float32, their cosines (-inf for -1).
+    keys : numpy.ndarray
+        Shape (n,) :data:`KEY_DTYPE`, each row's key (:func:`row_keys`).
+    """
+
+    meta: dict[str, Any]
+    vectors: np.ndarray
+    neighbours: np.ndarray
+    scores: np.ndarray
+    keys: np.ndarray
+
+    @property
+    def k(self) -> int:
+        return int(self.meta["k"])
+
+    @property
+    def alpha(self) -> float:
+        return float(self.meta["alpha"])
+
+    def __len__(self) -> int:
+        return int(self.meta["count"])
+
+
+def row_keys(paths: Sequence[str], rows: np.ndarray) -> np.ndarray:
+    """Each row's key for the augmentation section: a 16-byte hash of its path and its file's content hash.
+
+    A row keeps its key while its file is unchanged (moved shards, merges, other rows added or
+    removed); a re-embedded file gets a new content hash and so a new key.
+
+    Parameters
+    ----------
+    paths : sequence of str
+        Shape (n,), stored paths.
+    rows : numpy.ndarray
+        Shape (n,) :data:`ROW_DTYPE`.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n,) :data:`KEY_DTYPE`.
+    """
+    import hashlib
+
+    rows = np.asarray(rows, ROW_DTYPE)
+    out = np.zeros(len(paths), KEY_DTYPE)
+    for i, (p, r) in enumerate(zip(paths, rows)):
+        h = hashlib.blake2b(p.encode("utf-8", PATH_ERRORS) + b"\0" + bytes(r["digest"]), digest_size=16)
+        out[i] = np.void(h.digest())
+    return out
+
+
+def open_augmentation(
+    folder: str | os.PathLike, manifest: dict[str, Any], section: str = "dba", shards: Sequence[ShardView] | None = None
+) -> StoredAugmentation | None:
+    """Memory-map the augmentation section ``section`` of a manifest (None if there is none or it is unusable).
+
+    With ``shards`` (the snapshot's), the section must have been made for exactly those shards
+    and the manifest's dimension. A missing or damaged file is logged, not raised: search then
+    computes the augmentation in memory and the next update writes it again.
+    """
+    meta = manifest.get(section)
+    if not meta:
+        return None
+    folder = Path(folder)
+    dim = int(manifest["spec"]["dim"])
+    n, k = int(meta["count"]), int(meta["k"])
+    if shards is not None and (meta["shards"] != [s.token for s in shards] or n != sum(s.count for s in shards)):
+        logger.warning("the augmentation stored in %s is not of the index's rows: ignored", folder)
+        return None
+    expect = {"vectors": (np.float32, (n, dim)), "neighbours": (np.int64, (n, k)), "scores": (np.float32, (n, k)),
+              "keys": (KEY_DTYPE, (n,))}
+    arrays = {}
+    for kind, (dtype, shape) in expect.items():
+        path = folder / meta["files"][kind]
+        try:
+            arr = np.load(path, mmap_mode="r" if n else None, allow_pickle=False)
+        except FileNotFoundError:
+            if section == "dba" and shards is not None:
+                raise _Missing(path) from None  # maybe a commit in between: open_snapshot reads the manifest again
+            logger.warning("the augmentation file %s is missing: ignored (the next update writes it again)", path)
+            return None
+        except (OSError, ValueError) as e:
+            logger.warning("the augmentation file %s is damaged (%s): ignored (the next update writes it again)", path, e)
+            return None
+        if arr.dtype != np.dtype(dtype) or arr.shape != shape:
+            logger.warning("the augmentation file %s holds %s %s, expected %s %s: ignored", path, arr.shape, arr.dtype,
+                           shape, np.dtype(dtype))
+            return None
+        arrays[kind] = arr
+    nb = arrays["neighbours"]
+    if n and (np.asarray(nb).min(initial=0) < -1 or np.asarray(nb).max(initial=-1) >= n):
+        logger.warning("the augmentation stored in %s names rows out of range: ignored", folder)
+        return None
+    return StoredAugmentation(dict(meta), arrays["vectors"], nb, arrays["scores"], arrays["keys"])
 
 
 # ---------------------------------------------------------------------------------------- writing
@@ -1120,6 +1303,55 @@ class FolderWriter:
         self._pending.add(name)
         return name
 
+    def write_augmentation(
+        self,
+        vectors: np.ndarray | Iterable[np.ndarray],
+        neighbours: np.ndarray,
+        scores: np.ndarray,
+        keys: np.ndarray,
+        *,
+        k: int,
+        alpha: float,
+        shards: Sequence[ShardRef],
+        dim: int,
+    ) -> dict[str, Any]:
+        """Write an augmentation section's four files (each atomically); return its manifest entry.
+
+        Commit it with ``commit(dba=entry)``.
+
+        Parameters
+        ----------
+        vectors : numpy.ndarray or iterable of numpy.ndarray
+            Shape (n, dim) float32, or consecutive blocks of rows (streamed).
+        neighbours : numpy.ndarray
+            Shape (n, k) int64.
+        scores : numpy.ndarray
+            Shape (n, k) float32.
+        keys : numpy.ndarray
+            Shape (n,) :data:`KEY_DTYPE`.
+        k : int
+        alpha : float
+        shards : sequence of ShardRef
+            The shards whose rows these are, in order.
+        dim : int
+        """
+        n = len(keys)
+        neighbours = np.asarray(neighbours, np.int64)
+        scores = np.asarray(scores, np.float32)
+        if neighbours.shape != (n, k) or scores.shape != (n, k) or sum(s.count for s in shards) != n:
+            raise ValueError("augmentation arrays and shards do not agree")
+        files = {}
+        for kind, data, shape, dtype in (
+            ("neighbours", neighbours, (n, k), np.int64),
+            ("scores", scores, (n, k), np.float32),
+            ("keys", np.asarray(keys, KEY_DTYPE), (n,), KEY_DTYPE),
+            ("vectors", vectors, (n, dim), np.float32),
+        ):
+            files[kind] = self.write_section_file(
+                "dba", lambda fh, d=data, sh=shape, dt=dtype: write_npy(fh, d, sh, dt)  # type: ignore[misc]
+            )
+        return {"k": int(k), "alpha": float(alpha), "count": n, "shards": [s.token for s in shards], "files": files}
+
     # -------------------------------------------------------------- committing
     def commit(
         self,
@@ -1135,6 +1367,8 @@ class FolderWriter:
         follow_links: Any = _KEEP,
         ann: Any = _KEEP,
         stale_ann: bool = False,
+        dba: Any = _KEEP,
+        expansion: Any = _KEEP,
         fields: dict[str, Any] | None = None,
         protect: Iterable[str] = (),
     ) -> Manifest:
@@ -1167,6 +1401,12 @@ class FolderWriter:
         stale_ann : bool, default False
             The vectors change: an approximate index the manifest names becomes stale (kept as
             :attr:`Manifest.ann_stale` until the end of the run extends or rebuilds it).
+        dba : dict or None, optional
+            The augmentation section (:meth:`write_augmentation`'s entry; None: none); replaces
+            one set aside. Left out, a commit that changes the shards sets the current one aside
+            (:attr:`Manifest.dba_stale`): an augmentation never names other rows than the shards'.
+        expansion : dict or None, optional
+            The search expansion recorded for the collection (None: the default).
         fields : dict, optional
             Entries no keyword covers yet (a value of None removes the entry); prefer a keyword.
         protect : iterable of str
@@ -1186,6 +1426,12 @@ class FolderWriter:
         if shards is not None:
             manifest["shards"] = [s.entry() for s in shards]
         manifest.setdefault("shards", [])
+        current = manifest.dba
+        tokens = [s["token"] for s in manifest["shards"]]
+        if current and dba is _KEEP and current.get("shards") != tokens:
+            # an augmentation of other rows never stays current: kept aside for an incremental update
+            manifest["dba_stale"] = current
+            manifest.pop("dba")
         manifest["count"] = sum(int(s["count"]) for s in manifest["shards"])
         if complete is not None:
             manifest["complete"] = bool(complete)
@@ -1203,6 +1449,10 @@ class FolderWriter:
             changes["weights_path"] = None if weights_path is None else str(weights_path)
         if exclude is not _KEEP:
             changes["exclude"] = [str(p) for p in exclude] if exclude else None
+        if dba is not _KEEP:
+            changes["dba"], changes["dba_stale"] = dba, None
+        if expansion is not _KEEP:
+            changes["expansion"] = expansion
         if imported_from is not _KEEP:
             changes["imported_from"] = imported_from
         if built_with is not _KEEP:
@@ -1245,7 +1495,7 @@ class FolderWriter:
     def _housekeep(self, previously_named: set[str], keep: set[str]) -> None:
         """Delete the store's own files that the committed manifest does not name."""
         ours = re.compile(
-            r"\.?(?:vectors|rows|paths|ann)-" + re.escape(self.store_id) + r"-[0-9a-z][0-9a-z_-]{0,63}\.(?:npy|txt|faiss)"
+            r"\.?(?:vectors|rows|paths|ann|dba)-" + re.escape(self.store_id) + r"-[0-9a-z][0-9a-z_-]{0,63}\.(?:npy|txt|faiss)"
             r"|\..+\." + re.escape(self.store_id) + r"-[0-9a-f]{8}\.tmp"
         )
         for name in sorted(os.listdir(self.folder)):
@@ -1273,6 +1523,8 @@ def _named_files(manifest: dict[str, Any] | None) -> set[str]:
         name = (manifest.get(section) or {}).get("file")
         if name:
             out.add(name)
+    for section in AUGMENTATION_SECTIONS:
+        out.update(((manifest.get(section) or {}).get("files") or {}).values())
     return out
 
 

@@ -160,8 +160,9 @@ def test_index_round_trip_image_and_text(clip_index: tuple[Path, Path]) -> None:
     assert index.spec["model"] == "clip-vit-b32" and index.spec["text"] == "keras_hub.CLIPPreprocessor"
     emb = index.embedder()  # rebuilt from the record: the preset folder kept in the manifest
     assert isinstance(emb, ClipEmbedder)
-    by_image = index.search(ds / "img0002.jpg", 3)
+    by_image = index.search(ds / "img0002.jpg", 3, expand=False)  # a plain cosine: the photo itself scores 1
     assert by_image[0].relpath == "img0002.jpg" and by_image[0].score == pytest.approx(1.0, abs=1e-4)
+    assert index.search(ds / "img0002.jpg", 3)[0].relpath == "img0002.jpg"  # expanded (the default) too
     results = search_text("a red car at night", vec, k=6)
     expected = index.vectors @ emb.embed_text("a red car at night")
     order = np.argsort(-expected, kind="stable")
