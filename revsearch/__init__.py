@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .version import __version__
 
 from .errors import (  # noqa: E402  (light, no heavy imports)
+    DamagedVectorsError,
     DatasetLayoutError,
     DownloadError,
     ImageReadError,
@@ -29,6 +30,7 @@ from .errors import (  # noqa: E402  (light, no heavy imports)
     LegacyFormatError,
     ModelMismatchError,
     OptionalDependencyError,
+    OutsideFoldersError,
     RevsearchError,
     StorageFullError,
     UnknownModelError,
@@ -64,6 +66,7 @@ _LAZY = {
     "import_legacy": "legacy",
     "search_images": "rerank",
     "DatabaseAugmentation": "rerank",
+    "Expansion": "rerank",
     "find_duplicates": "duplicates",
     "DuplicateReport": "duplicates",
     "plot_duplicates": "duplicates",
@@ -88,6 +91,8 @@ __all__ = sorted(
         "DownloadError",
         "DatasetLayoutError",
         "OptionalDependencyError",
+        "OutsideFoldersError",
+        "DamagedVectorsError",
     ]
 )
 
@@ -126,5 +131,5 @@ if TYPE_CHECKING:  # pragma: no cover
         update_index,
     )
     from .legacy import import_legacy
-    from .rerank import DatabaseAugmentation, search_images
+    from .rerank import DatabaseAugmentation, Expansion, search_images
     from .search import Match, topk_cosine

@@ -60,6 +60,7 @@ def reverse_image_search(
     save_path: str | os.PathLike | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    expand: Any = None,
     text: str | None = None,
 ) -> SearchResults:
     """Find the images most similar to ``query``.
@@ -99,6 +100,11 @@ def reverse_image_search(
         GPU).
     progress : bool, default True
         Show progress bars while indexing.
+    expand : bool or Expansion, optional
+        Query expansion and database-side augmentation (:class:`revsearch.Expansion`), on by
+        default: the index's recorded expansion (``qe=2, dba=2, alpha=3`` unless the index was
+        built with another). ``False``: a plain cosine search of the stored vectors. The
+        augmentation is stored in the index by every ``generate=True``.
     text : str, optional
         Search by words instead of by image (``query=None``): e.g. ``"a red car at night"``, on an
         index built with a CLIP-family model (``model="clip-vit-b32"``, the default of a new index
@@ -150,7 +156,7 @@ def reverse_image_search(
     if isinstance(q, TextQuery):
         q.check(index)  # an image-only index: one line, before its model loads
     embedder = resolve_embedder(index, model, weights=weights)
-    matches = search(index, q, k, embedder=embedder, dataset_dir=dataset_dir)
+    matches = search(index, q, k, embedder=embedder, dataset_dir=dataset_dir, expand=expand)
     results = SearchResults(matches)
     results.report, results.index = report, index
     if show or save_path is not None:

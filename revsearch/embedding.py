@@ -25,6 +25,7 @@ from . import backends
 from .errors import ImageReadError, RevsearchError, UnknownModelError, WeightsUnavailableError
 from .images import ImageSource, SkippedFile, file_digest, prepare_image, read_image_file
 from .models import DEFAULT_FIT, DEFAULT_POOLING, MODELS, TEXT_MODELS, ModelInfo
+from .safety import display_name
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ __all__ = [
     "l2_normalize",
     "preprocessing_options",
     "resize_prepared",
+    "RMAC_LEVELS",
+    "rmac_regions",
 ]
 
 #: Seed used to initialise a model built with ``weights=None``, so two processes build the same model.
@@ -259,9 +262,11 @@ class Embedder:
         Centre-crop to a square, or pad to a square (as the original project). Default ``"crop"``
         for ``"resnet50"`` and ``"mobilenet"``; ``"pad"`` for ``"resnet50-seed"`` (the original
         pipeline) and for a custom Keras model.
-    pooling : {"gem", "avg", "max"}, optional
+    pooling : {"gem", "avg", "max", "rmac"}, optional
         For named models: how the last convolutional block (7x7 positions) becomes one vector:
-        generalised mean (``"gem"``, p = :data:`GEM_P`), average or maximum. Default
+        generalised mean (``"gem"``, p = :data:`GEM_P`), average, maximum, or regional maximum
+        (``"rmac"``, R-MAC: :func:`rmac_regions` max-pooled, each L2-normalised, summed; no
+        whitening; measured for instance collections, see docs/quality.md). Default
         :data:`DEFAULT_POOLING` (``"avg"``) for every named model. A custom Keras model pools itself.
     preprocess : callable, optional
         For a custom Keras model: maps a float32 batch (n, S, S, 3) of RGB 0..255 to the model's
@@ -320,8 +325,8 @@ class Embedder:
             raise ValueError(f"precision must be one of {', '.join(_ALL_PRECISIONS)} (or None), not {precision!r}")
         if fit not in (None, "pad", "crop"):
             raise ValueError(f"fit must be 'pad' or 'crop', not {fit!r}")
-        if pooling not in (None, "gem", "avg", "max"):
-            raise ValueError(f"pooling must be 'gem', 'avg' or 'max', not {pooling!r}")
+        if pooling not in (None, "gem", "avg", "max", "rmac"):
+            raise ValueError(f"pooling must be 'gem', 'avg', 'max' or 'rmac', not {pooling!r}")
         self.backend = backends.resolve_backend(backend, precision)
         self._chosen = backend == "auto" and self.backend == "openvino"  # may fall back to Keras
         self._precision_given = precision is not None
@@ -421,7 +426,8 @@ class Embedder:
             norm = "raw-bgr-0-255"
         else:
             norm = f"keras.applications.{self._info.module}.preprocess_input"
-        pool = {None: "", "avg": "", "max": "/pool:max", "gem": f"/pool:gem:p={GEM_P:g}"}[self.pooling]
+        pool = {None: "", "avg": "", "max": "/pool:max", "gem": f"/pool:gem:p={GEM_P:g}",
+                "rmac": f"/pool:rmac:L={RMAC_LEVELS}"}[self.pooling]
         multi = "" if len(self.scales) == 1 else "/scales:" + "+".join(map(str, self.scales)) + ":sum-l2"
         return f"{self.fit}:{fill}/resize:{self.input_size}:bicubic/{norm}{pool}{multi}"
 
@@ -616,6 +622,8 @@ class Embedder:
 
     def _build(self) -> Any:
         base = self._build_backbone()
+        if self.pooling == "rmac":
+            return _rmac_model(base)
         if self.pooling != "gem":
             return base
         import keras
@@ -630,7 +638,7 @@ class Embedder:
         import keras
 
         builder = getattr(keras.applications, self._info.keras_name)
-        pooling = None if self.pooling == "gem" else self.pooling
+        pooling = None if self.pooling in ("gem", "rmac") else self.pooling
         kwargs = dict(include_top=False, pooling=pooling, input_shape=(self.input_size, self.input_size, 3))
         previous_policy = keras.config.dtype_policy()
         if self.backend == "keras" and self.precision != "float32":
@@ -916,7 +924,7 @@ class Embedder:
                     refill()
                     info, arr, err = fut.result()
                     if err is not None:
-                        logger.warning("skipped %s: %s", paths[i], err)
+                        logger.warning("skipped %s: %s", display_name(paths[i]), display_name(err))
                         skipped.append(SkippedFile(paths[i], err))
                         bar.update(1)
                     else:
@@ -1046,6 +1054,54 @@ def get_embedder(
         return _CACHE[key]
 
 
+#: Levels of R-MAC regions (``pooling="rmac"``): 1 + 4 + 9 = 14 regions on a square map.
+RMAC_LEVELS = 3
+
+
+def rmac_regions(h: int, w: int, levels: int = RMAC_LEVELS) -> list[tuple[int, int, int, int]]:
+    """R-MAC regions ``(y0, y1, x0, x1)`` of an ``h`` x ``w`` feature map (Tolias et al., 2016).
+
+    Level 1 is the largest centred square; at level ``l > 1``, ``l`` x ``l`` squares of side
+    ``round(2 min(h, w) / (l + 1))`` spread evenly (with overlap) over the map.
+
+    Returns
+    -------
+    list of tuple of int
+        14 regions on a square map with 3 levels.
+    """
+    def starts(total: int, side: int, count: int) -> list[int]:
+        if count == 1:
+            return [(total - side) // 2]
+        step = (total - side) / (count - 1)
+        return [int(round(i * step)) for i in range(count)]
+
+    out = []
+    m = min(h, w)
+    for lev in range(1, levels + 1):
+        side = m if lev == 1 else max(1, int(round(2 * m / (lev + 1))))
+        for y in starts(h, side, lev):
+            for x in starts(w, side, lev):
+                out.append((y, y + side, x, x + side))
+    return out
+
+
+def _rmac_model(base: Any) -> Any:
+    """``base`` (a backbone without pooling) followed by R-MAC pooling of its feature map."""
+    import keras
+    from keras import ops
+
+    fmap = ops.cast(base.output, "float32")
+    h, w = int(base.output.shape[1]), int(base.output.shape[2])
+    total = None
+    for y0, y1, x0, x1 in rmac_regions(h, w):
+        r = ops.max(fmap[:, y0:y1, x0:x1, :], axis=(1, 2))
+        # scaled by its largest entry first: features of random weights can be ~1e-18 (their squares underflow)
+        r = r / ops.maximum(ops.max(ops.abs(r), axis=-1, keepdims=True), 1e-37)
+        r = r / ops.sqrt(ops.sum(r * r, axis=-1, keepdims=True) + 1e-12)
+        total = r if total is None else total + r
+    return keras.Model(base.input, total, name=f"{base.name}_rmac")
+
+
 def preprocessing_options(preprocessing: str) -> dict[str, Any]:
     """Read ``fit``, ``fill``, ``pooling`` and the input size(s) back from an :attr:`Embedder.preprocessing` string.
 
@@ -1065,7 +1121,7 @@ def preprocessing_options(preprocessing: str) -> dict[str, Any]:
     import re
 
     pattern = (
-        r"^(pad|crop):(edge|mean|rgb\((\d+),(\d+),(\d+)\))/resize:(\d+):bicubic/[^/]+(/pool:(gem|max|own)[^/]*)?"
+        r"^(pad|crop|stretch):(edge|mean|rgb\((\d+),(\d+),(\d+)\))/resize:(\d+):bicubic/[^/]+(/pool:(gem|max|rmac|own)[^/]*)?"
         r"(/scales:(\d+(?:\+\d+)+):sum-l2)?$"
     )
     m = re.match(pattern, preprocessing)

@@ -192,6 +192,7 @@ class NotebookSettings:
     output_dir: Path
     own_dataset: bool
     backend: str = "auto"
+    expand: bool = True
     precision: str | None = None
 
     def search_kwargs(self) -> dict[str, Any]:
@@ -202,6 +203,7 @@ class NotebookSettings:
             "model": self.model,
             "k": self.k,
             "weights": self.weights,
+            "expand": self.expand,
         }
 
     def describe(self) -> str:
@@ -307,6 +309,7 @@ def notebook_settings(
     devices: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
     backend: str = "auto",
+    expand: bool = True,
     precision: str | None = None,
 ) -> NotebookSettings:
     """Turn the notebook's form into folders, mounting Google Drive if asked to and in Colab.
@@ -315,7 +318,7 @@ def notebook_settings(
     over the form: ``STORAGE``, ``DOWNLOAD`` (1/0), ``DATASET_DIR``, ``VECTORS``, ``MODEL``, ``K``,
     ``IMAGES_SOURCE``, ``VECTORS_SOURCE``, ``KEEP_ARCHIVES`` (1/0), ``WEIGHTS`` (``imagenet``,
     ``none`` or a file), ``BACKEND`` (``auto``, ``keras``, ``openvino``), ``PRECISION`` (``auto``, ``float32``,
-    ``bfloat16``, ``float16``, ``int8``), ``WORK_DIR``, ``DRIVE_DIR``, ``DRIVE_MOUNT`` (where Drive is mounted) and
+    ``bfloat16``, ``float16``, ``int8``), ``EXPAND`` (1/0), ``WORK_DIR``, ``DRIVE_DIR``, ``DRIVE_MOUNT`` (where Drive is mounted) and
     ``OFFLINE`` (1: never mount Drive nor download; for automated runs). The notebook's test uses
     them.
 
@@ -355,6 +358,9 @@ def notebook_settings(
     backend : {"auto", "keras", "openvino"}, default "auto"
         What runs the model while indexing: ``"auto"`` is OpenVINO on a CPU where it is
         installed, Keras on a GPU.
+    expand : bool, default True
+        Query expansion and database-side augmentation in searches (``EXPAND``: 1/0); off: a
+        plain cosine search.
     precision : {"auto", "float32", "bfloat16", "float16", "int8"} or None, default None
         The compute precision while indexing (None or ``"auto"``: the default). ``"int8"``
         quantizes the OpenVINO model, calibrated on a seeded sample of the images indexed.
@@ -399,6 +405,8 @@ def notebook_settings(
         weights = v
     if (v := _env(env, "BACKEND")) is not None:
         backend = v or "auto"
+    if (v := _env(env, "EXPAND")) is not None:
+        expand = _parse_bool(v or "1", "EXPAND")
     if (v := _env(env, "PRECISION")) is not None:
         precision = v or None
     if (v := _env(env, "WORK_DIR")) is not None:
@@ -498,6 +506,7 @@ def notebook_settings(
         output_dir=persist / "results",
         own_dataset=own,
         backend=backend,
+        expand=bool(expand),
         precision=precision,
     )
 
@@ -805,9 +814,12 @@ def prepare_index(
             from .data import folder_size
             from .images import format_size as format_bytes
 
-            size = folder_size(settings.legacy_dir)
-            shutil.rmtree(settings.legacy_dir, ignore_errors=True)
-            logger.info("Deleted the imported vector files %s (%s freed).", settings.legacy_dir, format_bytes(size))
+            if settings.legacy_dir.is_symlink():  # a link to a folder elsewhere: what it leads to is not ours to delete
+                logger.info("Kept the imported vector files: %s is a link to another folder.", settings.legacy_dir)
+            else:
+                size = folder_size(settings.legacy_dir)
+                shutil.rmtree(settings.legacy_dir, ignore_errors=True)
+                logger.info("Deleted the imported vector files %s (%s freed).", settings.legacy_dir, format_bytes(size))
     if index is None:
         if settings.vectors == ORIGINAL_VECTORS and not settings.own_dataset:
             raise RevsearchError(

@@ -59,6 +59,7 @@ def search_image(
     k: int = 9,
     weights: str | os.PathLike | None = "imagenet",
     title: str | None = "query",
+    expand: Any = None,
 ) -> SearchResults:
     """Search an existing index and draw the query above its matches.
 
@@ -77,6 +78,9 @@ def search_image(
         Used with a model name.
     title : str, optional
         Title of the query panel.
+    expand : bool or Expansion, optional
+        Query expansion and database-side augmentation: on by default (the index's expansion);
+        False: a plain cosine search (see :func:`revsearch.reverse_image_search`).
 
     Returns
     -------
@@ -95,7 +99,7 @@ def search_image(
 
     image = load_image(read_query(query))  # a URL is downloaded (time limit, size cap), a path read
     results = reverse_image_search(
-        image, model, dataset_dir, vector_dir, generate=False, k=k, weights=weights, progress=False
+        image, model, dataset_dir, vector_dir, generate=False, k=k, weights=weights, progress=False, expand=expand
     )
     results.figure = plot_results(image, results, title=title)
     return results
@@ -166,7 +170,7 @@ def show_search(
     note : str, optional
         A line shown above the result (e.g. which pipeline made the index).
     **kwargs
-        ``dataset_dir``, ``model``, ``k``, ``weights``: see :func:`search_image`.
+        ``dataset_dir``, ``model``, ``k``, ``weights``, ``expand``: see :func:`search_image`.
 
     Returns
     -------
@@ -351,6 +355,7 @@ class SearchApp:
         weights: str | os.PathLike | None = "imagenet",
         max_k: int = 30,
         note: str | None = None,
+        expand: Any = None,
         text_search: bool | None = None,
     ) -> None:
         import ipywidgets as w
@@ -360,6 +365,7 @@ class SearchApp:
             "dataset_dir": dataset_dir,
             "model": model,
             "weights": weights,
+            "expand": expand,
         }
         self.note = note
         self.upload = w.FileUpload(accept="image/*", multiple=False, description="Upload a photo")
@@ -498,6 +504,7 @@ def search_widget(
     weights: str | os.PathLike | None = "imagenet",
     max_k: int = 30,
     note: str | None = None,
+    expand: Any = None,
     text_search: bool | None = None,
 ) -> ipywidgets.VBox:
     """A search box for a notebook: upload a photo (or paste a link or a path) and see its best matches.
@@ -524,6 +531,8 @@ def search_widget(
         The slider's maximum.
     note : str, optional
         Shown above the first result.
+    expand : bool or Expansion, optional
+        Query expansion and database-side augmentation: on by default; False turns it off.
     text_search : bool, optional
         Show the box for words (a CLIP index). Default: unless the index was built with an image-only model.
 
@@ -537,5 +546,5 @@ def search_widget(
     """
     return SearchApp(
         vector_dir, dataset_dir=dataset_dir, model=model, k=k, weights=weights, max_k=max_k, note=note,
-        text_search=text_search,
+        text_search=text_search, expand=expand,
     ).widget

@@ -51,6 +51,9 @@ KMEANS_ITERATIONS = 8
 CELL_ROWS = 1024
 #: Groups up to this size list every pairwise score; larger ones list the graph's edges only.
 PAIRWISE_MAX = 64
+#: Highest score of a pair of sound (unit-length) vectors, with float32 rounding; above it (or NaN) a vector
+#: is damaged and the pair is not a duplicate.
+MAX_SCORE = 1.01
 
 # ============================================================================ default thresholds
 
@@ -248,8 +251,9 @@ def _exact_edges(a: Rows, b: Rows | None, threshold: float, top: TopK, block: in
         # within one set, each pair once: the blocks on and above the diagonal only
         for j0 in range(i0 if b is None else 0, other.n, block):
             xj = np.asarray(other.slice(j0, min(other.n, j0 + block)), np.float32)
-            s = xi @ xj.T  # (bi, bj) float32
-            hits = np.flatnonzero(s >= threshold)
+            with np.errstate(invalid="ignore", over="ignore"):
+                s = xi @ xj.T  # (bi, bj) float32
+                hits = np.flatnonzero((s >= threshold) & (s <= MAX_SCORE))  # NaN, inf: a damaged vector
             if hits.size:
                 r, c = np.divmod(hits, s.shape[1])
                 sc = s.ravel()[hits]
@@ -341,9 +345,10 @@ def _approx_edges(
         xm = rows.take(members)
         for q0 in range(0, len(queries), BLOCK_ROWS):
             qs = queries[q0 : q0 + BLOCK_ROWS]
-            s = rows.take(qs) @ xm.T  # exact float32 scores of the candidate pairs
+            with np.errstate(invalid="ignore", over="ignore"):
+                s = rows.take(qs) @ xm.T  # exact float32 scores of the candidate pairs
+                hits = np.flatnonzero((s >= threshold) & (s <= MAX_SCORE))  # NaN, inf: a damaged vector
             scored += s.size
-            hits = np.flatnonzero(s >= threshold)
             if hits.size:
                 r, cc = np.divmod(hits, s.shape[1])
                 gi, gj, sc = qs[r], members[cc], s.ravel()[hits]
