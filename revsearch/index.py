@@ -627,8 +627,6 @@ class Index:
         if k < 1:
             raise ValueError(f"k must be at least 1, not {k}")
         aug = self.augmentation(exp.dba, exp.dba_alpha) if exp.dba else None
-        if aug is not None:  # the augmented matrix is searched directly: leave damaged rows out, as topk does
-            exclude = self._skip_damaged(exclude)
         return search_expanded(
             self, vectors, min(int(k), len(self)), qe=exp.qe, alpha=exp.alpha, dba=aug, exclude=exclude, exact=exact,
             under=under, exclude_paths=exclude_paths,

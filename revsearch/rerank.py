@@ -178,18 +178,9 @@ class DatabaseAugmentation:
         n = len(x)
         nb = np.full((n, k + 1), -1, np.int64)
         sc = np.full((n, k + 1), -np.inf, np.float32)
-        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
-        if bad.size:  # a damaged vector (NaN, inf) gets no neighbours (its sum is zero) and is nobody's neighbour
-            x = x.copy()
-            x[bad] = 0.0
-            shards = [x]
         for start in range(0, n, block):
             rows = np.arange(start, min(n, start + block))
-            if bad.size:
-                rows = rows[~np.isin(rows, bad)]
-                if not rows.size:
-                    continue
-            s, r = topk_cosine(shards, x[rows], min(n, k + 2), exclude=bad if bad.size else None)
+            s, r = topk_cosine(shards, x[rows], min(n, k + 2))
             keep = r != rows[:, None]  # drop each row itself, wherever it ranks
             for j in range(len(rows)):
                 rr, ss = r[j][keep[j]][: k + 1], s[j][keep[j]][: k + 1]
