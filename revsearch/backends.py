@@ -287,7 +287,7 @@ def cpu_features(flags: Sequence[str] | None = None, ov_capabilities: Sequence[s
         CPU flags as ``/proc/cpuinfo`` lists them (default: read it; empty where there is none).
     ov_capabilities : sequence of str, optional
         OpenVINO's CPU ``OPTIMIZATION_CAPABILITIES`` (default: asked from OpenVINO where it is installed
-        and ``flags`` is not given).
+        and ``flags`` is not given and the OS lists no CPU flags).
 
     Returns
     -------
@@ -295,7 +295,9 @@ def cpu_features(flags: Sequence[str] | None = None, ov_capabilities: Sequence[s
     """
     if flags is None:
         flags = _proc_cpu_flags()
-        if ov_capabilities is None and openvino_installed():
+        # OpenVINO is asked only where the OS lists no flags (no /proc/cpuinfo): importing it costs
+        # a start-up that constructing an Embedder should not pay.
+        if not flags and ov_capabilities is None and openvino_installed():
             ov_capabilities = _ov_cpu_capabilities()
     f = {x.lower() for x in flags}
     caps = {str(c).upper() for c in (ov_capabilities or ())}

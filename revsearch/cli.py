@@ -526,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         default=None,
         help="resnet50 (default for a new index), mobilenet, efficientnetv2-b0, efficientnetv2-s, convnext-tiny, "
-        "resnet50-seed, or clip-vit-b32 / clip-vit-b16 (also searchable by words; needs revsearch[clip]); an existing "
+        "resnet50-seed, or clip-vit-b32 / clip-vit-b16 / siglip-b16-224 (also searchable by words; needs revsearch[clip]); an existing "
         "index keeps its model",
     )
     p.add_argument(

@@ -116,7 +116,10 @@ def _local_preset(folder: Path, info: TextModelInfo) -> tuple[int, int, tuple[fl
         side = int(size[0])
     else:
         raise WeightsUnavailableError(f"the image converter in {str(folder)!r} has image_size {size!r}, not a square")
-    dim = config.get("config", {}).get("projection_dim")
+    cfg = config.get("config", {})
+    dim = cfg.get("projection_dim")  # CLIP projects both towers; SigLIP's vision tower ends at its hidden size
+    if dim is None and isinstance(cfg.get("vision_encoder"), dict):
+        dim = cfg["vision_encoder"].get("config", {}).get("hidden_dim")
     if not isinstance(dim, int) or dim < 1:
         raise WeightsUnavailableError(f"the preset in {str(folder)!r} has projection_dim {dim!r}")
     return side, dim, _triple(conv.get("scale"), "scale", folder), _triple(conv.get("offset"), "offset", folder)
@@ -146,12 +149,14 @@ class ClipEmbedder(Embedder):
     precision, backend, cache_dir, openvino_hint
         As for :class:`~revsearch.embedding.Embedder`: the image tower runs on OpenVINO (converted
         once and cached) or Keras; the text tower on Keras.
-    fit : {"crop", "pad"}, default "crop"
-        CLIP's own preprocessing is a centre crop.
+    fit : {"crop", "stretch", "pad"}, optional
+        Default: as the preset's own image converter does it: a centre crop for CLIP, the whole image
+        resized (``"stretch"``) for SigLIP.
     fill : tuple of 3 int, ``"edge"`` or ``"mean"``, default black
         Padding colour with ``fit="pad"``.
     pooling : {None, "own"}
-        The model pools itself (the class token, projected): only for symmetry with the other models.
+        The model pools itself (CLIP: the class token, projected; SigLIP: its attention-pooling head):
+        only for symmetry with the other models.
     resolution : int, optional
         Must be the preset's image size (the position embeddings are learnt for it).
     scales : None
@@ -183,8 +188,8 @@ class ClipEmbedder(Embedder):
             raise UnknownModelError(f"unknown CLIP model {model!r}: choose one of {', '.join(sorted(TEXT_MODELS))}")
         if preprocess is not None or name is not None:
             raise ValueError("preprocess and name apply to custom Keras models, not to CLIP models")
-        if fit not in (None, "pad", "crop"):
-            raise ValueError(f"fit must be 'pad' or 'crop', not {fit!r}")
+        if fit not in (None, "pad", "crop", "stretch"):
+            raise ValueError(f"fit must be 'pad', 'crop' or 'stretch', not {fit!r}")
         if pooling not in (None, "own"):
             raise ValueError(f"a CLIP model pools itself (its class token): pooling must be left out, not {pooling!r}")
         if scales is not None and len(tuple(scales)) > 1:
@@ -203,7 +208,10 @@ class ClipEmbedder(Embedder):
         self.backend = backends.resolve_backend(backend, precision)
         self._chosen = backend == "auto" and self.backend == "openvino"
         self._precision_given = precision is not None
-        self.precision = precision or backends.default_precision(self.backend)
+        if precision is None:  # the backend's rule, except int8 (needs calibration, not offered here)
+            precision = backends.default_precision(self.backend)
+            precision = precision if precision in ("float32", "bfloat16", "float16") else "float32"
+        self.precision = precision
         if self.precision not in backends.PRECISIONS[self.backend]:
             raise ValueError(
                 f"the {self.backend} backend does not run precision {self.precision!r}: "
@@ -218,7 +226,7 @@ class ClipEmbedder(Embedder):
         self.openvino_hint = openvino_hint
         self._ov = None
         self.fill = fill
-        self.fit = fit or "crop"
+        self.fit = fit or TEXT_MODELS[key].fit
         self._lock = threading.Lock()
         self._custom_preprocess = None
         self._info = None
@@ -309,7 +317,8 @@ class ClipEmbedder(Embedder):
             try:
                 vision = getattr(keras_hub.models, f"{family}VisionEncoder")(**arch["vision"], dtype=dtype)
                 text = getattr(keras_hub.models, f"{family}TextEncoder")(**arch["text"], dtype=dtype)
-                backbone = seed_random_weights(cls(vision, text, projection_dim=arch["projection_dim"], dtype=dtype))
+                extra = {"projection_dim": arch["projection_dim"]} if "projection_dim" in arch else {}
+                backbone = seed_random_weights(cls(vision, text, dtype=dtype, **extra))
             finally:
                 random.setstate(py_state)
                 np.random.set_state(np_state)
@@ -338,7 +347,8 @@ class ClipEmbedder(Embedder):
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise WeightsUnavailableError(
                 f"could not fetch the keras-hub preset {self._source!r} of {self.name} ({type(e).__name__}: {first[:200]}). "
-                f"keras-hub downloads it from Kaggle (kaggle://keras/clip/keras/{self._source}) into the kagglehub cache "
+                f"keras-hub downloads it from Kaggle (kaggle://keras/{self.text_info.family.lower()}/keras/{self._source}) "
+                "into the kagglehub cache "
                 f"({os.environ.get('KAGGLEHUB_CACHE', '~/.cache/kagglehub')}). Offline: on a machine with internet run "
                 f"keras_hub.models.{self.text_info.family}Backbone.from_preset({self._source!r}).save_to_preset(DIR) "
                 f"(and the same for {self.text_info.family}ImageConverter and {self.text_info.family}Tokenizer), copy DIR "
@@ -391,7 +401,9 @@ class ClipEmbedder(Embedder):
                     # the text tower's position embeddings cap the length: pack to exactly that many tokens
                     length = int(self._load_backbone().text_encoder.max_sequence_length)
                     cls = getattr(keras_hub.models, f"{self.text_info.family}Preprocessor")
-                    self._preprocessor = self._from_preset(cls, sequence_length=length)
+                    pre = self._from_preset(cls, sequence_length=length)
+                    pre.image_converter = None  # text only: images are prepared by the image path
+                    self._preprocessor = pre
         return self._preprocessor
 
     def tokenize(self, texts: str | Sequence[str]) -> np.ndarray:

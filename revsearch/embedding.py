@@ -1121,7 +1121,7 @@ def preprocessing_options(preprocessing: str) -> dict[str, Any]:
     import re
 
     pattern = (
-        r"^(pad|crop):(edge|mean|rgb\((\d+),(\d+),(\d+)\))/resize:(\d+):bicubic/[^/]+(/pool:(gem|max|rmac|own)[^/]*)?"
+        r"^(pad|crop|stretch):(edge|mean|rgb\((\d+),(\d+),(\d+)\))/resize:(\d+):bicubic/[^/]+(/pool:(gem|max|rmac|own)[^/]*)?"
         r"(/scales:(\d+(?:\+\d+)+):sum-l2)?$"
     )
     m = re.match(pattern, preprocessing)

@@ -749,9 +749,10 @@ def prepare_image(
         Anything :func:`load_image` accepts.
     size : int, default 224
         The side of the square output.
-    fit : {"pad", "crop"}, default "pad"
+    fit : {"pad", "crop", "stretch"}, default "pad"
         ``"pad"`` pads to a centred square (as the original project did); ``"crop"`` takes the
-        centred square.
+        centred square; ``"stretch"`` resizes the whole image to the square, not keeping its aspect
+        ratio (as SigLIP's own preprocessing does).
     fill : tuple of 3 int, ``"edge"`` or ``"mean"``, default black
         The padding colour (see :func:`pad_to_square`).
     label : str, optional
@@ -765,15 +766,15 @@ def prepare_image(
     numpy.ndarray
         Shape (size, size, 3), ``dtype``, RGB values in 0..255.
     """
-    img = load_image(source, draft_size=size, draft_side="short" if fit == "crop" else "long", label=label)
+    img = load_image(source, draft_size=size, draft_side="short" if fit in ("crop", "stretch") else "long", label=label)
     if fit == "pad":
         img = pad_to_square(img, fill)
     elif fit == "crop":
         w, h = img.size
         s = min(w, h)
         img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    else:
-        raise ValueError(f"fit must be 'pad' or 'crop', not {fit!r}")
+    elif fit != "stretch":
+        raise ValueError(f"fit must be 'pad', 'crop' or 'stretch', not {fit!r}")
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
     return np.asarray(img, dtype=dtype)

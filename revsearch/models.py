@@ -95,6 +95,9 @@ class TextModelInfo:
     architecture : dict
         The hyper-parameters of the towers, to build the model with random weights (``weights=None``:
         same speed, meaningless vectors; no tokenizer, so image queries only).
+    fit : {"crop", "stretch"}
+        How the image becomes a square, as the preset's image converter does it: centre crop
+        (``crop_to_aspect_ratio=True``, CLIP) or the whole image resized (SigLIP).
     """
 
     preset: str
@@ -105,6 +108,7 @@ class TextModelInfo:
     offset: tuple[float, float, float]
     description: str
     architecture: dict[str, Any] = field(default_factory=dict)
+    fit: str = "crop"
 
 
 def _clip_norm() -> tuple[tuple[float, float, float], tuple[float, float, float]]:
@@ -136,5 +140,17 @@ TEXT_MODELS: dict[str, TextModelInfo] = {
         "OpenAI CLIP ViT-B/16 (keras-hub preset clip_vit_base_patch16): as ViT-B/32 with 16-pixel patches, "
         "about 4x the image cost",
         _vit_b(16),
+    ),
+    "siglip-b16-224": TextModelInfo(
+        "siglip_base_patch16_224", "SigLIP", 768, 224, (2.0 / 255.0,) * 3, (-1.0,) * 3,
+        "Google SigLIP Base/16 at 224 (keras-hub preset siglip_base_patch16_224): image and text in one 768-d space, "
+        "the whole image resized to 224 (no crop), bicubic, (x / 127.5 - 1)",
+        {
+            "vision": dict(patch_size=16, hidden_dim=768, num_layers=12, num_heads=12, intermediate_dim=3072,
+                           image_shape=(224, 224, 3)),
+            "text": dict(vocabulary_size=32000, embedding_dim=768, hidden_dim=768, num_layers=12, num_heads=12,
+                         intermediate_dim=3072, max_sequence_length=64),
+        },
+        fit="stretch",
     ),
 }  # fmt: skip

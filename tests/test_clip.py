@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_photo, write_photos
-from tinyclip import DIM, LENGTH, OPENAI_MEAN, OPENAI_STD, SIZE, build_preset, vocabulary
+from tinyclip import DIM, LENGTH, OPENAI_MEAN, OPENAI_STD, SIGLIP_LENGTH, SIZE, build_preset, build_siglip_preset, vocabulary
 
 pytest.importorskip("keras_hub")
 
@@ -144,7 +144,7 @@ def test_towers_match_keras_hub_and_share_one_space(clip: ClipEmbedder, preset: 
 
 def test_openvino_image_tower_agrees_with_keras(clip: ClipEmbedder, preset: Path, tmp_path: Path) -> None:
     pytest.importorskip("openvino")
-    ov = Embedder("clip-vit-b32", weights=preset, backend="openvino", cache_dir=tmp_path)
+    ov = Embedder("clip-vit-b32", weights=preset, backend="openvino", precision="float32", cache_dir=tmp_path)
     images = [make_photo(i, (50, 40)) for i in range(4)]
     np.testing.assert_allclose(ov.embed(images), clip.embed(images), atol=1e-4)
     assert ov.spec["weights"] == clip.spec["weights"] and ov.spec["preprocessing"] == clip.spec["preprocessing"]
@@ -386,3 +386,51 @@ def test_cli_offline_clip_index_is_one_line(tmp_path: Path, monkeypatch: pytest.
     assert err[0].startswith("revsearch: error: could not fetch the keras-hub preset 'clip_vit_base_patch32'")
     assert "--weights DIR" in err[0]
     assert not Index.exists(tmp_path / "vec")  # no index half-written
+
+
+# --------------------------------------------------------------------------- SigLIP
+
+
+@pytest.fixture(scope="module")
+def siglip_preset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("sentencepiece")
+    return build_siglip_preset(tmp_path_factory.mktemp("tinysiglip") / "tiny_siglip")
+
+
+def test_siglip_catalogue_records_its_own_preprocessing() -> None:
+    e = Embedder("siglip-b16-224", weights=None)
+    assert isinstance(e, ClipEmbedder) and (e.dim, e.input_size, e.fit) == (768, 224, "stretch")
+    assert e.spec["preset"] == "siglip_base_patch16_224"
+    np.testing.assert_allclose(e.scale, [2 / 255] * 3, rtol=1e-7)
+    np.testing.assert_allclose(e.offset, [-1] * 3, rtol=1e-7)
+    assert e.spec["preprocessing"].startswith("stretch:rgb(0,0,0)/resize:224:bicubic/keras_hub.SigLIPImageConverter:")
+
+
+def test_siglip_tiny_preset_round_trip(siglip_preset: Path, tmp_path: Path) -> None:
+    import keras
+    import keras_hub
+
+    emb = Embedder("siglip-b16-224", weights=siglip_preset, backend="keras")
+    assert (emb.dim, emb.input_size, emb.fit) == (16, SIZE, "stretch")
+    wide = np.zeros((40, 80, 3), np.uint8)
+    wide[:, :40] = 255  # left half white: a crop would keep half of it, stretching keeps all of it
+    prepared = emb.prepare(wide)
+    assert prepared.shape == (SIZE, SIZE, 3) and prepared[:, : SIZE // 2 - 2].min() > 250 and prepared[:, SIZE // 2 + 2 :].max() < 5
+    ids = emb.tokenize("a red car at night")
+    assert ids.shape == (1, SIGLIP_LENGTH) and ids[0, -1] == emb.tokenize("a")[0, -1]  # cut to the length, end token last
+    # the towers against keras-hub's classes straight from the preset
+    backbone = keras_hub.models.SigLIPBackbone.from_preset(str(siglip_preset))
+    converter = keras_hub.layers.SigLIPImageConverter.from_preset(str(siglip_preset))
+    images = [make_photo(i, (SIZE, SIZE)) for i in range(2)]
+    ref = keras.ops.convert_to_numpy(backbone.get_vision_embeddings(converter(np.stack(images).astype("float32"))))
+    np.testing.assert_allclose(emb.embed(images), ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=2e-4)
+    ref_t = keras.ops.convert_to_numpy(backbone.get_text_embeddings(emb.tokenize(["a dog", "the red car"])))
+    np.testing.assert_allclose(emb.embed_text(["a dog", "the red car"]), ref_t / np.linalg.norm(ref_t, axis=1, keepdims=True), atol=2e-4)
+    # index and search by words through the operations layer
+    ds = tmp_path / "photos"
+    write_photos(ds, 4)
+    index, _ = Index.build(ds, tmp_path / "vec", Embedder("siglip-b16-224", weights=siglip_preset), progress=False)
+    found = search_text("a dog on the beach", tmp_path / "vec", k=4)
+    expected = index.vectors @ emb.embed_text("a dog on the beach")
+    assert [m.row for m in found] == [int(r) for r in np.argsort(-expected, kind="stable")]
+    assert open_index(tmp_path / "vec").embedder().spec["preprocessing"] == emb.spec["preprocessing"]

@@ -585,8 +585,10 @@ def test_prepare_image_pad_vs_crop_wide() -> None:
     assert (padded[:, 0][60:164] == 255).all()
     cropped = prepare_image(wide, fit="crop")
     assert (cropped == 255).all()
+    stretched = prepare_image(wide, fit="stretch")  # the whole image, aspect ratio not kept (SigLIP's way)
+    assert stretched.shape == (224, 224, 3) and (stretched == 255).all()
     with pytest.raises(ValueError, match="fit"):
-        prepare_image(wide, fit="stretch")
+        prepare_image(wide, fit="squash")
 
 
 def test_prepare_image_crop_takes_centre() -> None:

@@ -16,7 +16,7 @@ from revsearch import update_index
 from revsearch.embedding import Embedder
 from revsearch.errors import IndexNotFoundError, ModelMismatchError
 from revsearch.operations import IncompatibleOptionsError, register_query_kind, resolve_embedder, search
-from revsearch.store import MANIFEST_NAME, MIGRATIONS, Manifest, read_manifest, writing
+from revsearch.store import MANIFEST_NAME, MIGRATIONS, SPEC_KEYS, Manifest, read_manifest, writing
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,8 @@ def test_update_index_uses_the_recorded_folder_and_moves_an_open_index(built, tm
 def test_resolve_embedder_keeps_the_recorded_pipeline(built) -> None:  # type: ignore[no-untyped-def]
     _, vec, result = built
     index = open_index(vec)
-    assert resolve_embedder(index).spec == index.spec  # the index's own
+    same = lambda spec: {k: spec.get(k) for k in SPEC_KEYS}  # noqa: E731  (what makes vectors comparable)
+    assert same(resolve_embedder(index).spec) == same(index.spec)  # the index's own (precision: the default's)
     assert resolve_embedder(index, "resnet50", weights=None).spec["preprocessing"] == index.spec["preprocessing"]
     with pytest.raises(ModelMismatchError):
         build_index(vec.parent / "photos", vec, "mobilenet", weights=None, progress=False)

@@ -57,3 +57,47 @@ def build_preset(folder: Path, seed: int = 7) -> Path:
     for part in (backbone, converter, tokenizer):
         part.save_to_preset(str(folder))
     return folder
+
+
+#: SigLIP's image normalisation (x / 127.5 - 1), as its preprocessor config states it (mean = std = 0.5).
+SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
+SIGLIP_LENGTH = 8
+
+
+def build_siglip_preset(folder: Path, seed: int = 11) -> Path:
+    """A tiny SigLIP of keras-hub's own classes (a SentencePiece vocabulary trained here on a few
+    sentences), saved as a preset folder like the published ``siglip_base_patch16_224``."""
+    import io
+
+    import keras
+    import keras_hub
+    import sentencepiece as spm
+
+    keras.utils.set_random_seed(seed)
+    corpus = ["a red car at night", "a dog on the beach", "the red dog", "a car on the road at night"] * 20
+    proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus), model_writer=proto, vocab_size=20, model_type="unigram",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>",
+    )
+    tokenizer = keras_hub.models.SigLIPTokenizer(proto=proto.getvalue())
+    vision = keras_hub.models.SigLIPVisionEncoder(
+        patch_size=8, hidden_dim=16, num_layers=1, num_heads=2, intermediate_dim=32, image_shape=(SIZE, SIZE, 3)
+    )
+    text = keras_hub.models.SigLIPTextEncoder(
+        vocabulary_size=tokenizer.vocabulary_size(), embedding_dim=16, hidden_dim=16, num_layers=1, num_heads=2,
+        intermediate_dim=32, max_sequence_length=SIGLIP_LENGTH,
+    )
+    backbone = keras_hub.models.SigLIPBackbone(vision, text)
+    converter = keras_hub.layers.SigLIPImageConverter(
+        image_size=(SIZE, SIZE),
+        scale=[1.0 / 255.0 / s for s in SIGLIP_STD],
+        offset=[-m / s for m, s in zip(SIGLIP_MEAN, SIGLIP_STD)],
+        interpolation="bicubic",
+        antialias=True,
+        crop_to_aspect_ratio=False,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    for part in (backbone, converter, tokenizer):
+        part.save_to_preset(str(folder))
+    return folder
