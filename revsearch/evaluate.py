@@ -36,6 +36,7 @@ from PIL import Image
 
 from .edits import EDITS, jpeg_roundtrip, make_edits
 from .errors import DatasetLayoutError, ImageReadError
+from .safety import damaged_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from .embedding import Embedder
@@ -332,6 +333,11 @@ def retrieval_metrics(
 
     shards = [np.asarray(s) for s in _shards_of(vectors)]
     n = sum(len(s) for s in shards)
+    bad = [damaged_rows(s) for s in shards]  # (n_i,) bool each
+    if any(b.any() for b in bad):  # a damaged vector (NaN, inf) scores 0 with everything: no NaN in any figure
+        logger.warning("%d damaged vector(s) (NaN, infinite or not unit length) count as matching nothing",
+                       sum(int(b.sum()) for b in bad))
+        shards = [np.where(b[:, None], 0.0, s).astype(np.float32) if b.any() else s for s, b in zip(shards, bad)]
     lab = np.asarray([str(x) for x in labels])
     if lab.shape != (n,):
         raise ValueError(f"labels must have shape ({n},) to match the vectors; got {lab.shape}")

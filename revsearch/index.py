@@ -384,7 +384,7 @@ class Index:
         mask = self.select(under, exclude_paths) if len(self) else None
         use_ann = not exact and mask is None and bool(self.manifest.ann)
         if not use_ann:  # exact search reads every vector anyway: one pass finds the damaged ones (cached)
-            exclude = self._skip_damaged(exclude)
+            exclude = self.without_damaged(exclude)
         if mask is not None:
             return self._topk_selected(vectors, k, mask, exclude)
         if len(self) == 0:
@@ -439,7 +439,22 @@ class Index:
                 "them", display_name(self.folder), bad.size, int(bad[0]), display_name(self._snapshot.path_at(int(bad[0]))),
             )
 
-    def _skip_damaged(self, exclude: Sequence[int] | None) -> Sequence[int] | None:
+    def without_damaged(self, exclude: Sequence[int] | None) -> Sequence[int] | None:
+        """``exclude`` plus the damaged rows (:meth:`damaged_rows`), warning once when there are any.
+
+        For searches that score other vectors than the stored ones (the database augmentation's):
+        a damaged row must not be returned whatever vector stands for it.
+
+        Parameters
+        ----------
+        exclude : sequence of int, optional
+            Rows already excluded.
+
+        Returns
+        -------
+        sequence of int or None
+            None where nothing is excluded.
+        """
         bad = self.damaged_rows() if len(self) else np.zeros(0, np.int64)
         if not bad.size:
             return exclude

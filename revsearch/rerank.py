@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .embedding import l2_normalize
+from .safety import damaged_rows
 from .search import topk_cosine
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -175,6 +176,11 @@ class DatabaseAugmentation:
             raise ValueError("database-side augmentation needs k >= 1 neighbours")
         shards = [vectors] if isinstance(vectors, np.ndarray) else list(vectors)
         x = np.concatenate([np.asarray(s, np.float32) for s in shards]) if len(shards) != 1 else np.asarray(shards[0], np.float32)
+        bad = damaged_rows(x)  # (n,) bool
+        if bad.any():  # a damaged row (NaN, inf: a bad copy of the file) neighbours nobody and is searched by nobody
+            x = x.copy()
+            x[bad] = 0.0
+            shards = [x]
         n = len(x)
         nb = np.full((n, k + 1), -1, np.int64)
         sc = np.full((n, k + 1), -np.inf, np.float32)
@@ -347,7 +353,7 @@ def search_expanded(
             cs[cand < 0] = -np.inf
             order = np.lexsort((cand, -cs), axis=1)[:, :kk]
             return np.take_along_axis(cs, order, axis=1), np.take_along_axis(cand, order, axis=1)
-        ex = list(exclude) if exclude is not None else []
+        ex = list(index.without_damaged(exclude) or [])
         if mask is not None:
             ex = np.union1d(np.asarray(ex, np.int64), np.flatnonzero(~mask))
         return topk_cosine([dba.vectors], v, kk, exclude=ex if len(ex) else None)
