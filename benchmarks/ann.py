@@ -1,4 +1,4 @@
-"""Approximate search (``revsearch.ann``, FAISS IVF-PQ + exact re-ranking) against exact search.
+"""Approximate search (``revsearch.retrieval.ann``, FAISS IVF-PQ + exact re-ranking) against exact search.
 
     python benchmarks/ann.py [--sizes 100000 1000000] [--dim 2048] [--queries 300]
                              [--data structured|isotropic] [--target-recall 0.95] [--tmp DIR] [--json FILE]
@@ -9,7 +9,7 @@ of the index's usual size (never whole in memory), then:
 
 1. exact search (``Index.topk(exact=True)``) gives the true top-9 of ``--queries`` queries, and
    its time per query, in a batch and one query at a time;
-2. ``revsearch.ann.build_ann`` builds (and tunes to ``--target-recall`` on its own vectors) the approximate index the library would choose by itself
+2. ``revsearch.retrieval.ann.build_ann`` builds (and tunes to ``--target-recall`` on its own vectors) the approximate index the library would choose by itself
    (``kind="auto"``: IVF-PQ at these sizes, training on a sample), timed, with its peak extra
    memory (VmHWM after clearing it) and its size on disk and in memory (RSS growth on loading);
    (the build's peak heap is sampled from RssAnon: the memory-mapped shards it reads are page
@@ -57,11 +57,11 @@ import numpy as np
 
 from common import command_line, fmt_mb, fmt_ms, load_average, machine_lines, median, proc_kib, synthetic_spec, table
 
-from revsearch import ann
-from revsearch import store
+from revsearch.retrieval import ann
+from revsearch.storage import store
 from revsearch import Index
-from revsearch.indexing import TARGET_SHARD_BYTES
-from revsearch.store import ROW_DTYPE
+from revsearch.storage.indexing import TARGET_SHARD_BYTES
+from revsearch.storage.store import ROW_DTYPE
 
 K = 9
 

@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.ERROR)
-    from revsearch.embedding import Embedder
+    from revsearch.models.embedding import Embedder
 
     names = args.models.split(",")
     embedders = {n: Embedder(n, weights=None) for n in names}

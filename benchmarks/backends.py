@@ -89,7 +89,7 @@ def openvino_line() -> str:
 
 def make_embedder(name: str, weights: str | None, backend: str, precision: str, hint: str | None, cache: Path,
                   calibration: list[Path] | None = None):  # fmt: skip
-    from revsearch.embedding import Embedder
+    from revsearch.models.embedding import Embedder
 
     e = Embedder(name, weights=weights, backend=backend, precision=precision, openvino_hint=hint or "throughput",
                  cache_dir=cache)  # fmt: skip
@@ -173,7 +173,7 @@ START_CODE = """
 import sys, time, json
 t0 = time.perf_counter()
 import numpy as np
-from revsearch.embedding import Embedder
+from revsearch.models.embedding import Embedder
 e = Embedder(sys.argv[1], weights=None if sys.argv[2] == "none" else sys.argv[2], backend=sys.argv[3],
              precision=sys.argv[4], cache_dir=sys.argv[5])
 e.embed(np.full((64, 64, 3), 100, np.uint8))

@@ -10,7 +10,7 @@ them with ResNet50 (seeded random weights: the same compute as ImageNet weights,
 * ``dask, 1 worker``: ``build_index_dask`` on a ``LocalCluster`` of one worker process, whose
   TensorFlow may use every core;
 * ``dask, 2 workers``: the same with two worker processes, each letting TensorFlow use
-  ``cores // 2`` threads (``revsearch.distributed.dask_client``'s default).
+  ``cores // 2`` threads (``revsearch.storage.distributed.dask_client``'s default).
 
 Each configuration indexes into a fresh folder ``--repeats`` times on the same cluster: the
 first run includes building the model on the workers (the worker plugin), later ones are steady
@@ -66,8 +66,8 @@ def main() -> None:
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
 
-    from revsearch.distributed import build_index_dask, dask_client
-    from revsearch.embedding import get_embedder
+    from revsearch.storage.distributed import build_index_dask, dask_client
+    from revsearch.models.embedding import get_embedder
     from revsearch import Index
 
     info = machine_lines()

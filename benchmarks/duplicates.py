@@ -81,7 +81,7 @@ def _border(img: Any) -> Any:
 
 def make_copy(img: Any, edit: str) -> Any:
     """The edited copy, as the file a user would have (re-saved as JPEG q90 unless it is the q30 edit)."""
-    from revsearch.edits import jpeg_roundtrip, make_edits
+    from revsearch.media.edits import jpeg_roundtrip, make_edits
 
     out = _border(img) if edit == "border" else make_edits(img, [edit])[edit]
     return out if edit == "jpeg_q30" else jpeg_roundtrip(out, 90)
@@ -120,7 +120,7 @@ class Collection:
 
 
 def load_sets(seed: int, flowers_originals: int) -> dict[str, Collection]:
-    from revsearch.images import find_images
+    from revsearch.media.images import find_images
 
     base = Path(os.environ.get("REVSEARCH_SHARED", SHARED)) / "datasets"
     out = {}
@@ -154,8 +154,8 @@ def features(sets: dict[str, Collection], cache: Path, refresh: bool) -> dict[st
     """Per set: MobileNet vectors (n, 1024), pHash and dHash (n,) uint64 of every image."""
     import imagehash
 
-    from revsearch.embedding import Embedder
-    from revsearch.images import load_image
+    from revsearch.models.embedding import Embedder
+    from revsearch.media.images import load_image
 
     emb = Embedder("mobilenet")
     pipe = hashlib.sha256(json.dumps(emb.spec, sort_keys=True).encode()).hexdigest()[:10]

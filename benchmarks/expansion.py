@@ -6,7 +6,7 @@ Run from the repository root::
     python benchmarks/expansion.py quality [--json F]  # the grid, the rule, the pooling variants
     python benchmarks/expansion.py costs [--sizes 10000,100000] [--runs 7]
 
-``quality``: leave-one-out retrieval (``revsearch.evaluate.retrieval_metrics``, which scores each
+``quality``: leave-one-out retrieval (``revsearch.quality.evaluate.retrieval_metrics``, which scores each
 query against the augmentation made without it) on Oxford 17 Flowers (category: P@9, mAP, R@1)
 and the UKBench subset (instance: mAP, R@1), Keras MobileNet with the offline ImageNet weights,
 today's default pipeline (centre crop, average pooling, 224). Grid: query expansion ``qe`` in
@@ -59,14 +59,14 @@ DATASETS = (("flowers", "oxford17_flowers", 9), ("ukbench", "ukbench_subset", 3)
 
 
 def load(cache: Path, name: str, inp: str, pool: str) -> np.ndarray:
-    from revsearch.embedding import l2_normalize
+    from revsearch.models.embedding import l2_normalize
 
     return l2_normalize(np.load(cache / f"{name}.{inp}.{pool}.npy").astype(np.float32))
 
 
 def pipeline_vectors(cache: Path, name: str, pipe: str) -> np.ndarray:
     """``pool@224`` (prepared at 224), ``pool@448``, ``pool@224+320+448`` (sum of L2-normalised scales from 448)."""
-    from revsearch.embedding import l2_normalize
+    from revsearch.models.embedding import l2_normalize
 
     pool, scales = pipe.split("@")
     if scales == "224":
@@ -88,7 +88,7 @@ def apply_rule(maps: dict[str, dict[str, float]], sets: list[str]) -> tuple[str 
 
 
 def quality(args: argparse.Namespace) -> dict[str, Any]:
-    from revsearch.evaluate import class_labels, retrieval_metrics
+    from revsearch.quality.evaluate import class_labels, retrieval_metrics
 
     cache = args.cache
     data: dict[str, Any] = {}
@@ -187,7 +187,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
 
 def synthetic_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     """Clustered unit vectors (photos come in groups): n // 20 centres, each row a centre plus noise."""
-    from revsearch.embedding import l2_normalize
+    from revsearch.models.embedding import l2_normalize
 
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((max(1, n // 20), dim)).astype(np.float32)
@@ -203,8 +203,8 @@ def embedding_seconds_per_photo(args: argparse.Namespace, sample: int = 48) -> d
     from benchmarks.common import offline_keras_home
 
     offline_keras_home(args.keras_models)
-    from revsearch.embedding import get_embedder
-    from revsearch.images import find_images
+    from revsearch.models.embedding import get_embedder
+    from revsearch.media.images import find_images
 
     files = find_images(args.keras_models.parents[1] / "datasets" / "oxford17_flowers")[:sample]
     out = {}
@@ -228,10 +228,10 @@ def costs(args: argparse.Namespace) -> dict[str, Any]:
     import tempfile
 
     from benchmarks.common import proc_kib, synthetic_spec
-    from revsearch import store
-    from revsearch.index import Index
-    from revsearch.indexing import index_from_vectors, refresh_augmentation
-    from revsearch.rerank import NO_EXPANSION
+    from revsearch.storage import store
+    from revsearch.storage.index import Index
+    from revsearch.storage.indexing import index_from_vectors, refresh_augmentation
+    from revsearch.retrieval.rerank import NO_EXPANSION
 
     print(f"timings on: {cpu_name()} (Sapphire Rapids: avx512_bf16, avx512_vnni, amx_bf16, amx_int8, amx_tile)", flush=True)
     emb_s = embedding_seconds_per_photo(args)

@@ -35,7 +35,7 @@ DATASETS = (("flowers", "oxford17_flowers"), ("ukbench", "ukbench_subset"))
 
 def pool_maps(fmap: np.ndarray) -> dict[str, np.ndarray]:
     """Shape (b, h, w, c) feature maps -> each pooling's (b, c) descriptors."""
-    from revsearch.embedding import GEM_P, l2_normalize, rmac_regions  # the library's regions (pooling="rmac")
+    from revsearch.models.embedding import GEM_P, l2_normalize, rmac_regions  # the library's regions (pooling="rmac")
 
     f = np.asarray(fmap, np.float32)
     out = {
@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     from concurrent.futures import ThreadPoolExecutor
 
-    from revsearch.embedding import resize_prepared
-    from revsearch.images import find_images, prepare_image
+    from revsearch.models.embedding import resize_prepared
+    from revsearch.media.images import find_images, prepare_image
 
     models = {s: keras.applications.MobileNet(include_top=False, weights="imagenet", input_shape=(s, s, 3))
               for s in (224, 320, 448)}

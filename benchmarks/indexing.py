@@ -73,7 +73,7 @@ def private_keras_home(weights_file: Path | None) -> str:
 
 def pick_images(dataset: Path, n: int) -> list[Path]:
     """``n`` images spread evenly over the sorted file list (so over all classes)."""
-    from revsearch.images import find_images
+    from revsearch.media.images import find_images
 
     files = find_images(dataset)
     if len(files) < n:
@@ -111,7 +111,7 @@ def bench_model(
 ) -> dict:
     from original_baseline import build_original_model, index_one_predict_per_image
 
-    from revsearch.embedding import Embedder
+    from revsearch.models.embedding import Embedder
     from revsearch import Index
 
     n = len(files)
@@ -176,7 +176,7 @@ def memory_child(name: str, weights: str | None, dataset: Path, warmup: Path, ba
     """Build the index of ``dataset`` after a warm-up build, print peak memory figures as JSON."""
     import tracemalloc
 
-    from revsearch.embedding import Embedder
+    from revsearch.models.embedding import Embedder
     from revsearch import Index
 
     emb = Embedder(name, weights=weights)

@@ -57,7 +57,7 @@ def original_pipeline_embedder():
     """MobileNet (ImageNet) with the original project's recipe: pad, raw BGR, average pooling."""
     import keras
 
-    from revsearch.embedding import Embedder
+    from revsearch.models.embedding import Embedder
 
     model = keras.applications.MobileNet(
         include_top=False, pooling="avg", weights="imagenet", input_shape=(224, 224, 3)
@@ -92,7 +92,7 @@ def main() -> None:
         photos = tmp / "imagenet_resized"
         n = flat_copy(args.dataset, photos)
 
-        from revsearch.embedding import get_embedder
+        from revsearch.models.embedding import get_embedder
         from revsearch import Index
 
         rows = []

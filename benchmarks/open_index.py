@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from revsearch.embedding import Embedder
+from revsearch.models.embedding import Embedder
 from revsearch import Index
 
 

@@ -8,10 +8,10 @@ OpenVINO backend offers (float32, bfloat16, int8 = NNCF post-training quantizati
 ``Index.build`` does, on a seeded sample of ``--calibration`` photos of the collection being embedded),
 next to Keras float32 (the reference of the speed goals):
 
-* **category / instance retrieval**: leave-one-out mAP and precision@9 (``revsearch.evaluate.retrieval_metrics``)
+* **category / instance retrieval**: leave-one-out mAP and precision@9 (``revsearch.quality.evaluate.retrieval_metrics``)
   on each dataset (Oxford 17 flowers: class = folder; UKBench subset: object = folder);
 * **near duplicates**: ``--near-dup-sample`` flowers photos, each edited every way of
-  ``revsearch.evaluate.EDITS`` (JPEG q30, half size, crop, rotation, brightness, colour, grey, mirror,
+  ``revsearch.quality.evaluate.EDITS`` (JPEG q30, half size, crop, rotation, brightness, colour, grey, mirror,
   letterbox, text); each copy queries the flowers collection: recall@1 / recall@9 of its original
   (``near_duplicate_metrics``). The collection holds 68 pairs of near-identical photos
   (``near_identical_pairs.tsv``, many pixel-identical): for a copy of one of them, the first match is a
@@ -19,9 +19,9 @@ next to Keras float32 (the reference of the speed goals):
   is the one the rule reads. And the pairs themselves: share of pair members whose partner is their first
   match. Copies whose result changes between float32 and a precision are counted both ways (lost /
   gained), with the scores' margin;
-* **the rule** (``revsearch.backends.qualifying_precisions``): a precision may be a CPU default when its mAP
+* **the rule** (``revsearch.models.backends.qualifying_precisions``): a precision may be a CPU default when its mAP
   is within 0.005 of float32's on every dataset (these and the two held-out figures of issue 20) and no
-  near-duplicate recall drops. The table to paste into ``revsearch.backends.PRECISION_QUALITY`` is printed.
+  near-duplicate recall drops. The table to paste into ``revsearch.models.backends.PRECISION_QUALITY`` is printed.
 
 The int8 model of each dataset is calibrated on that dataset's own photos (what indexing it would do);
 ``int8 (flowers calibration)`` also runs the UKBench photos through the model calibrated on flowers, to
@@ -47,7 +47,7 @@ HELD_OUT = {  # issue 20: MobileNet, leave-one-out mAP on the two photo sets kep
     "float32": {"held-out category mAP": 0.7764, "held-out instance mAP": 0.8241},
     "bfloat16": {"held-out category mAP": 0.7763, "held-out instance mAP": 0.8235},
     # int8 there was NNCF's performance preset with fast bias correction, all layers quantized: not the recipe of
-    # revsearch.backends.INT8_RECIPE, whose held-out figures are not measured (so int8 cannot pass the rule)
+    # revsearch.models.backends.INT8_RECIPE, whose held-out figures are not measured (so int8 cannot pass the rule)
     "int8": {"held-out category mAP": None, "held-out instance mAP": None},
 }
 #: The held-out figures of the earlier int8 recipe (performance preset), reported for reference.
@@ -75,7 +75,7 @@ def embed(emb, files: list[Path]) -> np.ndarray:
 def near_dup_queries(files: list[Path], sample: int, seed: int = 0):
     from PIL import Image
 
-    from revsearch.evaluate import make_edits, sample_rows
+    from revsearch.quality.evaluate import make_edits, sample_rows
 
     rows = sample_rows(len(files), sample, seed=seed)
     images, orig, names = [], [], []
@@ -105,7 +105,7 @@ def twins_of(files: list[Path], root: Path) -> dict[int, set[int]]:
 
 
 def near_dup_scores(emb, base: np.ndarray, images, orig, names, twins: dict[int, set[int]]) -> tuple[dict, np.ndarray]:
-    from revsearch.evaluate import near_duplicate_metrics
+    from revsearch.quality.evaluate import near_duplicate_metrics
 
     q = np.concatenate([emb.embed(images[i : i + 32]) for i in range(0, len(images), 32)])
     top = np.argsort(-(q @ base.T), axis=1, kind="stable")[:, :9]
@@ -146,11 +146,11 @@ def main() -> None:
     common.offline_keras_home()
     t_start = time.perf_counter()
 
-    from revsearch import backends
-    from revsearch.embedding import Embedder
-    from revsearch.evaluate import retrieval_metrics
+    from revsearch.models import backends
+    from revsearch.models.embedding import Embedder
+    from revsearch.quality.evaluate import retrieval_metrics
 
-    info = common.machine_lines({"CPU features (revsearch.backends.cpu_features)": str(sorted(backends.cpu_features()))})
+    info = common.machine_lines({"CPU features (revsearch.models.backends.cpu_features)": str(sorted(backends.cpu_features()))})
     print("\n".join(info), flush=True)
     cache = Path(tempfile.mkdtemp(prefix="revsearch-bench-precision-"))
     roots = [Path(d) for d in args.datasets]

@@ -15,7 +15,7 @@ Candidates:
   the short side with ``crop``), each exactly as ``revsearch.Embedder(fit=, pooling=, resolution=)``;
 * multi-scale descriptors (``Embedder(scales=...)``): 224+320 and 224+320+448, the smaller scales
   resized from the largest, as the library does;
-* on top of every one: alpha query expansion (``revsearch.rerank``, K neighbours, alpha), average
+* on top of every one: alpha query expansion (``revsearch.retrieval.rerank``, K neighbours, alpha), average
   query expansion (alpha 0), database-side augmentation (k, alpha) and both; and the rotation option
   (best of the query rotated 0/90/180/270), on upright queries and on sideways (90 degree) ones.
 
@@ -104,8 +104,8 @@ class Dataset:
 
 
 def load_datasets(base: Path) -> list[Dataset]:
-    from revsearch.evaluate import class_labels
-    from revsearch.images import find_images
+    from revsearch.quality.evaluate import class_labels
+    from revsearch.media.images import find_images
 
     out = []
     for name, folder, k in (("flowers", "oxford17_flowers", 9), ("ukbench", "ukbench_subset", 3)):
@@ -120,7 +120,7 @@ def load_datasets(base: Path) -> list[Dataset]:
 
 
 def _pool(fmap: np.ndarray) -> dict[str, np.ndarray]:
-    from revsearch.embedding import GEM_P
+    from revsearch.models.embedding import GEM_P
 
     f = np.asarray(fmap, np.float32)
     gem = np.power(np.power(np.maximum(f, 1e-6), GEM_P).mean(axis=(1, 2)), 1 / GEM_P)
@@ -141,8 +141,8 @@ class Extractor:
         self.preprocess = mobilenet.preprocess_input
 
     def inputs(self, src: Path, fit: str) -> dict[str, np.ndarray]:
-        from revsearch.embedding import resize_prepared
-        from revsearch.images import prepare_image
+        from revsearch.models.embedding import resize_prepared
+        from revsearch.media.images import prepare_image
 
         prepared = {s: prepare_image(src, s, fit=fit, fill=(0, 0, 0)) for s in SIZES}
         out = {}
@@ -236,7 +236,7 @@ def pipeline_name(fit: str, pool: str, scales: tuple[int, ...]) -> str:
 
 
 def l2(x: np.ndarray) -> np.ndarray:
-    from revsearch.embedding import l2_normalize
+    from revsearch.models.embedding import l2_normalize
 
     return l2_normalize(np.asarray(x, np.float32))
 
@@ -249,7 +249,7 @@ def vectors(feats: dict[str, dict[str, np.ndarray]], pool: str, scales: tuple[in
 
 
 def metrics_from_scores(scores: np.ndarray, labels: Sequence[str], k: int) -> dict[str, float]:
-    """precision@k, mAP, recall@1 of full leave-one-out score rows (self = -inf), as revsearch.evaluate does."""
+    """precision@k, mAP, recall@1 of full leave-one-out score rows (self = -inf), as revsearch.quality.evaluate does."""
     lab = np.asarray(labels)
     n = len(lab)
     order = np.argsort(-scores, axis=1, kind="stable")[:, : n - 1]
@@ -262,7 +262,7 @@ def metrics_from_scores(scores: np.ndarray, labels: Sequence[str], k: int) -> di
 
 def rotation_scores(feats: dict[str, dict[str, np.ndarray]], pool: str, query_turn: int, option: bool) -> np.ndarray:
     """Leave-one-out scores at 224: queries turned ``query_turn`` quarter turns; with the option, the best of
-    the query's 4 rotations (revsearch.rerank.search_rotated)."""
+    the query's 4 rotations (revsearch.retrieval.rerank.search_rotated)."""
     names = ["224", "224r90", "224r180", "224r270"]
     db = l2(feats["224"][pool])
     turns = range(4) if option else [query_turn]
@@ -279,7 +279,7 @@ def indexing_costs(ds: Dataset, n: int, runs: int) -> dict[str, Any]:
     batches interleaved; the median over runs of each option's time / the default's time."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from revsearch.embedding import Embedder
+    from revsearch.models.embedding import Embedder
 
     configs: dict[str, Embedder] = {
         "crop+avg@224": Embedder("mobilenet", fit="crop", pooling="avg"),
@@ -320,9 +320,9 @@ def indexing_costs(ds: Dataset, n: int, runs: int) -> dict[str, Any]:
 def search_costs(flowers_vectors: np.ndarray, tmp: Path, n_synth: int, runs: int) -> dict[str, Any]:
     """Search-side costs: per-query time of plain / QE search on a synthetic index, DBA preparation time,
     and rotations (4 query embeddings and 4 searches) vs one, with MobileNet."""
-    from revsearch.embedding import Embedder
+    from revsearch.models.embedding import Embedder
     from revsearch import Index
-    from revsearch.rerank import DatabaseAugmentation, search_expanded, search_rotated
+    from revsearch.retrieval.rerank import DatabaseAugmentation, search_expanded, search_rotated
 
     rng = np.random.default_rng(0)
     d = flowers_vectors.shape[1]
@@ -407,8 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.ERROR)
-    from revsearch.embedding import DEFAULT_FIT, DEFAULT_POOLING
-    from revsearch.evaluate import retrieval_metrics
+    from revsearch.models.embedding import DEFAULT_FIT, DEFAULT_POOLING
+    from revsearch.quality.evaluate import retrieval_metrics
 
     t0 = time.perf_counter()
     datasets = load_datasets(args.datasets)
@@ -444,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 }
 
     # ---------------------------------------------------------------- check: the benchmark's vectors are the library's
-    from revsearch.embedding import Embedder
+    from revsearch.models.embedding import Embedder
 
     fl = datasets[0]
     check = {}

@@ -17,10 +17,10 @@ block 11, 14x14x512) and every pooling variant is derived from that pass. They a
 
 What it measures, on the same data for every pipeline:
 
-* class retrieval, leave-one-out (revsearch.evaluate.retrieval_metrics): Oxford 17 Flowers,
+* class retrieval, leave-one-out (revsearch.quality.evaluate.retrieval_metrics): Oxford 17 Flowers,
   1,360 photos, 17 classes: precision@9, mAP, recall@1; UKBench subset, 56 photos of 14
   objects: N-S score (1 + 3 x precision@3, max 4) and mAP;
-* near duplicates (revsearch.evaluate.make_edits): 10 edited copies of 170 flower photos (10 per
+* near duplicates (revsearch.quality.evaluate.make_edits): 10 edited copies of 170 flower photos (10 per
   class, none of the 68 near-identical pairs) and of all 56 UKBench photos query their own
   collection: recall@1 and recall@9 of the original;
 * indexing time per pipeline on the 1,360 flower photos: decode + pad/crop + resize, forward
@@ -124,8 +124,8 @@ class Dataset:
 
 
 def load_datasets(base: Path, nd_per_class: int) -> list[Dataset]:
-    from revsearch.evaluate import class_labels
-    from revsearch.images import find_images
+    from revsearch.quality.evaluate import class_labels
+    from revsearch.media.images import find_images
 
     out = []
     flowers = base / "oxford17_flowers"
@@ -210,7 +210,7 @@ class Extractor:
         """Prepare every chunk of image sources four ways, run the six network inputs, pool."""
         from tqdm.auto import tqdm
 
-        from revsearch.images import prepare_image
+        from revsearch.media.images import prepare_image
 
         parts: dict[str, dict[str, list[np.ndarray]]] = {k: {f: [] for f in FEATURES[k]} for k in KINDS}
         bar = tqdm(total=total, desc=desc, unit="img")
@@ -251,8 +251,8 @@ def collection_chunks(ds: Dataset) -> Iterator[list[Any]]:
 
 
 def copy_chunks(ds: Dataset, edit_time: list[float]) -> Iterator[list[Any]]:
-    from revsearch.edits import make_edits
-    from revsearch.images import load_image
+    from revsearch.media.edits import make_edits
+    from revsearch.media.images import load_image
 
     per = max(1, CHUNK // 10)
     rows = ds.nd_rows
@@ -296,7 +296,7 @@ class Cache:
 
 
 def cache_key(datasets: Sequence[Dataset]) -> str:
-    from revsearch.edits import EDITS
+    from revsearch.media.edits import EDITS
 
     h = hashlib.sha256()
     h.update(f"v{FEATURE_VERSION}|{sorted(EDITS)}|{FEATURES}|{KINDS}|{FITS}".encode())
@@ -314,7 +314,7 @@ def cache_key(datasets: Sequence[Dataset]) -> str:
 
 
 def l2(x: np.ndarray) -> np.ndarray:
-    from revsearch.embedding import l2_normalize
+    from revsearch.models.embedding import l2_normalize
 
     return l2_normalize(np.asarray(x, dtype=np.float32))
 
@@ -401,8 +401,8 @@ def pipelines() -> list[Pipeline]:
 def evaluate_pipeline(
     p: Pipeline, ds: Dataset, coll: dict[str, dict[str, np.ndarray]], copies: dict[str, dict[str, np.ndarray]]
 ) -> tuple[dict[str, float], Any, float]:
-    from revsearch.evaluate import EDITS, near_duplicate_metrics, retrieval_metrics
-    from revsearch.search import topk_cosine
+    from revsearch.quality.evaluate import EDITS, near_duplicate_metrics, retrieval_metrics
+    from revsearch.retrieval.exact import topk_cosine
 
     x = p.build(coll)
     q = p.build(copies)
@@ -438,7 +438,7 @@ def bfloat16_check(
     """Embed the prepared photos with the default Embedder in float32 and bfloat16 (interleaved batches)."""
     from tqdm.auto import tqdm
 
-    from revsearch.embedding import Embedder
+    from revsearch.models.embedding import Embedder
 
     e32 = Embedder(model, weights=weights, precision="float32")
     e16 = Embedder(model, weights=weights, precision="bfloat16")
@@ -480,7 +480,7 @@ def embedder_timing(ds: Dataset, cache: Cache, refresh: bool, options: dict[str,
     """
     from tqdm.auto import tqdm
 
-    from revsearch.embedding import Embedder
+    from revsearch.models.embedding import Embedder
 
     old = Embedder("mobilenet", weights="imagenet", **options)
     new = Embedder("mobilenet", weights="imagenet")
@@ -535,7 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.ERROR)
-    from revsearch.evaluate import EDITS, retrieval_metrics
+    from revsearch.quality.evaluate import EDITS, retrieval_metrics
 
     t_start = time.perf_counter()
     datasets = load_datasets(args.datasets, args.nd_per_class)
@@ -576,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 row["index_s"] = index_seconds(p, t_flowers, fit_s)
         results[p.key] = row
     base_s = results["b"]["index_s"]
-    from revsearch.embedding import Embedder
+    from revsearch.models.embedding import Embedder
 
     lib_pre = Embedder("mobilenet", weights=None).preprocessing
     lib_key = next((k for k, o in LIBRARY_EQUIVALENT.items()

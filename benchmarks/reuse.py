@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line, machine_lines, synthetic_photo  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from revsearch.embedding import get_embedder  # noqa: E402
+from revsearch.models.embedding import get_embedder  # noqa: E402
 from revsearch import Index  # noqa: E402
 
 

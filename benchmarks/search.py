@@ -42,7 +42,7 @@ import numpy as np
 import common  # noqa: E402  (also puts the repository on sys.path)
 
 from revsearch import Index  # noqa: E402
-from revsearch.search import topk_cosine  # noqa: E402
+from revsearch.retrieval.exact import topk_cosine  # noqa: E402
 
 K = 9
 GEN_CHUNK = 65536
@@ -193,7 +193,7 @@ def bench_size(n: int, dim: int, batch: int, runs: int, tmp: Path, faiss_copy_ma
 def bench_original(n_files: int, runs: int, tmp: Path) -> dict:
     from original_baseline import ORIGINAL_FILE_LIMIT, search_original, write_vector_files
 
-    from revsearch.legacy import LEGACY_DIM, reduce_legacy_vector
+    from revsearch.storage.legacy import LEGACY_DIM, reduce_legacy_vector
 
     work = Path(tempfile.mkdtemp(prefix="revsearch-bench-orig-", dir=tmp))
     try:

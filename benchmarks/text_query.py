@@ -5,7 +5,7 @@ Run from the repository root:
     python benchmarks/text_query.py [--model clip-vit-b32] [--runs 15]
 
 Random weights (the same cost as the published ones; no download): the text tower is built from the
-catalogue's architecture (``revsearch.models.TEXT_MODELS``) with keras-hub's classes and run on a full
+catalogue's architecture (``revsearch.models.catalogue.TEXT_MODELS``) with keras-hub's classes and run on a full
 sequence of token ids (as the tokenizer pads every query to), as ``ClipEmbedder.embed_text`` runs it
 (Keras); the image query is ``Embedder.embed_prepared`` of one prepared image on the default backend.
 Tokenizing is not included (no vocabulary offline). Runs are interleaved; medians are reported.
@@ -43,8 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import keras
     import keras_hub
 
-    from revsearch.embedding import Embedder
-    from revsearch.models import TEXT_MODELS
+    from revsearch.models.embedding import Embedder
+    from revsearch.models.catalogue import TEXT_MODELS
 
     info = TEXT_MODELS[args.model]
     arch = info.architecture

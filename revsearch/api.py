@@ -8,10 +8,10 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
-from .embedding import Embedder
-from .errors import IndexNotFoundError, RevsearchError
-from .images import ImageSource
-from .indexing import UpdateReport
+from .models.embedding import Embedder
+from .core.errors import IndexNotFoundError, RevsearchError
+from .media.images import ImageSource
+from .storage.indexing import UpdateReport
 from .operations import ImageQuery, Index, Query, TextQuery, build_index, open_for_writing, open_index, resolve_embedder, search
 
 logger = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ __all__ = ["reverse_image_search", "search_text", "SearchResults"]
 
 
 class SearchResults(list):
-    """The matches of one query, best first (a list of :class:`~revsearch.search.Match`).
+    """The matches of one query, best first (a list of :class:`~revsearch.retrieval.exact.Match`).
 
     Attributes
     ----------
@@ -73,12 +73,12 @@ def reverse_image_search(
     ----------
     query : str, os.PathLike, bytes, PIL.Image.Image or numpy.ndarray
         The query image: a file path, an http(s) URL of an image (downloaded with a time limit
-        and a size cap, see :func:`revsearch.remote.fetch_image`), the bytes of an image file (as
+        and a size cap, see :func:`revsearch.media.remote.fetch_image`), the bytes of an image file (as
         an upload widget gives), a Pillow image or an (H, W, 3) uint8 RGB array.
     model : str, Embedder or keras.Model, optional
         ``"resnet50"``, ``"mobilenet"``, ``"resnet50-seed"`` (or another name of
         :data:`revsearch.MODELS`: ``"efficientnetv2-b0"``, ``"efficientnetv2-s"``, ``"convnext-tiny"``), a Keras model whose output is one
-        vector per image, or an :class:`~revsearch.embedding.Embedder`. Default: the model the
+        vector per image, or an :class:`~revsearch.models.embedding.Embedder`. Default: the model the
         index was built with, or ``"resnet50"`` for a new index.
     dataset_dir : path, optional
         The folder of images. Needed with ``generate=True``; otherwise the folder recorded in the
@@ -113,7 +113,7 @@ def reverse_image_search(
     Returns
     -------
     SearchResults
-        A list of ``k`` :class:`~revsearch.search.Match` (path, relpath, score), best first.
+        A list of ``k`` :class:`~revsearch.retrieval.exact.Match` (path, relpath, score), best first.
 
     Raises
     ------
@@ -218,7 +218,7 @@ def search_text(
     Returns
     -------
     SearchResults
-        ``k`` :class:`~revsearch.search.Match` (path, relpath, score), best first.
+        ``k`` :class:`~revsearch.retrieval.exact.Match` (path, relpath, score), best first.
 
     Raises
     ------

@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .version import __version__
-from .errors import IndexDamagedError, RevsearchError
-from .safety import display_name, to_json
+from .core.version import __version__
+from .core.errors import IndexDamagedError, RevsearchError
+from .core.safety import display_name, to_json
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -38,7 +38,7 @@ def _positive_int(value: str) -> int:
 
 
 def _say(text: str, *, err: bool = False) -> None:
-    """Print one line, control characters (of file names) escaped (see :func:`revsearch.safety.display_name`)."""
+    """Print one line, control characters (of file names) escaped (see :func:`revsearch.core.safety.display_name`)."""
     stream = sys.stderr if err else sys.stdout
     text = display_name(text)
     try:
@@ -90,7 +90,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     how = f"{spec.get('backend', 'keras')} {spec.get('precision', 'float32')}"
     _say(f"{index.folder}: {len(index)} vectors ({spec['model']}, {index.dim}-d) by {how}; {result.summary()}")
     ann = index.manifest.ann
-    if ann:  # an approximate index was brought up to date (revsearch.ann)
+    if ann:  # an approximate index was brought up to date (revsearch.retrieval.ann)
         last = ann.get("last_update", {})
         print(f"approximate index: {ann['kind']}, {ann['count']} vectors ({last.get('action', 'built')})")
     elif index.manifest.ann_stale:
@@ -106,7 +106,7 @@ def _scales(value: str) -> tuple[int, ...]:
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
-    """Search-side options (revsearch.rerank) of ``search`` and ``evaluate``: expansion is on by default."""
+    """Search-side options (revsearch.retrieval.rerank) of ``search`` and ``evaluate``: expansion is on by default."""
     p.add_argument("--no-expand", action="store_true",
                    help="plain cosine search: no query expansion, no database-side augmentation (they are on by "
                         "default: the index's recorded expansion, else qe=2 dba=2 alpha=3)")
@@ -121,7 +121,7 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
 
 def _expansion(args: argparse.Namespace, index: Any, *, plain: bool = False) -> Any:
     """The Expansion the search/evaluate options ask for, and whether any was given explicitly."""
-    from .rerank import NO_EXPANSION, Expansion
+    from .retrieval.rerank import NO_EXPANSION, Expansion
 
     given = {k: getattr(args, k) for k in ("qe", "alpha", "dba", "dba_alpha") if getattr(args, k, None) is not None}
     if getattr(args, "no_expand", False):
@@ -155,7 +155,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     _warn_incomplete(index)
     expansion = _expansion(args, index, plain=not query.expands_by_default)
     if getattr(args, "dask", None) and not _options_given(args) and not args.no_expand:
-        from .rerank import NO_EXPANSION
+        from .retrieval.rerank import NO_EXPANSION
 
         logging.getLogger(__name__).info("--dask: an exact plain search on the cluster (no expansion)")
         expansion = NO_EXPANSION
@@ -672,7 +672,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.CRITICAL, format="%(levelname)s %(name)s: %(message)s"
     )
-    from .console import quiet_tensorflow
+    from .core.console import quiet_tensorflow
 
     handler = None
     if not args.debug:  # warnings the commands do not report themselves (the ANN falling back, a repair)
@@ -714,12 +714,12 @@ class _SafeFormatter(logging.Formatter):
 
 
 #: Loggers whose warnings reach the command line's stderr (others are reported by the commands).
-_WARNING_LOGGERS = ("revsearch.ann", "revsearch.indexing", "revsearch.index")
+_WARNING_LOGGERS = ("revsearch.retrieval.ann", "revsearch.storage.indexing", "revsearch.storage.index")
 
 
 def _damaged_words(e: IndexDamagedError) -> str:
     """The damaged-index error in command-line words: which command repairs it."""
-    from .store import read_manifest
+    from .storage.store import read_manifest
 
     dataset = "DATASET_DIR"
     try:

@@ -11,8 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import RevsearchError
-from .safety import display_name
+from .core.errors import RevsearchError
+from .core.safety import display_name
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class NotebookFormatter(logging.Formatter):
 
 
 def gpu_devices() -> list[str]:
-    """The GPUs TensorFlow can use, by name (:func:`revsearch.backends.gpu_devices`: TensorFlow is
+    """The GPUs TensorFlow can use, by name (:func:`revsearch.models.backends.gpu_devices`: TensorFlow is
     imported only where the machine has GPU device files).
 
     Returns
@@ -161,8 +161,8 @@ def gpu_devices() -> list[str]:
     list of str
         Device names such as ``"Tesla T4"``; empty on a CPU-only machine.
     """
-    from .backends import gpu_devices as devices
-    from .console import quiet_tensorflow
+    from .models.backends import gpu_devices as devices
+    from .core.console import quiet_tensorflow
 
     with quiet_tensorflow():  # TensorFlow's C++ start-up lines (on a GPU runtime) filtered as the CLI does
         return [d.name for d in devices()]

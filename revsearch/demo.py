@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import OptionalDependencyError, RevsearchError
+from .core.errors import OptionalDependencyError, RevsearchError
 
 __all__ = ["DEMO_EDITS", "SAMPLES", "DemoResult", "make_demo_collection", "run_demo", "sample_photos"]
 
@@ -42,7 +42,7 @@ SAMPLES: dict[str, tuple[str, str]] = {
     "grass": ("grass.png", "CC0 (CC0Textures)"),
     "gravel": ("gravel.png", "CC0 (CC0Textures)"),
 }
-#: The edited copies indexed next to each photo (names of :func:`revsearch.evaluate.make_edits`).
+#: The edited copies indexed next to each photo (names of :func:`revsearch.quality.evaluate.make_edits`).
 DEMO_EDITS = ("crop_80", "rotate_10", "jpeg_q30", "text")
 #: The photo the demo searches for, with an edit the index has not seen (cropped *and* captioned).
 QUERY_SAMPLE = "chelsea"
@@ -92,8 +92,8 @@ def make_demo_collection(folder: str | os.PathLike) -> tuple[Path, Path]:
     query : pathlib.Path
         ``folder/query-<name>-crop-and-caption.jpg``, outside ``photos`` (not indexed).
     """
-    from .edits import make_edits
-    from .images import load_image
+    from .media.edits import make_edits
+    from .media.images import load_image
 
     folder = Path(folder)
     photos = folder / "photos"

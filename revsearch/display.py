@@ -14,10 +14,10 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from .errors import ImageReadError
-from .images import ImageSource, load_image
-from .safety import display_name
-from .search import Match
+from .core.errors import ImageReadError
+from .media.images import ImageSource, load_image
+from .core.safety import display_name
+from .retrieval.exact import Match
 
 logger = logging.getLogger(__name__)
 

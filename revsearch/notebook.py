@@ -44,13 +44,13 @@ from .colab import (  # noqa: F401  (re-exported: the notebook's environment, re
     notebook_logging,
 )
 from .display import display_figure  # noqa: F401  (re-exported: notebook users call it from here)
-from .errors import RevsearchError
-from .measured import NOTEBOOK_VECTORS
+from .core.errors import RevsearchError
+from .core.measured import NOTEBOOK_VECTORS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .duplicates import DuplicateReport
-    from .index import Index
-    from .indexing import UpdateReport
+    from .storage.index import Index
+    from .storage.indexing import UpdateReport
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class NotebookSettings:
         searches any index.
     precision : {"float32", "bfloat16", "float16", "int8"} or None
         The compute precision while indexing; None: the default (the fastest precision within 0.005
-        mAP of float32 that this CPU runs natively, see :func:`revsearch.backends.default_precision`).
+        mAP of float32 that this CPU runs natively, see :func:`revsearch.models.backends.default_precision`).
         Vectors of every precision are comparable.
     """
 
@@ -283,7 +283,7 @@ def _folder(text: str | os.PathLike) -> Path:
 
 
 def _check_source(text: str, name: str) -> str:
-    from .data import describe_source
+    from .media.data import describe_source
 
     try:
         describe_source(text)
@@ -374,9 +374,9 @@ def notebook_settings(
     RevsearchError
         An unknown storage, model or vectors choice, a bad source, or an unreadable override.
     """
-    from .clip import TEXT_MODELS
-    from .data import ORIGINAL_IMAGES_ID, ORIGINAL_VECTORS_ID
-    from .models import MODELS
+    from .models.clip import TEXT_MODELS
+    from .media.data import ORIGINAL_IMAGES_ID, ORIGINAL_VECTORS_ID
+    from .models.catalogue import MODELS
 
     env = os.environ if env is None else env
     offline = _parse_bool(_env(env, "OFFLINE") or "0", "OFFLINE")
@@ -527,8 +527,8 @@ def storage_report(settings: NotebookSettings) -> str:
         One line per folder that exists (images, original vector files, archives, index), with
         its size and whether it is on Google Drive or the VM's disk.
     """
-    from .data import folder_size
-    from .images import format_size as format_bytes
+    from .media.data import folder_size
+    from .media.images import format_size as format_bytes
 
     drive = settings.storage == "drive"
     rows = []
@@ -566,7 +566,7 @@ def fetch_data(settings: NotebookSettings, *, quiet: bool = False) -> dict[str, 
     The images are fetched unless the settings name your own folder; the vector files only
     when the settings use the original vectors and their index does not exist yet. What is
     already there is skipped, an interrupted download resumes (see
-    :func:`revsearch.data.fetch_original_data`), and the archives are deleted once unpacked
+    :func:`revsearch.media.data.fetch_original_data`), and the archives are deleted once unpacked
     unless ``settings.keep_archives``. Logs how much space the data takes and where.
 
     Parameters
@@ -592,7 +592,7 @@ def fetch_data(settings: NotebookSettings, *, quiet: bool = False) -> dict[str, 
     if settings.own_dataset:
         logger.info("Using your own images in %s: nothing to download", settings.dataset_dir)
         return {}
-    from .data import fetch_original_data
+    from .media.data import fetch_original_data
     from .operations import Index
 
     vectors = settings.vectors == ORIGINAL_VECTORS and not Index.exists(settings.vector_dir)
@@ -617,7 +617,7 @@ def fetch_data(settings: NotebookSettings, *, quiet: bool = False) -> dict[str, 
 def _has_legacy_files(folder: Path) -> bool:
     if not folder.is_dir():
         return False
-    from .legacy import LEGACY_EXTENSIONS
+    from .storage.legacy import LEGACY_EXTENSIONS
 
     for _, _, files in os.walk(folder):
         if any(f.lower().endswith(LEGACY_EXTENSIONS) and not f.startswith("._") for f in files):
@@ -659,7 +659,7 @@ def pipeline_note(index: Index, settings: NotebookSettings | None = None) -> str
         )
     if settings is not None and settings.own_dataset:
         switch = "Set MODEL in step 2 to index with another model."
-    from .clip import supports_text
+    from .models.clip import supports_text
 
     if supports_text(spec["model"]):
         switch += " This index is also searched by words: the Words box of step 5, or TEXT in step 6."
@@ -699,8 +699,8 @@ def estimate_indexing(
     float or None
         Seconds; None if there are not enough images to time or the model cannot be loaded.
     """
-    from .embedding import get_embedder
-    from .images import find_images
+    from .models.embedding import get_embedder
+    from .media.images import find_images
 
     devices = gpu_devices() if devices is None else list(devices)
     key = f"{model}/{settings.weights}/{'gpu' if devices else 'cpu'}"
@@ -750,7 +750,7 @@ def prepare_index(
     - An index already in ``settings.vector_dir`` that was imported from the original vector
       files is opened as it is (a new session downloads nothing).
     - With the original vectors, the vector files (in ``settings.legacy_dir``) are imported
-      (:func:`revsearch.legacy.import_legacy`): no model run; then they are deleted unless
+      (:func:`revsearch.storage.legacy.import_legacy`): no model run; then they are deleted unless
       ``keep_archives``. On a CPU, the time re-indexing would take is estimated from the first
       batches (:func:`estimate_indexing`) and logged with how to choose it.
     - Otherwise the images are indexed with the model (:func:`revsearch.operations.build_index`),
@@ -778,7 +778,7 @@ def prepare_index(
     RevsearchError
         If the image folder does not exist (with what to do), or indexing fails.
     """
-    from .console import quiet_tensorflow
+    from .core.console import quiet_tensorflow
     from .operations import Index, build_index, open_index
 
     dataset = settings.dataset_dir
@@ -811,8 +811,8 @@ def prepare_index(
         if legacy.skipped:
             logger.warning("%d vector files could not be used (see the messages above)", len(legacy.skipped))
         if not settings.keep_archives:
-            from .data import folder_size
-            from .images import format_size as format_bytes
+            from .media.data import folder_size
+            from .media.images import format_size as format_bytes
 
             if settings.legacy_dir.is_symlink():  # a link to a folder elsewhere: what it leads to is not ours to delete
                 logger.info("Kept the imported vector files: %s is a link to another folder.", settings.legacy_dir)
@@ -884,11 +884,11 @@ def sample_query(settings: NotebookSettings, query: str | os.PathLike | None = N
     RevsearchError
         If ``query`` is not given and the dataset folder holds no image.
     """
-    from .remote import is_url
+    from .media.remote import is_url
 
     if query and str(query).strip():
         return str(query).strip() if is_url(str(query)) else _folder(str(query).strip())
-    from .images import find_images
+    from .media.images import find_images
 
     try:
         files = find_images(settings.dataset_dir)

@@ -15,7 +15,7 @@ from the manifest once, here, instead of each front end doing it its own way:
 * :func:`evaluate`: retrieval quality on a labelled folder, or near-duplicate recall.
 
 :class:`Index` here is the package's ``revsearch.Index``: the read-only view
-(:class:`revsearch.index.Index`) plus ``build`` / ``update`` / ``update_folder`` / ``from_vectors``,
+(:class:`revsearch.storage.index.Index`) plus ``build`` / ``update`` / ``update_folder`` / ``from_vectors``,
 kept for code written against earlier versions; they call the functions of this layer (so the
 read-only view never imports the writer above it).
 """
@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from . import index as _index
-from .embedding import Embedder, get_embedder, preprocessing_options
-from .errors import ImageReadError, IndexDamagedError, IndexNotFoundError, RevsearchError
-from .images import ImageSource, load_image
-from .indexing import UpdateReport
-from .search import Match
+from .storage import index as _index
+from .models.embedding import Embedder, get_embedder, preprocessing_options
+from .core.errors import ImageReadError, IndexDamagedError, IndexNotFoundError, RevsearchError
+from .media.images import ImageSource, load_image
+from .storage.indexing import UpdateReport
+from .retrieval.exact import Match
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class IncompatibleOptionsError(ValueError):
 class Index(_index.Index):
     """A searchable collection of image vectors in a folder: ``revsearch.Index``.
 
-    The read-only view :class:`revsearch.index.Index` (open, search, topk, matches...) with the
+    The read-only view :class:`revsearch.storage.index.Index` (open, search, topk, matches...) with the
     writing conveniences of earlier versions, which call :func:`build_index` /
     :func:`update_index` (the functions new code should call).
     """
@@ -91,14 +91,14 @@ class Index(_index.Index):
         """Index every image of a folder, or bring an existing index of it up to date.
 
         The writer of :func:`build_index` with this embedder as given (see
-        :func:`revsearch.indexing.update_folder` for the keyword arguments).
+        :func:`revsearch.storage.indexing.update_folder` for the keyword arguments).
 
         Returns
         -------
         index : Index
         report : UpdateReport
         """
-        from .indexing import update_folder
+        from .storage.indexing import update_folder
 
         index, report = update_folder(dataset_dir, vector_dir, embedder, **kwargs)
         return cls(index.snapshot), report
@@ -113,7 +113,7 @@ class Index(_index.Index):
         dataset_dir : path, optional
             Default: the folder recorded in the index.
         **kwargs
-            As :func:`revsearch.indexing.update_folder` (``embedder`` defaults to the index's own).
+            As :func:`revsearch.storage.indexing.update_folder` (``embedder`` defaults to the index's own).
 
         Returns
         -------
@@ -136,8 +136,8 @@ class Index(_index.Index):
         spec: dict[str, Any],
         **kwargs: Any,
     ) -> Index:
-        """Write a new index from vectors made elsewhere (see :func:`revsearch.indexing.index_from_vectors`)."""
-        from .indexing import index_from_vectors
+        """Write a new index from vectors made elsewhere (see :func:`revsearch.storage.indexing.index_from_vectors`)."""
+        from .storage.indexing import index_from_vectors
 
         return cls(index_from_vectors(vector_dir, vectors, paths, spec, **kwargs).snapshot)
 
@@ -232,7 +232,7 @@ class IndexingResult:
         The index, opened at its new state.
     report : UpdateReport
         Images added, updated, removed, unchanged, moved, copied, skipped.
-    dask : revsearch.distributed.DaskReport or None
+    dask : revsearch.storage.distributed.DaskReport or None
         Partitions and workers, when a Dask cluster did the work.
     """
 
@@ -271,7 +271,7 @@ def build_index(
 ) -> IndexingResult:
     """Index every image of a folder, or bring the existing index of it up to date.
 
-    Only new or changed images are embedded; see :func:`revsearch.indexing.update_folder` for
+    Only new or changed images are embedded; see :func:`revsearch.storage.indexing.update_folder` for
     what an update keeps, refuses and repairs.
 
     Parameters
@@ -308,10 +308,10 @@ def build_index(
     progress : bool, default True
     expansion : Expansion or bool, optional
         The search expansion recorded in the index, whose database-side augmentation every
-        update stores (:class:`revsearch.rerank.Expansion`): None keeps the recorded one (a new
+        update stores (:class:`revsearch.retrieval.rerank.Expansion`): None keeps the recorded one (a new
         index: the default, on), False records none.
     **kwargs
-        More options of :func:`revsearch.indexing.update_folder` (``checkpoint_every``...).
+        More options of :func:`revsearch.storage.indexing.update_folder` (``checkpoint_every``...).
 
     Returns
     -------
@@ -326,22 +326,22 @@ def build_index(
     )
     batch_size = batch_size or embedder.batch_size
     if dask:
-        from .distributed import build_index_dask
+        from .storage.distributed import build_index_dask
 
         index, dreport = build_index_dask(
             dataset_dir, vector_dir, embedder, client=dask, n_workers=dask_workers, partition_size=partition_size,
             batch_size=batch_size, prune=prune, exclude=exclude, progress=progress, **kwargs,
         )
         if expansion is not None:  # recorded (and its augmentation stored) on this machine
-            from . import store
-            from .indexing import refresh_augmentation
+            from .storage import store
+            from .storage.indexing import refresh_augmentation
 
             with store.writing(vector_dir, create=False) as w:
                 dreport.report.augmented += refresh_augmentation(w, expansion=expansion)
             index = _index.Index.open(vector_dir)
         result = IndexingResult(_public(index), dreport.report, dreport)
     else:
-        from .indexing import update_folder
+        from .storage.indexing import update_folder
 
         index, report = update_folder(
             dataset_dir, vector_dir, embedder, batch_size=batch_size, workers=workers, prune=prune, exclude=exclude,
@@ -436,7 +436,7 @@ class ImageQuery(Query):
     is_image = True
 
     def __post_init__(self) -> None:
-        from .remote import read_query
+        from .media.remote import read_query
 
         if isinstance(self.source, (str, os.PathLike)):
             self.label = str(self.source)
@@ -478,7 +478,7 @@ class VectorQuery(Query):
 @dataclass
 class TextQuery(Query):
     """Words to find photos by (``"a red car at night"``), or a list of them: for an index built with an
-    image-and-text model (:data:`revsearch.models.TEXT_MODELS`, e.g. ``"clip-vit-b32"``), whose text tower
+    image-and-text model (:data:`revsearch.models.catalogue.TEXT_MODELS`, e.g. ``"clip-vit-b32"``), whose text tower
     puts them in the space of its image vectors. A string is never taken for words by :func:`as_query`
     (it is a file path there): wrap it in a TextQuery.
     """
@@ -489,7 +489,7 @@ class TextQuery(Query):
     expands_by_default = False  # the expansion default was measured for image queries, not words
 
     def __post_init__(self) -> None:
-        from .clip import clean_texts
+        from .models.clip import clean_texts
 
         single = isinstance(self.text, str)
         texts = clean_texts(self.text)  # an empty or non-string query fails here, before any model loads
@@ -498,12 +498,12 @@ class TextQuery(Query):
 
     def check(self, index: _index.Index) -> None:
         """Raise a one-line :class:`ModelMismatchError` unless ``index`` was built with an image-and-text model."""
-        from .clip import supports_text
+        from .models.clip import supports_text
 
         model = index.spec["model"]
         if not supports_text(model):
-            from .errors import ModelMismatchError
-            from .models import TEXT_MODELS
+            from .core.errors import ModelMismatchError
+            from .models.catalogue import TEXT_MODELS
 
             raise ModelMismatchError(
                 f"the index in {str(index.folder)!r} was built with {model}, an image model: it cannot be searched "
@@ -512,7 +512,7 @@ class TextQuery(Query):
             )
 
     def vectors(self, index: _index.Index, embedder: Embedder | None) -> np.ndarray:
-        from .clip import embed_text
+        from .models.clip import embed_text
 
         self.check(index)
         emb = embedder if embedder is not None else index.embedder()
@@ -628,7 +628,7 @@ def search(
         Query-expansion exponent (default: the index's, 3).
     dba : int or DatabaseAugmentation, optional
         Database-side augmentation with ``dba`` neighbours (0: off; default: the index's, 2), the
-        one stored in the index (:meth:`revsearch.index.Index.augmentation`).
+        one stored in the index (:meth:`revsearch.storage.index.Index.augmentation`).
     dba_alpha : float, optional
     rotations : bool, default False
         Also search with the query rotated by 90/180/270 degrees (image queries).
@@ -640,8 +640,8 @@ def search(
         Exact search on a Dask cluster (address or ``"local"``): a plain search, without expansion.
     expand : bool or Expansion, optional
         Query expansion and database-side augmentation, on by default: None/True the index's
-        :attr:`~revsearch.index.Index.expansion` (``qe=2, dba=2, alpha=3`` unless re-tuned), False a
-        plain cosine search of the stored vectors, or an :class:`revsearch.rerank.Expansion`.
+        :attr:`~revsearch.storage.index.Index.expansion` (``qe=2, dba=2, alpha=3`` unless re-tuned), False a
+        plain cosine search of the stored vectors, or an :class:`revsearch.retrieval.rerank.Expansion`.
         ``qe``, ``alpha``, ``dba``, ``dba_alpha`` change single settings of it.
 
     Returns
@@ -658,7 +658,7 @@ def search(
         raise ValueError(f"k must be at least 1, not {k}")
     if isinstance(exclude, str):
         exclude = [exclude]
-    from .rerank import DatabaseAugmentation, Expansion, resolve_expansion
+    from .retrieval.rerank import DatabaseAugmentation, Expansion, resolve_expansion
 
     given_aug = dba if isinstance(dba, DatabaseAugmentation) else None
     given = {n: v for n, v in (("qe", qe), ("alpha", alpha), ("dba", None if given_aug is not None else dba),
@@ -680,26 +680,26 @@ def search(
         embedder = resolve_embedder(idx, model, weights=weights) if model is not None else idx.embedder()
         if backend is not None:
             embedder = embedder.variant(backend=backend)
-    from .rerank import NO_EXPANSION
+    from .retrieval.rerank import NO_EXPANSION
 
     default = idx.expansion if q.expands_by_default else NO_EXPANSION
     exp = Expansion(**{**resolve_expansion(expand, default).to_dict(), **given})
     if rotations:
-        from .rerank import search_images
+        from .retrieval.rerank import search_images
 
         return search_images(  # type: ignore[return-value]
             idx, q.data, k, qe=exp.qe, alpha=exp.alpha, dba=given_aug if given_aug is not None else exp.dba,  # type: ignore[attr-defined]
             dba_alpha=exp.dba_alpha, rotations=True, embedder=embedder, dataset_dir=dataset_dir, exact=exact,
         )
-    from .embedding import l2_normalize
+    from .models.embedding import l2_normalize
 
     vectors = l2_normalize(q.vectors(idx, embedder).astype(np.float32, copy=False))
     if dask:  # a plain exact search on the cluster
-        from .distributed import search_dask
+        from .storage.distributed import search_dask
 
         scores, rows = search_dask(idx, vectors, k, client=dask)
     elif given_aug is not None:
-        from .rerank import search_expanded
+        from .retrieval.rerank import search_expanded
 
         scores, rows = search_expanded(
             idx, vectors, k, qe=exp.qe, alpha=exp.alpha, dba=given_aug, exact=exact,
@@ -712,7 +712,7 @@ def search(
     return idx.matches(scores, rows, dataset_dir)[0]
 
 
-#: The package's name for :func:`search` (``revsearch.search`` is the module of exact top-k).
+#: The package's name for :func:`search` (``revsearch.retrieval.exact`` is the module of exact top-k).
 search_index = search
 
 
@@ -750,16 +750,16 @@ def evaluate(
     near_duplicates : bool, default False
     k : int, default 9
     **kwargs
-        Options of :func:`revsearch.evaluate.evaluate_index` (``layout``, ``expand``, ``qe``, ``alpha``,
+        Options of :func:`revsearch.quality.evaluate.evaluate_index` (``layout``, ``expand``, ``qe``, ``alpha``,
         ``dba``, ``dba_alpha``: with none of them, exactly what a search of the index does by default)
-        or :func:`revsearch.evaluate.evaluate_near_duplicates` (``sample``, ``seed``, ``batch_size``,
+        or :func:`revsearch.quality.evaluate.evaluate_near_duplicates` (``sample``, ``seed``, ``batch_size``,
         ``progress``).
 
     Returns
     -------
     ClassRetrievalReport or NearDuplicateReport
     """
-    from . import evaluate as ev
+    from .quality import evaluate as ev
 
     idx = open_index(index)
     if near_duplicates:
@@ -777,55 +777,55 @@ def evaluate(
 
 def tune_expansion(index: str | os.PathLike | _index.Index, dataset_dir: str | os.PathLike | None = None, **kwargs: Any) -> Any:
     """Score search-expansion settings on a labelled collection, best first (see
-    :func:`revsearch.evaluate.tune_expansion`); record the winner with ``build_index(..., expansion=...)``.
+    :func:`revsearch.quality.evaluate.tune_expansion`); record the winner with ``build_index(..., expansion=...)``.
 
     Returns
     -------
     list of (Expansion, ClassRetrievalReport)
     """
-    from . import evaluate as ev
+    from .quality import evaluate as ev
 
     return ev.tune_expansion(open_index(index), dataset_dir, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------- other jobs
 def import_legacy(legacy_dir: str | os.PathLike, vector_dir: str | os.PathLike, **kwargs: Any) -> tuple[Index, Any]:
-    """Convert the original project's vector files into a new index (see :func:`revsearch.legacy.import_legacy`).
+    """Convert the original project's vector files into a new index (see :func:`revsearch.storage.legacy.import_legacy`).
 
     Returns
     -------
     index : Index
-    legacy : revsearch.legacy.LegacyVectors
+    legacy : revsearch.storage.legacy.LegacyVectors
         What was read, with the files skipped and why.
     """
-    from . import legacy
+    from .storage import legacy
 
     index, read = legacy.import_legacy(legacy_dir, vector_dir, **kwargs)
     return _public(index), read
 
 
 def build_ann(index: str | os.PathLike | _index.Index, **kwargs: Any) -> dict[str, Any]:
-    """Build (or rebuild) the approximate (FAISS) index of an index (see :func:`revsearch.ann.build_ann`).
+    """Build (or rebuild) the approximate (FAISS) index of an index (see :func:`revsearch.retrieval.ann.build_ann`).
 
     Returns
     -------
     dict
         Its description, as the manifest records it.
     """
-    from . import ann
+    from .retrieval import ann
 
     return ann.build_ann(index, **kwargs)
 
 
 def drop_ann(index: str | os.PathLike | _index.Index) -> bool:
     """Remove the approximate index of an index (search becomes exact); return whether there was one."""
-    from . import ann
+    from .retrieval import ann
 
     return ann.drop_ann(index)
 
 
 def ann_info(index: str | os.PathLike | _index.Index) -> dict[str, Any] | None:
     """The description of an index's approximate index (None if it has none)."""
-    from . import ann
+    from .retrieval import ann
 
     return ann.ann_info(index)

@@ -23,13 +23,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import RevsearchError
+from .core.errors import RevsearchError
 
 if TYPE_CHECKING:  # pragma: no cover
     import ipywidgets
 
     from .api import SearchResults
-    from .images import ImageSource
+    from .media.images import ImageSource
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +94,8 @@ def search_image(
     """
     from .api import reverse_image_search
     from .display import plot_results
-    from .images import load_image
-    from .remote import read_query
+    from .media.images import load_image
+    from .media.remote import read_query
 
     image = load_image(read_query(query))  # a URL is downloaded (time limit, size cap), a path read
     results = reverse_image_search(
@@ -254,7 +254,7 @@ def show_text_search(
 
 def _index_takes_text(vector_dir: str | os.PathLike) -> bool:
     """Whether the index in ``vector_dir`` can be searched by words (True where that is not known yet)."""
-    from .clip import supports_text
+    from .models.clip import supports_text
     from .operations import open_for_writing
 
     try:
@@ -463,7 +463,7 @@ class SearchApp:
             logger.debug("could not reset the upload widget: %s", e)
 
     def _on_click(self, _button: Any = None) -> None:
-        from .remote import is_url
+        from .media.remote import is_url
 
         text = self.path.value.strip()
         if text and is_url(text):

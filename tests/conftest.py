@@ -30,7 +30,7 @@ elif "KERAS_HOME" not in os.environ:
     # Never let a test touch the user's ~/.keras or try to download: an empty private cache.
     os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="revsearch-keras-empty-")
 
-# Converted/compiled OpenVINO models (revsearch.backends) go to a private cache shared by this run's
+# Converted/compiled OpenVINO models (revsearch.models.backends) go to a private cache shared by this run's
 # tests, never to the user's ~/.cache.
 if not os.environ.get("REVSEARCH_CACHE_DIR"):
     os.environ["REVSEARCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="revsearch-cache-")
@@ -83,7 +83,7 @@ def write_photos(folder: Path, n: int, *, start: int = 0, ext: str = ".jpg", pre
 @pytest.fixture(scope="session")
 def resnet_random():
     """ResNet50 with seeded random weights (no download; meaningless but deterministic features)."""
-    from revsearch.embedding import get_embedder
+    from revsearch.models.embedding import get_embedder
 
     # float32 on the default backend (OpenVINO where installed, else Keras), as an index built by name with
     # precision="float32" (e.g. on Dask workers) uses; tests comparing with Keras's own output ask for Keras.
@@ -95,7 +95,7 @@ def mobilenet():
     """MobileNet with the offline ImageNet weights (skips without them)."""
     if not HAVE_WEIGHTS:
         pytest.skip(needs_weights.kwargs["reason"])
-    from revsearch.embedding import get_embedder
+    from revsearch.models.embedding import get_embedder
 
     return get_embedder("mobilenet", weights="imagenet", precision="float32")
 

@@ -14,10 +14,10 @@ from conftest import write_photos
 
 faiss = pytest.importorskip("faiss")
 
-from revsearch import ann  # noqa: E402
-from revsearch.errors import OptionalDependencyError, RevsearchError  # noqa: E402
+from revsearch.retrieval import ann  # noqa: E402
+from revsearch.core.errors import OptionalDependencyError, RevsearchError  # noqa: E402
 from revsearch import Index  # noqa: E402
-from revsearch.store import MANIFEST_NAME
+from revsearch.storage.store import MANIFEST_NAME
 
 
 def clustered(n: int, dim: int, *, centres: int = 40, seed: int = 0) -> np.ndarray:
@@ -55,7 +55,7 @@ def ann_files(folder: Path) -> list[str]:
 # ------------------------------------------------------------------ planning
 def test_import_revsearch_loads_no_optional_dependency():
     code = (
-        "import sys, revsearch, revsearch.ann, revsearch.distributed, revsearch.index, revsearch.cli;"
+        "import sys, revsearch, revsearch.retrieval.ann, revsearch.storage.distributed, revsearch.storage.index, revsearch.cli;"
         "print([m for m in ('faiss', 'dask', 'distributed', 'tensorflow', 'keras') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -186,7 +186,7 @@ def test_incomplete_or_empty_index_is_refused(tmp_path: Path):
 def tiny_embedder():
     """A small seeded Keras CNN (16-d), so indexing photos takes milliseconds."""
     keras = pytest.importorskip("keras")
-    from revsearch.embedding import Embedder
+    from revsearch.models.embedding import Embedder
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
@@ -220,7 +220,7 @@ def test_update_extends_then_rebuilds_the_approximate_index(tmp_path: Path, tiny
 
     # a removed image: rows move, so it is rebuilt (and the log says so)
     (photos / "img0003.jpg").unlink()
-    with caplog.at_level("WARNING", logger="revsearch.ann"):
+    with caplog.at_level("WARNING", logger="revsearch.retrieval.ann"):
         index, report = Index.update_folder(photos, vdir, tiny_embedder, progress=False)
     assert report.removed == ["img0003.jpg"]
     meta = index.manifest["ann"]
@@ -330,7 +330,7 @@ def test_tuning_keeps_an_explicit_setting_and_reports_an_unreachable_target(hard
     meta = ann.build_ann(hard_index, kind="ivfpq", nlist=32, pq_bytes=4, nprobe=1, target_recall=0.9, progress=False)
     assert meta["params"]["nprobe"] == 1 and {t["nprobe"] for t in meta["tuning"]["tried"]} == {1}
     # A target that one cell of 32 cannot give, with rerank fixed too: best effort, said loudly.
-    with caplog.at_level("WARNING", logger="revsearch.ann"):
+    with caplog.at_level("WARNING", logger="revsearch.retrieval.ann"):
         meta = ann.build_ann(
             hard_index, kind="ivfpq", nlist=32, pq_bytes=4, nprobe=1, rerank=10, target_recall=1.0, progress=False
         )

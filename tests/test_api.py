@@ -13,10 +13,10 @@ from conftest import write_photos
 from PIL import Image
 
 from revsearch import Match, SearchResults, reverse_image_search
-from revsearch.embedding import Embedder
-from revsearch.errors import ImageReadError, IndexNotFoundError, ModelMismatchError, RevsearchError
+from revsearch.models.embedding import Embedder
+from revsearch.core.errors import ImageReadError, IndexNotFoundError, ModelMismatchError, RevsearchError
 from revsearch import Index
-from revsearch.store import MANIFEST_NAME
+from revsearch.storage.store import MANIFEST_NAME
 
 N = 12
 
@@ -207,7 +207,7 @@ def json_count(vec: Path) -> int:
 def test_model_name_uses_the_preprocessing_recorded_in_the_index(tmp_path: Path) -> None:
     """An index built with non-default preprocessing (pad + average pooling) is searched with that
     preprocessing when the caller names the same model, instead of being refused as a mismatch."""
-    from revsearch.embedding import get_embedder
+    from revsearch.models.embedding import get_embedder
     from revsearch import Index
 
     ds = tmp_path / "ds"

@@ -1,4 +1,4 @@
-"""Backends of the embedder (revsearch.backends): backend and precision choice, the GPU policy (on a
+"""Backends of the embedder (revsearch.models.backends): backend and precision choice, the GPU policy (on a
 faked device list), the OpenVINO conversion and its on-disk cache, and searching across backends."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from conftest import DATASETS, make_photo, needs_weights, write_photos
-from revsearch import backends
-from revsearch.backends import GpuDevice, gpu_policy
-from revsearch.embedding import Embedder, get_embedder
+from revsearch.models import backends
+from revsearch.models.backends import GpuDevice, gpu_policy
+from revsearch.models.embedding import Embedder, get_embedder
 from revsearch import Index
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def test_no_gpu_here_means_no_tensorflow_import() -> None:
     """gpu_devices() asks TensorFlow only where GPU device files exist: a CPU machine pays nothing."""
     out = _python(
         """
-        import sys, revsearch.backends as b
+        import sys, revsearch.models.backends as b
         b.gpu_device_nodes = lambda: False
         print(b.gpu_devices(), "tensorflow" in sys.modules, "openvino" in sys.modules)
         """
@@ -153,7 +153,7 @@ def test_import_revsearch_imports_neither_runtime() -> None:
     out = _python(
         """
         import sys, revsearch
-        from revsearch.embedding import Embedder
+        from revsearch.models.embedding import Embedder
         Embedder("mobilenet", weights=None, backend="keras")
         print("tensorflow" in sys.modules, "keras" in sys.modules, "openvino" in sys.modules)
         """
@@ -217,7 +217,7 @@ def test_second_start_uses_the_cache_without_tensorflow(tmp_path: Path) -> None:
     code = """
         import json, sys
         import numpy as np
-        from revsearch.embedding import Embedder
+        from revsearch.models.embedding import Embedder
         e = Embedder("mobilenet", weights=None, backend="openvino", precision="float32", cache_dir={cache!r})
         e.load()
         v = e.embed([np.full((64, 64, 3), 90, np.uint8), np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3)])
@@ -251,7 +251,7 @@ def test_cache_keys_and_damaged_cache(tmp_path: Path, caplog: pytest.LogCaptureF
     ir = a.openvino_model().ir_path
     ir.write_text("<net>this is not a model</net>")
     fresh = Embedder("mobilenet", weights=None, backend="openvino", precision="float32", cache_dir=tmp_path)
-    with caplog.at_level(logging.WARNING, logger="revsearch.backends"):
+    with caplog.at_level(logging.WARNING, logger="revsearch.models.backends"):
         again = fresh.embed(img)
     assert fresh.openvino_model().loaded_from.startswith("converted")
     assert "unreadable" in caplog.text
@@ -265,7 +265,7 @@ def test_unwritable_cache_still_embeds(tmp_path: Path, caplog: pytest.LogCapture
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     e = Embedder("mobilenet", weights=None, backend="openvino", precision="float32", cache_dir=blocker / "cache")
-    with caplog.at_level(logging.WARNING, logger="revsearch.backends"):
+    with caplog.at_level(logging.WARNING, logger="revsearch.models.backends"):
         v = e.embed(make_photo(1))  # the cache folder cannot be made: it runs, uncached, and says so
     assert "cannot use the OpenVINO cache folder" in caplog.text
     assert e.openvino_model().loaded_from.startswith("converted")
@@ -372,7 +372,7 @@ def test_auto_falls_back_to_keras_when_openvino_cannot_convert(
     monkeypatch.setattr(backends.OpenVINOModel, "_convert", refuse)
     auto = Embedder("mobilenet", weights=None, cache_dir=tmp_path / "fresh")
     assert auto.backend == "openvino"
-    with caplog.at_level(logging.WARNING, logger="revsearch.embedding"):
+    with caplog.at_level(logging.WARNING, logger="revsearch.models.embedding"):
         v = auto.embed(make_photo(3))
     assert auto.backend == "keras" and auto.spec["backend"] == "keras" and auto.precision == "float32"
     assert "could not convert" in caplog.text and "MyOp" in caplog.text
@@ -392,7 +392,7 @@ def test_index_update_with_cached_openvino_model_never_imports_tensorflow(tmp_pa
     write_photos(ds, 4)
     code = """
         import json, sys
-        from revsearch.embedding import Embedder
+        from revsearch.models.embedding import Embedder
         from revsearch import Index
         emb = Embedder("resnet50", weights=None, backend="openvino", precision="float32", cache_dir={cache!r})
         index, report = Index.build({ds!r}, {vec!r}, emb, progress=False)

@@ -211,7 +211,7 @@ def test_errors_are_one_line_in_process(case: str, indexed, tmp_path: Path, caps
 
 
 def test_debug_shows_the_exception(tmp_path: Path) -> None:
-    from revsearch.errors import IndexNotFoundError
+    from revsearch.core.errors import IndexNotFoundError
 
     with pytest.raises(IndexNotFoundError):
         cli.main(["--debug", "info", str(tmp_path)])
@@ -231,7 +231,7 @@ def test_index_again_naming_the_model_keeps_the_recorded_preprocessing(
 ) -> None:
     """`index --model resnet50` on an index of the same model built with other preprocessing
     (pad + average pooling) updates it with that preprocessing instead of refusing it."""
-    from revsearch.embedding import get_embedder
+    from revsearch.models.embedding import get_embedder
 
     ds = tmp_path / "ds"
     write_photos(ds, 4)

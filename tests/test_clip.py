@@ -1,4 +1,4 @@
-"""CLIP models and text queries (revsearch.clip, TextQuery in revsearch.operations, search_text), with a tiny
+"""CLIP models and text queries (revsearch.models.clip, TextQuery in revsearch.operations, search_text), with a tiny
 random-weight CLIP.
 
 The tiny model (tests/tinyclip.py) is made of keras-hub's own CLIP classes and saved as a local
@@ -27,7 +27,7 @@ from revsearch import (  # noqa: E402
     Embedder, Index, ModelMismatchError, TextQuery, WeightsUnavailableError, cli, open_index, reverse_image_search,
     search_index, search_text,
 )
-from revsearch.clip import TEXT_MODELS, ClipEmbedder  # noqa: E402
+from revsearch.models.clip import TEXT_MODELS, ClipEmbedder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def clip_index(tmp_path_factory: pytest.TempPathFactory, preset: Path) -> tuple[
 
 def test_import_revsearch_loads_no_keras_hub() -> None:
     code = (
-        "import sys, revsearch, revsearch.clip, revsearch.operations, revsearch.api\n"
+        "import sys, revsearch, revsearch.models.clip, revsearch.operations, revsearch.api\n"
         "e = revsearch.Embedder('clip-vit-b32', weights=None)\n"
         "bad = [m for m in ('keras_hub', 'keras', 'tensorflow', 'openvino') if m in sys.modules]\n"
         "print(type(e).__name__, e.dim, e.input_size, bad)\n"

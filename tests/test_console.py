@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_photos
-from revsearch.console import is_noise
+from revsearch.core.console import is_noise
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISE = ("oneDNN custom operations", "Could not find cuda drivers", "failed call to cuInit", "absl::InitializeLog")
@@ -37,7 +37,7 @@ def test_quiet_tensorflow_filters_descriptor_2_and_sets_the_log_level():
     code = textwrap.dedent(
         """
         import os, sys
-        from revsearch.console import quiet_tensorflow
+        from revsearch.core.console import quiet_tensorflow
         with quiet_tensorflow():
             print("level", os.environ["TF_CPP_MIN_LOG_LEVEL"])
             os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n")

@@ -1,6 +1,6 @@
 """Crash tests at every write step (issue 17).
 
-An operation runs in a subprocess with ``REVSEARCH_CRASH_AT=N`` (:func:`revsearch.safety.crash_point`):
+An operation runs in a subprocess with ``REVSEARCH_CRASH_AT=N`` (:func:`revsearch.core.safety.crash_point`):
 the process stops dead (``os._exit``: no ``finally``, no clean-up, as ``kill -9``) at its N-th write
 step. For N = 1, 2, ... until the operation completes, the test checks that what is on disk is
 a committed state (the old or the new one), and that running the operation again finishes the
@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from revsearch import Index
-from revsearch.embedding import Embedder
-from revsearch.safety import CRASH_ENV, CRASH_EXIT_CODE
+from revsearch.models.embedding import Embedder
+from revsearch.core.safety import CRASH_ENV, CRASH_EXIT_CODE
 
 from conftest import write_photos
 
@@ -143,7 +143,7 @@ def test_ann_build_killed_at_every_step_recovers(tmp_path: Path, kind: str) -> N
     Index.from_vectors(pristine, x, [f"{i:04d}.jpg" for i in range(len(x))], spec)
     extra = ", nlist=8, pq_bytes=8, train_size=600" if kind == "ivfpq" else ""
     code = (
-        "from revsearch.ann import build_ann\n"
+        "from revsearch.retrieval.ann import build_ann\n"
         f"build_ann({str(vdir)!r}, kind={kind!r}, target_recall=None, progress=False{extra})\n"
     )
 

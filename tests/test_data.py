@@ -1,4 +1,4 @@
-"""Tests of revsearch.data against a real HTTP server on 127.0.0.1 (no internet needed)."""
+"""Tests of revsearch.media.data against a real HTTP server on 127.0.0.1 (no internet needed)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from revsearch.data import (
+from revsearch.media.data import (
     ORIGINAL_IMAGES_ID,
     ORIGINAL_VECTORS_ID,
     download,
     extract,
     fetch_original_data,
 )
-from revsearch.errors import DownloadError
+from revsearch.core.errors import DownloadError
 
 FILES = {"0001_000001.jpg": b"\xff\xd8jpeg one", "0002_000002.jpg": b"\xff\xd8jpeg two!"}
 HTML_PAGE = (
@@ -387,7 +387,7 @@ def test_tar_slip_is_refused(tmp_path):
 
 
 def test_drive_sources_are_recognised():
-    from revsearch.data import parse_source
+    from revsearch.media.data import parse_source
 
     for source in (
         ORIGINAL_IMAGES_ID,
@@ -407,7 +407,7 @@ def test_drive_sources_are_recognised():
 def test_import_is_cheap():
     import subprocess
 
-    code = "import sys, revsearch.data; print('gdown' in sys.modules, 'requests' in sys.modules)"
+    code = "import sys, revsearch.media.data; print('gdown' in sys.modules, 'requests' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 
@@ -492,9 +492,9 @@ def test_installed_versions_are_the_ones_the_run_expects():
 @pytest.fixture
 def drive_via_server(server, monkeypatch):
     """Send Google Drive ids through gdown to the local server (``<root>/<id>``)."""
-    import revsearch.data
+    import revsearch.media.data
 
-    monkeypatch.setattr(revsearch.data, "DRIVE_DOWNLOAD_URL", server.base_url + "/{id}")
+    monkeypatch.setattr(revsearch.media.data, "DRIVE_DOWNLOAD_URL", server.base_url + "/{id}")
     return server
 
 
@@ -533,7 +533,7 @@ def test_a_drive_download_with_several_stale_partials_starts_over(drive_via_serv
 def test_gdown_options_are_found_by_looking():
     import types
 
-    from revsearch.data import gdown_options
+    from revsearch.media.data import gdown_options
 
     def old(url=None, output=None, quiet=False, resume=False):  # gdown 5.x / 6.0-6.2
         pass
@@ -604,7 +604,7 @@ def test_unpacking_to_chosen_folders(server, tmp_path):
 
 
 def test_folder_size_and_format_bytes(tmp_path):
-    from revsearch.data import folder_size, format_bytes
+    from revsearch.media.data import folder_size, format_bytes
 
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x").write_bytes(b"1" * 1500)

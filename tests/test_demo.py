@@ -11,7 +11,7 @@ import pytest
 
 from conftest import needs_weights
 from revsearch import demo
-from revsearch.errors import OptionalDependencyError
+from revsearch.core.errors import OptionalDependencyError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ def test_collection_has_every_sample_and_its_edits_and_an_unseen_query(tmp_path)
     assert len(names) == len(demo.SAMPLES) * (1 + len(demo.DEMO_EDITS))
     assert "chelsea.jpg" in names and "chelsea-text.jpg" in names and "coins-rotate_10.jpg" in names
     assert query.parent == tmp_path and query.name not in names
-    from revsearch.images import load_image
+    from revsearch.media.images import load_image
 
     assert load_image(query).size != load_image(photos / "chelsea.jpg").size  # an edit, not a copy
     mtimes = {p: p.stat().st_mtime_ns for p in photos.iterdir()}

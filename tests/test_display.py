@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import make_photo
 from revsearch.display import plot_results, save_figure
-from revsearch.search import Match
+from revsearch.retrieval.exact import Match
 
 
 def _matches(folder: Path, n: int, *, missing: set[int] = frozenset()) -> list[Match]:

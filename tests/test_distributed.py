@@ -19,8 +19,8 @@ from conftest import write_photos
 
 pytest.importorskip("distributed")
 
-from revsearch import distributed as rd  # noqa: E402
-from revsearch.errors import OptionalDependencyError, RevsearchError  # noqa: E402
+from revsearch.storage import distributed as rd  # noqa: E402
+from revsearch.core.errors import OptionalDependencyError, RevsearchError  # noqa: E402
 from revsearch import Index  # noqa: E402
 
 pytestmark = pytest.mark.slow

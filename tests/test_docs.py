@@ -62,10 +62,10 @@ def _docs_text() -> str:
 
 
 def test_measured_figures_in_messages_match_the_docs_and_the_notebook() -> None:
-    """The figures messages quote (revsearch.measured) are the ones the docs' table and the notebook state."""
+    """The figures messages quote (revsearch.core.measured) are the ones the docs' table and the notebook state."""
     import json
 
-    from revsearch.measured import NOTEBOOK_VECTORS
+    from revsearch.core.measured import NOTEBOOK_VECTORS
 
     text = _docs_text()
     rows = {
@@ -117,6 +117,41 @@ def test_links_between_the_pages_resolve() -> None:
 def test_readme_is_short() -> None:
     """The README is for a newcomer; reference material lives in docs/."""
     assert len(README.read_text(encoding="utf-8").splitlines()) <= 250
+
+
+def test_the_readme_map_names_every_folder_and_module() -> None:
+    """"How the code is organised" names every folder of revsearch/ and every module in it."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## How the code is organised"):]
+    section = section[: section.index("\n## ", 1)]
+    package = README.parent / "revsearch"
+    missing = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package)
+        if path.name.startswith("__"):
+            continue
+        folder = rel.parts[0] + "/" if len(rel.parts) > 1 else None
+        name = f"`{path.stem}`" if folder else f"`{path.name}`"
+        if (folder and f"`{folder}`" not in section) or (name not in section and f"`{rel}`" not in section):
+            missing.append(str(rel))
+    assert not missing, f"README's map of the code leaves out: {missing}"
+
+
+def test_the_python_page_says_where_each_module_lives() -> None:
+    """docs/python.md's "Where each module lives" has a row per folder naming each of its modules."""
+    text = (README.parent / "docs" / "python.md").read_text(encoding="utf-8")
+    section = text[text.index("## Where each module lives"):]
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `(revsearch[.\w]*)` \| (.*) \|$", section, re.M)}
+    package = README.parent / "revsearch"
+    missing = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package)
+        if path.name.startswith("__"):
+            continue
+        folder = ".".join(["revsearch", *rel.parts[:-1]])
+        if f"`{path.stem}`" not in rows.get(folder, ""):
+            missing.append(f"{folder}: {path.stem}")
+    assert not missing, f"docs/python.md does not say where these modules live: {missing}"
 
 
 def test_every_public_name_is_on_the_python_page() -> None:

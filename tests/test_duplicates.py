@@ -25,8 +25,8 @@ from revsearch.duplicates import (
     plot_duplicates,
     undo_moves,
 )
-from revsearch.embedding import Embedder
-from revsearch.errors import IndexNotFoundError, ModelMismatchError, RevsearchError
+from revsearch.models.embedding import Embedder
+from revsearch.core.errors import IndexNotFoundError, ModelMismatchError, RevsearchError
 from revsearch import Index
 
 from conftest import make_photo

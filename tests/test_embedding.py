@@ -1,4 +1,4 @@
-"""Models and embedding (revsearch.embedding)."""
+"""Models and embedding (revsearch.models.embedding)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from conftest import DATASETS, make_photo, needs_weights
-from revsearch.embedding import MODELS, Embedder, get_embedder, l2_normalize
-from revsearch.errors import ImageReadError, UnknownModelError, WeightsUnavailableError
-from revsearch.images import SkippedFile, prepare_image
+from revsearch.models.embedding import MODELS, Embedder, get_embedder, l2_normalize
+from revsearch.core.errors import ImageReadError, UnknownModelError, WeightsUnavailableError
+from revsearch.media.images import SkippedFile, prepare_image
 
 REPO = Path(__file__).resolve().parents[1]
 FLOWERS = DATASETS / "oxford17_flowers"
@@ -197,7 +197,7 @@ def test_custom_preprocess_is_used_and_recorded(tiny_model) -> None:
 
     img = make_photo(12, (40, 40))
     expected = np.asarray(tiny_model.predict_on_batch(prepare_image(img, 32)[None] / 2.0))[0]
-    from revsearch.backends import openvino_installed
+    from revsearch.models.backends import openvino_installed
 
     for backend in ["keras"] + (["openvino"] if openvino_installed() else []):  # the OpenVINO run applies it too
         e = Embedder(tiny_model, preprocess=halve, backend=backend, precision="float32")
@@ -300,7 +300,7 @@ import sys
 import numpy as np
 sys.path.insert(0, "tests")
 from conftest import make_photo
-from revsearch.embedding import Embedder
+from revsearch.models.embedding import Embedder
 vecs = Embedder(sys.argv[2], weights=None, backend="keras", precision="float32").embed([make_photo(30), make_photo(31)])
 np.save(sys.argv[1], vecs)
 """
@@ -359,8 +359,8 @@ def refuse(what):
 socket.socket = NoSocket
 socket.create_connection = refuse("create_connection")
 socket.getaddrinfo = refuse("getaddrinfo")
-from revsearch.embedding import Embedder
-from revsearch.errors import WeightsUnavailableError
+from revsearch.models.embedding import Embedder
+from revsearch.core.errors import WeightsUnavailableError
 emb = Embedder("resnet50")
 t = time.monotonic()
 try:
@@ -536,7 +536,7 @@ def test_random_weights_do_not_depend_on_global_random_state() -> None:
     import random
     import threading
 
-    from revsearch.embedding import Embedder
+    from revsearch.models.embedding import Embedder
 
     first = Embedder("mobilenet", weights=None).keras_model.get_weights()
     stop = threading.Event()

@@ -1,4 +1,4 @@
-"""Tests for revsearch.evaluate: class retrieval metrics, layouts, near-duplicate edits, the CLI."""
+"""Tests for revsearch.quality.evaluate: class retrieval metrics, layouts, near-duplicate edits, the CLI."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from revsearch import evaluate as ev
+from revsearch.quality import evaluate as ev
 from revsearch.cli import main
-from revsearch.errors import DatasetLayoutError
-from revsearch.evaluate import (
+from revsearch.core.errors import DatasetLayoutError
+from revsearch.quality.evaluate import (
     EDITS,
     class_labels,
     evaluate_index,
@@ -163,7 +163,7 @@ def write_legacy(folder: Path, names: list[str], vectors: np.ndarray) -> None:
 
 
 def test_evaluate_imported_legacy_index(tmp_path: Path) -> None:
-    from revsearch.legacy import import_legacy
+    from revsearch.storage.legacy import import_legacy
 
     write_legacy(tmp_path / "legacy", NAMES, circle(ANGLES))
     (tmp_path / "imagenet_resized").mkdir()
@@ -251,8 +251,8 @@ class MeanColourEmbedder:
     spec = {"model": "mean-colour", "preprocessing": "none", "dim": 3, "weights": "none", "precision": "float32"}
 
     def embed(self, images: list[Any], *, batch_size: int = 32) -> np.ndarray:
-        from revsearch.embedding import l2_normalize
-        from revsearch.images import load_image
+        from revsearch.models.embedding import l2_normalize
+        from revsearch.media.images import load_image
 
         return l2_normalize(np.stack([np.asarray(load_image(i), np.float32).mean((0, 1)) - 127 for i in images]))
 
@@ -319,7 +319,7 @@ def test_real_model_class_and_near_duplicate_modes(tmp_path: Path, mobilenet: An
 
 
 def test_default_is_crop_and_avg_except_for_the_original_pipeline(tmp_path: Path) -> None:
-    from revsearch.embedding import Embedder, preprocessing_options
+    from revsearch.models.embedding import Embedder, preprocessing_options
 
     for name in ("mobilenet", "resnet50"):
         e = Embedder(name, weights=None)
@@ -349,7 +349,7 @@ def test_default_is_crop_and_avg_except_for_the_original_pipeline(tmp_path: Path
 def test_gem_model_matches_numpy_gem() -> None:
     import keras
 
-    from revsearch.embedding import GEM_P, Embedder
+    from revsearch.models.embedding import GEM_P, Embedder
 
     e = Embedder("mobilenet", weights=None, pooling="gem")
     x = e.normalize_batch(np.stack([e.prepare(make_photo(i)) for i in range(2)]))

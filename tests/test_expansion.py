@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 from conftest import write_photos
 
-from revsearch import Expansion, cli, store
-from revsearch.embedding import Embedder
-from revsearch.evaluate import evaluate_index
+from revsearch import Expansion, cli
+from revsearch.storage import store
+from revsearch.models.embedding import Embedder
+from revsearch.quality.evaluate import evaluate_index
 from revsearch import Index
-from revsearch.store import MANIFEST_NAME
-from revsearch.rerank import DEFAULT_EXPANSION, DatabaseAugmentation, search_expanded
+from revsearch.storage.store import MANIFEST_NAME
+from revsearch.retrieval.rerank import DEFAULT_EXPANSION, DatabaseAugmentation, search_expanded
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,7 +115,7 @@ KILLED_UPDATE = textwrap.dedent(
     import sys, time
     from pathlib import Path
     sys.path.insert(0, {repo!r})
-    import revsearch.rerank as rerank
+    import revsearch.retrieval.rerank as rerank
     from revsearch import Index
 
     original = rerank.augmented_blocks
@@ -127,7 +128,7 @@ KILLED_UPDATE = textwrap.dedent(
             yield block
 
     rerank.augmented_blocks = slow
-    from revsearch.embedding import get_embedder
+    from revsearch.models.embedding import get_embedder
 
     emb = get_embedder("resnet50", weights=None, precision="float32")
     Index.build(sys.argv[1], sys.argv[2], emb, progress=False)
@@ -208,7 +209,7 @@ def test_a_newer_revsearch_format_is_refused_by_name(built) -> None:  # type: ig
     m = manifest(vec)
     m["dba"]["files"]["vectors"] = "../outside.npy"
     (vec / MANIFEST_NAME).write_text(json.dumps(m))
-    from revsearch.errors import IndexFormatError
+    from revsearch.core.errors import IndexFormatError
 
     with pytest.raises(IndexFormatError, match="dba"):
         Index.open(vec)
@@ -268,7 +269,8 @@ def test_cli_index_records_a_retuned_expansion(built, capsys) -> None:  # type: 
 
 def test_at_scale_the_augmentation_and_the_expanded_search_go_through_the_approximate_index(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("faiss")
-    from revsearch import ann, indexing
+    from revsearch.retrieval import ann
+    from revsearch.storage import indexing
 
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((40, 32)).astype(np.float32)
@@ -301,7 +303,8 @@ def test_at_scale_the_augmentation_and_the_expanded_search_go_through_the_approx
 
 def test_a_large_collection_without_an_approximate_index_finds_the_neighbours_through_a_temporary_one(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("faiss")
-    from revsearch import ann, indexing
+    from revsearch.retrieval import ann
+    from revsearch.storage import indexing
 
     rng = np.random.default_rng(3)
     centres = rng.standard_normal((60, 32)).astype(np.float32)
@@ -323,7 +326,7 @@ def test_a_large_collection_without_an_approximate_index_finds_the_neighbours_th
 
 
 def test_a_large_index_without_a_stored_augmentation_searches_with_query_expansion_only(tmp_path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
-    import revsearch.index as index_module
+    import revsearch.storage.index as index_module
 
     rng = np.random.default_rng(5)
     x = rng.standard_normal((300, 16)).astype(np.float32)
@@ -354,7 +357,7 @@ def test_rmac_pooling_is_the_regional_maximum_of_the_feature_map(tmp_path) -> No
     import keras
 
     from conftest import make_photo
-    from revsearch.embedding import get_embedder, l2_normalize, preprocessing_options, rmac_regions
+    from revsearch.models.embedding import get_embedder, l2_normalize, preprocessing_options, rmac_regions
 
     emb = get_embedder("mobilenet", weights=None, pooling="rmac", backend="keras", precision="float32")
     assert emb.preprocessing.endswith("/pool:rmac:L=3")

@@ -1,7 +1,7 @@
 """Property tests of every parser of files anyone can edit (issue 17), with Hypothesis.
 
 Random mutations of an index manifest, of its shard files, of a move log and of a legacy pickle
-never give a traceback (only :class:`~revsearch.errors.RevsearchError` subclasses), never make
+never give a traceback (only :class:`~revsearch.core.errors.RevsearchError` subclasses), never make
 revsearch read, move or create anything outside the folders named for the run, and never give
 silently wrong results (a search returns its k places with finite scores and stored paths that stay
 inside the dataset folder; an undo loses and doubles nothing). Examples are bounded so the file
@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from revsearch import Index, RevsearchError
-from revsearch.legacy import load_legacy_file
-from revsearch.store import check_relpath
+from revsearch.storage.legacy import load_legacy_file
+from revsearch.storage.store import check_relpath
 
 DIM = 8
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)

@@ -1,4 +1,4 @@
-"""Finding, reading and preparing images (revsearch.images)."""
+"""Finding, reading and preparing images (revsearch.media.images)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
-import revsearch.images as images
-from revsearch.errors import ImageReadError
-from revsearch.images import find_images, is_image_file, load_image, pad_to_square, prepare_image
+import revsearch.media.images as images
+from revsearch.core.errors import ImageReadError
+from revsearch.media.images import find_images, is_image_file, load_image, pad_to_square, prepare_image
 
 from conftest import make_photo
 
@@ -501,7 +501,7 @@ def test_bad_array_values() -> None:
 
 def test_read_error_is_value_error(tmp_path: Path) -> None:
     """Callers that catch ValueError (or RevsearchError) catch it too."""
-    from revsearch.errors import RevsearchError
+    from revsearch.core.errors import RevsearchError
 
     p = tmp_path / "x.jpg"
     p.write_bytes(b"xx")
@@ -770,7 +770,7 @@ def test_unreadable_folder_is_reported_not_silent(
     monkeypatch.setattr(os, "scandir", scandir)
     skipped: list[images.SkippedFile] = []
     try:
-        with caplog.at_level(logging.WARNING, logger="revsearch.images"):
+        with caplog.at_level(logging.WARNING, logger="revsearch.media.images"):
             found = find_images(root, skipped=skipped)
     finally:
         locked.chmod(0o755)

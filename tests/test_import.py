@@ -28,14 +28,15 @@ socket.create_connection = lambda *a, **k: opened.append("create_connection") or
 
 import revsearch
 
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras", "torch", "jax"))
+HEAVY = ("tensorflow", "keras", "tf_keras", "torch", "jax", "openvino", "cv2", "faiss", "dask")
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)
 after_import = {"heavy": heavy, "sockets": list(opened), "has_version": bool(revsearch.__version__)}
 
 lazy = {}
 for name in ("Index", "reverse_image_search", "Match", "Embedder", "get_embedder", "load_image", "find_images"):
     obj = getattr(revsearch, name)
     lazy[name] = getattr(obj, "__module__", "") + "." + getattr(obj, "__qualname__", type(obj).__name__)
-heavy_after_lazy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+heavy_after_lazy = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)
 try:
     revsearch.no_such_thing
     missing = "no error"
@@ -69,9 +70,9 @@ def test_import_is_light_and_offline() -> None:
     # the lazy names resolve to the right objects, still without TensorFlow or the network
     assert r["lazy"]["Index"] == "revsearch.operations.Index"
     assert r["lazy"]["reverse_image_search"] == "revsearch.api.reverse_image_search"
-    assert r["lazy"]["Match"] == "revsearch.search.Match"
-    assert r["lazy"]["Embedder"] == "revsearch.embedding.Embedder"
-    assert r["lazy"]["load_image"] == "revsearch.images.load_image"
+    assert r["lazy"]["Match"] == "revsearch.retrieval.exact.Match"
+    assert r["lazy"]["Embedder"] == "revsearch.models.embedding.Embedder"
+    assert r["lazy"]["load_image"] == "revsearch.media.images.load_image"
     assert r["heavy_after_lazy"] == []
     assert r["sockets_after_lazy"] == []
     for name in ("Index", "reverse_image_search", "Match", "plot_results", "Embedder", "ImageReadError"):
@@ -82,7 +83,7 @@ def test_import_is_light_and_offline() -> None:
 def test_lazy_attributes_in_process() -> None:
     from revsearch.api import reverse_image_search
     from revsearch.operations import Index
-    from revsearch.search import Match
+    from revsearch.retrieval.exact import Match
 
     assert revsearch.Index is Index
     assert revsearch.reverse_image_search is reverse_image_search

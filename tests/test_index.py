@@ -18,12 +18,13 @@ import pytest
 from conftest import make_photo, write_photos
 from PIL import Image
 
-import revsearch.indexing as indexing
-from revsearch import reverse_image_search, store
-from revsearch.embedding import Embedder
-from revsearch.errors import IndexFormatError, IndexNotFoundError, ModelMismatchError, StorageFullError
+import revsearch.storage.indexing as indexing
+from revsearch import reverse_image_search
+from revsearch.storage import store
+from revsearch.models.embedding import Embedder
+from revsearch.core.errors import IndexFormatError, IndexNotFoundError, ModelMismatchError, StorageFullError
 from revsearch import Index
-from revsearch.store import MANIFEST_NAME
+from revsearch.storage.store import MANIFEST_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -355,7 +356,7 @@ def test_crash_during_manifest_write_keeps_the_old_index(
 
 
 def test_a_second_writer_is_refused(work: tuple[Path, Path], resnet_random: Embedder) -> None:
-    from revsearch.errors import RevsearchError
+    from revsearch.core.errors import RevsearchError
 
     ds, vec = work
     with store.writing(vec):
@@ -408,7 +409,7 @@ SLOW_BUILD = textwrap.dedent(
     """
     import sys, time
     sys.path.insert(0, {repo!r})
-    from revsearch.embedding import Embedder
+    from revsearch.models.embedding import Embedder
     from revsearch import Index
 
     original = Embedder.embed_files

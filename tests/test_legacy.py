@@ -1,4 +1,4 @@
-"""Tests for revsearch.legacy: safe reading of the original project's vector files."""
+"""Tests for revsearch.storage.legacy: safe reading of the original project's vector files."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from revsearch.errors import LegacyFormatError, UnsafePickleError
-from revsearch.legacy import (
+from revsearch.core.errors import LegacyFormatError, UnsafePickleError
+from revsearch.storage.legacy import (
     FEATURE_DIM,
     LEGACY_DIM,
     LegacyVectors,
@@ -347,7 +347,7 @@ def test_read_legacy_vectors_skips_corrupt_and_wrong_shape(
     (tmp_path / "3.pbz2").write_bytes(b"BZh91AY&SY" + b"\x00" * 64)  # corrupt bz2
     write_pbz2(tmp_path / "4.pbz2", {"c.jpg": np.zeros(1000, np.float32)})  # wrong shape
     write_pbz2(tmp_path / "5.pbz2", {"a.jpg": legacy_array()})  # duplicate name
-    with caplog.at_level(logging.WARNING, logger="revsearch.legacy"):
+    with caplog.at_level(logging.WARNING, logger="revsearch.storage.legacy"):
         result = read_legacy_vectors(tmp_path, progress=False)
     assert result.names == ["a.jpg", "b.jpg"]
     np.testing.assert_allclose(result.vectors[0], pooled(good["a.jpg"]), rtol=1e-5, atol=1e-6)
@@ -415,8 +415,8 @@ def test_deeply_nested_key_is_refused_not_a_crash(tmp_path: Path) -> None:
     good = write_pbz2(tmp_path / "2.pbz2", {"a.jpg": legacy_array()})
     code = (
         "import sys\n"
-        "from revsearch.errors import UnsafePickleError\n"
-        "from revsearch.legacy import load_legacy_file, read_legacy_vectors\n"
+        "from revsearch.core.errors import UnsafePickleError\n"
+        "from revsearch.storage.legacy import load_legacy_file, read_legacy_vectors\n"
         "for call in (lambda: load_legacy_file(sys.argv[1]), lambda: read_legacy_vectors(sys.argv[2], progress=False)):\n"
         "    try:\n"
         "        call()\n"

@@ -16,10 +16,10 @@ import pytest
 from conftest import write_photos
 
 from revsearch import cli, reverse_image_search
-from revsearch.embedding import RANDOM_WEIGHTS_SEED, Embedder, get_embedder, seed_random_weights
-from revsearch.errors import IndexNotFoundError, LegacyFormatError, ModelMismatchError, UnsafePickleError
+from revsearch.models.embedding import RANDOM_WEIGHTS_SEED, Embedder, get_embedder, seed_random_weights
+from revsearch.core.errors import IndexNotFoundError, LegacyFormatError, ModelMismatchError, UnsafePickleError
 from revsearch import Index
-from revsearch.legacy import LEGACY_DIM, import_legacy
+from revsearch.storage.legacy import LEGACY_DIM, import_legacy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -133,7 +133,7 @@ def test_update_of_an_imported_index_learns_the_files_without_embedding(
     """Imported rows know no size/mtime/hash: the first update trusts the vectors and records the files."""
     ds, legacy_dir, vectors = legacy
     emb = Embedder("resnet50-seed", weights=None)
-    from revsearch.legacy import read_legacy_vectors
+    from revsearch.storage.legacy import read_legacy_vectors
 
     read = read_legacy_vectors(legacy_dir, progress=False)
     vec = legacy_dir.parent / "vectors"
@@ -235,7 +235,7 @@ def test_real_legacy_vectors_search_like_the_resnet50_seed_embedder(tmp_path: Pa
         assert matches[0].relpath == name and matches[0].score == pytest.approx(1.0, abs=1e-4)
 
     # with the spec of the weights actually used, the full image search path works too
-    from revsearch.legacy import read_legacy_vectors
+    from revsearch.storage.legacy import read_legacy_vectors
 
     read = read_legacy_vectors(tmp_path / "legacy", progress=False)
     same = Index.from_vectors(tmp_path / "vectors-none", read.vectors, read.names, emb.spec, dataset_dir=ds)

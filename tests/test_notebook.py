@@ -285,7 +285,7 @@ for _o in _app.output.outputs:
 #: Run first in the kernel: no ImageNet weights can be downloaded here, so the network resource is
 #: faked like google.colab is: Keras's ResNet50 with weights="imagenet" gets seeded random weights.
 NO_DOWNLOAD_CELL = """
-import keras, revsearch.embedding as _emb
+import keras, revsearch.models.embedding as _emb
 _ResNet50 = keras.applications.ResNet50
 def _offline_resnet50(*args, weights="imagenet", **kwargs):
     if weights != "imagenet":

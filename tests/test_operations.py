@@ -1,4 +1,4 @@
-"""The operations layer (revsearch.operations) and the typed manifest (revsearch.store.Manifest):
+"""The operations layer (revsearch.operations) and the typed manifest (revsearch.storage.store.Manifest):
 what every front end calls, through public names only."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from conftest import write_photos
 import revsearch
 from revsearch import ImageQuery, Index, IndexingResult, Query, VectorQuery, build_index, open_index, search_index
 from revsearch import update_index
-from revsearch.embedding import Embedder
-from revsearch.errors import IndexNotFoundError, ModelMismatchError
+from revsearch.models.embedding import Embedder
+from revsearch.core.errors import IndexNotFoundError, ModelMismatchError
 from revsearch.operations import IncompatibleOptionsError, register_query_kind, resolve_embedder, search
-from revsearch.store import MANIFEST_NAME, MIGRATIONS, SPEC_KEYS, Manifest, read_manifest, writing
+from revsearch.storage.store import MANIFEST_NAME, MIGRATIONS, SPEC_KEYS, Manifest, read_manifest, writing
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,7 @@ def test_commit_keywords_write_the_entries_and_the_stale_swap_happens_once(tmp_p
 
 
 def test_the_read_only_view_says_where_writing_went(built) -> None:  # type: ignore[no-untyped-def]
-    from revsearch import index as index_module
+    from revsearch.storage import index as index_module
 
     _, vec, _ = built
     with pytest.raises(AttributeError, match="read-only view.*build_index"):
@@ -177,7 +177,7 @@ def test_notebook_settings_step_looks_for_gpus_without_tensorflow_on_a_cpu() -> 
     import sys
 
     code = (
-        "import sys, revsearch.backends as b, revsearch.notebook as nb\n"
+        "import sys, revsearch.models.backends as b, revsearch.notebook as nb\n"
         "b.gpu_device_nodes = lambda: False\n"
         "print(nb.default_vectors(), nb.gpu_devices(), 'tensorflow' in sys.modules)\n"
     )

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from conftest import make_photo, write_photos
-from revsearch import backends
-from revsearch.embedding import Embedder
+from revsearch.models import backends
+from revsearch.models.embedding import Embedder
 from revsearch import Index
-from revsearch.index import resolve_embedder
+from revsearch.storage.index import resolve_embedder
 
 needs_openvino = pytest.mark.skipif(not backends.openvino_installed(), reason='pip install "revsearch[openvino]"')
 

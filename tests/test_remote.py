@@ -1,4 +1,4 @@
-"""Query by URL (revsearch.remote), through the API and the command line, against a local HTTP server."""
+"""Query by URL (revsearch.media.remote), through the API and the command line, against a local HTTP server."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from conftest import make_photo, write_photos
-from revsearch.errors import ImageReadError
-from revsearch.remote import fetch_image, is_url, read_query
+from revsearch.core.errors import ImageReadError
+from revsearch.media.remote import fetch_image, is_url, read_query
 
 ROOT = Path(__file__).resolve().parents[1]
 

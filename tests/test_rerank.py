@@ -12,12 +12,12 @@ from PIL import Image
 
 from conftest import make_photo, write_photos
 from revsearch.cli import main
-from revsearch.embedding import MODELS, Embedder, get_embedder, l2_normalize, preprocessing_options, resize_prepared
-from revsearch.errors import ModelMismatchError
-from revsearch.evaluate import evaluate_index, retrieval_metrics
+from revsearch.models.embedding import MODELS, Embedder, get_embedder, l2_normalize, preprocessing_options, resize_prepared
+from revsearch.core.errors import ModelMismatchError
+from revsearch.quality.evaluate import evaluate_index, retrieval_metrics
 from revsearch import Index
-from revsearch.index import resolve_embedder
-from revsearch.rerank import (
+from revsearch.storage.index import resolve_embedder
+from revsearch.retrieval.rerank import (
     DatabaseAugmentation,
     expand_queries,
     leave_one_out_scores,

@@ -13,10 +13,10 @@ from conftest import make_photo, write_photos
 from PIL import Image
 
 from revsearch import cli
-from revsearch.embedding import Embedder
+from revsearch.models.embedding import Embedder
 from revsearch import Index
-from revsearch.images import path_excluded
-from revsearch.store import MANIFEST_NAME
+from revsearch.media.images import path_excluded
+from revsearch.storage.store import MANIFEST_NAME
 
 
 class EmbedSpy:
@@ -186,7 +186,7 @@ def test_scoped_search_equals_an_index_of_only_that_folder(two_folders, capsys) 
 
 def test_scoped_search_with_an_approximate_index(two_folders, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("faiss")
-    from revsearch import ann
+    from revsearch.retrieval import ann
 
     ds, whole, only_b = two_folders
     idx = Index.from_vectors(tmp_path / "v", np.asarray(whole.vectors), whole.paths, whole.spec, dataset_dir=ds)

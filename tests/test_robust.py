@@ -15,7 +15,7 @@ import pytest
 
 from revsearch import DamagedVectorsError, Index, IndexFormatError, OutsideFoldersError, RevsearchError, find_duplicates
 from revsearch.cli import main
-from revsearch.safety import confine, damaged_rows, display_name, to_json
+from revsearch.core.safety import confine, damaged_rows, display_name, to_json
 
 DIM = 16
 
@@ -56,7 +56,7 @@ def test_one_damaged_row_never_hides_a_good_match(tmp_path: Path, bad: float, ca
     _damage(index, damaged, bad, component=int(np.argmax(q)))  # ... damaged on disk: inf scores +inf
     reopened = Index.open(index.folder)
     assert reopened.damaged_rows().tolist() == [damaged]
-    with caplog.at_level(logging.WARNING, logger="revsearch.index"):
+    with caplog.at_level(logging.WARNING, logger="revsearch.storage.index"):
         got = reopened.search_vectors(q, 9)
     assert len(got) == 9  # was 8 with inf: the damaged row took a place, then was dropped
     assert damaged not in [m.row for m in got]
@@ -71,7 +71,7 @@ def test_damaged_vectors_are_refused_when_written(tmp_path: Path) -> None:
     with pytest.raises(DamagedVectorsError, match="row 2"):
         Index.from_vectors(tmp_path / "v", x, [f"{i}.jpg" for i in range(5)], _spec())
     assert not (tmp_path / "v").exists()  # nothing written, not even the folder
-    from revsearch import store
+    from revsearch.storage import store
 
     with store.writing(tmp_path / "w") as w:
         for bad in (np.inf, 2.0):
@@ -212,7 +212,7 @@ def test_lock_file_replaced_by_a_link_creates_nothing_outside(tmp_path: Path) ->
     target = tmp_path / "outside" / "planted"
     target.parent.mkdir()
     lock.symlink_to(target)
-    from revsearch.ann import build_ann
+    from revsearch.retrieval.ann import build_ann
 
     with pytest.raises(RevsearchError, match="lock"):
         build_ann(index.folder, kind="flat", progress=False)
@@ -242,7 +242,7 @@ def test_display_name_escapes_control_characters(name: str, shown: str) -> None:
 
 
 def test_skip_list_and_errors_print_names_on_one_line(tmp_path: Path, capsys) -> None:
-    from revsearch.images import SkippedFile
+    from revsearch.media.images import SkippedFile
 
     assert str(SkippedFile(Path("x\n/etc/passwd.jpg"), "unreadable")).count("\n") == 0
     ds = tmp_path / "ds"
@@ -251,7 +251,7 @@ def test_skip_list_and_errors_print_names_on_one_line(tmp_path: Path, capsys) ->
     (ds / "x\n" / "etc").mkdir()
     (ds / "x\n" / "etc" / "passwd.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     (ds / "a\rb.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
-    from revsearch.indexing import scan_dataset
+    from revsearch.storage.indexing import scan_dataset
 
     scan = scan_dataset(ds, tmp_path / "v")
     assert any("line break" in s.reason for s in scan.skipped)
@@ -292,7 +292,7 @@ def _pbz2(path: Path, obj: object) -> None:
 
 
 def test_legacy_vector_file_linked_from_outside_is_not_read(tmp_path: Path) -> None:
-    from revsearch.legacy import read_legacy_vectors
+    from revsearch.storage.legacy import read_legacy_vectors
 
     legacy, outside = tmp_path / "legacy", tmp_path / "outside"
     legacy.mkdir()
@@ -309,7 +309,7 @@ def test_legacy_vector_file_linked_from_outside_is_not_read(tmp_path: Path) -> N
 
 
 def test_index_follows_only_links_inside_by_default_and_records_the_choice(tmp_path: Path) -> None:
-    from revsearch.embedding import get_embedder
+    from revsearch.models.embedding import get_embedder
 
     ds, outside = tmp_path / "ds", tmp_path / "outside"
     ds.mkdir()
@@ -322,7 +322,7 @@ def test_index_follows_only_links_inside_by_default_and_records_the_choice(tmp_p
     assert len(index) == 0 and index.manifest["follow_links"] == "inside"
     assert sorted(s.path.name for s in report.skipped) == ["file.jpg", "out"]
     assert all("outside the dataset folder" in s.reason for s in report.skipped)
-    from revsearch.indexing import scan_dataset
+    from revsearch.storage.indexing import scan_dataset
 
     assert [r for r in scan_dataset(ds, follow_links="all").rel] == ["file.jpg", "out/x.jpg"]
 
@@ -449,7 +449,7 @@ def test_indexing_again_repairs_damaged_rows(tmp_path: Path, resnet_random) -> N
     good, name = np.array(index.vectors[1]), index.paths[1]
     _damage(index, 1, np.nan)
     with pytest.raises(RevsearchError, match="damaged"):
-        from revsearch.ann import build_ann
+        from revsearch.retrieval.ann import build_ann
 
         build_ann(tmp_path / "v", kind="hnsw", progress=False)  # never built on damaged vectors
     index, report = Index.build(tmp_path / "ds", tmp_path / "v", resnet_random, progress=False)
@@ -460,7 +460,7 @@ def test_indexing_again_repairs_damaged_rows(tmp_path: Path, resnet_random) -> N
 
 def test_approximate_search_skips_a_damaged_row_without_reading_every_vector(tmp_path: Path, caplog) -> None:
     pytest.importorskip("faiss")
-    from revsearch.ann import build_ann
+    from revsearch.retrieval.ann import build_ann
 
     index, x = _index(tmp_path / "v", n=300)
     build_ann(index.folder, kind="hnsw", target_recall=None, progress=False)
@@ -468,7 +468,7 @@ def test_approximate_search_skips_a_damaged_row_without_reading_every_vector(tmp
     want = Index.open(index.folder).search_vectors(q, 10)
     damaged = want[2].row
     _damage(index, damaged, np.inf, component=int(np.argmax(q)))
-    with caplog.at_level(logging.WARNING, logger="revsearch.index"):
+    with caplog.at_level(logging.WARNING, logger="revsearch.storage.index"):
         got = Index.open(index.folder).search_vectors(q, 9)
     assert len(got) == 9 and damaged not in [m.row for m in got] and all(np.isfinite(m.score) for m in got)
     assert "damaged" in caplog.text

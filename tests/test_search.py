@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import revsearch.indexing as indexing
-from revsearch.embedding import Embedder
-from revsearch.errors import ModelMismatchError, RevsearchError
+import revsearch.storage.indexing as indexing
+from revsearch.models.embedding import Embedder
+from revsearch.core.errors import ModelMismatchError, RevsearchError
 from revsearch import Index
-from revsearch.search import Match, topk_cosine
+from revsearch.retrieval.exact import Match, topk_cosine
 
 DIM = 64
 SPEC = Embedder("resnet50", weights=None).spec | {"dim": DIM}
@@ -223,7 +223,7 @@ def test_sharded_index_searches_like_one_shard(
 
 def test_sharded_synthetic_index_matches_brute_force(tmp_path: Path, collection) -> None:
     """Shards written through the store's public writer (no model) search like one matrix."""
-    from revsearch import store
+    from revsearch.storage import store
 
     vecs, paths = collection
     folder = tmp_path / "vec"

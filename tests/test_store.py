@@ -20,18 +20,19 @@ import numpy as np
 import pytest
 from conftest import write_photos
 
-import revsearch.indexing as indexing
-from revsearch import cli, store
-from revsearch.embedding import Embedder
-from revsearch.errors import (
+import revsearch.storage.indexing as indexing
+from revsearch import cli
+from revsearch.storage import store
+from revsearch.models.embedding import Embedder
+from revsearch.core.errors import (
     IndexDamagedError,
     IndexFormatError,
     StorageFullError,
     UpdateRefusedError,
 )
 from revsearch import Index
-from revsearch.store import MANIFEST_NAME
-from revsearch.search import topk_cosine
+from revsearch.storage.store import MANIFEST_NAME
+from revsearch.retrieval.exact import topk_cosine
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -266,7 +267,7 @@ def test_batch_size_zero_is_refused(work: tuple[Path, Path], resnet_random: Embe
 
 def test_an_approximate_index_of_another_dimension_falls_back_to_exact(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
     faiss = pytest.importorskip("faiss")
-    from revsearch import ann
+    from revsearch.retrieval import ann
 
     x = np.random.default_rng(0).standard_normal((300, 32)).astype(np.float32)
     spec = {"model": "test", "preprocessing": "none", "dim": 32, "weights": "none", "precision": "float32"}
@@ -277,7 +278,7 @@ def test_an_approximate_index_of_another_dimension_falls_back_to_exact(tmp_path:
     faiss.write_index(other, str(tmp_path / "v" / meta["file"]))  # a hand-copied file of another index
     ann.clear_cache()
     q = np.asarray(idx.vectors[:3])
-    with caplog.at_level("WARNING", logger="revsearch.ann"):
+    with caplog.at_level("WARNING", logger="revsearch.retrieval.ann"):
         s, r = Index.open(tmp_path / "v").topk(q, 5)
     assert (r == idx.topk(q, 5, exact=True)[1]).all()
     assert "16-d" in caplog.text and "exact search" in caplog.text
@@ -333,7 +334,7 @@ def test_a_full_disk_during_the_final_merge_still_completes_the_index(
     ds, vec = tmp_path / "ds", tmp_path / "vec"
     write_photos(ds, 6)
     _fail_writes(monkeypatch, lambda shape, blocks: not isinstance(blocks, np.ndarray))  # merges stream blocks
-    with caplog.at_level("WARNING", logger="revsearch.indexing"):
+    with caplog.at_level("WARNING", logger="revsearch.storage.indexing"):
         idx, _ = Index.build(ds, vec, resnet_random, progress=False, checkpoint_every=2, batch_size=2)
     assert idx.complete and len(idx) == 6 and len(idx.shards) == 3
     assert "no space left on device" in caplog.text
@@ -426,7 +427,7 @@ def test_cli_warns_about_an_incomplete_index(work: tuple[Path, Path], capsys: py
 
 def test_cli_shows_the_approximate_index_falling_back(work: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("faiss")
-    from revsearch import ann
+    from revsearch.retrieval import ann
 
     ds, vec = work
     meta = ann.build_ann(vec, kind="hnsw", progress=False)
@@ -455,7 +456,7 @@ def test_an_index_written_by_revsearch_0_1_opens_and_migrates(tmp_path: Path) ->
     assert idx.search_vectors(x[7], k=1)[0].relpath == "b/café 07.png"
     files = snapshot_bytes(vec)
     # the first write migrates it: the current format, a store id, the same shard files
-    from revsearch import ann
+    from revsearch.retrieval import ann
 
     ann.build_ann(vec, kind="flat", progress=False)
     m = json.loads((vec / MANIFEST_NAME).read_text())

@@ -24,7 +24,7 @@ import pytest
 from revsearch.display import figure_png
 
 from conftest import write_photos
-from revsearch.errors import RevsearchError
+from revsearch.core.errors import RevsearchError
 
 widgets = pytest.importorskip("ipywidgets")
 
@@ -324,7 +324,7 @@ def test_running_under_the_expected_ipywidgets():
 
 def test_importing_revsearch_and_its_widgets_module_stays_light():
     code = (
-        "import sys, revsearch, revsearch.widgets, revsearch.notebook, revsearch.remote, revsearch.console, revsearch.demo; "
+        "import sys, revsearch, revsearch.widgets, revsearch.notebook, revsearch.media.remote, revsearch.core.console, revsearch.demo; "
         "heavy = [m for m in ('tensorflow', 'keras', 'ipywidgets', 'IPython', 'gdown', 'requests', 'skimage') if m in sys.modules]; "
         "assert not heavy, heavy"
     )
@@ -429,7 +429,7 @@ def test_auto_vectors_follow_the_device_list(no_env, tmp_path, devices, expected
 
 
 def test_sources_come_from_the_form_or_the_environment(no_env, tmp_path):
-    from revsearch.data import ORIGINAL_IMAGES_ID, ORIGINAL_VECTORS_ID
+    from revsearch.media.data import ORIGINAL_IMAGES_ID, ORIGINAL_VECTORS_ID
 
     s = nb.notebook_settings(work_dir=tmp_path, devices=[])
     assert (s.images_source, s.vectors_source) == (ORIGINAL_IMAGES_ID, ORIGINAL_VECTORS_ID)
@@ -513,9 +513,9 @@ def _settings(tmp_path: Path, **env: str) -> nb.NotebookSettings:
 
 
 def test_fetch_data_skips_cleanly_when_download_is_off(tmp_path, monkeypatch, caplog):
-    import revsearch.data
+    import revsearch.media.data
 
-    monkeypatch.setattr(revsearch.data, "fetch_original_data", lambda *a, **k: pytest.fail("must not download"))
+    monkeypatch.setattr(revsearch.media.data, "fetch_original_data", lambda *a, **k: pytest.fail("must not download"))
     with caplog.at_level(logging.INFO, logger="revsearch"):
         assert nb.fetch_data(_settings(tmp_path, REVSEARCH_NB_DOWNLOAD="0")) == {}
         assert nb.fetch_data(_settings(tmp_path, REVSEARCH_NB_OFFLINE="1")) == {}
@@ -525,7 +525,7 @@ def test_fetch_data_skips_cleanly_when_download_is_off(tmp_path, monkeypatch, ca
 
 @pytest.mark.parametrize("choice, vectors", [("use the original vectors", True), ("re-index", False)])
 def test_fetch_data_asks_for_what_the_settings_need(tmp_path, monkeypatch, choice, vectors):
-    import revsearch.data
+    import revsearch.media.data
 
     calls = []
 
@@ -533,7 +533,7 @@ def test_fetch_data_asks_for_what_the_settings_need(tmp_path, monkeypatch, choic
         calls.append((root, kwargs))
         return {"images": kwargs["images_dir"]}
 
-    monkeypatch.setattr(revsearch.data, "fetch_original_data", fake)
+    monkeypatch.setattr(revsearch.media.data, "fetch_original_data", fake)
     s = _settings(tmp_path, REVSEARCH_NB_VECTORS=choice, REVSEARCH_NB_IMAGES_SOURCE="http://mirror.test/i.zip")
     assert nb.fetch_data(s, quiet=True) == {"images": s.dataset_dir}
     (root, kwargs), = calls
@@ -610,9 +610,9 @@ def test_estimate_indexing_times_the_first_batches_and_remembers(tmp_path, monke
     write_photos(s.dataset_dir, 12)
     seconds = nb.estimate_indexing(s, model="mobilenet", batch_size=4, batches=1, devices=[])
     assert seconds is not None and seconds > 0
-    import revsearch.embedding
+    import revsearch.models.embedding
 
-    monkeypatch.setattr(revsearch.embedding, "get_embedder", lambda *a, **k: pytest.fail("timed again"))
+    monkeypatch.setattr(revsearch.models.embedding, "get_embedder", lambda *a, **k: pytest.fail("timed again"))
     assert nb.estimate_indexing(s, model="mobilenet", batch_size=4, batches=1, devices=[]) == pytest.approx(
         seconds, abs=0.051
     )
@@ -634,8 +634,8 @@ def test_notebook_logging_adds_one_handler(capsys):
     try:
         handlers = [h for h in log.handlers if isinstance(h, nb.NotebookHandler)]
         assert len(handlers) == 1
-        logging.getLogger("revsearch.index").info("indexed %d images", 3)
-        logging.getLogger("revsearch.data").warning("quota exceeded")
+        logging.getLogger("revsearch.storage.index").info("indexed %d images", 3)
+        logging.getLogger("revsearch.media.data").warning("quota exceeded")
         out = capsys.readouterr().out
         assert "indexed 3 images\n" in out and "Warning: quota exceeded" in out
     finally:

@@ -15,7 +15,7 @@ by row number) are its candidate neighbours.
     estimate; a pair is missed only if neither image's ``nprobe`` nearest cells hold the
     other. Memory: the cell assignment (n x nprobe int32) and one cell's vectors at a time.
 ``"ann"``
-    The index's own approximate index (:mod:`revsearch.ann`, built with ``revsearch ann``):
+    The index's own approximate index (:mod:`revsearch.retrieval.ann`, built with ``revsearch ann``):
     each vector's ``k`` nearest rows, re-scored exactly.
 
 The default threshold depends on the model: see :data:`CALIBRATIONS` and

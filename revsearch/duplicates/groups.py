@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..safety import display_name, to_json
+from ..core.safety import display_name, to_json
 from .candidates import DEFAULT_K, DEFAULT_NPROBE, Calibration, Rows, check_threshold, default_threshold, duplicate_edges
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..index import Index
+    from ..storage.index import Index
 
 logger = logging.getLogger(__name__)
 
@@ -292,7 +292,7 @@ def _keep_key(rule: str) -> Any:
 
 
 def _open_index(index_or_folder: Any) -> Index:
-    from ..index import Index
+    from ..storage.index import Index
 
     return index_or_folder if isinstance(index_or_folder, Index) else Index.open(index_or_folder)
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import OutsideFoldersError, RevsearchError
-from ..images import file_digest
-from ..safety import confine, crash_point, display_name
+from ..core.errors import OutsideFoldersError, RevsearchError
+from ..media.images import file_digest
+from ..core.safety import confine, crash_point, display_name
 from .groups import DuplicateReport
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def _digest(path: Path) -> str:
-    return file_digest(path).hex()  # the index's content hash (revsearch.images.file_digest), as hex
+    return file_digest(path).hex()  # the index's content hash (revsearch.media.images.file_digest), as hex
 
 
 def _free_name(path: Path) -> Path:
@@ -279,8 +279,8 @@ def move_duplicates(
 
 
 def _update_index(index_dir: Path | str, dataset: Path) -> bool:
-    from ..index import Index
-    from ..indexing import update_folder
+    from ..storage.index import Index
+    from ..storage.indexing import update_folder
 
     try:
         update_folder(dataset, index_dir, Index.open(index_dir).embedder(), progress=False)
@@ -324,8 +324,8 @@ def undo_moves(
 
     The log is data anyone can edit, so it is checked whole before anything happens: every
     source must lie in the dataset folder and every destination in the move-to folder (both
-    named here, symbolic links resolved; see :func:`revsearch.safety.confine`), else
-    :class:`~revsearch.errors.OutsideFoldersError` names the line and nothing is read, moved or
+    named here, symbolic links resolved; see :func:`revsearch.core.safety.confine`), else
+    :class:`~revsearch.core.errors.OutsideFoldersError` names the line and nothing is read, moved or
     created. Then moves are undone last first:
 
     * a file still at its destination with the content it was moved with (its hash is checked)
@@ -381,7 +381,7 @@ def _undo(
     rows = _log_rows(path)
     idx = None
     if index is not None:
-        from ..index import Index
+        from ..storage.index import Index
 
         idx = index if isinstance(index, Index) else Index.open_manifest(index)
     if dataset_dir is None and idx is not None:

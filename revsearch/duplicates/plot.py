@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..safety import display_name
+from ..core.safety import display_name
 from .groups import DuplicateReport
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 def _thumbnail(path: Path, size: int) -> Any:
     from PIL import Image
 
-    from ..images import load_image
+    from ..media.images import load_image
 
     img = load_image(path, draft_size=size)
     img.thumbnail((size, size), Image.Resampling.BICUBIC)
@@ -57,7 +57,7 @@ def plot_duplicates(
     """
     from matplotlib.figure import Figure
 
-    from ..errors import ImageReadError
+    from ..core.errors import ImageReadError
 
     if groups_per_page < 1 or max_per_group < 2:
         raise ValueError("groups_per_page must be at least 1 and max_per_group at least 2")

@@ -9,7 +9,7 @@ An index is one folder holding a manifest and the files it names, with no pickle
         vectors-<id>-<token>.npy            (n_i, dim) float32, L2-normalised, memory-mapped when opened
         rows-<id>-<token>.npy               (n_i,) size, mtime_ns and content hash of each row's file
         paths-<id>-<token>.txt              n_i lines: each row's image path relative to the dataset folder
-        ann-<id>-<token>.faiss              an approximate index (revsearch.ann), if one was built
+        ann-<id>-<token>.faiss              an approximate index (revsearch.retrieval.ann), if one was built
         dba-<id>-<token>.npy                the database-side augmentation (4 files: augmented vectors,
                                             neighbour rows, their cosines, row keys), see below
 
@@ -22,7 +22,7 @@ Rules the store keeps:
 * **Writes never modify a file in place.** New files get new names and are written through
   :func:`atomic_write` (write aside, fsync, rename); then the manifest is replaced the same way.
   A process killed at any moment leaves the previous manifest or the new one, each naming
-  complete files. A full disk raises :class:`~revsearch.errors.StorageFullError` and leaves the
+  complete files. A full disk raises :class:`~revsearch.core.errors.StorageFullError` and leaves the
   last committed state.
 * **Only the store's own files are ever deleted**, after a commit: files the previous manifest
   named that the new one does not, and files carrying this index's store id that no manifest
@@ -32,8 +32,8 @@ Rules the store keeps:
   readable through its mapping, so an open index keeps answering from the state it opened.
 * **Everything read is validated**: the manifest's fields and types, every file name it lists
   (no ``/``, no ``..``), every shard's shape and dtype, every stored path (relative, no ``..``).
-  A damaged index raises :class:`~revsearch.errors.IndexFormatError` (or its subclass
-  :class:`~revsearch.errors.IndexDamagedError` when a rerun of the indexing can repair it).
+  A damaged index raises :class:`~revsearch.core.errors.IndexFormatError` (or its subclass
+  :class:`~revsearch.core.errors.IndexDamagedError` when a rerun of the indexing can repair it).
 
 The manifest is read and written as a :class:`Manifest`: a typed view of its JSON object and
 the only code that names its keys (other modules use its properties, and say what changes
@@ -47,7 +47,7 @@ manifest is rewritten; the old shard files keep their names until a later commit
 and the first write (any update) stores it and migrates the manifest to 3.
 
 **The augmentation section** (:attr:`Manifest.dba`, format 3): each indexed vector replaced by the
-weighted sum of itself and its ``k`` nearest other vectors (:class:`revsearch.rerank.DatabaseAugmentation`),
+weighted sum of itself and its ``k`` nearest other vectors (:class:`revsearch.retrieval.rerank.DatabaseAugmentation`),
 stored so search does not recompute it: ``vectors`` (n, dim) float32, ``neighbours`` (n, k) int64
 rows, ``scores`` (n, k) float32 cosines, ``keys`` (n,) 16-byte row keys (path and content hash, see
 :func:`row_keys`). It names the shard tokens it was made for; a commit that changes the shards
@@ -76,7 +76,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import (
+from ..core.errors import (
     DamagedVectorsError,
     IndexDamagedError,
     IndexFormatError,
@@ -85,8 +85,8 @@ from .errors import (
     RevsearchError,
     StorageFullError,
 )
-from .safety import confine, crash_point, damaged_rows, display_name, vector_problem
-from .version import __version__
+from ..core.safety import confine, crash_point, damaged_rows, display_name, vector_problem
+from ..core.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -508,7 +508,7 @@ class Manifest(dict):
     """The manifest of an index, typed: the only code that names its keys.
 
     A dict holding the manifest's JSON object (so it compares, copies and serialises as one),
-    with a typed property for each entry. Code outside :mod:`revsearch.store` reads these
+    with a typed property for each entry. Code outside :mod:`revsearch.storage.store` reads these
     properties and changes the manifest through :meth:`FolderWriter.commit`'s keyword arguments.
     """
 
@@ -609,7 +609,7 @@ class Manifest(dict):
     @property
     def follow_links(self) -> str | None:
         """Which symbolic links of the dataset folder indexing follows (``"inside"``, ``"all"``, ``"none"``;
-        see :func:`revsearch.images.find_images`); None for an index made before the choice was recorded."""
+        see :func:`revsearch.media.images.find_images`); None for an index made before the choice was recorded."""
         value = self.get("follow_links")
         return value if isinstance(value, str) else None
 
@@ -626,7 +626,7 @@ class Manifest(dict):
     # ------------------------------------------------------------------ the approximate index
     @property
     def ann(self) -> dict[str, Any] | None:
-        """The approximate index's entry (:mod:`revsearch.ann`: ``file``, ``kind``, ``params``, ``count``...)."""
+        """The approximate index's entry (:mod:`revsearch.retrieval.ann`: ``file``, ``kind``, ``params``, ``count``...)."""
         return self.get("ann")
 
     @property
@@ -659,7 +659,7 @@ class Manifest(dict):
     @property
     def expansion(self) -> dict[str, Any] | None:
         """The search expansion recorded for this collection (``qe``, ``alpha``, ``dba``, ``dba_alpha``;
-        :class:`revsearch.rerank.Expansion`), or None for the default."""
+        :class:`revsearch.retrieval.rerank.Expansion`), or None for the default."""
         return self.get("expansion")
 
     # ------------------------------------------------------------------ files
@@ -781,7 +781,7 @@ class ShardView:
 
     def damaged_rows(self) -> np.ndarray:
         """Shape (count,) bool: rows whose vector is damaged (NaN, infinite, length far from 1;
-        see :func:`revsearch.safety.damaged_rows`). Computed once per view (one pass over the file)."""
+        see :func:`revsearch.core.safety.damaged_rows`). Computed once per view (one pass over the file)."""
         if self._damaged is None:
             self._damaged = damaged_rows(self.vectors)
         return self._damaged
@@ -1137,7 +1137,7 @@ def _check_vectors(block: np.ndarray, start: int) -> None:
             why = f"row {int(first) + start} {rest}"
         raise DamagedVectorsError(
             f"refusing to store damaged vectors ({why}): every stored vector must be finite and of unit "
-            "length (or all zero); nothing was written. Normalise them (revsearch.embedding.l2_normalize) "
+            "length (or all zero); nothing was written. Normalise them (revsearch.models.embedding.l2_normalize) "
             "or leave those images out"
         )
 

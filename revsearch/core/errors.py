@@ -109,7 +109,7 @@ class OptionalDependencyError(RevsearchError, ImportError):
 class OutsideFoldersError(RevsearchError, ValueError):
     """A file (manifest, move log, vector file...) named a path outside the folders named for this run.
 
-    Nothing was read, moved or created there (see :func:`revsearch.safety.confine`).
+    Nothing was read, moved or created there (see :func:`revsearch.core.safety.confine`).
     """
 
 

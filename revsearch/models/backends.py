@@ -1,4 +1,4 @@
-"""Inference backends of :class:`revsearch.embedding.Embedder`: Keras (TensorFlow) and OpenVINO.
+"""Inference backends of :class:`revsearch.models.embedding.Embedder`: Keras (TensorFlow) and OpenVINO.
 
 Which backend and which compute precision an embedder uses is decided here:
 
@@ -12,7 +12,7 @@ Which backend and which compute precision an embedder uses is decided here:
   capability 7.0, bfloat16 from 8.0).
 * ``precision="int8"`` (OpenVINO only) quantizes the converted model with NNCF's post-training
   quantization (:func:`quantize_model`), calibrated on photos the caller gives (an index: a seeded
-  sample of its own collection, see :class:`revsearch.embedding.Embedder`), and caches the result.
+  sample of its own collection, see :class:`revsearch.models.embedding.Embedder`), and caches the result.
 
 Precision never changes which vectors are comparable: every precision of one model and
 preprocessing makes vectors of the same space (they agree within rounding), so an index built at one
@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import RevsearchError
+from ..core.errors import RevsearchError
 
 logger = logging.getLogger(__name__)
 

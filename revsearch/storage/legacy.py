@@ -10,7 +10,7 @@ name is meaningless.
 Those files usually come from a shared link, so they are **never** handed to
 :func:`pickle.load`: :class:`RestrictedUnpickler` only lets a pickle build numpy arrays,
 dtypes, scalars, dicts, lists, tuples, strings and bytes, and refuses everything else
-(``os.system``, ``builtins.eval``, ...) with :class:`~revsearch.errors.UnsafePickleError`
+(``os.system``, ``builtins.eval``, ...) with :class:`~revsearch.core.errors.UnsafePickleError`
 *before* any of it runs. The arrays were pickled under NumPy 1.x and reference
 ``numpy.core.*``; they are mapped to the running NumPy (``numpy._core`` on NumPy 2) without
 importing the deprecated ``numpy.core`` module.
@@ -40,9 +40,9 @@ from typing import Any, BinaryIO
 import numpy as np
 from tqdm.auto import tqdm
 
-from .errors import LegacyFormatError, OutsideFoldersError, UnsafePickleError
-from .images import format_size
-from .safety import confine, damaged_rows, display_name
+from ..core.errors import LegacyFormatError, OutsideFoldersError, UnsafePickleError
+from ..media.images import format_size
+from ..core.safety import confine, damaged_rows, display_name
 
 __all__ = [
     "LEGACY_DIM",
@@ -872,11 +872,11 @@ def import_legacy(
 
     Returns
     -------
-    index : revsearch.index.Index
+    index : revsearch.storage.index.Index
     legacy : LegacyVectors
         What was read, with the files that were skipped and why.
     """
-    from .embedding import Embedder
+    from ..models.embedding import Embedder
     from .index import Index
     from .indexing import index_from_vectors
 

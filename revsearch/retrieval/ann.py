@@ -7,7 +7,7 @@ vector folder, next to the shards::
         revsearch.json             manifest["ann"] = {"file", "kind", "params", "count", "built", ...}
         ann-<id>-<token>.faiss     the FAISS index (absent for kind "flat")
 
-Its file is written and committed through :mod:`revsearch.store` (the atomic writer and a
+Its file is written and committed through :mod:`revsearch.storage.store` (the atomic writer and a
 manifest commit, under the folder's lock); the store deletes the previous file.
 
 :meth:`revsearch.Index.topk` (and so ``search`` / ``search_vectors``) uses it automatically
@@ -52,10 +52,10 @@ from typing import Any
 
 import numpy as np
 
-from . import store
-from .errors import OptionalDependencyError, RevsearchError
-from .search import as_queries, topk_cosine
-from .store import FolderWriter, Snapshot
+from ..storage import store
+from ..core.errors import OptionalDependencyError, RevsearchError
+from .exact import as_queries, topk_cosine
+from ..storage.store import FolderWriter, Snapshot
 
 #: A :class:`revsearch.Index` (duck-typed: its ``snapshot``, ``folder``, ``manifest``) or a Snapshot.
 IndexLike = Any
@@ -801,7 +801,7 @@ def _build_locked(
         )
     damaged = index.damaged_rows()
     if damaged.size:
-        from .errors import IndexDamagedError
+        from ..core.errors import IndexDamagedError
 
         raise IndexDamagedError(
             index.folder,
@@ -886,7 +886,7 @@ def _extend_locked(writer: FolderWriter, index: Snapshot, meta: dict[str, Any], 
 def refresh_after_update(writer: FolderWriter, stale: dict[str, Any], *, progress: bool = True) -> dict[str, Any] | None:
     """Bring an approximate index up to date after the vectors changed, through the update's writer.
 
-    Called at the end of :func:`revsearch.indexing.update_folder` (and of a Dask build) when the
+    Called at the end of :func:`revsearch.storage.indexing.update_folder` (and of a Dask build) when the
     index had an approximate index before. If the rows it was built on are still the first
     rows, unchanged, and the collection has not outgrown its training (more than twice the
     vectors it was trained on) or its kind, the new rows are added; otherwise it is rebuilt

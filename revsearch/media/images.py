@@ -3,7 +3,7 @@
 Reading is the part users trip over: phone photos carry an EXIF rotation, scanners write CMYK
 or 16-bit files, PNGs carry transparency, GIFs are animations. :func:`load_image` turns all of
 them into one thing, an 8-bit RGB :class:`PIL.Image.Image` with its real tones, and raises
-:class:`~revsearch.errors.ImageReadError` (with the file and the reason) for what cannot be read.
+:class:`~revsearch.core.errors.ImageReadError` (with the file and the reason) for what cannot be read.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageReadError
-from .safety import display_name
+from ..core.errors import ImageReadError
+from ..core.safety import display_name
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +56,13 @@ IMAGE_EXTENSIONS = frozenset(
 
 #: The most pixels decoded from one image; an image that would decode to more is refused as a
 #: possible decompression bomb. A larger JPEG is decoded at a reduced scale (1/2, 1/4 or 1/8) that
-#: fits, so a 108-megapixel photo is read. Read at call time: set ``revsearch.images.MAX_PIXELS``
+#: fits, so a 108-megapixel photo is read. Read at call time: set ``revsearch.media.images.MAX_PIXELS``
 #: to change it.
 MAX_PIXELS = 178_956_970  # Pillow's own default limit (it warns at half of it; we do not)
 
 #: The largest image file read, in bytes; a larger one is skipped before any of it is read. A
 #: 200-megapixel JPEG is about 100 MB, an uncompressed 16-bit RGB TIFF of :data:`MAX_PIXELS` about
-#: 1 GB. Read at call time: set ``revsearch.images.MAX_FILE_BYTES`` to change it.
+#: 1 GB. Read at call time: set ``revsearch.media.images.MAX_FILE_BYTES`` to change it.
 MAX_FILE_BYTES = 1 << 30
 
 #: What :func:`load_image` accepts.
@@ -375,7 +375,7 @@ def _open(source: ImageSource) -> Image.Image:
             raise ImageReadError(
                 f"image file {str(path)!r} is {format_size(size)}, more than the limit of "
                 f"{format_size(MAX_FILE_BYTES)} "
-                "(if it is a real image, raise revsearch.images.MAX_FILE_BYTES)"
+                "(if it is a real image, raise revsearch.media.images.MAX_FILE_BYTES)"
             )
         return _open_stream(path)
     return _open_stream(fp)
@@ -492,7 +492,7 @@ def _limit_decoded_size(img: Image.Image, what: str, draft_size: int | None, dra
         reduced = f" (decoded at {dw}x{dh})" if (dw, dh) != (w, h) else ""
         raise ImageReadError(
             f"image {what} is {w}x{h} pixels{reduced}, more than the limit of {limit} "
-            "(revsearch.images.MAX_PIXELS): refused as a possible decompression bomb (resize it first)"
+            "(revsearch.media.images.MAX_PIXELS): refused as a possible decompression bomb (resize it first)"
         )
 
 
@@ -660,7 +660,7 @@ def read_image_file(path: str | os.PathLike, *, max_bytes: int | None = None) ->
                 raise ImageReadError(
                     f"image file {name} is {format_size(st.st_size)} ({st.st_size} bytes), more than the limit of "
                     f"{format_size(limit)}: skipped without reading it (if it is a real image, raise "
-                    "revsearch.images.MAX_FILE_BYTES)"
+                    "revsearch.media.images.MAX_FILE_BYTES)"
                 )
             head = f.read(64)
             if st.st_size > _UNSIGNED_READ_BYTES and not _pillow_knows(head):

@@ -1,10 +1,10 @@
 """The model catalogue: the models revsearch knows by name, and their defaults.
 
-:class:`revsearch.embedding.Embedder` builds a model from its entry here (the Keras application,
+:class:`revsearch.models.embedding.Embedder` builds a model from its entry here (the Keras application,
 its input preprocessing, vector size, default input side and pooling). Add a model by adding an
 entry to :data:`MODELS`; an index records the name, so the name of an entry must never change
 meaning. :data:`TEXT_MODELS` are the image-and-text (CLIP-family) models, built by
-:class:`revsearch.clip.ClipEmbedder` from keras-hub presets.
+:class:`revsearch.models.clip.ClipEmbedder` from keras-hub presets.
 """
 
 from __future__ import annotations

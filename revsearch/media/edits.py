@@ -1,6 +1,6 @@
 """The image-edit library: edited copies of a photo, as people re-share them.
 
-Used to measure near-duplicate recall (:func:`revsearch.evaluate.evaluate_near_duplicates`),
+Used to measure near-duplicate recall (:func:`revsearch.quality.evaluate.evaluate_near_duplicates`),
 by the demo (an unseen edited copy as the query) and by the benchmarks. :data:`EDITS` maps each
 edit's name to a function from an RGB image to an edited RGB copy; :func:`make_edits` applies
 several; :func:`jpeg_roundtrip` is the JPEG re-save on its own.

@@ -17,7 +17,7 @@ import time
 import urllib.parse
 from typing import Any
 
-from .errors import ImageReadError
+from ..core.errors import ImageReadError
 from .images import ImageSource, read_source
 
 __all__ = ["MAX_QUERY_BYTES", "QUERY_TIMEOUT", "fetch_image", "is_url", "read_query"]

@@ -1,6 +1,6 @@
 """Reading image files to embed them: in threads, ahead of the model, in order.
 
-:meth:`revsearch.embedding.Embedder.embed_files` takes the prepared images from :func:`read_files`
+:meth:`revsearch.models.embedding.Embedder.embed_files` takes the prepared images from :func:`read_files`
 and runs the model on batches of them while the next files are read, decoded and resized (the
 image libraries release the GIL). Each file is read once: its bytes are hashed for the index
 (:class:`FileInfo`: size, modification time, content hash) and decoded from the same bytes.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageReadError
+from ..core.errors import ImageReadError
 from .images import file_digest, read_image_file
 
 __all__ = ["FileInfo", "read_file", "read_files"]
@@ -32,7 +32,7 @@ class FileInfo:
 
     size: int
     mtime_ns: int
-    digest: bytes  # 16-byte BLAKE2b of the content (revsearch.images.file_digest)
+    digest: bytes  # 16-byte BLAKE2b of the content (revsearch.media.images.file_digest)
 
 
 def read_file(path: Path, prepare: Prepare) -> tuple[FileInfo | None, np.ndarray | None, str | None]:

@@ -1,7 +1,7 @@
 """Indexing: scanning a dataset folder, the incremental writer, and merging shards.
 
 Used by :meth:`revsearch.Index.build` / :meth:`~revsearch.Index.update` (one process) and by
-:mod:`revsearch.distributed` (a Dask cluster). Every file goes through :mod:`revsearch.store`.
+:mod:`revsearch.storage.distributed` (a Dask cluster). Every file goes through :mod:`revsearch.storage.store`.
 
 One run, in order, so that a failure at any step leaves the index as it was or with its
 progress committed:
@@ -18,7 +18,7 @@ progress committed:
    and every ``checkpoint_seconds`` (default 30 s), whichever comes first;
 6. small shards are merged into shards of about :data:`TARGET_SHARD_BYTES` (skipped, with a
    warning, if the disk is too full for the copy), the index is marked complete, and an
-   approximate index it had is extended or rebuilt (:mod:`revsearch.ann`);
+   approximate index it had is extended or rebuilt (:mod:`revsearch.retrieval.ann`);
 7. the database-side augmentation search uses (:func:`refresh_augmentation`) is brought up to
    date: only rows whose neighbour lists change are computed again, then committed on its own.
    A run killed before this commit leaves the previous augmentation aside (``dba_stale``), and
@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 
 from . import store
-from .embedding import Embedder, FileInfo, get_embedder, l2_normalize
-from .errors import RevsearchError, StorageFullError, UpdateRefusedError
-from .images import FOLLOW_LINKS, SkippedFile, file_digest, find_images, path_excluded
+from ..models.embedding import Embedder, FileInfo, get_embedder, l2_normalize
+from ..core.errors import RevsearchError, StorageFullError, UpdateRefusedError
+from ..media.images import FOLLOW_LINKS, SkippedFile, file_digest, find_images, path_excluded
 from .index import Index
 from .store import ROW_DTYPE, FolderWriter, Manifest, ShardRef, ShardView
 
@@ -80,7 +80,7 @@ PRUNE_MIN_ROWS = 10
 #: A file in the dataset folder listing more exclusion patterns, one per line (``#`` starts a comment).
 IGNORE_FILE = ".revsearchignore"
 #: From this many rows, the augmentation's neighbours are found approximately (FAISS, where installed):
-#: through the index's approximate index if it has one, else a temporary IVF-PQ (:func:`revsearch.ann.neighbour_search`) ...
+#: through the index's approximate index if it has one, else a temporary IVF-PQ (:func:`revsearch.retrieval.ann.neighbour_search`) ...
 ANN_AUGMENT_MIN_ROWS = 50_000
 #: ... when at least this many rows are to be searched (fewer, e.g. an update adding 1%: exactly).
 ANN_AUGMENT_MIN_SEARCHES = 20_000
@@ -193,7 +193,7 @@ def scan_dataset(
 
     Hidden files and folders and the index folder (if it lies inside ``dataset_dir``) are left
     out, and so is every path matching a pattern of ``exclude`` or of the folder's
-    :data:`IGNORE_FILE` (syntax: :func:`revsearch.images.path_excluded`).
+    :data:`IGNORE_FILE` (syntax: :func:`revsearch.media.images.path_excluded`).
 
     Parameters
     ----------
@@ -203,7 +203,7 @@ def scan_dataset(
     exclude : sequence of str
         Exclusion patterns, e.g. ``"*/thumbnails/*"``, ``"raw"``, ``"*.png"``.
     follow_links : {"inside", "all", "none"}, default "inside"
-        Which symbolic links are followed (see :func:`revsearch.images.find_images`).
+        Which symbolic links are followed (see :func:`revsearch.media.images.find_images`).
 
     Returns
     -------
@@ -232,7 +232,7 @@ def scan_dataset(
 
 
 def rows_from_infos(infos: Sequence[FileInfo]) -> np.ndarray:
-    """File records for the index, shape (n,) :data:`~revsearch.store.ROW_DTYPE`."""
+    """File records for the index, shape (n,) :data:`~revsearch.storage.store.ROW_DTYPE`."""
     rows = np.zeros(len(infos), ROW_DTYPE)
     for i, inf in enumerate(infos):
         rows[i] = (inf.size, inf.mtime_ns, inf.digest)
@@ -241,7 +241,7 @@ def rows_from_infos(infos: Sequence[FileInfo]) -> np.ndarray:
 
 def index_fields(dataset: Path | None, emb: Embedder | None = None) -> dict[str, Any]:
     """What an indexing run records about its dataset folder and weights file, as keyword arguments
-    of :meth:`revsearch.store.FolderWriter.commit` (the store knows how they are written)."""
+    of :meth:`revsearch.storage.store.FolderWriter.commit` (the store knows how they are written)."""
     fields: dict[str, Any] = {}
     if dataset is not None:
         fields["dataset_dir"] = Path(dataset)
@@ -536,17 +536,17 @@ def update_folder(
         :func:`check_prune`); without it such an update is refused before anything changes.
         Rows of files excluded on purpose do not count.
     exclude : sequence of str, optional
-        Exclusion patterns (see :func:`revsearch.images.path_excluded`), recorded in the index so
+        Exclusion patterns (see :func:`revsearch.media.images.path_excluded`), recorded in the index so
         later updates apply them too; None keeps the recorded ones, ``[]`` clears them. The
         dataset folder's :data:`IGNORE_FILE` adds more.
     progress : bool, default True
     expansion : Expansion or bool, optional
         The search-side expansion recorded in the index (what its searches use by default;
-        :class:`revsearch.rerank.Expansion`); its database-side augmentation is stored. None
+        :class:`revsearch.retrieval.rerank.Expansion`); its database-side augmentation is stored. None
         keeps the recorded one (a new index: the default), False records no expansion.
     follow_links : {"inside", "all", "none"}, optional
         Which symbolic links in the dataset folder are followed (see
-        :func:`revsearch.images.find_images`): ``"inside"`` (the default for a new index) only
+        :func:`revsearch.media.images.find_images`): ``"inside"`` (the default for a new index) only
         links whose target lies inside the dataset folder; ``"all"`` every one; ``"none"`` none.
         Recorded in the index; None keeps the recorded choice.
 
@@ -652,8 +652,8 @@ def refresh_augmentation(writer: FolderWriter, *, expansion: Any = None) -> int:
     """Bring the stored database-side augmentation up to date with the committed rows, and commit it.
 
     Rows are matched to the previous augmentation (``dba``, or ``dba_stale`` left by a commit
-    that changed the shards) by :func:`revsearch.store.row_keys`; only rows whose neighbour lists
-    change are computed again (:func:`revsearch.rerank.update_augmentation`). Neighbours are
+    that changed the shards) by :func:`revsearch.storage.store.row_keys`; only rows whose neighbour lists
+    change are computed again (:func:`revsearch.retrieval.rerank.update_augmentation`). Neighbours are
     found exactly, or through the approximate index from :data:`ANN_AUGMENT_MIN_ROWS` rows.
     The augmented vectors are streamed to new files and committed in one manifest replacement,
     so a process killed at any moment leaves the previous state.
@@ -670,7 +670,7 @@ def refresh_augmentation(writer: FolderWriter, *, expansion: Any = None) -> int:
     int
         Rows whose augmented vector was computed again (0 when it was up to date).
     """
-    from . import rerank
+    from ..retrieval import rerank
 
     manifest = writer.manifest
     if manifest is None:
@@ -698,7 +698,7 @@ def refresh_augmentation(writer: FolderWriter, *, expansion: Any = None) -> int:
     old = current or store.open_augmentation(writer.folder, manifest, "dba_stale")
     keys = store.row_keys(_all_paths(snap), np.concatenate([np.asarray(s.rows) for s in snap.shards]))
     def approximate() -> Any:
-        from . import ann
+        from ..retrieval import ann
 
         if manifest.ann and manifest.ann.get("kind") != "flat":
             return lambda q, kk: ann.ann_topk(snap, q, kk)
@@ -737,10 +737,10 @@ def _all_paths(snap: store.Snapshot) -> list[str]:
 
 
 def refresh_ann(writer: FolderWriter, manifest: Manifest, *, progress: bool = True) -> None:
-    """Extend or rebuild the approximate index an update made stale (see :func:`revsearch.ann.refresh_after_update`)."""
+    """Extend or rebuild the approximate index an update made stale (see :func:`revsearch.retrieval.ann.refresh_after_update`)."""
     stale = manifest.ann_stale
     if stale:
-        from . import ann
+        from ..retrieval import ann
 
         ann.refresh_after_update(writer, stale, progress=progress)
 
@@ -774,10 +774,10 @@ def index_from_vectors(
     rows : numpy.ndarray, optional
         Shape (n,) file size/mtime/hash records; unknown (size -1) by default.
     imported_from : dict, optional
-        Where the vectors came from (recorded: :attr:`revsearch.store.Manifest.imported_from`).
+        Where the vectors came from (recorded: :attr:`revsearch.storage.store.Manifest.imported_from`).
     extra : dict, optional
         Other manifest entries, written as given (kept for callers of earlier versions; prefer the
-        keyword arguments, which :class:`revsearch.store.Manifest` reads back typed).
+        keyword arguments, which :class:`revsearch.storage.store.Manifest` reads back typed).
     shard_rows : int, optional
         Rows per shard (default: one shard).
 

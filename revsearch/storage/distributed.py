@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import store
-from .errors import ModelMismatchError, OptionalDependencyError, RevsearchError
+from ..core.errors import ModelMismatchError, OptionalDependencyError, RevsearchError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .embedding import Embedder
+    from ..models.embedding import Embedder
     from .index import Index
     from .indexing import UpdateReport
 
@@ -202,10 +202,10 @@ def partition_token(spec: dict[str, Any], rel: Sequence[str], stats: Sequence[tu
 
 # ---------------------------------------------------------------------------------------- the worker side
 def _embedder_args(emb: Embedder) -> dict[str, Any]:
-    """Arguments that rebuild ``emb`` with :func:`revsearch.embedding.get_embedder` on a worker."""
-    from .embedding import get_embedder
+    """Arguments that rebuild ``emb`` with :func:`revsearch.models.embedding.get_embedder` on a worker."""
+    from ..models.embedding import get_embedder
 
-    from .models import MODELS
+    from ..models.catalogue import MODELS
 
     if emb.name not in MODELS:
         raise RevsearchError(
@@ -261,7 +261,7 @@ def _warm_plugin(embedder_args: dict[str, Any]) -> Any:
             ).hexdigest()
 
         def setup(self, worker: Any) -> None:
-            from .embedding import get_embedder
+            from ..models.embedding import get_embedder
 
             _model_hash(get_embedder(**self.args))
 
@@ -282,7 +282,7 @@ def _embed_partition(
     hook: Callable[[int, str], None] | None = None,
 ) -> dict[str, Any]:
     """Embed one partition on a worker and write it as shard ``token`` (skipped if already written)."""
-    from .embedding import get_embedder
+    from ..models.embedding import get_embedder
     from .indexing import rows_from_infos
     from .store import SPEC_KEYS
 
@@ -319,7 +319,7 @@ def _embed_partition(
 # ---------------------------------------------------------------------------------------- building
 @dataclass
 class DaskReport:
-    """What a Dask indexing run did (an :class:`~revsearch.index.UpdateReport` plus the partitions).
+    """What a Dask indexing run did (an :class:`~revsearch.storage.index.UpdateReport` plus the partitions).
 
     Attributes
     ----------
@@ -399,13 +399,13 @@ def build_index_dask(
         dies is rescheduled by Dask as well, up to ``distributed.scheduler.allowed-failures``.)
     prune : bool, default False
         Confirm an update that removes all rows, or more than half of them (otherwise refused
-        before anything is written, as :func:`revsearch.indexing.update_folder` does).
+        before anything is written, as :func:`revsearch.storage.indexing.update_folder` does).
     exclude : sequence of str, optional
         Exclusion patterns, recorded in the index (None: the recorded ones); see
-        :func:`revsearch.indexing.update_folder`.
+        :func:`revsearch.storage.indexing.update_folder`.
     follow_links : {"inside", "all", "none"}, optional
         Which symbolic links are followed, recorded in the index (None: the recorded choice,
-        ``"inside"`` for a new index); see :func:`revsearch.indexing.update_folder`.
+        ``"inside"`` for a new index); see :func:`revsearch.storage.indexing.update_folder`.
     progress : bool, default True
         ``tqdm.auto`` progress bar over images.
     _hook : callable, optional
@@ -429,9 +429,9 @@ def build_index_dask(
     """
     from tqdm.auto import tqdm
 
-    from .embedding import Embedder, get_embedder
-    from .images import SkippedFile
-    from .images import path_excluded
+    from ..models.embedding import Embedder, get_embedder
+    from ..media.images import SkippedFile
+    from ..media.images import path_excluded
     from .index import Index
     from .indexing import UpdateReport, check_prune, index_fields, refresh_ann, refresh_augmentation, scan_dataset
 
@@ -446,7 +446,7 @@ def build_index_dask(
     if exclude is None:  # the index's recorded exclusions (and .revsearchignore, always)
         exclude = store.read_manifest(folder).exclude if store.exists(folder) else []
     exclude = [exclude] if isinstance(exclude, str) else [str(p) for p in exclude]
-    if follow_links is None:  # as recorded (see revsearch.indexing.update_folder)
+    if follow_links is None:  # as recorded (see revsearch.storage.indexing.update_folder)
         follow_links = (store.read_manifest(folder).follow_links if store.exists(folder) else None) or "inside"
     scan = scan_dataset(dataset, folder, exclude, follow_links=follow_links)
     rel = scan.rel
@@ -571,7 +571,7 @@ def _search_group(
     folder: str, entries: list[tuple[str, int, int]], dim: int, queries: np.ndarray, k: int, exclude: list[int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k over a contiguous group of shards on a worker; rows are global."""
-    from .search import topk_cosine
+    from ..retrieval.exact import topk_cosine
 
     shards = []
     for name, count, _ in entries:
@@ -607,7 +607,7 @@ def search_dask(
     Shards are grouped into contiguous runs of about equal size; each task scores one group on
     a worker (reading its memory-mapped shard files; the same group goes to the same worker
     each time, so its pages stay cached there), and the client merges the per-group top-k.
-    Ties are broken by row number, as in :func:`revsearch.search.topk_cosine`, so the result
+    Ties are broken by row number, as in :func:`revsearch.retrieval.exact.topk_cosine`, so the result
     equals ``index.topk(vectors, k, exact=True)``.
 
     Parameters
@@ -634,7 +634,7 @@ def search_dask(
         Shape (b, k') int64.
     """
     from .index import Index
-    from .search import as_queries
+    from ..retrieval.exact import as_queries
 
     if k < 1:
         raise ValueError(f"k must be at least 1, not {k}")

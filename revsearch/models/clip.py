@@ -7,7 +7,7 @@ The models come from ``keras-hub`` (``pip install "revsearch[clip]"``), through 
 with a preset name (downloaded by keras-hub from Kaggle into the kagglehub cache) or the path of a
 local preset folder (as ``save_to_preset`` writes it).
 
-The image path is the :class:`~revsearch.embedding.Embedder`'s (read, centre-crop, bicubic resize
+The image path is the :class:`~revsearch.models.embedding.Embedder`'s (read, centre-crop, bicubic resize
 to the preset's image size, in parallel), then the preset's own normalisation (its image
 converter's ``scale`` and ``offset``) and the image tower, both in one Keras model, so the OpenVINO
 backend converts and caches it like the other models. The text tower runs on Keras.
@@ -31,8 +31,8 @@ import numpy as np
 
 from . import backends
 from .embedding import Embedder, folder_id, get_embedder, l2_normalize, seed_random_weights
-from .errors import ModelMismatchError, OptionalDependencyError, UnknownModelError, WeightsUnavailableError
-from .models import CLIP_MEAN, CLIP_STD, TEXT_MODELS, TextModelInfo
+from ..core.errors import ModelMismatchError, OptionalDependencyError, UnknownModelError, WeightsUnavailableError
+from .catalogue import CLIP_MEAN, CLIP_STD, TEXT_MODELS, TextModelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def _fmt(values: Sequence[float]) -> str:
 
 
 class ClipEmbedder(Embedder):
-    """An :class:`~revsearch.embedding.Embedder` of a CLIP-family model: image and text vectors in one space.
+    """An :class:`~revsearch.models.embedding.Embedder` of a CLIP-family model: image and text vectors in one space.
 
     Built by ``Embedder("clip-vit-b32", ...)`` (or :func:`revsearch.get_embedder`); a subclass, so
     everything that embeds images (indexing, search, duplicates, evaluation) works with it.
@@ -147,7 +147,7 @@ class ClipEmbedder(Embedder):
         the same ``from_preset`` calls. ``None``: the architecture with seeded random weights (same
         speed, meaningless vectors, no text tower): for speed tests.
     precision, backend, cache_dir, openvino_hint
-        As for :class:`~revsearch.embedding.Embedder`: the image tower runs on OpenVINO (converted
+        As for :class:`~revsearch.models.embedding.Embedder`: the image tower runs on OpenVINO (converted
         once and cached) or Keras; the text tower on Keras. Default precision on OpenVINO: ``"float32"``
         (the CPU rule that picks bfloat16 was measured on the CNNs only); ``"bfloat16"`` on request.
     fit : {"crop", "stretch", "pad"}, optional
@@ -204,7 +204,7 @@ class ClipEmbedder(Embedder):
             raise ValueError(
                 f"int8 (calibrated) precision is not offered for {key} yet: use precision='float32' or 'bfloat16'"
             )
-        self._calibration_sources: Any = None  # int8 calibration (revsearch.backends): not for CLIP models
+        self._calibration_sources: Any = None  # int8 calibration (revsearch.models.backends): not for CLIP models
         self._calibration_id: str | None = None
         self.backend = backends.resolve_backend(backend, precision)
         self._chosen = backend == "auto" and self.backend == "openvino"

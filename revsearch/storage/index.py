@@ -1,9 +1,9 @@
 """The index as a reader sees it: a read-only view of one committed state of an index folder.
 
-:class:`Index` opens a snapshot of the folder (:mod:`revsearch.store`: the manifest and every
+:class:`Index` opens a snapshot of the folder (:mod:`revsearch.storage.store`: the manifest and every
 shard, memory-mapped) and searches it. A later update by another process does not change an
 open Index: it keeps answering from the state it opened (:meth:`Index.reload` moves it to the
-latest one). Building and updating indexes is :mod:`revsearch.indexing`'s job, called through
+latest one). Building and updating indexes is :mod:`revsearch.storage.indexing`'s job, called through
 the operations layer (:mod:`revsearch.operations`: ``build_index``, ``update_index``); the
 package's ``revsearch.Index`` is this class plus the ``build`` / ``update`` / ``from_vectors``
 conveniences that call it.
@@ -19,12 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from . import backends, store
-from .embedding import Embedder, get_embedder, preprocessing_options, weights_id
-from .errors import ModelMismatchError, RevsearchError
-from .images import ImageSource, path_excluded, under_folder
-from .safety import display_name
-from .search import Match, topk_cosine
+from ..models import backends
+from . import store
+from ..models.embedding import Embedder, get_embedder, preprocessing_options, weights_id
+from ..core.errors import ModelMismatchError, RevsearchError
+from ..media.images import ImageSource, path_excluded, under_folder
+from ..core.safety import display_name
+from ..retrieval.exact import Match, topk_cosine
 from .store import ROW_DTYPE, SPEC_KEYS, Manifest
 
 logger = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class Index:
 
     @property
     def manifest(self) -> Manifest:
-        """The manifest of the state this Index reads (typed: see :class:`revsearch.store.Manifest`)."""
+        """The manifest of the state this Index reads (typed: see :class:`revsearch.storage.store.Manifest`)."""
         return self._snapshot.manifest
 
     @property
@@ -234,7 +235,7 @@ class Index:
             weights: Any = spec["weights"]
             if weights == "none":
                 weights = None
-            elif weights.startswith("file:"):  # recorded by revsearch.indexing
+            elif weights.startswith("file:"):  # recorded by revsearch.storage.indexing
                 weights = self.manifest.weights_path
                 if not weights or not Path(weights).exists():  # a file, or a keras-hub preset folder (CLIP)
                     raise ModelMismatchError(
@@ -259,9 +260,9 @@ class Index:
     # ------------------------------------------------------------------ expansion
     @property
     def expansion(self) -> Any:
-        """The :class:`~revsearch.rerank.Expansion` searches of this index use by default (recorded
-        in it by ``Index.build(..., expansion=...)``; else :data:`revsearch.rerank.DEFAULT_EXPANSION`)."""
-        from .rerank import recorded_expansion
+        """The :class:`~revsearch.retrieval.rerank.Expansion` searches of this index use by default (recorded
+        in it by ``Index.build(..., expansion=...)``; else :data:`revsearch.retrieval.rerank.DEFAULT_EXPANSION`)."""
+        from ..retrieval.rerank import recorded_expansion
 
         return recorded_expansion(self.manifest)
 
@@ -287,7 +288,7 @@ class Index:
             than :data:`IN_MEMORY_AUGMENTATION_MAX_ROWS` rows that stores none (searches then use
             query expansion only, with a warning, until an update stores it).
         """
-        from . import rerank
+        from ..retrieval import rerank
 
         exp = self.expansion
         k = int(exp.dba or rerank.DEFAULT_EXPANSION.dba) if k is None else int(k)
@@ -406,8 +407,8 @@ class Index:
     def _ann_topk(self, vectors: np.ndarray, k: int, exclude: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-k; only the rows it returns are checked for damage (never a pass over all vectors):
         a damaged one is excluded and the search asked again."""
-        from . import ann
-        from .safety import damaged_rows
+        from ..retrieval import ann
+        from ..core.safety import damaged_rows
 
         excluded = {int(r) for r in (exclude or ())}
         for _ in range(8):
@@ -491,12 +492,12 @@ class Index:
     def matches(
         self, scores: np.ndarray, rows: np.ndarray, dataset_dir: str | os.PathLike | None = None
     ) -> list[list[Match]]:
-        """Turn :meth:`topk` results into :class:`~revsearch.search.Match` lists.
+        """Turn :meth:`topk` results into :class:`~revsearch.retrieval.exact.Match` lists.
 
         Parameters
         ----------
         scores, rows : numpy.ndarray
-            Shape (b, k), as :meth:`topk` (or :func:`revsearch.distributed.search_dask`) returns them.
+            Shape (b, k), as :meth:`topk` (or :func:`revsearch.storage.distributed.search_dask`) returns them.
         dataset_dir : path, optional
             Where the images are now (default: :attr:`dataset_dir`).
 
@@ -542,7 +543,7 @@ class Index:
         exclude_paths : sequence of str, optional
             Leave out images whose relative path matches one of these patterns.
         expand : bool or Expansion, optional
-            Query expansion and database-side augmentation (:class:`revsearch.rerank.Expansion`):
+            Query expansion and database-side augmentation (:class:`revsearch.retrieval.rerank.Expansion`):
             None or True: the index's :attr:`expansion` (the default: on); False: a plain cosine
             search of the stored vectors. With expansion a score is the cosine of the expanded
             query and the augmented vector, so even a photo's exact copy scores a little under 1.
@@ -552,7 +553,7 @@ class Index:
         list of Match, or list of lists of Match for a batch
             Best first.
         """
-        from .embedding import l2_normalize
+        from ..models.embedding import l2_normalize
 
         single = np.ndim(vectors) == 1
         vectors = l2_normalize(np.asarray(vectors, dtype=np.float32))
@@ -634,7 +635,7 @@ class Index:
         rows : numpy.ndarray
             Shape (b, k') int64.
         """
-        from .rerank import resolve_expansion, search_expanded
+        from ..retrieval.rerank import resolve_expansion, search_expanded
 
         exp = resolve_expansion(expand, self.expansion)
         if not exp.active or len(self) == 0:
@@ -650,7 +651,7 @@ class Index:
 
     # ------------------------------------------------------------------ writing lives above this view
     _MOVED = (
-        "revsearch.index.Index is the read-only view; indexing is revsearch.build_index / revsearch.update_index "
+        "revsearch.storage.index.Index is the read-only view; indexing is revsearch.build_index / revsearch.update_index "
         "(revsearch.Index, the package's, keeps Index.build, index.update and Index.from_vectors)"
     )
 
@@ -689,7 +690,7 @@ def resolve_embedder(
     weights : {"imagenet", None} or path
     precision : {"float32", "bfloat16", "float16", "int8"}, optional
         Default: int8 where the index records int8 (its quantized model is reused from the cache),
-        else this machine's default (:func:`revsearch.backends.default_precision`).
+        else this machine's default (:func:`revsearch.models.backends.default_precision`).
 
     Returns
     -------

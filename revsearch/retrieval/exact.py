@@ -1,4 +1,7 @@
-"""Exact cosine top-k search over an index, and the one-call ``reverse_image_search``."""
+"""Exact cosine top-k search over an index's vectors (brute force).
+
+The one-call entry point, ``reverse_image_search``, is in :mod:`revsearch.api`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelMismatchError
+from ..core.errors import ModelMismatchError
 
 logger = logging.getLogger(__name__)
 

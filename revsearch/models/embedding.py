@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from . import backends
-from .errors import ImageReadError, RevsearchError, UnknownModelError, WeightsUnavailableError
-from .images import ImageSource, SkippedFile, prepare_image
-from .models import DEFAULT_FIT, DEFAULT_POOLING, MODELS, TEXT_MODELS, ModelInfo
-from .reader import FileInfo, read_files
-from .safety import display_name
+from ..core.errors import ImageReadError, RevsearchError, UnknownModelError, WeightsUnavailableError
+from ..media.images import ImageSource, SkippedFile, prepare_image
+from .catalogue import DEFAULT_FIT, DEFAULT_POOLING, MODELS, TEXT_MODELS, ModelInfo
+from ..media.reader import FileInfo, read_files
+from ..core.safety import display_name
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _check_scales(resolution: int | None, scales: Sequence[int] | None, default:
 def resize_prepared(image: np.ndarray, size: int) -> np.ndarray:
     """Resize a prepared image (as :meth:`Embedder.prepare` returns it) to another square side.
 
-    Bicubic, as :func:`revsearch.images.prepare_image`; used for the smaller scales of multi-scale
+    Bicubic, as :func:`revsearch.media.images.prepare_image`; used for the smaller scales of multi-scale
     descriptors.
 
     Parameters
@@ -152,7 +152,7 @@ def weights_id(weights: str | os.PathLike | None) -> str:
     if isinstance(weights, str) and weights == "imagenet":
         return "imagenet"
     p = Path(weights)
-    if p.is_dir() and (p / "config.json").is_file():  # a keras-hub preset folder (revsearch.clip)
+    if p.is_dir() and (p / "config.json").is_file():  # a keras-hub preset folder (revsearch.models.clip)
         return folder_id(p)
     if not p.is_file():
         raise WeightsUnavailableError(
@@ -192,9 +192,9 @@ def folder_id(folder: str | os.PathLike) -> str:
 def _family(name: str) -> type | None:
     """The Embedder subclass of a catalogue model implemented in a module of its own, or None.
 
-    The image-and-text models of :data:`revsearch.models.TEXT_MODELS` are built by
-    :class:`revsearch.clip.ClipEmbedder`, which builds on this module: it is reached here by name at
-    run time (a plug-in named by the catalogue), not imported at the top. Importing revsearch.clip
+    The image-and-text models of :data:`revsearch.models.catalogue.TEXT_MODELS` are built by
+    :class:`revsearch.models.clip.ClipEmbedder`, which builds on this module: it is reached here by name at
+    run time (a plug-in named by the catalogue), not imported at the top. Importing revsearch.models.clip
     loads no TensorFlow or keras-hub.
     """
     if name not in TEXT_MODELS:
@@ -222,28 +222,28 @@ class Embedder:
         speed benchmarks), or the path of a Keras weights file.
     precision : {"float32", "bfloat16", "float16", "int8"}, optional
         Compute precision of the model (the vectors are float32 either way, and comparable whatever
-        the precision). Default: the backend's (:func:`revsearch.backends.default_precision`): on
+        the precision). Default: the backend's (:func:`revsearch.models.backends.default_precision`): on
         OpenVINO the fastest precision the CPU runs natively among those within 0.005 mAP of float32
         on every dataset measured (bfloat16 on CPUs with AVX512-BF16 or AMX, else float32); on Keras
-        float16/bfloat16 mixed precision on a GPU (:func:`revsearch.backends.gpu_policy`), else
+        float16/bfloat16 mixed precision on a GPU (:func:`revsearch.models.backends.gpu_policy`), else
         ``"float32"``. On Keras, ``"bfloat16"``/``"float16"`` build the model under Keras's
         ``mixed_bfloat16``/``mixed_float16`` policy; OpenVINO runs ``"float32"``, ``"bfloat16"`` and
         ``"int8"`` (NNCF post-training quantization, calibrated on ``calibration``).
     calibration : sequence of ImageSource or str, optional
         With ``precision="int8"``: the calibration photos (at most
-        :data:`revsearch.backends.DEFAULT_CALIBRATION_SIZE`, a seeded sample of them, see
+        :data:`revsearch.models.backends.DEFAULT_CALIBRATION_SIZE`, a seeded sample of them, see
         :meth:`calibrate`), or the :attr:`calibration_id` of a calibration made before (an index
         records it: its cached int8 model is reused; where that model is not in the cache, the
         embedder runs the default float precision instead, with a warning). Building an index
         calibrates an int8 embedder on a seeded sample of the collection when none is given.
     backend : {"auto", "keras", "openvino"}, default "auto"
         What runs the model: Keras (TensorFlow), or OpenVINO (``pip install "revsearch[openvino]"``;
-        converted from the Keras model once and cached on disk, see :mod:`revsearch.backends`).
+        converted from the Keras model once and cached on disk, see :mod:`revsearch.models.backends`).
         ``"auto"``: OpenVINO on CPUs when installed, Keras on GPUs. The backend is recorded in the
         index, but does not restrict searching: vectors of both backends are comparable.
     cache_dir : path, optional
         Where OpenVINO keeps converted and compiled models (default
-        :func:`revsearch.backends.default_cache_dir`).
+        :func:`revsearch.models.backends.default_cache_dir`).
     openvino_hint : {"throughput", "latency"}, default "throughput"
         OpenVINO's ``PERFORMANCE_HINT``: ``"throughput"`` splits each batch over parallel streams.
     fill : tuple of 3 int, ``"edge"`` or ``"mean"``, default black
@@ -286,7 +286,7 @@ class Embedder:
     """
 
     def __new__(cls, model: Any = "resnet50", *args: Any, **kwargs: Any) -> Embedder:
-        # A CLIP-family name builds the subclass with an image and a text tower (revsearch.clip).
+        # A CLIP-family name builds the subclass with an image and a text tower (revsearch.models.clip).
         if cls is Embedder and isinstance(model, str) and model.lower() not in MODELS:
             family = _family(model.lower())
             if family is not None:
@@ -464,7 +464,7 @@ class Embedder:
         ----------
         sources : sequence of ImageSource
             Paths, bytes, arrays or PIL images.
-        size : int, default :data:`revsearch.backends.DEFAULT_CALIBRATION_SIZE`
+        size : int, default :data:`revsearch.models.backends.DEFAULT_CALIBRATION_SIZE`
         seed : int, default 0
 
         Returns
@@ -666,7 +666,7 @@ class Embedder:
         Parameters
         ----------
         source : ImageSource
-            Path, bytes, array or PIL image (see :func:`revsearch.images.load_image`).
+            Path, bytes, array or PIL image (see :func:`revsearch.media.images.load_image`).
         label : str, optional
             How error messages name the image.
         dtype : numpy dtype, default float32

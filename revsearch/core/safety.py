@@ -1,13 +1,13 @@
 """What a file may make revsearch do: the confinement rule, safe display of names, checked numbers.
 
-The bottom layer (it imports only :mod:`revsearch.errors`), used by every reader of data anyone
-can edit: index manifests and shard path lists (:mod:`revsearch.store`), move logs
-(:mod:`revsearch.duplicates`), vector files of the original project (:mod:`revsearch.legacy`).
+The bottom layer (it imports only :mod:`revsearch.core.errors`), used by every reader of data anyone
+can edit: index manifests and shard path lists (:mod:`revsearch.storage.store`), move logs
+(:mod:`revsearch.duplicates`), vector files of the original project (:mod:`revsearch.storage.legacy`).
 
 * **One confinement rule** (:func:`confine`): a path that comes from a file is resolved (``..``
   and every symbolic link on the way followed) and accepted only inside the folders the user
   named for this run (dataset folder, vector folder, move-to folder); anything else raises
-  :class:`~revsearch.errors.OutsideFoldersError` naming the file and the line. Nothing is read,
+  :class:`~revsearch.core.errors.OutsideFoldersError` naming the file and the line. Nothing is read,
   moved or created before the check.
 * **Names shown safely** (:func:`display_name`): control characters (line breaks, carriage return,
   tab, ESC, DEL, the C1 range, bidirectional overrides) are shown as escapes, so a file called

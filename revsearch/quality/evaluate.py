@@ -17,7 +17,7 @@ edited copies of indexed photos (:data:`EDITS`: JPEG quality 30, half size, 80% 
 index with each copy and reports recall@1 and recall@k of the original per edit kind
 (:class:`NearDuplicateReport`). :func:`near_duplicate_metrics` does the scoring on vectors.
 
-Ranking ties are broken by row number, as :func:`revsearch.search.topk_cosine` does.
+Ranking ties are broken by row number, as :func:`revsearch.retrieval.exact.topk_cosine` does.
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from .edits import EDITS, jpeg_roundtrip, make_edits
-from .errors import DatasetLayoutError, ImageReadError
-from .safety import damaged_rows
+from ..media.edits import EDITS, jpeg_roundtrip, make_edits
+from ..core.errors import DatasetLayoutError, ImageReadError
+from ..core.safety import damaged_rows
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .embedding import Embedder
-    from .index import Index
+    from ..models.embedding import Embedder
+    from ..storage.index import Index
 
 logger = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ def retrieval_metrics(
         Show a progress bar over query blocks.
     qe : int, default 0
         Evaluate alpha query expansion from each query's ``qe`` best matches (0: off); see
-        :mod:`revsearch.rerank`.
+        :mod:`revsearch.retrieval.rerank`.
     alpha : float, default 3.0
         Query-expansion exponent (0: average query expansion).
     dba : int, default 0
@@ -360,7 +360,7 @@ def retrieval_metrics(
     options = {"qe": int(qe), "alpha": float(alpha), "dba": int(dba), "dba_alpha": float(dba_alpha)}
     expanded = bool(qe or dba)
     if expanded:
-        from .rerank import DatabaseAugmentation, leave_one_out_scores
+        from ..retrieval.rerank import DatabaseAugmentation, leave_one_out_scores
 
         all_vectors = np.concatenate([np.asarray(s, np.float32) for s in shards]) if len(shards) != 1 else shards[0]
         aug = DatabaseAugmentation.compute(all_vectors, dba, dba_alpha) if dba else None
@@ -470,7 +470,7 @@ def evaluate_index(
     qe, alpha, dba, dba_alpha : optional
         Search-side settings to evaluate instead of the index's own (None: as a search does),
         from the index's vectors as they are (nothing is rebuilt): see :func:`retrieval_metrics`
-        and :mod:`revsearch.rerank`.
+        and :mod:`revsearch.retrieval.rerank`.
     expand : bool or Expansion, optional
         None/True: the index's expansion (what search does); False: a plain cosine search.
 
@@ -485,14 +485,14 @@ def evaluate_index(
     IndexNotFoundError
         If ``index`` is a folder without an index.
     """
-    from .index import Index
+    from ..storage.index import Index
 
     idx = index if isinstance(index, Index) else Index.open(index)
     if not idx.complete:
         logger.warning("the index in %s is incomplete (an indexing run did not finish)", idx.folder)
     if dataset_dir is not None:
         _check_dataset_dir(idx, dataset_dir)
-    from .rerank import Expansion, resolve_expansion
+    from ..retrieval.rerank import Expansion, resolve_expansion
 
     default = idx.expansion
     exp = resolve_expansion(expand, default)
@@ -509,7 +509,7 @@ def evaluate_index(
 
 
 # ============================================================================ near duplicates
-# The edits themselves are revsearch.edits (also used by the demo and the benchmarks).
+# The edits themselves are revsearch.media.edits (also used by the demo and the benchmarks).
 
 
 @dataclass
@@ -714,8 +714,8 @@ def evaluate_near_duplicates(
     """
     from tqdm.auto import tqdm
 
-    from .images import load_image
-    from .index import Index
+    from ..media.images import load_image
+    from ..storage.index import Index
 
     idx = index if isinstance(index, Index) else Index.open(index)
     n = len(idx)
@@ -810,8 +810,8 @@ def tune_expansion(
     """
     from tqdm.auto import tqdm
 
-    from .index import Index
-    from .rerank import Expansion
+    from ..storage.index import Index
+    from ..retrieval.rerank import Expansion
 
     idx = index if isinstance(index, Index) else Index.open(index)
     if dataset_dir is not None:

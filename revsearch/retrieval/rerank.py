@@ -26,15 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .embedding import l2_normalize
-from .safety import damaged_rows
-from .search import topk_cosine
+from ..models.embedding import l2_normalize
+from ..core.safety import damaged_rows
+from .exact import topk_cosine
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .embedding import Embedder
-    from .search import Match
-    from .images import ImageSource
-    from .index import Index
+    from ..models.embedding import Embedder
+    from .exact import Match
+    from ..media.images import ImageSource
+    from ..storage.index import Index
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ def leave_one_out_scores(
 ) -> np.ndarray:
     """Scores of collection members used as queries against all the others, with the options applied.
 
-    For evaluation (:func:`revsearch.evaluate.evaluate_index`): row ``r`` queries the collection
+    For evaluation (:func:`revsearch.quality.evaluate.evaluate_index`): row ``r`` queries the collection
     without itself, exactly as if it had never been indexed. With ``dba``, every augmented vector
     that summed ``x_r`` in is recomputed without it (its next nearest neighbour takes the place), so
     the query never meets its own vector. With ``qe``, the query is expanded from its ``qe`` best
@@ -371,7 +371,7 @@ def rotated_copies(prepared: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     prepared : numpy.ndarray
-        Shape (S, S, 3), as :meth:`revsearch.embedding.Embedder.prepare` returns it.
+        Shape (S, S, 3), as :meth:`revsearch.models.embedding.Embedder.prepare` returns it.
 
     Returns
     -------
@@ -603,7 +603,7 @@ def resolve_expansion(expand: bool | Expansion | None, default: Expansion | None
 
 
 def recorded_expansion(manifest: Any) -> Expansion:
-    """The :class:`Expansion` an index's manifest (a :class:`revsearch.store.Manifest`) records
+    """The :class:`Expansion` an index's manifest (a :class:`revsearch.storage.store.Manifest`) records
     (:data:`DEFAULT_EXPANSION` where it records none)."""
     rec = getattr(manifest, "expansion", None)
     if not isinstance(rec, dict):
@@ -632,7 +632,7 @@ def neighbours_of(
     k : int
     search : callable, optional
         ``search(queries, kk) -> (scores, rows)``, e.g. an approximate index's; default exact
-        (:func:`~revsearch.search.topk_cosine`).
+        (:func:`~revsearch.retrieval.exact.topk_cosine`).
 
     Returns
     -------
@@ -764,7 +764,7 @@ def update_augmentation(
     shards : sequence of numpy.ndarray
         The collection now, (n_i, d) shards, L2-normalised.
     keys : numpy.ndarray
-        Shape (n,), each row's key (:func:`revsearch.store.row_keys`).
+        Shape (n,), each row's key (:func:`revsearch.storage.store.row_keys`).
     k : int
         Neighbours per row.
     old : StoredAugmentation, optional
@@ -776,7 +776,7 @@ def update_augmentation(
         Rows per batch.
     approximate : callable, optional
         Called without arguments when at least ``approximate_from`` rows are to be searched;
-        returns the ``search`` to use for them (e.g. :func:`revsearch.ann.neighbour_search`), or
+        returns the ``search`` to use for them (e.g. :func:`revsearch.retrieval.ann.neighbour_search`), or
         None for exact search. Small updates search exactly without building anything.
     approximate_from : int, default 0
 

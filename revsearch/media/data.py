@@ -37,8 +37,8 @@ from typing import IO, Any
 
 from tqdm.auto import tqdm
 
-from revsearch.errors import DownloadError
-from revsearch.images import format_size
+from revsearch.core.errors import DownloadError
+from revsearch.media.images import format_size
 
 __all__ = [
     "DRIVE_DOWNLOAD_URL",
@@ -769,7 +769,7 @@ def _is_filled_dir(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
 
 
-#: File name patterns of the original project's vector files (what :mod:`revsearch.legacy` reads).
+#: File name patterns of the original project's vector files (what :mod:`revsearch.storage.legacy` reads).
 VECTOR_PATTERNS = ("*.pbz2", "*.pickle", "*.pkl")
 #: File name patterns of the original project's images.
 IMAGE_PATTERNS = ("*.jpg", "*.jpeg")
@@ -868,5 +868,5 @@ def fetch_original_data(
     return result
 
 
-#: ``n`` bytes in words (``"1.5 GB"``): :func:`revsearch.images.format_size`, the one byte formatter.
+#: ``n`` bytes in words (``"1.5 GB"``): :func:`revsearch.media.images.format_size`, the one byte formatter.
 format_bytes = format_size
