@@ -40,6 +40,7 @@ from .errors import RevsearchError, StorageFullError, UpdateRefusedError
 from .images import SkippedFile, find_images
 from .index import Index, UpdateReport, path_excluded
 from .store import ROW_DTYPE, FolderWriter, ShardRef, ShardView
+from .thumbs import fill_thumbnails
 
 logger = logging.getLogger(__name__)
 
@@ -553,6 +554,7 @@ def update_folder(
                 report.skipped.extend(batch.skipped)
         manifest = run.finish()
         refresh_ann(w, manifest, progress=progress)
+        fill_thumbnails(w, dataset, workers=workers, progress=progress)  # what the duplicate verifier compares
     report.added = [r for r in report.added if r in done]
     report.updated = [r for r in report.updated if r in done]
     report.seconds = time.perf_counter() - t0

@@ -10,6 +10,8 @@ An index is one folder holding a manifest and the files it names, with no pickle
         rows-<id>-<token>.npy               (n_i,) size, mtime_ns and content hash of each row's file
         paths-<id>-<token>.txt              n_i lines: each row's image path relative to the dataset folder
         ann-<id>-<token>.faiss              an approximate index (revsearch.ann), if one was built
+        thumbs-<id>-<token>.npy             (m,) greyscale thumbnails for the duplicate verifier, keyed by
+                                            content hash (revsearch.thumbs; 16 KiB per distinct photo)
 
 ``<id>`` is the store id: 12 random hex digits drawn when the index is created and recorded in
 the manifest. Every file the store writes carries it, so housekeeping can tell its own files
@@ -35,7 +37,9 @@ Rules the store keeps:
 
 Format versions: 1 (revsearch 0.1.0: shard files ``vectors-<token>.npy``, no store id) is read
 as it is and migrated to 2 by the first write (the manifest is rewritten; the old shard files
-keep their names until a later commit replaces them).
+keep their names until a later commit replaces them). 3 adds the ``thumbs`` section (the
+duplicate verifier's thumbnails); an index of format 1 or 2 has none, and the next update
+makes them (until then ``revsearch duplicates`` makes them from the photos when it needs them).
 """
 
 from __future__ import annotations
@@ -91,19 +95,22 @@ MANIFEST_NAME = "revsearch.json"
 LOCK_NAME = ".revsearch.lock"
 FORMAT_NAME = "revsearch-index"
 #: 2: store id, file names per shard, paths stored with surrogateescape (non-UTF-8 names kept).
-FORMAT_VERSION = 2
+#: 3: the ``thumbs`` section (thumbnails for the duplicate verifier).
+FORMAT_VERSION = 3
 ROW_DTYPE = np.dtype([("size", "<i8"), ("mtime_ns", "<i8"), ("digest", "V16")])
 #: Spec fields that must agree between an index and a query embedder.
 SPEC_KEYS = ("model", "preprocessing", "dim", "weights")
 #: Kinds of shard file and their suffixes.
 SHARD_FILES = {"vectors": ".npy", "rows": ".npy", "paths": ".txt"}
 #: Kinds of section file (one per section, e.g. the approximate index) and their suffixes.
-SECTION_FILES = {"ann": ".faiss"}
+SECTION_FILES = {"ann": ".faiss", "thumbs": ".npy"}
+#: Most files the ``thumbs`` section may name (each update adds one; then they are merged).
+THUMB_FILES_MAX = 8
 
 _ID_RE = re.compile(r"[0-9a-f]{12}")
 _TOKEN_RE = re.compile(r"[0-9a-z][0-9a-z_-]{0,63}")
 _V1_NAME = re.compile(r"(vectors|rows|paths)-[0-9a-zA-Z][0-9a-zA-Z_-]{0,63}\.(npy|txt)|ann-[0-9a-zA-Z_-]{1,64}\.faiss")
-_NAME_RE = re.compile(r"(vectors|rows|paths|ann)-([0-9a-f]{12})-([0-9a-z][0-9a-z_-]{0,63})\.(npy|txt|faiss)")
+_NAME_RE = re.compile(r"(vectors|rows|paths|ann|thumbs)-([0-9a-f]{12})-([0-9a-z][0-9a-z_-]{0,63})\.(npy|txt|faiss)")
 #: Text encoding of stored paths: UTF-8, with undecodable bytes of POSIX file names kept as they are.
 PATH_ERRORS = "surrogateescape"
 _WRITE_CHUNK = 16 * 2**20
@@ -355,6 +362,15 @@ def validate_manifest(manifest: Any, mpath: Path) -> dict[str, Any]:
         name = meta.get("file")
         if name is not None and (not _valid_name(name, store_id) or not str(name).endswith(".faiss")):
             raise _damaged(mpath, f"{section!r} names the file {name!r}")
+    thumbs = manifest.get("thumbs")
+    if thumbs is not None:
+        files = thumbs.get("files") if isinstance(thumbs, dict) else None
+        side = thumbs.get("side") if isinstance(thumbs, dict) else None
+        if not isinstance(files, list) or not isinstance(side, int) or isinstance(side, bool) or not 0 < side <= 1024:
+            raise _damaged(mpath, "'thumbs' is not an object with a list of 'files' and a 'side'")
+        for name in files:
+            if not _valid_name(name, store_id) or not str(name).startswith("thumbs-") or not str(name).endswith(".npy"):
+                raise _damaged(mpath, f"'thumbs' names the file {name!r}")
     ds = manifest.get("dataset_dir")
     if ds is not None and (
         not isinstance(ds, dict) or not all(isinstance(v, str) for v in ds.values() if v is not None)
@@ -864,7 +880,7 @@ class FolderWriter:
     def _housekeep(self, previously_named: set[str], keep: set[str]) -> None:
         """Delete the store's own files that the committed manifest does not name."""
         ours = re.compile(
-            r"\.?(?:vectors|rows|paths|ann)-" + re.escape(self.store_id) + r"-[0-9a-z][0-9a-z_-]{0,63}\.(?:npy|txt|faiss)"
+            r"\.?(?:vectors|rows|paths|ann|thumbs)-" + re.escape(self.store_id) + r"-[0-9a-z][0-9a-z_-]{0,63}\.(?:npy|txt|faiss)"
             r"|\..+\." + re.escape(self.store_id) + r"-[0-9a-f]{8}\.tmp"
         )
         for name in sorted(os.listdir(self.folder)):
@@ -891,7 +907,36 @@ def _named_files(manifest: dict[str, Any] | None) -> set[str]:
         name = (manifest.get(section) or {}).get("file")
         if name:
             out.add(name)
+    out.update((manifest.get("thumbs") or {}).get("files") or [])
     return out
+
+
+# ---------------------------------------------------------------------------------------- thumbnails
+def open_section_npy(folder: str | os.PathLike, name: str, dtype: np.dtype) -> np.ndarray:
+    """Memory-map a section's .npy file of one-dimensional records of ``dtype`` (e.g. the thumbnails).
+
+    Raises
+    ------
+    IndexDamagedError
+        If the file is missing or does not hold such records.
+    """
+    folder = Path(folder)
+    path = folder / name
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise IndexDamagedError(folder, f"index file {str(path)!r} is missing") from None
+    except (OSError, ValueError) as e:
+        raise IndexDamagedError(folder, f"index file {str(path)!r} is damaged ({e})") from None
+    if arr.dtype != dtype or arr.ndim != 1:
+        raise IndexDamagedError(folder, f"index file {str(path)!r} holds {arr.shape} {arr.dtype}, expected (m,) {dtype}")
+    return arr
+
+
+def write_section_npy(writer: FolderWriter, kind: str, records: np.ndarray | Iterable[np.ndarray], count: int,
+                      dtype: np.dtype) -> str:
+    """Write a section's .npy file of ``count`` records (an array, or blocks of one); return its name."""
+    return writer.write_section_file(kind, lambda fh: write_npy(fh, records, (count,), dtype))
 
 
 @contextlib.contextmanager

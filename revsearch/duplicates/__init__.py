@@ -47,9 +47,11 @@ from .candidates import (
     default_nlist,
     default_threshold,
     duplicate_edges,
+    shortlist_floor,
 )
 from .groups import (
     KEEP_RULES,
+    MODES,
     PAIRWISE_MAX,
     DuplicateFile,
     DuplicateGroup,
@@ -71,6 +73,7 @@ __all__ = [
     "DuplicateReport",
     "EXACT_MAX_VECTORS",
     "KEEP_RULES",
+    "MODES",
     "LOG_COLUMNS",
     "MoveReport",
     "PAIRWISE_MAX",
@@ -83,5 +86,6 @@ __all__ = [
     "find_duplicates",
     "move_duplicates",
     "plot_duplicates",
+    "shortlist_floor",
     "undo_moves",
 ]

@@ -73,6 +73,9 @@ class Calibration:
         (``benchmarks/duplicates.py``), rather than set by a rule.
     note : str
         How it was chosen.
+    shortlist : float or None
+        Mode ``copies``: the cosine floor of the shortlist, low enough to keep >= 99.5% of the
+        edited copies of the calibration sets (None: not measured; the shortlist is by rank).
     """
 
     model: str
@@ -80,6 +83,7 @@ class Calibration:
     preprocessing: str | None
     calibrated: bool
     note: str
+    shortlist: float | None = None
 
 
 #: The MobileNet pipeline the calibration was run with (``Embedder("mobilenet").preprocessing``).
@@ -103,6 +107,33 @@ _UNCALIBRATED_NOTE = (
     "not calibrated for this model (no real weights measured here): the highest calibrated threshold "
     "of any model is used; check a few groups, or pass threshold="
 )
+
+
+def shortlist_floor(spec: dict[str, Any]) -> tuple[float | None, Calibration]:
+    """The cosine floor of the copies shortlist for vectors made as ``spec`` says.
+
+    Parameters
+    ----------
+    spec : dict
+        An index's spec.
+
+    Returns
+    -------
+    floor : float or None
+        None for a model (or pipeline) without a calibration: the shortlist is then each
+        image's nearest neighbours by rank, and only verified pairs are reported.
+    calibration : Calibration
+    """
+    model = str(spec.get("model", ""))
+    cal = CALIBRATIONS.get(model)
+    if cal is None or cal.shortlist is None or (
+        cal.preprocessing is not None and spec.get("preprocessing") not in (None, cal.preprocessing)
+    ):
+        note = "no calibration for this model or pipeline: the shortlist is by rank (nearest neighbours), and only "
+        note += "verified pairs are reported"
+        logger.info("copies of %r: %s", model, note)
+        return None, Calibration(model, float("nan"), None, False, note, None)
+    return cal.shortlist, cal
 
 
 def default_threshold(spec: dict[str, Any]) -> tuple[float, Calibration]:
@@ -440,3 +471,186 @@ def duplicate_edges(
     if info is not None:
         info.update(details)
     return top.result()
+
+
+# ============================================================================ the copies shortlist
+
+#: Neighbours per image the copies shortlist takes from the vectors (before verification).
+SHORTLIST_K = 10
+#: Side of the turn/mirror descriptor grid (a SIDE x SIDE greyscale image, zero-mean, unit length).
+TURN_SIDE = 16
+#: Neighbours per turned or mirrored view of an image (the turn/mirror shortlist).
+TURN_K = 3
+#: Cosine of the turn/mirror descriptors from which a pair is a candidate.
+TURN_FLOOR = 0.75
+#: Up to this many images the turn/mirror shortlist is exact; above it FAISS (IVF) when installed.
+TURN_EXACT_MAX = 60_000
+
+
+def turn_descriptors(thumbs: Sequence[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Descriptors of each thumbnail and of its turns by 90, 180, 270 degrees and its mirror image.
+
+    The thumbnail is squeezed to a TURN_SIDE x TURN_SIDE grey grid (so turning the grid is
+    turning the photo), blurred, made zero-mean and unit-length.
+
+    Parameters
+    ----------
+    thumbs : sequence of numpy.ndarray or None
+        (h, w) uint8 thumbnails (None: unknown, a zero descriptor).
+
+    Returns
+    -------
+    base : numpy.ndarray
+        Shape (n, TURN_SIDE**2) float32.
+    turned : numpy.ndarray
+        Shape (n, 4, TURN_SIDE**2) float32: turned 90, 180, 270 degrees, mirrored.
+    """
+    from .verify import require_cv2
+
+    cv2 = require_cv2()
+    n, s = len(thumbs), TURN_SIDE
+    grids = np.zeros((n, s, s), np.float32)
+    for i, t in enumerate(thumbs):
+        if t is None or t.size == 0:
+            continue
+        g = cv2.resize(np.asarray(t, np.float32), (s, s), interpolation=cv2.INTER_AREA)
+        g = cv2.GaussianBlur(g, (3, 3), 0.6)
+        g -= g.mean()
+        norm = float(np.linalg.norm(g))
+        grids[i] = g / norm if norm > 1e-3 else 0.0
+    base = grids.reshape(n, -1)
+    turned = np.stack(
+        [np.rot90(grids, 1, axes=(1, 2)), np.rot90(grids, 2, axes=(1, 2)), np.rot90(grids, 3, axes=(1, 2)),
+         grids[:, :, ::-1]], axis=1,
+    ).reshape(n, 4, -1)
+    return np.ascontiguousarray(base), np.ascontiguousarray(turned)
+
+
+def turn_pairs(
+    base: np.ndarray, turned: np.ndarray, *, k: int = TURN_K, floor: float = TURN_FLOOR, n_first: int | None = None,
+) -> np.ndarray:
+    """Candidate pairs (i, j) where a turned or mirrored view of i looks like j.
+
+    Parameters
+    ----------
+    base : numpy.ndarray
+        Shape (n, d) from :func:`turn_descriptors`.
+    turned : numpy.ndarray
+        Shape (n, 4, d).
+    k : int
+        Neighbours per turned view.
+    floor : float
+        Smallest descriptor cosine of a candidate.
+    n_first : int, optional
+        Only pairs across rows < n_first and rows >= n_first (two collections).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (p, 2) int64, i < j, each pair once.
+    """
+    n = len(base)
+    if n < 2:
+        return np.zeros((0, 2), np.int64)
+    q = turned.reshape(n * 4, -1)
+    kk = min(k + 1, n)
+    if n <= TURN_EXACT_MAX:
+        rows_all, cols_all, sc_all = [], [], []
+        bt = np.ascontiguousarray(base.T)
+        for s0 in range(0, len(q), 8192):
+            s = q[s0 : s0 + 8192] @ bt
+            part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+            rows_all.append(np.repeat(np.arange(s0, s0 + len(s)) // 4, kk))
+            cols_all.append(part.ravel())
+            sc_all.append(np.take_along_axis(s, part, axis=1).ravel())
+        src, dst, sc = np.concatenate(rows_all), np.concatenate(cols_all), np.concatenate(sc_all)
+    else:
+        src, dst, sc = _turn_pairs_faiss(base, q, kk)
+    m = (sc >= floor) & (src != dst)
+    if n_first is not None:
+        m &= (src < n_first) != (dst < n_first)
+    pairs = np.sort(np.stack([src[m], dst[m]], axis=1), axis=1)
+    return np.unique(pairs, axis=0).astype(np.int64) if len(pairs) else np.zeros((0, 2), np.int64)
+
+
+def _turn_pairs_faiss(base: np.ndarray, q: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Approximate k-NN of the turned views with a FAISS inverted file (inner product)."""
+    try:
+        import faiss
+    except ImportError:
+        logger.warning(
+            "%d images: the turn/mirror shortlist is exact (slow) without FAISS: pip install revsearch[ann]", len(base)
+        )
+        out = [], [], []
+        bt = np.ascontiguousarray(base.T)
+        for s0 in range(0, len(q), 8192):
+            s = q[s0 : s0 + 8192] @ bt
+            part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+            out[0].append(np.repeat(np.arange(s0, s0 + len(s)) // 4, kk))
+            out[1].append(part.ravel())
+            out[2].append(np.take_along_axis(s, part, axis=1).ravel())
+        return np.concatenate(out[0]), np.concatenate(out[1]), np.concatenate(out[2])
+    n, d = base.shape
+    nlist = int(min(4096, max(64, 2 ** round(math.log2(math.sqrt(n))))))
+    quant = faiss.IndexFlatIP(d)
+    ivf = faiss.IndexIVFFlat(quant, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(0)
+    ivf.train(base[rng.choice(n, size=min(n, 64 * nlist), replace=False)])
+    ivf.add(base)
+    ivf.nprobe = 16
+    dist, idx = ivf.search(q, kk)
+    src = np.repeat(np.arange(len(q)) // 4, kk)
+    return src, idx.ravel().astype(np.int64), dist.ravel().astype(np.float32)
+
+
+def knn_pairs(
+    index: Any, k: int, floor: float | None, *, against: Any = None, method: str = "auto", nprobe: int = DEFAULT_NPROBE,
+    progress: bool = False, info: dict[str, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The vectors' shortlist: each image's ``k`` nearest images (cosine >= ``floor`` if given).
+
+    Uses the index's approximate (FAISS) index when it has one (:func:`revsearch.ann.ann_topk`,
+    candidates re-scored exactly), else :func:`duplicate_edges` (exact, or its own inverted file).
+
+    Returns
+    -------
+    pairs : numpy.ndarray
+        Shape (p, 2) int64, i < j (rows of ``against`` numbered on after the index's), each once.
+    scores : numpy.ndarray
+        Shape (p,) float32 cosine.
+    """
+    floor_ = -1.0 if floor is None else float(floor)
+    ann_meta = (index.manifest.get("ann") or {}) if against is None else {}
+    if ann_meta.get("file") and ann_meta.get("kind") not in (None, "flat") and method in ("auto", "ann"):
+        from ..ann import ann_topk
+
+        n = len(index)
+        src_l, dst_l, sc_l = [], [], []
+        shards = index.shards
+        start = 0
+        for sh in shards:
+            for s0 in range(0, len(sh), 4096):
+                q = np.asarray(sh[s0 : s0 + 4096], np.float32)
+                sc, rows = ann_topk(index, q, min(k + 1, n))
+                src = np.repeat(np.arange(start + s0, start + s0 + len(q)), rows.shape[1])
+                src_l.append(src)
+                dst_l.append(rows.ravel())
+                sc_l.append(sc.ravel())
+            start += len(sh)
+        src, dst, sc = np.concatenate(src_l), np.concatenate(dst_l), np.concatenate(sc_l)
+        m = (src != dst) & (dst >= 0) & (sc >= floor_)
+        src, dst, sc = src[m], dst[m], sc[m]
+        if info is not None:
+            info.update({"method": "ann", "ann_kind": ann_meta.get("kind")})
+    else:
+        shards = list(index.shards)
+        other = list(against.shards) if against is not None else None
+        src, dst, sc = duplicate_edges(
+            shards, floor_, against=other, k=k, method=method if method != "ann" else "auto", nprobe=nprobe,
+            progress=progress, info=info,
+        )
+    pairs = np.sort(np.stack([src, dst], axis=1), axis=1) if len(src) else np.zeros((0, 2), np.int64)
+    if not len(pairs):
+        return pairs.astype(np.int64), np.zeros(0, np.float32)
+    pairs, first = np.unique(pairs, axis=0, return_index=True)
+    return pairs.astype(np.int64), np.asarray(sc, np.float32)[first]

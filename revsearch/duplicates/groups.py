@@ -18,7 +18,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .candidates import DEFAULT_K, DEFAULT_NPROBE, Calibration, Rows, check_threshold, default_threshold, duplicate_edges
+from .candidates import (
+    DEFAULT_K,
+    DEFAULT_NPROBE,
+    SHORTLIST_K,
+    Calibration,
+    Rows,
+    check_threshold,
+    default_threshold,
+    duplicate_edges,
+    knn_pairs,
+    shortlist_floor,
+    turn_descriptors,
+    turn_pairs,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..index import Index
@@ -29,6 +42,70 @@ logger = logging.getLogger(__name__)
 PAIRWISE_MAX = 64
 #: Which copy of a group is kept.
 KEEP_RULES = ("largest", "oldest", "newest", "first")
+#: What counts as a duplicate: ``copies`` (one image is an edited copy of the other, verified) or
+#: ``similar`` (the vectors' cosine reaches a threshold: near-identical shots, the same scene).
+MODES = ("copies", "similar")
+
+
+def _copy_edges(
+    index: Index, other: Index | None, base: Path | None, obase: Path | None, floor: float | None, k: int,
+    method: str, nprobe: int, workers: int | None, progress: bool, info: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[tuple[int, int], Any]]:
+    """Mode copies: the shortlist (vectors, and turned/mirrored thumbnails), then the verifier."""
+    from ..errors import ImageReadError
+    from ..thumbs import StoredThumbnails, thumbnail_of_file
+    from .verify import FeatureCache, verify_pairs
+
+    n = len(index)
+    t0 = time.perf_counter()
+    pairs, _ = knn_pairs(index, k, floor, against=other, method=method, nprobe=nprobe, progress=progress, info=info)
+    t_knn = time.perf_counter() - t0
+    stored = [StoredThumbnails(index.snapshot)] + ([StoredThumbnails(other.snapshot)] if other is not None else [])
+    made = {"photos": 0, "unreadable": 0}
+
+    def thumb_of(row: int) -> np.ndarray | None:
+        which, local, folder, idx = (0, row, base, index) if row < n else (1, row - n, obase, other)
+        t = stored[which].get(local)
+        if t is not None:
+            return t
+        rel = idx.snapshot.path_at(local)  # type: ignore[union-attr]
+        path = (folder / rel) if folder is not None else Path(rel)
+        made["photos"] += 1
+        try:
+            return thumbnail_of_file(path)
+        except (ImageReadError, OSError) as e:
+            made["unreadable"] += 1
+            logger.warning("cannot verify %s: %s", path, e)
+            return None
+
+    missing = sum(int((~s.present).sum()) for s in stored)
+    if missing:
+        logger.info("%d images have no stored thumbnail: made from the photos (an index update stores them)", missing)
+    t1 = time.perf_counter()
+    thumbs = [thumb_of(r) for r in range(n + (len(other) if other is not None else 0))]
+    turned_base, turned = turn_descriptors(thumbs)
+    turns = turn_pairs(turned_base, turned, n_first=n if other is not None else None)
+    t_turn = time.perf_counter() - t1
+    cand = np.unique(np.concatenate([pairs.reshape(-1, 2), turns]), axis=0) if len(turns) else pairs.reshape(-1, 2)
+    cache = FeatureCache(lambda r: thumbs[r])
+    t2 = time.perf_counter()
+    verdicts_list = verify_pairs(cand, cache, workers=workers, progress=progress)
+    t_verify = time.perf_counter() - t2
+    ok = np.array([v.accepted for v in verdicts_list], bool)
+    acc = cand[ok] if len(cand) else np.zeros((0, 2), np.int64)
+    all_rows = Rows(_shards(index) + (_shards(other) if other is not None else []))
+    sc = np.einsum("ij,ij->i", all_rows.take(acc[:, 0]), all_rows.take(acc[:, 1])) if len(acc) else np.zeros(0, np.float32)
+    verdicts = {(int(i), int(j)): v for (i, j), v in zip(acc.tolist(), [v for v in verdicts_list if v.accepted])}
+    info.update(
+        candidates=int(len(cand)), candidates_vectors=int(len(pairs)), candidates_turned=int(len(turns)),
+        verified=int(ok.sum()), thumbnails_from_photos=made["photos"], unreadable=made["unreadable"],
+        shortlist_seconds=round(t_knn, 3), turn_seconds=round(t_turn, 3), verify_seconds=round(t_verify, 3),
+        features_computed=cache.computed,
+        ms_per_pair=round(1000 * t_verify / max(1, len(cand)), 3),
+    )
+    src = np.concatenate([acc[:, 0], acc[:, 1]]).astype(np.int64)
+    dst = np.concatenate([acc[:, 1], acc[:, 0]]).astype(np.int64)
+    return src, dst, np.concatenate([sc, sc]).astype(np.float32), verdicts
 
 
 def connected_components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -125,10 +202,14 @@ class DuplicateGroup:
     pairs : list of (int, int, float)
         Pairwise cosine scores, as indices into ``files``: every pair for groups of up to
         :data:`PAIRWISE_MAX` files, else the graph's edges that joined the group.
+    matches : list of (int, int, Verdict)
+        Mode ``copies``: the verified pairs that joined the group (indices into ``files``) and
+        why each matched (:class:`~revsearch.duplicates.verify.Verdict`: transform, tiles...).
     """
 
     files: list[DuplicateFile]
     pairs: list[tuple[int, int, float]] = field(default_factory=list)
+    matches: list[tuple[int, int, Any]] = field(default_factory=list)
 
     @property
     def keep(self) -> DuplicateFile:
@@ -149,6 +230,7 @@ class DuplicateGroup:
             "keep": self.keep.to_dict(),
             "duplicates": [f.to_dict() for f in self.duplicates],
             "pairs": [[i, j, round(float(s), 6)] for i, j, s in self.pairs],
+            "matches": [[i, j, v.to_dict()] for i, j, v in self.matches],
         }
 
 
@@ -161,8 +243,13 @@ class DuplicateReport:
     groups : list of DuplicateGroup
         Largest groups first, then by the kept copy's path.
     threshold : float
+        Mode ``similar``: the cosine from which images are duplicates. Mode ``copies``: the
+        shortlist's cosine floor (nan: the shortlist is by rank only, for a model without
+        calibration).
     calibration : Calibration or None
         Where the default threshold came from (None if ``threshold`` was given).
+    mode : str
+        ``"copies"`` (verified edited copies) or ``"similar"`` (cosine threshold).
     k : int
     keep_rule : str
     method : str
@@ -193,6 +280,7 @@ class DuplicateReport:
     against_dataset_dir: Path | None = None
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    mode: str = "similar"
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -216,14 +304,22 @@ class DuplicateReport:
         against = f" against {self.n_against}" if self.against_index_dir is not None else ""
         return (
             f"{len(self.groups)} group{'s' if len(self.groups) != 1 else ''}, {len(mv)} copies to move ({size / 2**20:.1f} MiB) among {self.n_images} "
-            f"images{against} (threshold {self.threshold:.3f}, keep {self.keep_rule}, {self.method}, "
+            f"images{against} ({self._how()}, keep {self.keep_rule}, {self.method}, "
             f"{self.seconds:.1f} s)"
         )
+
+    def _how(self) -> str:
+        if self.mode == "similar":
+            return f"similar: cosine >= {self.threshold:.3f}"
+        floor = "by rank" if math.isnan(self.threshold) else f"cosine >= {self.threshold:.3f}"
+        return (f"copies: {self.info.get('verified', 0)} of {self.info.get('candidates', 0)} candidate pairs verified, "
+                f"shortlist {floor}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {
-            "threshold": self.threshold,
+            "mode": self.mode,
+            "threshold": None if math.isnan(self.threshold) else self.threshold,
             "threshold_source": (
                 None if self.calibration is None
                 else {"model": self.calibration.model, "calibrated": self.calibration.calibrated,
@@ -305,13 +401,15 @@ def find_duplicates(
     threshold: float | None = None,
     *,
     against: Index | str | os.PathLike | None = None,
-    k: int = DEFAULT_K,
+    k: int | None = None,
     keep: str = "largest",
     method: str = "auto",
     nprobe: int = DEFAULT_NPROBE,
     dataset_dir: str | os.PathLike | None = None,
     against_dataset_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    mode: str = "copies",
+    workers: int | None = None,
 ) -> DuplicateReport:
     """Find the groups of near-duplicate images of an index (or across two indexes).
 
@@ -352,6 +450,10 @@ def find_duplicates(
         For a threshold outside [-1, 1], an unknown ``keep`` rule or ``method``, or ``k`` < 1.
     """
     t0 = time.perf_counter()
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if k is None:
+        k = DEFAULT_K if mode == "similar" else SHORTLIST_K
     if keep not in KEEP_RULES:
         raise ValueError(f"keep must be one of {', '.join(KEEP_RULES)}, not {keep!r}")
     if threshold is not None:
@@ -361,19 +463,27 @@ def find_duplicates(
     if other is not None:
         index.check_compatible(other.spec)
     calibration = None
-    if threshold is None:
+    if threshold is None and mode == "similar":
         threshold, calibration = default_threshold(index.spec)
+    elif threshold is None:
+        threshold, calibration = shortlist_floor(index.spec)
     base = Path(dataset_dir) if dataset_dir is not None else index.dataset_dir
     obase = None
     if other is not None:
         obase = Path(against_dataset_dir) if against_dataset_dir is not None else other.dataset_dir
     n = len(index)
-    info: dict[str, Any] = {}
-    src, dst, scores = duplicate_edges(
-        _shards(index), threshold, against=_shards(other) if other is not None else None, k=k, method=method,
-        nprobe=nprobe, progress=progress, info=info,
-    )
+    info: dict[str, Any] = {"mode": mode}
     n_total = n + (len(other) if other is not None else 0)
+    verdicts: dict[tuple[int, int], Any] = {}
+    if mode == "similar":
+        src, dst, scores = duplicate_edges(
+            _shards(index), threshold, against=_shards(other) if other is not None else None, k=k, method=method,
+            nprobe=nprobe, progress=progress, info=info,
+        )
+    else:
+        src, dst, scores, verdicts = _copy_edges(
+            index, other, base, obase, threshold, k, method, nprobe, workers, progress, info,
+        )
     labels = connected_components(n_total, src, dst)
     linked = np.unique(np.concatenate([src, dst]))
     groups_rows: dict[int, list[int]] = {}
@@ -419,10 +529,15 @@ def find_duplicates(
                     seen.add((i, j))
                     pairs.append((i, j, float(sc)))
             pairs.sort()
-        groups.append(DuplicateGroup(files, pairs))
+        matches = []
+        if verdicts:
+            for (u, w), v in verdicts.items():
+                if u in where and w in where:
+                    matches.append((where[u], where[w], v))
+        groups.append(DuplicateGroup(files, pairs, matches))
     groups.sort(key=lambda g: (-len(g), str(g.keep.path)))
     report = DuplicateReport(
-        groups=groups, threshold=float(threshold), calibration=calibration, k=k, keep_rule=keep,
+        groups=groups, threshold=float(threshold) if threshold is not None else float("nan"), mode=mode, calibration=calibration, k=k, keep_rule=keep,
         method=str(info.get("method", method)), n_images=n, n_against=len(other) if other is not None else 0,
         index_dir=index.folder, dataset_dir=base, against_index_dir=other.folder if other is not None else None,
         against_dataset_dir=obase, info=info,
