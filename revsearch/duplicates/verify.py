@@ -62,11 +62,17 @@ MIN_TILES = 6
 #: Fraction of the smaller image that must lie inside the other (once aligned).
 MIN_COVER = 0.55
 #: Largest median distance (pixels of the coarser thumbnail) between a's keypoints and b's
-#: mapped by the fitted similarity: copies fit to 0.05-0.3 px (0.55 for a tiny JPEG of quality
+#: mapped by the fitted similarity: copies fit to 0.02-0.27 px (0.55 for a tiny JPEG of quality
 #: 15), other frames and views to 0.3-2 px (perspective, parallax, motion).
-MAX_RESIDUAL = 0.42
+MAX_RESIDUAL = 0.30
+#: ... or up to this when the aligned details agree closely (a small, heavily compressed copy
+#: whose keypoints are less precise): high-pass correlation >= SHARP_EXACT, 90% of tiles agreeing.
+MAX_RESIDUAL_SHARP = 0.55
+SHARP_EXACT = 0.93
 #: Smallest median correlation of the high-pass (detail) images over the textured tiles.
-MIN_SHARP = 0.80
+MIN_SHARP = 0.85
+#: A fitted rotation this close (degrees) to a multiple of 90 is snapped to it.
+SNAP_DEGREES = 1.5
 #: Keypoints kept per thumbnail.
 MAX_KEYPOINTS = 400
 #: Fallback (too few features): correlation from which a tile agrees, and the fraction that must.
@@ -246,6 +252,23 @@ def _tilt(angle: float) -> float:
     return abs((angle + 45.0) % 90.0 - 45.0)
 
 
+def _snapped(M: np.ndarray, angle: float, pb: np.ndarray, pa: np.ndarray) -> np.ndarray:
+    """The similarity with the rotation set to the nearest multiple of 90 degrees, scale and shift refitted."""
+    k = round(angle / 90.0) % 4
+    c, s_ = [(1, 0), (0, 1), (-1, 0), (0, -1)][k]
+    R = np.array([[c, -s_], [s_, c]], np.float64)
+    q = pb.astype(np.float64) @ R.T
+    qm, pm = q.mean(axis=0), pa.astype(np.float64).mean(axis=0)
+    denom = float(((q - qm) ** 2).sum())
+    scale = float(((q - qm) * (pa - pm)).sum() / denom) if denom > 1e-9 else math.hypot(M[0, 0], M[1, 0])
+    if not scale > 0:
+        return M
+    out = np.zeros((2, 3))
+    out[:, :2] = scale * R
+    out[:, 2] = pm - scale * qm
+    return out
+
+
 def _invert(M: np.ndarray) -> np.ndarray:
     A = np.vstack([M, [0.0, 0.0, 1.0]])
     return np.linalg.inv(A)[:2]
@@ -358,6 +381,9 @@ def verify_pair(fa: Features, fb: Features) -> Verdict:
         angle, s = _angle_scale(M)
         v = Verdict(False, "features", M, mirrored, angle, s, inl)
         res = np.hypot(*(pb_all[ib] @ M[:, :2].T + M[:, 2] - fa.points[ia]).T)
+        if _tilt(angle) <= SNAP_DEGREES:  # an exact turn: refit the scale and shift with the rotation snapped
+            M = _snapped(M, angle, pb_all[ib][res < RANSAC_PIXELS], fa.points[ia][res < RANSAC_PIXELS])
+            v.matrix = M
         # how exactly the similarity explains the matches, in pixels of the coarser thumbnail
         v.residual = float(np.median(res[res < RANSAC_PIXELS])) / max(1.0, s)
         if _tilt(angle) > MAX_TILT:
@@ -368,7 +394,10 @@ def verify_pair(fa: Features, fb: Features) -> Verdict:
             bb = np.ascontiguousarray(b[:, ::-1]) if mirrored else b
             n, agree, cover, _, sharp = _pixel_check(cv2, a, bb, M)
             v.tiles, v.agree, v.cover, v.sharp = n, agree, cover, sharp
-            if v.residual > MAX_RESIDUAL:
+            exact = v.residual <= MAX_RESIDUAL or (
+                v.residual <= MAX_RESIDUAL_SHARP and sharp >= SHARP_EXACT and agree >= 0.9
+            )
+            if not exact:
                 v.reason = f"the matches fit a similarity only to {v.residual:.2f} px (another view or frame)"
             elif cover < MIN_COVER:
                 v.reason = f"only {cover:.0%} of one image lies inside the other"
