@@ -50,11 +50,14 @@ MODES = ("copies", "similar")
 def _copy_edges(
     index: Index, other: Index | None, base: Path | None, obase: Path | None, floor: float | None, k: int,
     method: str, nprobe: int, workers: int | None, progress: bool, info: dict[str, Any],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[tuple[int, int], Any]]:
-    """Mode copies: the shortlist (vectors, and turned/mirrored thumbnails), then the verifier."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    """Mode copies: the shortlist (vectors, and turned/mirrored thumbnails), then the verifier.
+
+    Returns the verified edges (src, dst, cosine) and ``check(kept, other)``, which verifies a
+    group member against the copy kept (features cached)."""
     from ..errors import ImageReadError
     from ..thumbs import StoredThumbnails, thumbnail_of_file
-    from .verify import FeatureCache, verify_pairs
+    from .verify import FeatureCache, Verdict, verify_pair, verify_pairs
 
     n = len(index)
     t0 = time.perf_counter()
@@ -95,7 +98,13 @@ def _copy_edges(
     acc = cand[ok] if len(cand) else np.zeros((0, 2), np.int64)
     all_rows = Rows(_shards(index) + (_shards(other) if other is not None else []))
     sc = np.einsum("ij,ij->i", all_rows.take(acc[:, 0]), all_rows.take(acc[:, 1])) if len(acc) else np.zeros(0, np.float32)
-    verdicts = {(int(i), int(j)): v for (i, j), v in zip(acc.tolist(), [v for v in verdicts_list if v.accepted])}
+
+    def check(kept: int, other: int) -> Any:
+        """Verify ``other`` against the copy kept (its transform maps other onto kept)."""
+        fa, fb = cache.get(kept), cache.get(other)
+        if fa is None or fb is None:
+            return Verdict(False, reason="an image has no thumbnail (unreadable or missing)")
+        return verify_pair(fa, fb)
     info.update(
         candidates=int(len(cand)), candidates_vectors=int(len(pairs)), candidates_turned=int(len(turns)),
         verified=int(ok.sum()), thumbnails_from_photos=made["photos"], unreadable=made["unreadable"],
@@ -105,7 +114,7 @@ def _copy_edges(
     )
     src = np.concatenate([acc[:, 0], acc[:, 1]]).astype(np.int64)
     dst = np.concatenate([acc[:, 1], acc[:, 0]]).astype(np.int64)
-    return src, dst, np.concatenate([sc, sc]).astype(np.float32), verdicts
+    return src, dst, np.concatenate([sc, sc]).astype(np.float32), check
 
 
 def connected_components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -203,8 +212,10 @@ class DuplicateGroup:
         Pairwise cosine scores, as indices into ``files``: every pair for groups of up to
         :data:`PAIRWISE_MAX` files, else the graph's edges that joined the group.
     matches : list of (int, int, Verdict)
-        Mode ``copies``: the verified pairs that joined the group (indices into ``files``) and
-        why each matched (:class:`~revsearch.duplicates.verify.Verdict`: transform, tiles...).
+        Mode ``copies``: (0, i, verdict) for every copy i not kept: each is verified against the
+        copy kept (a member of the graph's component that fails it leaves the group), and the
+        verdict says why it matched (:class:`~revsearch.duplicates.verify.Verdict`: the transform
+        mapping file i onto the kept one, tiles, residual).
     """
 
     files: list[DuplicateFile]
@@ -474,14 +485,14 @@ def find_duplicates(
     n = len(index)
     info: dict[str, Any] = {"mode": mode}
     n_total = n + (len(other) if other is not None else 0)
-    verdicts: dict[tuple[int, int], Any] = {}
+    check = None
     if mode == "similar":
         src, dst, scores = duplicate_edges(
             _shards(index), threshold, against=_shards(other) if other is not None else None, k=k, method=method,
             nprobe=nprobe, progress=progress, info=info,
         )
     else:
-        src, dst, scores, verdicts = _copy_edges(
+        src, dst, scores, check = _copy_edges(
             index, other, base, obase, threshold, k, method, nprobe, workers, progress, info,
         )
     labels = connected_components(n_total, src, dst)
@@ -506,6 +517,21 @@ def find_duplicates(
             files.append(DuplicateFile(path, rel, row, coll, 1.0, *_stat(path)))
         order = sorted(range(len(files)), key=lambda i: _keep_key(keep)(files[i]))
         kept = order[0]
+        to_keep: dict[int, Any] = {}
+        if check is not None:  # mode copies: every member must be a verified copy of the copy kept
+            for i in range(len(files)):
+                if i != kept:
+                    to_keep[i] = check(nodes[kept], nodes[i])
+            dropped = [i for i, v in to_keep.items() if not v.accepted]
+            if dropped:
+                info["dropped_unverified_to_kept"] = info.get("dropped_unverified_to_kept", 0) + len(dropped)
+                keep_idx = [i for i in range(len(files)) if i not in set(dropped)]
+                if len(keep_idx) < 2:
+                    continue
+                files = [files[i] for i in keep_idx]
+                nodes = [nodes[i] for i in keep_idx]
+                to_keep = {keep_idx.index(i): v for i, v in to_keep.items() if i in keep_idx}
+                kept = keep_idx.index(kept)
         vec = all_rows.take(np.asarray(nodes))
         to_kept = vec @ vec[kept]
         rest = sorted((i for i in range(len(files)) if i != kept), key=lambda i: (-float(to_kept[i]), files[i].relpath))
@@ -524,16 +550,15 @@ def find_duplicates(
             seen = set()
             pairs = []
             for u, w, sc in zip(src[m].tolist(), dst[m].tolist(), scores[m].tolist()):
+                if u not in where or w not in where:  # a member dropped (not verified against the copy kept)
+                    continue
                 i, j = sorted((where[u], where[w]))
                 if (i, j) not in seen:
                     seen.add((i, j))
                     pairs.append((i, j, float(sc)))
             pairs.sort()
-        matches = []
-        if verdicts:
-            for (u, w), v in verdicts.items():
-                if u in where and w in where:
-                    matches.append((where[u], where[w], v))
+        matches = [(0, perm.index(i), v) for i, v in to_keep.items()]
+        matches.sort(key=lambda m: m[1])
         groups.append(DuplicateGroup(files, pairs, matches))
     groups.sort(key=lambda g: (-len(g), str(g.keep.path)))
     report = DuplicateReport(

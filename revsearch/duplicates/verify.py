@@ -189,6 +189,8 @@ class Verdict:
         Median high-pass correlation of the aligned tiles.
     reason : str
         Why it was refused (empty when accepted).
+    a_shape, b_shape : (int, int) or None
+        (h, w) of the two thumbnails ``matrix`` refers to.
     """
 
     accepted: bool
@@ -205,6 +207,8 @@ class Verdict:
     sharp: float = 0.0
     reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    a_shape: tuple[int, int] | None = None
+    b_shape: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -354,6 +358,24 @@ def _whole(cv2: Any, a: np.ndarray, b: np.ndarray) -> Verdict:
 
 
 def verify_pair(fa: Features, fb: Features) -> Verdict:
+    """Decide whether one of two thumbnails is an edited copy of the other (see the module docstring).
+
+    Parameters
+    ----------
+    fa, fb : Features
+        From :func:`features`.
+
+    Returns
+    -------
+    Verdict
+        Its ``matrix`` maps ``fb``'s thumbnail (mirrored first if ``mirrored``) onto ``fa``'s.
+    """
+    v = _verify(fa, fb)
+    v.a_shape, v.b_shape = tuple(fa.image.shape), tuple(fb.image.shape)  # type: ignore[assignment]
+    return v
+
+
+def _verify(fa: Features, fb: Features) -> Verdict:
     """Decide whether one of two thumbnails is an edited copy of the other.
 
     Parameters
