@@ -617,6 +617,14 @@ def copies(args: argparse.Namespace) -> str:
         for a in range(len(rows)):
             for b in range(a + 1, len(rows)):
                 found[pos_of[(rows[a], rows[b])]] = True
+    if args.dump:  # the verified matches joining images of different originals, and why they matched
+        wrong = []
+        for g in rep.groups:
+            for i, j, v in g.matches:
+                a, b = inv[g.files[i].row], inv[g.files[j].row]
+                if true_group[a] != true_group[b]:
+                    wrong.append({"a": names[a], "b": names[b], **v.to_dict()})
+        Path(args.dump).write_text(json.dumps(wrong, indent=1))
     sim = find_duplicates(index, mode="similar")
     found_sim = np.zeros(len(iu), bool)
     for g in sim.groups:
@@ -679,6 +687,89 @@ def copies(args: argparse.Namespace) -> str:
     return text
 
 
+def copies_cost(args: argparse.Namespace) -> str:
+    """Mode copies at scale: the cost per image (features) and per candidate pair (verification) on real
+    thumbnails, and the two shortlists timed on n synthetic images; the total extrapolated to n."""
+    from PIL import Image
+
+    from revsearch.duplicates.candidates import knn_pairs, turn_descriptors, turn_pairs
+    from revsearch.duplicates.verify import features, verify_pair
+    from revsearch.evaluate import COPY_EDITS, jpeg_roundtrip
+    from revsearch.index import Index
+    from revsearch.thumbs import make_thumbnail
+
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(args.seed)
+    root = Path(os.environ.get("REVSEARCH_SHARED", SHARED)) / "datasets"
+    fl = sorted((root / "oxford17_flowers").glob("*/*.jpg"))
+    photos = [Image.open(fl[i]).convert("RGB") for i in rng.choice(len(fl), size=args.photos, replace=False)]
+    thumbs_ = [make_thumbnail(p) for p in photos]
+    edits = list(COPY_EDITS)
+    copies_ = [make_thumbnail(jpeg_roundtrip(COPY_EDITS[edits[i % len(edits)]](p), 90)) for i, p in enumerate(photos)]
+    t0 = time.perf_counter()
+    feats = [features(t) for t in thumbs_]
+    t_feat = (time.perf_counter() - t0) / len(thumbs_)
+    cfeats = [features(t) for t in copies_]
+    t0 = time.perf_counter()
+    acc_true = [verify_pair(a, b).accepted for a, b in zip(feats, cfeats)]
+    t_true = (time.perf_counter() - t0) / len(feats)
+    t0 = time.perf_counter()
+    acc_false = [verify_pair(feats[i], feats[(i + 1) % len(feats)]).accepted for i in range(len(feats))]
+    t_false = (time.perf_counter() - t0) / len(feats)
+    lines = machine_lines({"threads": "1 (per-image and per-pair costs); the library runs 2 threads on 2 cores"})
+    lines.append(f"command: {command_line()}")
+    lines.append(
+        f"features (SIFT on a 128-px thumbnail, mirror by descriptor permutation): {t_feat * 1000:.2f} ms per image; "
+        f"verification: {t_true * 1000:.2f} ms per copy pair ({np.mean(acc_true):.2f} accepted), "
+        f"{t_false * 1000:.2f} ms per pair of different photos ({np.mean(acc_false):.2f} accepted)"
+    )
+    n = args.n
+    work = Path(args.tmp)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    # the turn/mirror shortlist on n synthetic thumbnails (smooth random images)
+    small = rng.integers(0, 256, size=(n, 6, 8), dtype=np.uint8)
+    import cv2
+
+    th = [cv2.resize(s_, (96, 72), interpolation=cv2.INTER_CUBIC) for s_ in small]
+    t0 = time.perf_counter()
+    base, turned = turn_descriptors(th)
+    t_desc = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tp = turn_pairs(base, turned)
+    t_turn = time.perf_counter() - t0
+    del th, base, turned
+    # the vectors' shortlist by rank (no calibration: the most candidates) on n clustered unit vectors
+    dim = args.dim
+    centres = rng.standard_normal((4096, dim)).astype(np.float32)
+    x = centres[rng.integers(0, 4096, n)] + rng.standard_normal((n, dim)).astype(np.float32) * 0.8
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    idx = Index.from_vectors(work / "v", x, [f"f{i:07d}.jpg" for i in range(n)], synthetic_spec(dim))
+    del x
+    t0 = time.perf_counter()
+    info: dict[str, Any] = {}
+    pairs, _ = knn_pairs(idx, 10, None, info=info)
+    t_knn = time.perf_counter() - t0
+    cand = len(pairs) + len(tp)
+    threads = 2
+    t_feat_all = n * t_feat / threads
+    t_ver = cand * t_false / threads
+    total = t_knn + t_desc + t_turn + t_feat_all + t_ver
+    lines.append(
+        f"n = {n:,}: vectors' shortlist by rank (k=10, {info.get('method')}) {t_knn:.0f} s, {len(pairs):,} pairs; "
+        f"turn descriptors {t_desc:.1f} s; turn/mirror shortlist {t_turn:.1f} s, {len(tp):,} pairs"
+    )
+    lines.append(
+        f"extrapolated for n = {n:,} on {threads} threads: features {t_feat_all:.0f} s + verification of {cand:,} "
+        f"candidate pairs {t_ver:.0f} s + shortlists {t_knn + t_desc + t_turn:.0f} s = {total:.0f} s ({total / 60:.1f} min); "
+        f"candidate pairs per image: {cand / n:.1f}"
+    )
+    text = "\n".join(lines)
+    emit(text, t_start, args.markdown)
+    shutil.rmtree(work, ignore_errors=True)
+    return text
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="part", required=True)
@@ -705,9 +796,17 @@ def main() -> None:
     cp.add_argument("--workers", type=int, default=None)
     cp.add_argument("--tmp", default="/tmp/revsearch-dup-copies")
     cp.add_argument("--keep-files", action="store_true")
+    cp.add_argument("--dump", default=None, help="write the false matches (JSON) to this file")
     cp.add_argument("--markdown", default=None)
+    cc = sub.add_parser("copies-cost", help="mode copies: cost per image and per pair, shortlists at n images")
+    cc.add_argument("--n", type=int, default=100_000)
+    cc.add_argument("--dim", type=int, default=1024)
+    cc.add_argument("--photos", type=int, default=200)
+    cc.add_argument("--seed", type=int, default=0)
+    cc.add_argument("--tmp", default="/tmp/revsearch-dup-cost")
+    cc.add_argument("--markdown", default=None)
     args = p.parse_args()
-    {"calibrate": calibrate, "scale": scale, "copies": copies}[args.part](args)
+    {"calibrate": calibrate, "scale": scale, "copies": copies, "copies-cost": copies_cost}[args.part](args)
 
 
 if __name__ == "__main__":

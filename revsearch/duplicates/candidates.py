@@ -99,7 +99,10 @@ CALIBRATIONS: dict[str, Calibration] = {
         True,
         "benchmarks/duplicates.py calibrate (2026-12-01, crop + average pooling): the lowest threshold from which "
         "pair precision stays >= 0.99 is 0.905 on Oxford flowers and 0.950 on UKBench (other shots of the same "
-        "object score high); the default is the higher (the earlier crop + GeM pipeline gave 0.910 and 0.950)",
+        "object score high); the default is the higher (the earlier crop + GeM pipeline gave 0.910 and 0.950). "
+        "Mode copies: benchmarks/duplicates.py copies (2026-12-05) - 99.5% of the edited-copy pairs (turns and "
+        "mirrors excluded: the thumbnails' shortlist reaches them) score >= 0.521; the shortlist floor is 0.50",
+        shortlist=0.50,
     ),
 }
 #: Models without a calibration get the highest calibrated threshold (fewer, surer groups).

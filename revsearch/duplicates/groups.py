@@ -50,11 +50,12 @@ MODES = ("copies", "similar")
 def _copy_edges(
     index: Index, other: Index | None, base: Path | None, obase: Path | None, floor: float | None, k: int,
     method: str, nprobe: int, workers: int | None, progress: bool, info: dict[str, Any],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any, dict[tuple[int, int], Any]]:
     """Mode copies: the shortlist (vectors, and turned/mirrored thumbnails), then the verifier.
 
-    Returns the verified edges (src, dst, cosine) and ``check(kept, other)``, which verifies a
-    group member against the copy kept (features cached)."""
+    Returns the verified edges (src, dst, cosine), ``check(kept, other)``, which verifies a
+    group member against the copy kept (features cached), and the verdicts of the verified pairs
+    by (i, j), i < j (each maps j onto i)."""
     from ..errors import ImageReadError
     from ..thumbs import StoredThumbnails, thumbnail_of_file
     from .verify import FeatureCache, Verdict, verify_pair, verify_pairs
@@ -114,7 +115,8 @@ def _copy_edges(
     )
     src = np.concatenate([acc[:, 0], acc[:, 1]]).astype(np.int64)
     dst = np.concatenate([acc[:, 1], acc[:, 0]]).astype(np.int64)
-    return src, dst, np.concatenate([sc, sc]).astype(np.float32), check
+    verdicts = {(int(i), int(j)): v for (i, j), v in zip(acc.tolist(), [v for v in verdicts_list if v.accepted])}
+    return src, dst, np.concatenate([sc, sc]).astype(np.float32), check, verdicts
 
 
 def connected_components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -212,10 +214,11 @@ class DuplicateGroup:
         Pairwise cosine scores, as indices into ``files``: every pair for groups of up to
         :data:`PAIRWISE_MAX` files, else the graph's edges that joined the group.
     matches : list of (int, int, Verdict)
-        Mode ``copies``: (0, i, verdict) for every copy i not kept: each is verified against the
-        copy kept (a member of the graph's component that fails it leaves the group), and the
-        verdict says why it matched (:class:`~revsearch.duplicates.verify.Verdict`: the transform
-        mapping file i onto the kept one, tiles, residual).
+        Mode ``copies``: for every copy j not kept, (0, j, verdict) when it is a verified copy
+        of the kept one, else (i, j, verdict) for a verified copy i in the group (a member must
+        be verified against the kept copy or against two others, or it leaves the group). The
+        verdict says why it matched (:class:`~revsearch.duplicates.verify.Verdict`: the
+        transform mapping file j onto file i, tiles, residual).
     """
 
     files: list[DuplicateFile]
@@ -486,15 +489,19 @@ def find_duplicates(
     info: dict[str, Any] = {"mode": mode}
     n_total = n + (len(other) if other is not None else 0)
     check = None
+    neighbours: dict[int, list[int]] = {}
+    edge_verdicts: dict[tuple[int, int], Any] = {}
     if mode == "similar":
         src, dst, scores = duplicate_edges(
             _shards(index), threshold, against=_shards(other) if other is not None else None, k=k, method=method,
             nprobe=nprobe, progress=progress, info=info,
         )
     else:
-        src, dst, scores, check = _copy_edges(
+        src, dst, scores, check, edge_verdicts = _copy_edges(
             index, other, base, obase, threshold, k, method, nprobe, workers, progress, info,
         )
+        for u, w in zip(src.tolist(), dst.tolist()):
+            neighbours.setdefault(u, []).append(w)
     labels = connected_components(n_total, src, dst)
     linked = np.unique(np.concatenate([src, dst]))
     groups_rows: dict[int, list[int]] = {}
@@ -518,20 +525,35 @@ def find_duplicates(
         order = sorted(range(len(files)), key=lambda i: _keep_key(keep)(files[i]))
         kept = order[0]
         to_keep: dict[int, Any] = {}
-        if check is not None:  # mode copies: every member must be a verified copy of the copy kept
+        via: dict[int, tuple[int, Any]] = {}
+        if check is not None:
+            # mode copies: a member stays if it is a verified copy of the copy kept, or of two other
+            # members (one false match never pulls a photo into a group of copies)
+            dropped = set()
             for i in range(len(files)):
-                if i != kept:
-                    to_keep[i] = check(nodes[kept], nodes[i])
-            dropped = [i for i, v in to_keep.items() if not v.accepted]
+                if i == kept:
+                    continue
+                v = check(nodes[kept], nodes[i])
+                to_keep[i] = v
+                if not v.accepted:
+                    links = [nodes.index(w) for w in neighbours.get(nodes[i], ()) if w in set(nodes)]
+                    if len(links) < 2:
+                        dropped.add(i)
+                    else:
+                        w = links[0]
+                        a, b = sorted((nodes[i], nodes[w]))
+                        via[i] = (w, edge_verdicts[(a, b)], a == nodes[w])
             if dropped:
                 info["dropped_unverified_to_kept"] = info.get("dropped_unverified_to_kept", 0) + len(dropped)
-                keep_idx = [i for i in range(len(files)) if i not in set(dropped)]
+                keep_idx = [i for i in range(len(files)) if i not in dropped]
                 if len(keep_idx) < 2:
                     continue
+                remap = {old: new for new, old in enumerate(keep_idx)}
                 files = [files[i] for i in keep_idx]
                 nodes = [nodes[i] for i in keep_idx]
-                to_keep = {keep_idx.index(i): v for i, v in to_keep.items() if i in keep_idx}
-                kept = keep_idx.index(kept)
+                to_keep = {remap[i]: v for i, v in to_keep.items() if i in remap}
+                via = {remap[i]: (remap.get(w, -1), v, d) for i, (w, v, d) in via.items() if i in remap}
+                kept = remap[kept]
         vec = all_rows.take(np.asarray(nodes))
         to_kept = vec @ vec[kept]
         rest = sorted((i for i in range(len(files)) if i != kept), key=lambda i: (-float(to_kept[i]), files[i].relpath))
@@ -557,8 +579,15 @@ def find_duplicates(
                     seen.add((i, j))
                     pairs.append((i, j, float(sc)))
             pairs.sort()
-        matches = [(0, perm.index(i), v) for i, v in to_keep.items()]
-        matches.sort(key=lambda m: m[1])
+        matches = []
+        for i, v in to_keep.items():
+            if v.accepted:
+                matches.append((0, perm.index(i), v))
+            elif i in via and via[i][0] >= 0:
+                w, ev, w_is_first = via[i]
+                # edge verdicts map the higher row onto the lower one
+                matches.append((perm.index(w), perm.index(i), ev) if w_is_first else (perm.index(i), perm.index(w), ev))
+        matches.sort(key=lambda m: (m[1], m[0]))
         groups.append(DuplicateGroup(files, pairs, matches))
     groups.sort(key=lambda g: (-len(g), str(g.keep.path)))
     report = DuplicateReport(

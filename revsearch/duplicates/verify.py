@@ -142,6 +142,16 @@ def _detect(img: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return pts, (None if desc is None or not len(kps) else desc.astype(np.float32))
 
 
+#: SIFT orientation bins of a mirror image: bin o of the original becomes bin (8 - o) % 8.
+_MIRROR_BINS = (8 - np.arange(8)) % 8
+
+
+def _mirror_desc(desc: np.ndarray) -> np.ndarray:
+    """SIFT descriptors (p, 128) as the mirror image's keypoints would have them: the 4 x 4 grid's
+    rows reversed (OpenCV's layout) and the 8 orientation bins reflected (no second detection)."""
+    return np.ascontiguousarray(desc.reshape(-1, 4, 4, 8)[:, ::-1][..., _MIRROR_BINS].reshape(-1, 128))
+
+
 def features(thumb: np.ndarray) -> Features:
     """The local features of a thumbnail (and of its mirror image).
 
@@ -156,7 +166,9 @@ def features(thumb: np.ndarray) -> Features:
     """
     img = np.ascontiguousarray(thumb, np.uint8)
     pts, desc = _detect(img)
-    mpts, mdesc = _detect(np.ascontiguousarray(img[:, ::-1]))
+    mpts = pts.copy()
+    mpts[:, 0] = (img.shape[1] - 1) - mpts[:, 0]
+    mdesc = None if desc is None else _mirror_desc(desc)
     return Features(img, pts, desc, mpts, mdesc)
 
 
