@@ -162,3 +162,24 @@ def test_both_modes_through_the_cli(tmp_path: Path, resnet_random: Embedder, cap
     assert main(["duplicates", str(vec), "--mode", "similar", "--threshold", "0.999999", "--json", "-q"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["mode"] == "similar" and out["threshold"] == pytest.approx(0.999999) and out["groups"] == []
+
+
+def test_copies_against_another_collection(tmp_path: Path, resnet_random: Embedder) -> None:
+    new, archive = tmp_path / "new", tmp_path / "archive"
+    new.mkdir()
+    archive.mkdir()
+    img = _photo("astronaut")
+    img.save(archive / "astronaut.jpg", quality=92)
+    _photo("coffee").save(archive / "coffee.jpg", quality=92)
+    _as_file(COPY_EDITS["rot270"](img), "rot270").save(new / "turned.jpg", quality=92)
+    _as_file(COPY_EDITS["crop_70"](img), "crop_70").save(new / "cropped.jpg", quality=92)
+    _photo("chelsea").save(new / "cat.jpg", quality=92)
+    a, _ = Index.build(new, tmp_path / "vn", resnet_random, progress=False)
+    b, _ = Index.build(archive, tmp_path / "va", resnet_random, progress=False)
+    report = find_duplicates(a, against=b)
+    assert len(report.groups) == 1
+    g = report.groups[0]
+    assert {(f.relpath, f.collection) for f in g.files} == {
+        ("astronaut.jpg", "against"), ("turned.jpg", "index"), ("cropped.jpg", "index"),
+    }
+    assert {f.relpath for _, f in report.movable()} <= {"turned.jpg", "cropped.jpg"}

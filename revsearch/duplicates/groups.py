@@ -425,20 +425,30 @@ def find_duplicates(
     mode: str = "copies",
     workers: int | None = None,
 ) -> DuplicateReport:
-    """Find the groups of near-duplicate images of an index (or across two indexes).
+    """Find the groups of duplicate images of an index (or across two indexes).
+
+    Two modes. ``"copies"`` (the default): one image is an edited copy of the other. A
+    shortlist (each image's ``k`` nearest by the vectors, with a calibrated cosine floor when
+    the model has one, plus the turned/mirrored thumbnails' nearest) is verified pair by pair
+    on the stored thumbnails (:mod:`revsearch.duplicates.verify`); every member of a group is
+    verified against the copy kept or against two other members. ``"similar"``: the vectors'
+    cosine reaches ``threshold`` (near-identical shots, the same scene).
 
     Parameters
     ----------
     index_or_folder : Index or path
         An index, or its folder (the vector folder).
     threshold : float, optional
-        Cosine similarity in [-1, 1] at or above which two images are duplicates. Default: the
-        model's calibrated threshold (:func:`default_threshold`).
+        Mode similar: the cosine similarity in [-1, 1] at or above which two images are
+        duplicates (default: the model's calibrated threshold, :func:`default_threshold`).
+        Mode copies: the shortlist's cosine floor (default :func:`shortlist_floor`: calibrated
+        per model; none, by rank only, for a model without calibration).
     against : Index or path, optional
         Another index made by the same model: only pairs with one image in each count. It is
         never modified.
-    k : int, default DEFAULT_K
-        Neighbours per image in the graph.
+    k : int, optional
+        Neighbours per image in the graph (default :data:`DEFAULT_K` in mode similar,
+        :data:`SHORTLIST_K` in mode copies).
     keep : {"largest", "oldest", "newest", "first"}
         The copy to keep: most pixels (then largest file); oldest or newest modification time;
         first by path. Ties go to the first path.
@@ -449,6 +459,9 @@ def find_duplicates(
     dataset_dir, against_dataset_dir : path, optional
         Where the images are (default: as recorded in each index).
     progress : bool, default False
+    mode : {"copies", "similar"}, default "copies"
+    workers : int, optional
+        Verification threads in mode copies (default: the number of CPUs, at most 8).
 
     Returns
     -------
@@ -461,7 +474,9 @@ def find_duplicates(
     ModelMismatchError
         If ``against`` was made by another model.
     ValueError
-        For a threshold outside [-1, 1], an unknown ``keep`` rule or ``method``, or ``k`` < 1.
+        For a threshold outside [-1, 1], an unknown ``keep`` rule, ``method`` or ``mode``, or ``k`` < 1.
+    OptionalDependencyError
+        Mode copies without OpenCV (``pip install revsearch[duplicates]``).
     """
     t0 = time.perf_counter()
     if mode not in MODES:

@@ -66,7 +66,9 @@ MIN_COVER = 0.55
 #: 15), other frames and views to 0.3-2 px (perspective, parallax, motion).
 MAX_RESIDUAL = 0.30
 #: ... or up to this when the aligned details agree closely (a small, heavily compressed copy
-#: whose keypoints are less precise): high-pass correlation >= SHARP_EXACT, 90% of tiles agreeing.
+#: whose keypoints are less precise): high-pass correlation >= SHARP_EXACT, 90% of tiles agreeing,
+#: and both thumbnails at the same scale (a copy shown smaller, in bars or a frame, compares at a
+#: coarse resolution where other frames agree too).
 MAX_RESIDUAL_SHARP = 0.55
 SHARP_EXACT = 0.93
 #: Smallest median correlation of the high-pass (detail) images over the textured tiles.
@@ -429,7 +431,7 @@ def _verify(fa: Features, fb: Features) -> Verdict:
             n, agree, cover, _, sharp = _pixel_check(cv2, a, bb, M)
             v.tiles, v.agree, v.cover, v.sharp = n, agree, cover, sharp
             exact = v.residual <= MAX_RESIDUAL or (
-                v.residual <= MAX_RESIDUAL_SHARP and sharp >= SHARP_EXACT and agree >= 0.9
+                v.residual <= MAX_RESIDUAL_SHARP and sharp >= SHARP_EXACT and agree >= 0.9 and abs(math.log(s)) < 0.1
             )
             if not exact:
                 v.reason = f"the matches fit a similarity only to {v.residual:.2f} px (another view or frame)"
