@@ -146,10 +146,12 @@ class StoredThumbnails:
         self.row_digests = _digests(snapshot)
         meta = snapshot.manifest.get("thumbs") or {}
         self.files: list[np.ndarray] = []
+        self.names: list[str] = []
         if meta and int(meta.get("side", 0)) == THUMB_SIDE:
             for name in meta.get("files", []):
                 try:
                     self.files.append(store.open_section_npy(snapshot.folder, name, THUMB_DTYPE))
+                    self.names.append(name)
                 except RevsearchError as e:  # a damaged or missing file: those thumbnails are made again
                     logger.warning("%s; its thumbnails are made from the photos", e)
         keys = [np.asarray(f["digest"]).view("S16") for f in self.files]
@@ -246,8 +248,7 @@ def fill_thumbnails(
         return 0
     have = StoredThumbnails(snap)
     meta = snap.manifest.get("thumbs") or {}
-    files = list(meta.get("files", [])) if int(meta.get("side", 0)) == THUMB_SIDE else []
-    files = [f for f in files if (snap.folder / f).is_file()]
+    files = list(have.names)  # the sound files of the right size (a damaged one is dropped, its thumbnails made again)
     missing = have.missing_digests()
     # drop thumbnails of contents no longer indexed once they are a large share (merge the files)
     stale = have.stale()

@@ -183,3 +183,17 @@ def test_copies_against_another_collection(tmp_path: Path, resnet_random: Embedd
         ("astronaut.jpg", "against"), ("turned.jpg", "index"), ("cropped.jpg", "index"),
     }
     assert {f.relpath for _, f in report.movable()} <= {"turned.jpg", "cropped.jpg"}
+
+
+def test_a_damaged_thumbnail_file_is_made_again(tmp_path: Path, resnet_random: Embedder) -> None:
+    ds, vec = tmp_path / "ds", tmp_path / "vec"
+    truth = _copies_dataset(ds)
+    Index.build(ds, vec, resnet_random, progress=False)
+    for f in vec.glob("thumbs-*.npy"):
+        f.write_bytes(b"hand-edited")
+    idx = Index.open(vec)  # the vectors are intact: the index opens and searches
+    report = find_duplicates(idx)
+    assert report.info["thumbnails_from_photos"] == len(truth) and len(report.groups) == 1
+    idx, _ = Index.build(ds, vec, resnet_random, progress=False)  # the update stores them again
+    assert StoredThumbnails(idx.snapshot).present.all()
+    assert find_duplicates(idx).info["thumbnails_from_photos"] == 0
