@@ -733,12 +733,12 @@ def copies_cost(args: argparse.Namespace) -> str:
 
     th = [cv2.resize(s_, (96, 72), interpolation=cv2.INTER_CUBIC) for s_ in small]
     t0 = time.perf_counter()
-    base, turned = turn_descriptors(th)
+    base = turn_descriptors(th).astype(np.float16)
     t_desc = time.perf_counter() - t0
     t0 = time.perf_counter()
-    tp = turn_pairs(base, turned)
+    tp = turn_pairs(base)
     t_turn = time.perf_counter() - t0
-    del th, base, turned
+    del th, base
     # the vectors' shortlist by rank (no calibration: the most candidates) on n clustered unit vectors
     dim = args.dim
     centres = rng.standard_normal((4096, dim)).astype(np.float32)

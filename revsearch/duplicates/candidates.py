@@ -490,11 +490,11 @@ TURN_FLOOR = 0.75
 TURN_EXACT_MAX = 60_000
 
 
-def turn_descriptors(thumbs: Sequence[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
-    """Descriptors of each thumbnail and of its turns by 90, 180, 270 degrees and its mirror image.
+def turn_descriptors(thumbs: Sequence[np.ndarray | None]) -> np.ndarray:
+    """The turn/mirror descriptor of each thumbnail.
 
     The thumbnail is squeezed to a TURN_SIDE x TURN_SIDE grey grid (so turning the grid is
-    turning the photo), blurred, made zero-mean and unit-length.
+    turning the photo: :func:`turned_views`), blurred, made zero-mean and unit-length.
 
     Parameters
     ----------
@@ -503,10 +503,8 @@ def turn_descriptors(thumbs: Sequence[np.ndarray | None]) -> tuple[np.ndarray, n
 
     Returns
     -------
-    base : numpy.ndarray
+    numpy.ndarray
         Shape (n, TURN_SIDE**2) float32.
-    turned : numpy.ndarray
-        Shape (n, 4, TURN_SIDE**2) float32: turned 90, 180, 270 degrees, mirrored.
     """
     from .verify import require_cv2
 
@@ -521,25 +519,33 @@ def turn_descriptors(thumbs: Sequence[np.ndarray | None]) -> tuple[np.ndarray, n
         g -= g.mean()
         norm = float(np.linalg.norm(g))
         grids[i] = g / norm if norm > 1e-3 else 0.0
-    base = grids.reshape(n, -1)
-    turned = np.stack(
-        [np.rot90(grids, 1, axes=(1, 2)), np.rot90(grids, 2, axes=(1, 2)), np.rot90(grids, 3, axes=(1, 2)),
-         grids[:, :, ::-1]], axis=1,
-    ).reshape(n, 4, -1)
-    return np.ascontiguousarray(base), np.ascontiguousarray(turned)
+    return grids.reshape(n, -1)
+
+
+def turned_views(base: np.ndarray) -> np.ndarray:
+    """Descriptors (b, d) of images turned by 90, 180, 270 degrees and mirrored: shape (b, 4, d)."""
+    s = TURN_SIDE
+    grids = np.asarray(base, np.float32).reshape(-1, s, s)
+    views = [np.rot90(grids, 1, axes=(1, 2)), np.rot90(grids, 2, axes=(1, 2)), np.rot90(grids, 3, axes=(1, 2)),
+             grids[:, :, ::-1]]
+    return np.ascontiguousarray(np.stack(views, axis=1).reshape(len(grids), 4, -1))
+
+
+#: Images per block of turned queries (4 views each).
+TURN_BLOCK = 4096
 
 
 def turn_pairs(
-    base: np.ndarray, turned: np.ndarray, *, k: int = TURN_K, floor: float = TURN_FLOOR, n_first: int | None = None,
+    base: np.ndarray, *, k: int = TURN_K, floor: float = TURN_FLOOR, n_first: int | None = None,
 ) -> np.ndarray:
     """Candidate pairs (i, j) where a turned or mirrored view of i looks like j.
 
     Parameters
     ----------
     base : numpy.ndarray
-        Shape (n, d) from :func:`turn_descriptors`.
-    turned : numpy.ndarray
-        Shape (n, 4, d).
+        Shape (n, d) from :func:`turn_descriptors` (float16 or float32). The turned views are
+        made block by block (memory: the descriptors, and FAISS's copy of them above
+        :data:`TURN_EXACT_MAX` images).
     k : int
         Neighbours per turned view.
     floor : float
@@ -555,55 +561,59 @@ def turn_pairs(
     n = len(base)
     if n < 2:
         return np.zeros((0, 2), np.int64)
-    q = turned.reshape(n * 4, -1)
     kk = min(k + 1, n)
-    if n <= TURN_EXACT_MAX:
-        rows_all, cols_all, sc_all = [], [], []
-        bt = np.ascontiguousarray(base.T)
-        for s0 in range(0, len(q), 8192):
-            s = q[s0 : s0 + 8192] @ bt
-            part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
-            rows_all.append(np.repeat(np.arange(s0, s0 + len(s)) // 4, kk))
-            cols_all.append(part.ravel())
-            sc_all.append(np.take_along_axis(s, part, axis=1).ravel())
-        src, dst, sc = np.concatenate(rows_all), np.concatenate(cols_all), np.concatenate(sc_all)
-    else:
-        src, dst, sc = _turn_pairs_faiss(base, q, kk)
-    m = (sc >= floor) & (src != dst)
-    if n_first is not None:
-        m &= (src < n_first) != (dst < n_first)
-    pairs = np.sort(np.stack([src[m], dst[m]], axis=1), axis=1)
-    return np.unique(pairs, axis=0).astype(np.int64) if len(pairs) else np.zeros((0, 2), np.int64)
+    search = _turn_search_exact(base, kk) if n <= TURN_EXACT_MAX else _turn_search_faiss(base, kk)
+    found = []
+    for s0 in range(0, n, TURN_BLOCK):
+        q = turned_views(base[s0 : s0 + TURN_BLOCK]).reshape(-1, base.shape[1])
+        sc, idx = search(q)
+        src = np.repeat(np.arange(s0, s0 + len(q) // 4), 4 * kk)
+        dst, sc = idx.ravel().astype(np.int64), sc.ravel()
+        m = (sc >= floor) & (src != dst) & (dst >= 0)
+        if n_first is not None:
+            m &= (src < n_first) != (dst < n_first)
+        if m.any():
+            p = np.sort(np.stack([src[m], dst[m]], axis=1), axis=1)
+            found.append(np.unique(p, axis=0))
+    if not found:
+        return np.zeros((0, 2), np.int64)
+    return np.unique(np.concatenate(found), axis=0).astype(np.int64)
 
 
-def _turn_pairs_faiss(base: np.ndarray, q: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Approximate k-NN of the turned views with a FAISS inverted file (inner product)."""
+def _turn_search_exact(base: np.ndarray, kk: int) -> Any:
+    bt = np.ascontiguousarray(np.asarray(base, np.float32).T)
+
+    def search(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = q @ bt
+        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        return np.take_along_axis(s, part, axis=1), part
+
+    return search
+
+
+def _turn_search_faiss(base: np.ndarray, kk: int) -> Any:
+    """Approximate k-NN of turned views with a FAISS inverted file (inner product); exact without FAISS."""
     try:
         import faiss
     except ImportError:
         logger.warning(
             "%d images: the turn/mirror shortlist is exact (slow) without FAISS: pip install revsearch[ann]", len(base)
         )
-        out = [], [], []
-        bt = np.ascontiguousarray(base.T)
-        for s0 in range(0, len(q), 8192):
-            s = q[s0 : s0 + 8192] @ bt
-            part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
-            out[0].append(np.repeat(np.arange(s0, s0 + len(s)) // 4, kk))
-            out[1].append(part.ravel())
-            out[2].append(np.take_along_axis(s, part, axis=1).ravel())
-        return np.concatenate(out[0]), np.concatenate(out[1]), np.concatenate(out[2])
+        return _turn_search_exact(base, kk)
     n, d = base.shape
     nlist = int(min(4096, max(64, 2 ** round(math.log2(math.sqrt(n))))))
-    quant = faiss.IndexFlatIP(d)
-    ivf = faiss.IndexIVFFlat(quant, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(0)
-    ivf.train(base[rng.choice(n, size=min(n, 64 * nlist), replace=False)])
-    ivf.add(base)
+    ivf.train(np.asarray(base[np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))], np.float32))
+    for s0 in range(0, n, 65536):
+        ivf.add(np.ascontiguousarray(base[s0 : s0 + 65536], np.float32))
     ivf.nprobe = 16
-    dist, idx = ivf.search(q, kk)
-    src = np.repeat(np.arange(len(q)) // 4, kk)
-    return src, idx.ravel().astype(np.int64), dist.ravel().astype(np.float32)
+
+    def search(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dist, idx = ivf.search(np.ascontiguousarray(q, np.float32), kk)
+        return dist, idx
+
+    return search
 
 
 def knn_pairs(

@@ -22,6 +22,7 @@ from .candidates import (
     DEFAULT_K,
     DEFAULT_NPROBE,
     SHORTLIST_K,
+    TURN_SIDE,
     Calibration,
     Rows,
     check_threshold,
@@ -66,32 +67,45 @@ def _copy_edges(
     t_knn = time.perf_counter() - t0
     stored = [StoredThumbnails(index.snapshot)] + ([StoredThumbnails(other.snapshot)] if other is not None else [])
     made = {"photos": 0, "unreadable": 0}
+    from collections import OrderedDict
+
+    from_photos: OrderedDict[int, np.ndarray | None] = OrderedDict()  # bounded: made thumbnails kept for reuse
 
     def thumb_of(row: int) -> np.ndarray | None:
         which, local, folder, idx = (0, row, base, index) if row < n else (1, row - n, obase, other)
         t = stored[which].get(local)
         if t is not None:
             return t
+        if row in from_photos:
+            return from_photos[row]
         rel = idx.snapshot.path_at(local)  # type: ignore[union-attr]
         path = (folder / rel) if folder is not None else Path(rel)
         made["photos"] += 1
         try:
-            return thumbnail_of_file(path)
+            t = thumbnail_of_file(path)
         except (ImageReadError, OSError) as e:
             made["unreadable"] += 1
             logger.warning("cannot verify %s: %s", path, e)
-            return None
+            t = None
+        from_photos[row] = t
+        if len(from_photos) > 50_000:
+            from_photos.popitem(last=False)
+        return t
 
     missing = sum(int((~s.present).sum()) for s in stored)
     if missing:
         logger.info("%d images have no stored thumbnail: made from the photos (an index update stores them)", missing)
     t1 = time.perf_counter()
-    thumbs = [thumb_of(r) for r in range(n + (len(other) if other is not None else 0))]
-    turned_base, turned = turn_descriptors(thumbs)
-    turns = turn_pairs(turned_base, turned, n_first=n if other is not None else None)
+    n_all = n + (len(other) if other is not None else 0)
+    desc = np.zeros((n_all, TURN_SIDE * TURN_SIDE), np.float16)  # 512 bytes per image
+    for s0 in range(0, n_all, 4096):
+        rows = range(s0, min(n_all, s0 + 4096))
+        desc[s0 : s0 + len(rows)] = turn_descriptors([thumb_of(r) for r in rows])
+    turns = turn_pairs(desc, n_first=n if other is not None else None)
+    del desc
     t_turn = time.perf_counter() - t1
     cand = np.unique(np.concatenate([pairs.reshape(-1, 2), turns]), axis=0) if len(turns) else pairs.reshape(-1, 2)
-    cache = FeatureCache(lambda r: thumbs[r])
+    cache = FeatureCache(thumb_of)
     t2 = time.perf_counter()
     verdicts_list = verify_pairs(cand, cache, workers=workers, progress=progress)
     t_verify = time.perf_counter() - t2
