@@ -46,6 +46,9 @@ KEEP_RULES = ("largest", "oldest", "newest", "first")
 #: What counts as a duplicate: ``copies`` (one image is an edited copy of the other, verified) or
 #: ``similar`` (the vectors' cosine reaches a threshold: near-identical shots, the same scene).
 MODES = ("copies", "similar")
+#: Mode copies: a member of a group not verified against the copy kept stays if it is a verified
+#: copy of at least this many other members.
+MIN_LINKS = 3
 
 
 def _copy_edges(
@@ -230,7 +233,7 @@ class DuplicateGroup:
     matches : list of (int, int, Verdict)
         Mode ``copies``: for every copy j not kept, (0, j, verdict) when it is a verified copy
         of the kept one, else (i, j, verdict) for a verified copy i in the group (a member must
-        be verified against the kept copy or against two others, or it leaves the group). The
+        be verified against the kept copy or against :data:`MIN_LINKS` others, or it leaves the group). The
         verdict says why it matched (:class:`~revsearch.duplicates.verify.Verdict`: the
         transform mapping file j onto file i, tiles, residual).
     """
@@ -445,7 +448,7 @@ def find_duplicates(
     shortlist (each image's ``k`` nearest by the vectors, with a calibrated cosine floor when
     the model has one, plus the turned/mirrored thumbnails' nearest) is verified pair by pair
     on the stored thumbnails (:mod:`revsearch.duplicates.verify`); every member of a group is
-    verified against the copy kept or against two other members. ``"similar"``: the vectors'
+    verified against the copy kept or against MIN_LINKS (3) other members. ``"similar"``: the vectors'
     cosine reaches ``threshold`` (near-identical shots, the same scene).
 
     Parameters
@@ -556,8 +559,8 @@ def find_duplicates(
         to_keep: dict[int, Any] = {}
         via: dict[int, tuple[int, Any]] = {}
         if check is not None:
-            # mode copies: a member stays if it is a verified copy of the copy kept, or of two other
-            # members (one false match never pulls a photo into a group of copies)
+            # mode copies: a member stays if it is a verified copy of the copy kept, or of MIN_LINKS other
+            # members (one or two false matches never pull a photo into a group of copies)
             dropped = set()
             for i in range(len(files)):
                 if i == kept:
@@ -566,7 +569,7 @@ def find_duplicates(
                 to_keep[i] = v
                 if not v.accepted:
                     links = [nodes.index(w) for w in neighbours.get(nodes[i], ()) if w in set(nodes)]
-                    if len(links) < 2:
+                    if len(links) < MIN_LINKS:
                         dropped.add(i)
                     else:
                         w = links[0]
