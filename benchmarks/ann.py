@@ -59,7 +59,7 @@ from common import command_line, fmt_mb, fmt_ms, load_average, machine_lines, me
 
 from revsearch import ann
 from revsearch import store
-from revsearch.index import Index
+from revsearch import Index
 from revsearch.indexing import TARGET_SHARD_BYTES
 from revsearch.store import ROW_DTYPE
 

@@ -95,7 +95,7 @@ def decode_all(emb, files: list[Path], workers: int) -> None:
 
 
 def bench_speed(name, weights, ds: Path, files: list[Path], args, cache: Path, work: Path) -> dict:
-    from revsearch.index import Index
+    from revsearch import Index
 
     n, bs = len(files), args.batch_size
     workers = args.workers or min(8, os.cpu_count() or 1)

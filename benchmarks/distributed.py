@@ -68,7 +68,7 @@ def main() -> None:
 
     from revsearch.distributed import build_index_dask, dask_client
     from revsearch.embedding import get_embedder
-    from revsearch.index import Index
+    from revsearch import Index
 
     info = machine_lines()
     tmp = Path(tempfile.mkdtemp(prefix="revsearch-dask-", dir=args.tmp))

@@ -81,7 +81,7 @@ def _border(img: Any) -> Any:
 
 def make_copy(img: Any, edit: str) -> Any:
     """The edited copy, as the file a user would have (re-saved as JPEG q90 unless it is the q30 edit)."""
-    from revsearch.evaluate import jpeg_roundtrip, make_edits
+    from revsearch.edits import jpeg_roundtrip, make_edits
 
     out = _border(img) if edit == "border" else make_edits(img, [edit])[edit]
     return out if edit == "jpeg_q30" else jpeg_roundtrip(out, 90)
@@ -266,7 +266,7 @@ def group_pairs_pr(
 ) -> tuple[float, float, int]:
     """Pair precision/recall of find_duplicates' groups (every pair inside a returned group)."""
     from revsearch.duplicates import find_duplicates
-    from revsearch.index import Index
+    from revsearch import Index
 
     folder = tmp / f"idx-{col.name}"
     shutil.rmtree(folder, ignore_errors=True)
@@ -484,7 +484,7 @@ def _copies_sets(seed: int, flowers: int, originals: int) -> list[tuple[str, Any
     from PIL import Image
     import skimage.data as sd
 
-    from revsearch.evaluate import COPY_EDITS, burst_neighbours, jpeg_roundtrip
+    from revsearch.edits import COPY_EDITS, burst_neighbours, jpeg_roundtrip
 
     rng = np.random.default_rng(seed)
     root = Path(os.environ.get("REVSEARCH_SHARED", SHARED)) / "datasets"
@@ -694,7 +694,7 @@ def copies_cost(args: argparse.Namespace) -> str:
 
     from revsearch.duplicates.candidates import knn_pairs, turn_descriptors, turn_pairs
     from revsearch.duplicates.verify import features, verify_pair
-    from revsearch.evaluate import COPY_EDITS, jpeg_roundtrip
+    from revsearch.edits import COPY_EDITS, jpeg_roundtrip
     from revsearch.index import Index
     from revsearch.thumbs import make_thumbnail
 

@@ -112,7 +112,7 @@ def bench_model(
     from original_baseline import build_original_model, index_one_predict_per_image
 
     from revsearch.embedding import Embedder
-    from revsearch.index import Index
+    from revsearch import Index
 
     n = len(files)
     emb = Embedder(name, weights=weights)
@@ -177,7 +177,7 @@ def memory_child(name: str, weights: str | None, dataset: Path, warmup: Path, ba
     import tracemalloc
 
     from revsearch.embedding import Embedder
-    from revsearch.index import Index
+    from revsearch import Index
 
     emb = Embedder(name, weights=weights)
     work = Path(tempfile.mkdtemp(prefix="revsearch-bench-mem-"))

@@ -93,7 +93,7 @@ def main() -> None:
         n = flat_copy(args.dataset, photos)
 
         from revsearch.embedding import get_embedder
-        from revsearch.index import Index
+        from revsearch import Index
 
         rows = []
         for label, make in (

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from revsearch.embedding import Embedder
-from revsearch.index import Index
+from revsearch import Index
 
 
 def main() -> None:

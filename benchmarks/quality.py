@@ -321,7 +321,7 @@ def search_costs(flowers_vectors: np.ndarray, tmp: Path, n_synth: int, runs: int
     """Search-side costs: per-query time of plain / QE search on a synthetic index, DBA preparation time,
     and rotations (4 query embeddings and 4 searches) vs one, with MobileNet."""
     from revsearch.embedding import Embedder
-    from revsearch.index import Index
+    from revsearch import Index
     from revsearch.rerank import DatabaseAugmentation, search_expanded, search_rotated
 
     rng = np.random.default_rng(0)

@@ -251,7 +251,7 @@ def collection_chunks(ds: Dataset) -> Iterator[list[Any]]:
 
 
 def copy_chunks(ds: Dataset, edit_time: list[float]) -> Iterator[list[Any]]:
-    from revsearch.evaluate import make_edits
+    from revsearch.edits import make_edits
     from revsearch.images import load_image
 
     per = max(1, CHUNK // 10)
@@ -296,7 +296,7 @@ class Cache:
 
 
 def cache_key(datasets: Sequence[Dataset]) -> str:
-    from revsearch.evaluate import EDITS
+    from revsearch.edits import EDITS
 
     h = hashlib.sha256()
     h.update(f"v{FEATURE_VERSION}|{sorted(EDITS)}|{FEATURES}|{KINDS}|{FITS}".encode())

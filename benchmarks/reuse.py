@@ -33,7 +33,7 @@ from common import command_line, machine_lines, synthetic_photo  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from revsearch.embedding import get_embedder  # noqa: E402
-from revsearch.index import Index  # noqa: E402
+from revsearch import Index  # noqa: E402
 
 
 def main() -> None:

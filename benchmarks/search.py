@@ -41,7 +41,7 @@ import numpy as np
 
 import common  # noqa: E402  (also puts the repository on sys.path)
 
-from revsearch.index import Index  # noqa: E402
+from revsearch import Index  # noqa: E402
 from revsearch.search import topk_cosine  # noqa: E402
 
 K = 9

@@ -3,6 +3,12 @@
 >>> from revsearch import reverse_image_search
 >>> matches = reverse_image_search("query.jpg", "resnet50", "photos/", "vectors/", generate=True)
 
+The operations behind it (:mod:`revsearch.operations`), as the command line calls them:
+
+>>> from revsearch import build_index, search_index
+>>> index, report = build_index("photos/", "vectors/")
+>>> matches = search_index(index, "query.jpg", k=9)
+
 Importing revsearch is cheap: TensorFlow loads the first time a model is used.
 """
 
@@ -11,7 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from .errors import (  # noqa: E402  (light, no heavy imports)
     DatasetLayoutError,
@@ -37,9 +43,17 @@ _LAZY = {
     "SearchResults": "api",
     "Embedder": "embedding",
     "get_embedder": "embedding",
-    "MODELS": "embedding",
-    "Index": "index",
-    "UpdateReport": "index",
+    "MODELS": "models",
+    "Index": "operations",
+    "UpdateReport": "indexing",
+    "build_index": "operations",
+    "update_index": "operations",
+    "open_index": "operations",
+    "search_index": "operations",
+    "IndexingResult": "operations",
+    "Query": "operations",
+    "ImageQuery": "operations",
+    "VectorQuery": "operations",
     "Match": "search",
     "topk_cosine": "search",
     "plot_results": "display",
@@ -93,9 +107,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import SearchResults, reverse_image_search
     from .display import plot_results
     from .duplicates import DuplicateReport, find_duplicates, plot_duplicates
-    from .embedding import MODELS, Embedder, get_embedder
+    from .embedding import Embedder, get_embedder
+    from .models import MODELS
     from .images import find_images, load_image
-    from .index import Index, UpdateReport
+    from .indexing import UpdateReport
+    from .operations import (
+        ImageQuery,
+        Index,
+        IndexingResult,
+        Query,
+        VectorQuery,
+        build_index,
+        open_index,
+        search_index,
+        update_index,
+    )
     from .legacy import import_legacy
     from .rerank import DatabaseAugmentation, search_images
     from .search import Match, topk_cosine

@@ -383,7 +383,7 @@ def load_ann(index: Any) -> Any:
     faiss.Index or None
     """
     snap = _snap(index)
-    meta = snap.manifest.get("ann") or {}
+    meta = snap.manifest.ann or {}
     return _load(snap.folder / meta["file"]) if meta.get("file") else None
 
 
@@ -441,7 +441,7 @@ def ann_topk(
     if k < 1:
         raise ValueError(f"k must be at least 1, not {k}")
     index = _snap(index)
-    meta = index.manifest.get("ann") or {}
+    meta = index.manifest.ann or {}
     n = len(index)
     k = max(1, min(int(k), n))  # never more places than rows
     exact = lambda: topk_cosine(index.vectors, vectors, k, exclude=exclude)  # noqa: E731
@@ -532,7 +532,7 @@ def _rescore(index: Snapshot, q: np.ndarray, cand: np.ndarray, block_bytes: int 
 
 
 # ---------------------------------------------------------------------------------------- tuning
-def _recall_without_self(rows: np.ndarray, truth: np.ndarray, query_rows: np.ndarray, k: int) -> float:
+def recall_without_self(rows: np.ndarray, truth: np.ndarray, query_rows: np.ndarray, k: int) -> float:
     """Mean recall@k of ``rows`` against ``truth`` (both (b, k+1)), ignoring each query's own row."""
     hits = 0
     for got, want, own in zip(rows, truth, query_rows):
@@ -542,7 +542,7 @@ def _recall_without_self(rows: np.ndarray, truth: np.ndarray, query_rows: np.nda
     return hits / max(1, len(rows))
 
 
-def _search_cost(kind: str, params: dict[str, Any], n: int, dim: int, nprobe: int, rerank: int) -> float:
+def search_cost(kind: str, params: dict[str, Any], n: int, dim: int, nprobe: int, rerank: int) -> float:
     """A machine-independent cost model of one query, in bytes touched (to compare settings).
 
     IVF-PQ scans ``nprobe`` cells of ``n / nlist`` codes of ``pq_bytes`` bytes and then reads
@@ -570,7 +570,7 @@ def tune_ann(
     A sample of the collection's own vectors is used as queries; exact search gives the true
     top-k (each query's own row left out of both). Settings are tried from cheap to expensive,
     starting at the recorded (planned) ones and never below them (``rerank`` candidates, and for
-    IVF-PQ ``nprobe`` cells; with HNSW ``rerank`` also sets efSearch), and the one with the lowest cost (:func:`_search_cost`, bytes touched per query,
+    IVF-PQ ``nprobe`` cells; with HNSW ``rerank`` also sets efSearch), and the one with the lowest cost (:func:`search_cost`, bytes touched per query,
     so the choice does not depend on the machine's load) that reaches ``target_recall`` is
     chosen; if none does, the one with the best recall, with a warning.
 
@@ -600,7 +600,7 @@ def tune_ann(
     if k < 1 or queries < 1:
         raise ValueError(f"k and queries must be at least 1, not {k} and {queries}")
     index = _snap(index)
-    meta = index.manifest.get("ann") or {}
+    meta = index.manifest.ann or {}
     kind = meta.get("kind")
     if kind not in ("ivfpq", "hnsw"):
         raise RevsearchError(f"the index in {str(index.folder)!r} has no approximate index to tune (kind {kind!r})")
@@ -627,15 +627,15 @@ def tune_ann(
     tried: list[dict[str, Any]] = []
     best_cost = math.inf  # of the cheapest setting found that reaches the target
     for rr in reranks:
-        if _search_cost(kind, params, n, dim, probes[0] or 0, rr) >= best_cost:
+        if search_cost(kind, params, n, dim, probes[0] or 0, rr) >= best_cost:
             break  # the cost grows with rerank: nothing cheaper is left
         previous, flat = None, 0
         for npb in probes:
-            cost = _search_cost(kind, params, n, dim, npb or 0, rr)
+            cost = search_cost(kind, params, n, dim, npb or 0, rr)
             if cost >= best_cost:
                 break
             _, got = ann_topk(index, q, kk, nprobe=npb, rerank=rr)
-            rec = _recall_without_self(got, truth, rows, k)
+            rec = recall_without_self(got, truth, rows, k)
             tried.append({"nprobe": npb, "rerank": rr, "recall": round(rec, 4), "cost": cost})
             if rec >= target_recall:
                 best_cost = cost
@@ -721,7 +721,7 @@ def _write_faiss(faiss: Any, writer: FolderWriter, fidx: Any) -> str:
 
 def _commit_ann(writer: FolderWriter, meta: dict[str, Any] | None) -> dict[str, Any]:
     """Record ``meta`` as the index's approximate index (None: none); the store deletes the old file."""
-    return writer.commit(fields={"ann": meta, "ann_stale": None})
+    return writer.commit(ann=meta)
 
 
 def _request(meta: dict[str, Any]) -> dict[str, Any]:
@@ -775,7 +775,7 @@ def _build_locked(
     }
     target = request.get("target_recall", DEFAULT_TARGET_RECALL)
     if kind != "flat" and target:
-        searchable = dataclasses.replace(index, manifest={**index.manifest, "ann": meta})  # committed below
+        searchable = dataclasses.replace(index, manifest=index.manifest.with_ann(meta))  # committed below
         tuning = tune_ann(
             searchable, target_recall=target, queries=int(request.get("tune_queries") or DEFAULT_TUNE_QUERIES),
             nprobe=request.get("nprobe"), rerank=request.get("rerank"), seed=int(request.get("seed", 1234)),
@@ -963,8 +963,7 @@ def drop_ann(index_or_dir: Any) -> bool:
     """
     folder = Path(getattr(index_or_dir, "folder", index_or_dir))
     with store.writing(folder, create=False) as w:
-        manifest = w.manifest or {}
-        had = bool(manifest.get("ann") or manifest.get("ann_stale"))
+        had = w.manifest is not None and bool(w.manifest.ann or w.manifest.ann_stale)
         _commit_ann(w, None)
     if hasattr(index_or_dir, "reload"):
         index_or_dir.reload()
@@ -985,4 +984,4 @@ def ann_info(index_or_dir: Any) -> dict[str, Any] | None:
     manifest = getattr(index_or_dir, "manifest", None)
     if manifest is None:
         manifest = store.read_manifest(index_or_dir)
-    return manifest.get("ann")
+    return manifest.ann

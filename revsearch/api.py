@@ -1,4 +1,4 @@
-"""The one-call entry point, with the original notebook's signature."""
+"""The one-call entry point, with the original notebook's signature (over :mod:`revsearch.operations`)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from .embedding import Embedder
-from .errors import ImageReadError, IndexDamagedError, IndexNotFoundError, RevsearchError
-from .images import ImageSource, load_image
-from .index import Index, UpdateReport, resolve_embedder
-from .remote import read_query
-from .search import Match
+from .errors import IndexNotFoundError, RevsearchError
+from .images import ImageSource
+from .indexing import UpdateReport
+from .operations import ImageQuery, Index, build_index, open_index, resolve_embedder, search
 
 logger = logging.getLogger(__name__)
 
@@ -117,45 +116,30 @@ def reverse_image_search(
         raise RevsearchError("vector_dir is required: the folder where the vectors are (or will be) stored")
     if k < 1:
         raise ValueError(f"k must be at least 1, not {k}")
-    try:
-        label = str(query) if isinstance(query, (str, os.PathLike)) else None
-        query = read_query(query)  # the bytes of the file (or URL), decoded like the indexed files
-        query_image = load_image(query, label=label)  # a bad query fails before any indexing
-    except ImageReadError as e:
-        raise ImageReadError(f"bad query: {e}") from None
+    q = ImageQuery(query)  # read and decoded once: a bad query fails before any indexing
     report = None
     if generate:
         if dataset_dir is None:
             raise RevsearchError("dataset_dir is required with generate=True: the folder of images to index")
         if not Path(dataset_dir).is_dir():
             raise RevsearchError(f"dataset folder {str(dataset_dir)!r} does not exist or is not a folder")
-        existing = None
-        if Index.exists(vector_dir):
-            try:
-                existing = Index.open(vector_dir)
-            except IndexDamagedError:  # indexing again repairs it: take the model from its manifest
-                existing = Index.open_manifest(vector_dir)
-        recorded = existing.spec.get("precision", "float32") if existing is not None else None
-        embedder = resolve_embedder(existing, model, weights=weights, precision=recorded)  # type: ignore[arg-type]
-        index, report = Index.build(dataset_dir, vector_dir, embedder, batch_size=batch_size, progress=progress)
+        index, report = build_index(dataset_dir, vector_dir, model, weights=weights, batch_size=batch_size, progress=progress)
     else:
         try:
-            index = Index.open(vector_dir)
+            index = open_index(vector_dir)
         except IndexNotFoundError as e:
             raise IndexNotFoundError(f"{e} (run reverse_image_search with generate=True first)") from None
-        embedder = resolve_embedder(index, model, weights=weights, precision=index.spec.get("precision", "float32"))
-    matches: list[Match] = index.search(query, k, embedder=embedder, dataset_dir=dataset_dir)  # type: ignore[assignment]
+    embedder = resolve_embedder(index, model, weights=weights)
+    matches = search(index, q, k, embedder=embedder, dataset_dir=dataset_dir)
     results = SearchResults(matches)
     results.report, results.index = report, index
     if show or save_path is not None:
-        from .display import plot_results, save_figure
+        from .display import display_figure, plot_results, save_figure
 
-        results.figure = plot_results(query_image, matches)
+        results.figure = plot_results(q.picture(), matches)
         if save_path is not None:
             save_figure(results.figure, save_path)
             logger.info("saved the result picture to %s", save_path)
-        from .notebook import display_figure
-
         if show and not display_figure(results.figure):
             logger.info("show=True outside a notebook: the picture is in results.figure (or use save_path)")
     return results

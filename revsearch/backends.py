@@ -94,7 +94,7 @@ class GpuPolicy:
     reason: str
 
 
-def _gpu_device_nodes() -> bool:
+def gpu_device_nodes() -> bool:
     """Whether the machine has device files a GPU build of TensorFlow could use (cheap, no import)."""
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
         return False
@@ -112,7 +112,7 @@ def gpu_devices() -> list[GpuDevice]:
     list of GpuDevice
         Empty on a machine without a GPU (or with a CPU-only TensorFlow).
     """
-    if not _gpu_device_nodes():
+    if not gpu_device_nodes():
         return []
     return list(_tf_gpus())
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .version import __version__
 from .errors import IndexDamagedError, RevsearchError
 
 EXIT_ERROR = 1
@@ -65,54 +66,26 @@ def _warn_incomplete(index: Any) -> None:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from .index import Index, resolve_embedder
+    from .operations import build_index
 
-    existing = None
-    if Index.exists(args.vector_dir):
-        try:
-            existing = Index.open(args.vector_dir)
-        except IndexDamagedError:  # indexing again repairs it: take the model from its manifest
-            existing = Index.open_manifest(args.vector_dir)
-    # precision and backend do not change which vectors are comparable: naming the index's model keeps its
-    # recorded preprocessing whatever they are (the index's precision is passed so resolve_embedder sees it)
-    recorded = existing.spec.get("precision", "float32") if existing is not None else None
-    embedder = resolve_embedder(existing, args.model, weights=args.weights, precision=recorded)  # type: ignore[arg-type]
-    if getattr(args, "resolution", None) is not None or getattr(args, "scales", None) is not None:
-        embedder = _sized_embedder(existing, args)
-    if args.backend is not None or args.precision is not None:  # asked for: also when the index exists
-        embedder = embedder.variant(backend=args.backend, precision=args.precision)
-    batch_size = args.batch_size or embedder.batch_size
-    if getattr(args, "dask", None):  # on a Dask cluster (revsearch.distributed)
-        from .distributed import build_index_dask
-
-        index, dreport = build_index_dask(
-            args.dataset_dir, args.vector_dir, embedder, client=args.dask, n_workers=args.dask_workers,
-            partition_size=args.partition_size, batch_size=batch_size, prune=args.prune, exclude=args.exclude,
-            progress=not args.quiet,
-        )
-        report, summary = dreport.report, dreport.summary()
-    else:
-        index, report = Index.build(
-            args.dataset_dir,
-            args.vector_dir,
-            embedder,
-            batch_size=batch_size,
-            workers=args.workers,
-            prune=args.prune,
-            exclude=args.exclude,
-            progress=not args.quiet,
-        )
-        summary = report.summary()
-    for s in report.skipped:
+    result = build_index(
+        args.dataset_dir, args.vector_dir, args.model, weights=args.weights, backend=args.backend,
+        precision=args.precision, resolution=getattr(args, "resolution", None), scales=getattr(args, "scales", None),
+        batch_size=args.batch_size, workers=args.workers, prune=args.prune, exclude=args.exclude,
+        dask=getattr(args, "dask", None), dask_workers=args.dask_workers, partition_size=args.partition_size,
+        progress=not args.quiet,
+    )
+    index = result.index
+    for s in result.report.skipped:
         _say(f"skipped {s.path}: {s.reason}", err=True)
     spec = index.spec
     how = f"{spec.get('backend', 'keras')} {spec.get('precision', 'float32')}"
-    _say(f"{index.folder}: {len(index)} vectors ({spec['model']}, {index.dim}-d) by {how}; {summary}")
-    ann = index.manifest.get("ann")
+    _say(f"{index.folder}: {len(index)} vectors ({spec['model']}, {index.dim}-d) by {how}; {result.summary()}")
+    ann = index.manifest.ann
     if ann:  # an approximate index was brought up to date (revsearch.ann)
         last = ann.get("last_update", {})
         print(f"approximate index: {ann['kind']}, {ann['count']} vectors ({last.get('action', 'built')})")
-    elif index.manifest.get("ann_stale"):
+    elif index.manifest.ann_stale:
         print(f"approximate index: out of date, search is exact; rebuild: revsearch ann {index.folder}", file=sys.stderr)
     return 0
 
@@ -122,23 +95,6 @@ def _scales(value: str) -> tuple[int, ...]:
         return tuple(int(v) for v in value.replace("+", ",").split(",") if v.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"--scales takes input sides separated by commas, e.g. 224,320; not {value!r}") from None
-
-
-def _sized_embedder(existing: Any, args: argparse.Namespace) -> Any:
-    """The embedder of ``revsearch index --resolution/--scales``: the model (of the index, if one exists)
-    at those input sizes; an existing index made at other sizes then refuses it (nothing is changed)."""
-    from .embedding import get_embedder, preprocessing_options
-
-    model = args.model
-    options: dict[str, Any] = {}
-    if existing is not None and (model is None or model.lower() == existing.spec["model"]):
-        model = existing.spec["model"]
-        options = preprocessing_options(existing.spec.get("preprocessing", ""))
-        options.pop("resolution", None), options.pop("scales", None)
-    return get_embedder(
-        model or "resnet50", weights=args.weights, precision=args.precision, resolution=args.resolution,
-        scales=args.scales, **options,
-    )
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
@@ -152,43 +108,24 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from .images import load_image
-    from .index import Index
-    from .remote import read_query
+    from .operations import ImageQuery, IncompatibleOptionsError, open_index, search
 
-    index = Index.open(args.vector_dir)
-    query = read_query(args.query)  # a file, or an http(s) URL (downloaded with a time limit and size cap)
-    load_image(query, label=args.query)  # a bad query fails here, before the model loads
-    if getattr(args, "dask", None) and (args.qe or args.dba or args.rotations):
-        raise ValueError("--qe, --dba and --rotations search on this machine: leave out --dask to use them")
-    if (args.qe or args.dba or args.rotations) and (args.under or args.exclude):
-        raise ValueError("--qe, --dba and --rotations do not work with --under/--exclude yet: use one or the other")
+    index = open_index(args.vector_dir)
+    query = ImageQuery(args.query)  # a file, or an http(s) URL: a bad query fails here, before the model loads
     _warn_incomplete(index)
-    if getattr(args, "dask", None):  # exact search on a Dask cluster (revsearch.distributed)
-        from .distributed import search_dask
-
-        if args.under or args.exclude:
-            raise RevsearchError("--under and --exclude do not work with --dask yet: leave out --dask to use them")
-
-        scores, rows = search_dask(index, index.embedder().embed(query), args.k, client=args.dask)
-        matches = index.matches(scores, rows, args.dataset_dir)[0]
-    elif args.qe or args.dba or args.rotations:
-        from .rerank import search_images
-
-        matches = search_images(
-            index, query, args.k, qe=args.qe, alpha=args.alpha, dba=args.dba, dba_alpha=args.dba_alpha,
-            rotations=args.rotations, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False),
+    try:
+        matches = search(
+            index, query, args.k, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False),
+            backend=getattr(args, "backend", None), qe=args.qe, alpha=args.alpha, dba=args.dba,
+            dba_alpha=args.dba_alpha, rotations=args.rotations, under=args.under, exclude=args.exclude,
+            dask=getattr(args, "dask", None),
         )
-    else:
-        emb = index.embedder().variant(backend=args.backend) if getattr(args, "backend", None) else None
-        matches = index.search(
-            query, args.k, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False), embedder=emb,
-            under=_relative_folder(index, args.under, args.dataset_dir), exclude_paths=args.exclude,
-        )
+    except IncompatibleOptionsError as e:  # said with the command line's words
+        raise ValueError(_option_words(str(e))) from None
     if args.out:
         from .display import plot_results, save_figure
 
-        save_figure(plot_results(query, matches), args.out)  # type: ignore[arg-type]
+        save_figure(plot_results(query.picture(), matches), args.out)
     if args.json:
         out: dict[str, Any] = {
             "query": args.query,
@@ -213,23 +150,15 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _relative_folder(index: Any, under: str | None, dataset_dir: str | None) -> str | None:
-    """``--under``: a folder relative to the dataset folder, or a path to a folder inside it."""
-    if not under:
-        return None
-    base = Path(dataset_dir) if dataset_dir else index.dataset_dir
-    p = Path(under)
-    if base is not None and (p.is_absolute() or p.is_dir()):
-        try:
-            return p.resolve().relative_to(Path(base).resolve()).as_posix()
-        except ValueError:
-            if p.is_absolute():
-                raise RevsearchError(f"--under {under!r} is not inside the dataset folder {str(base)!r}") from None
-    return p.as_posix()
+def _option_words(message: str) -> str:
+    """A message of the operations layer, with its option names as the command line spells them."""
+    return re.sub(
+        r"\b(qe|dba|rotations|under|exclude|dask|near_duplicates)\b", lambda m: "--" + m[1].replace("_", "-"), message
+    )
 
 
 def _cmd_import_legacy(args: argparse.Namespace) -> int:
-    from .legacy import import_legacy
+    from .operations import import_legacy
 
     index, legacy = import_legacy(
         args.legacy_dir, args.vector_dir, dataset_dir=args.dataset_dir, progress=not args.quiet
@@ -241,9 +170,9 @@ def _cmd_import_legacy(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .index import Index
+    from .operations import open_index
 
-    index = Index.open(args.vector_dir)
+    index = open_index(args.vector_dir)
     _warn_incomplete(index)
     info = {
         "folder": str(index.folder),
@@ -252,8 +181,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "dataset_dir": str(index.dataset_dir) if index.dataset_dir else None,
         **index.spec,
         "shards": len(index.shards),
-        "updated": index.manifest.get("updated"),
-        "ann": (lambda a: f"{a['kind']}, {a['count']} vectors" if a else None)(index.manifest.get("ann")),
+        "updated": index.manifest.updated,
+        "ann": (lambda a: f"{a['kind']}, {a['count']} vectors" if a else None)(index.manifest.ann),
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -264,27 +193,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_index, evaluate_near_duplicates
-    from .index import Index
+    from .operations import IncompatibleOptionsError, evaluate, open_index
 
-    index = Index.open(args.vector_dir)
-    if args.near_duplicates and (args.qe or args.dba):
-        raise ValueError("--qe and --dba are evaluated on class retrieval: leave out --near-duplicates to use them")
-    if args.near_duplicates:
-        report: Any = evaluate_near_duplicates(
-            index,
-            args.dataset_dir,
-            k=args.k,
-            sample=args.sample or None,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            progress=not args.quiet and not args.json,
+    index = open_index(args.vector_dir)
+    try:
+        report: Any = evaluate(
+            index, args.dataset_dir, near_duplicates=args.near_duplicates, k=args.k, layout=args.layout,
+            qe=args.qe, alpha=args.alpha, dba=args.dba, dba_alpha=args.dba_alpha, sample=args.sample or None,
+            seed=args.seed, batch_size=args.batch_size, progress=not args.quiet and not args.json,
         )
-    else:
-        report = evaluate_index(
-            index, args.dataset_dir, k=args.k, layout=args.layout, qe=args.qe, alpha=args.alpha, dba=args.dba,
-            dba_alpha=args.dba_alpha,
-        )
+    except IncompatibleOptionsError as e:
+        raise ValueError(_option_words(str(e))) from None
     if args.json:
         head = {"dataset_dir": args.dataset_dir, "index": str(index.folder), "model": index.spec["model"],
                 "preprocessing": index.spec.get("preprocessing")}
@@ -337,7 +256,7 @@ def _add_evaluate_parser(sub: Any) -> None:
 
 
 def _cmd_ann(args: argparse.Namespace) -> int:
-    from .ann import ann_info, build_ann, drop_ann
+    from .operations import ann_info, build_ann, drop_ann
 
     if args.drop:
         had = drop_ann(args.vector_dir)
@@ -396,7 +315,8 @@ def _add_ann_parser(sub: Any) -> None:
 
 
 def _cmd_duplicates(args: argparse.Namespace) -> int:
-    from .duplicates import find_duplicates, move_duplicates, plot_duplicates, undo_moves
+    from .duplicates import move_duplicates, plot_duplicates, undo_moves
+    from .operations import find_duplicates, open_index
 
     if args.undo:
         if args.vector_dir or args.move_to:
@@ -410,9 +330,8 @@ def _cmd_duplicates(args: argparse.Namespace) -> int:
         raise ValueError("give the index folder: revsearch duplicates VECTOR_DIR (or --undo LOG)")
     if args.move_to:  # refuse a bad destination before the search, not after
         from .duplicates import check_destination
-        from .index import Index
 
-        index = Index.open(args.vector_dir)
+        index = open_index(args.vector_dir)
         check_destination(args.move_to, index.dataset_dir, index.folder)
     report = find_duplicates(
         args.vector_dir, args.threshold, against=args.against, k=args.k, keep=args.keep, progress=not args.quiet,
@@ -696,7 +615,7 @@ def _damaged_words(e: IndexDamagedError) -> str:
 
     dataset = "DATASET_DIR"
     try:
-        dataset = (read_manifest(e.folder).get("dataset_dir") or {}).get("absolute") or dataset
+        dataset = read_manifest(e.folder).dataset_absolute or dataset
     except (RevsearchError, OSError):
         pass
     return f"the index in {str(e.folder)!r} is damaged: {e.detail}; run `revsearch index {dataset} {e.folder}` again to repair it"

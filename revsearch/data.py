@@ -38,6 +38,7 @@ from typing import IO, Any
 from tqdm.auto import tqdm
 
 from revsearch.errors import DownloadError
+from revsearch.images import format_size
 
 __all__ = [
     "DRIVE_DOWNLOAD_URL",
@@ -98,7 +99,7 @@ class _Source:
         return f"download it by hand in a browser from {where} and put it at {dest}"
 
 
-def _parse_source(source: str) -> _Source:
+def parse_source(source: str) -> _Source:
     """Tell a Google Drive id, a Drive link and any other http(s) URL apart."""
     text = source.strip()
     if re.match(r"^https?://", text, flags=re.IGNORECASE):
@@ -141,7 +142,7 @@ def describe_source(source: str) -> str:
     ValueError
         If ``source`` is none of these (the message says what is accepted).
     """
-    return _parse_source(source).describe()
+    return parse_source(source).describe()
 
 
 def _gdown_partials(target: Path) -> list[Path]:
@@ -248,7 +249,7 @@ def _download_error(exc: BaseException, src: _Source, dest: Path) -> DownloadErr
     )
 
 
-def _gdown_options(gdown: Any) -> tuple[dict[str, Any], tuple[type[BaseException], ...]]:
+def gdown_options(gdown: Any) -> tuple[dict[str, Any], tuple[type[BaseException], ...]]:
     """What this gdown accepts, found by looking, not by its version number.
 
     gdown 6.3+ takes ``timeout=`` and ``retries=`` and raises ``gdown.exceptions.DownloadError``;
@@ -282,7 +283,7 @@ def _gdown_fetch(src: _Source, target: Path, *, quiet: bool) -> None:
     """Download ``src`` to ``target`` with gdown (any version from 5.0), resuming a partial transfer."""
     import gdown  # imported here: it pulls in requests and bs4
 
-    kwargs, gdown_errors = _gdown_options(gdown)
+    kwargs, gdown_errors = gdown_options(gdown)
     # Without gdown's own retries (gdown < 6.3), retry here: each attempt resumes the partial file.
     attempts = 1 if "retries" in kwargs else 1 + _RETRIES
 
@@ -430,7 +431,7 @@ def download(source: str, dest: str | Path, *, quiet: bool = False) -> Path:
         return dest
     if dest.exists():
         raise DownloadError(f"Cannot download to {dest}: it exists and is not a file.")
-    src = _parse_source(source)
+    src = parse_source(source)
     dest.parent.mkdir(parents=True, exist_ok=True)
     target = dest.with_name(dest.name + _PART_SUFFIX)
     logger.info("Downloading %s to %s", src.describe(), dest)
@@ -867,10 +868,5 @@ def fetch_original_data(
     return result
 
 
-def format_bytes(n: float) -> str:
-    """``n`` bytes as a short human-readable size (``"1.5 GB"``; powers of 1000, as Drive counts)."""
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError  # pragma: no cover
+#: ``n`` bytes in words (``"1.5 GB"``): :func:`revsearch.images.format_size`, the one byte formatter.
+format_bytes = format_size

@@ -92,7 +92,7 @@ def make_demo_collection(folder: str | os.PathLike) -> tuple[Path, Path]:
     query : pathlib.Path
         ``folder/query-<name>-crop-and-caption.jpg``, outside ``photos`` (not indexed).
     """
-    from .evaluate import make_edits
+    from .edits import make_edits
     from .images import load_image
 
     folder = Path(folder)

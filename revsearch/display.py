@@ -10,6 +10,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from matplotlib.figure import Figure
 
@@ -19,7 +20,7 @@ from .search import Match
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["figure_png", "plot_results", "save_figure"]
+__all__ = ["display_figure", "figure_png", "plot_results", "save_figure"]
 
 
 def plot_results(
@@ -89,3 +90,37 @@ def figure_png(fig: Figure, *, dpi: int = 100) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
+
+
+def display_figure(fig: Any) -> bool:
+    """Show a Matplotlib figure in a running IPython/Jupyter session.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+
+    Returns
+    -------
+    bool
+        False outside IPython (nothing shown).
+    """
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+    # A Figure made without pyplot has no image/png formatter unless the inline backend was
+    # activated (pyplot imported): register one, so display() shows the picture, not "<Figure ...>".
+    png = getattr(getattr(shell, "display_formatter", None), "formatters", {}).get("image/png")
+    if png is not None:
+        from matplotlib.figure import Figure
+
+        try:
+            png.lookup_by_type(Figure)
+        except KeyError:
+            png.for_type(Figure, figure_png)
+    display(fig)
+    return True

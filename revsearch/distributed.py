@@ -42,7 +42,8 @@ from .errors import ModelMismatchError, OptionalDependencyError, RevsearchError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .embedding import Embedder
-    from .index import Index, UpdateReport
+    from .index import Index
+    from .indexing import UpdateReport
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ def _embedder_args(emb: Embedder) -> dict[str, Any]:
     """Arguments that rebuild ``emb`` with :func:`revsearch.embedding.get_embedder` on a worker."""
     from .embedding import get_embedder
 
-    from .embedding import MODELS
+    from .models import MODELS
 
     if emb.name not in MODELS:
         raise RevsearchError(
@@ -419,8 +420,9 @@ def build_index_dask(
 
     from .embedding import Embedder, get_embedder
     from .images import SkippedFile
-    from .index import Index, UpdateReport, path_excluded
-    from .indexing import check_prune, index_fields, refresh_ann, scan_dataset
+    from .images import path_excluded
+    from .index import Index
+    from .indexing import UpdateReport, check_prune, index_fields, refresh_ann, scan_dataset
 
     distributed = _distributed()
     t0 = time.perf_counter()
@@ -431,7 +433,7 @@ def build_index_dask(
     spec = emb.spec
     dim = int(spec["dim"])
     if exclude is None:  # the index's recorded exclusions (and .revsearchignore, always)
-        exclude = store.read_manifest(folder).get("exclude", []) if store.exists(folder) else []
+        exclude = store.read_manifest(folder).exclude if store.exists(folder) else []
     exclude = [exclude] if isinstance(exclude, str) else [str(p) for p in exclude]
     scan = scan_dataset(dataset, folder, exclude)
     rel = scan.rel
@@ -450,7 +452,7 @@ def build_index_dask(
         old_paths = {p for sh in old.shards for p in sh.paths} if old is not None else set()
         kept = set(rel)
         report.removed = sorted(p for p in old_paths if p not in kept)
-        recorded = (old.manifest.get("dataset_dir") or {}).get("absolute") if old is not None else None
+        recorded = old.manifest.dataset_absolute if old is not None else None
         on_purpose = sum(1 for p in report.removed if path_excluded(p, scan.patterns))
         check_prune(folder, dataset, len(old_paths), len(report.removed) - on_purpose, len(rel), recorded, prune)
         ours = {name for tok in tokens for name in store.shard_file_names(w.store_id, tok).values()}
@@ -526,11 +528,9 @@ def build_index_dask(
         embedded = [r for r in embedded if r not in skipped_rel]
         report.added = [r for r in embedded if r not in old_paths]
         report.updated = [r for r in embedded if r in old_paths]
-        fields = {**index_fields(folder, dataset, emb), "built_with": "dask", "exclude": exclude or None}
-        ann = (w.manifest or {}).get("ann")
-        if ann:  # stale once the vectors change: extended or rebuilt below
-            fields["ann_stale"], fields["ann"] = ann, None
-        manifest = w.commit(shards=shards, spec=spec, complete=True, fields=fields)
+        # an approximate index is stale once the vectors change (stale_ann): extended or rebuilt below
+        manifest = w.commit(shards=shards, spec=spec, complete=True, built_with="dask", exclude=exclude,
+                            stale_ann=True, **index_fields(dataset, emb))
         refresh_ann(w, manifest, progress=progress)
     report.seconds = time.perf_counter() - t0
     out = DaskReport(report, partitions=len(parts), reused=len(parts) - len(todo), workers=workers,

@@ -23,7 +23,8 @@ import numpy as np
 
 from . import backends
 from .errors import ImageReadError, RevsearchError, UnknownModelError, WeightsUnavailableError
-from .images import ImageSource, SkippedFile, prepare_image, read_image_file
+from .images import ImageSource, SkippedFile, file_digest, prepare_image, read_image_file
+from .models import DEFAULT_FIT, DEFAULT_POOLING, MODELS, ModelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -43,58 +44,8 @@ __all__ = [
 RANDOM_WEIGHTS_SEED = 1234
 #: Exponent of generalised-mean (GeM) pooling, ``pooling="gem"``: (mean of x**p over positions)**(1/p).
 GEM_P = 3.0
-#: Default ``fit`` and ``pooling`` of the named models (except the original notebook's ``resnet50-seed``),
-#: chosen by the rule of ``benchmarks/quality.py`` over every dataset measured (see README, Quality).
-DEFAULT_FIT = "crop"
-DEFAULT_POOLING = "avg"
 #: Smallest and largest input side accepted by ``resolution`` / ``scales``.
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 1024
-
-
-@dataclass(frozen=True)
-class _ModelInfo:
-    keras_name: str  # attribute of keras.applications
-    module: str  # keras.applications.<module>.preprocess_input
-    dim: int
-    preprocess: str  # "keras" or "raw-bgr"
-    description: str
-    size: int = 224  # default input side (the resolution it was trained at)
-    pooling: str | None = None  # default pooling (None: DEFAULT_POOLING)
-
-
-#: The models known by name.
-MODELS: dict[str, _ModelInfo] = {
-    "resnet50": _ModelInfo(
-        "ResNet50", "resnet50", 2048, "keras", "Keras ResNet50, centre crop, preprocess_input (caffe), average pooled"
-    ),
-    "mobilenet": _ModelInfo(
-        "MobileNet", "mobilenet", 1024, "keras", "Keras MobileNet 1.0/224, centre crop, preprocess_input (tf), average pooled"
-    ),
-    # Backbones known to retrieve better than ResNet50 with ImageNet weights (need internet for the weights;
-    # their retrieval quality was not measured here: only MobileNet's weights are available offline).
-    "efficientnetv2-b0": _ModelInfo(
-        "EfficientNetV2B0", "efficientnet_v2", 1280, "keras",
-        "Keras EfficientNetV2-B0 (rescales 0..255 inside the model), centre crop, average pooled",
-        pooling="avg",
-    ),
-    "efficientnetv2-s": _ModelInfo(
-        "EfficientNetV2S", "efficientnet_v2", 1280, "keras",
-        "Keras EfficientNetV2-S (rescales 0..255 inside the model), centre crop, 384x384, average pooled", 384,
-        pooling="avg",
-    ),
-    "convnext-tiny": _ModelInfo(
-        "ConvNeXtTiny", "convnext", 768, "keras",
-        "Keras ConvNeXt-Tiny (normalises 0..255 inside the model), centre crop, average pooled",
-        pooling="avg",
-    ),
-    "resnet50-seed": _ModelInfo(
-        "ResNet50",
-        "resnet50",
-        2048,
-        "raw-bgr",
-        "the original notebook's pipeline: ResNet50 on raw BGR 0..255 (no preprocess_input), average pooled",
-    ),
-}
 
 
 def _check_scales(resolution: int | None, scales: Sequence[int] | None, default: int) -> tuple[int, ...]:
@@ -348,7 +299,7 @@ class Embedder:
                     "or pass a Keras model whose output is one vector per image"
                 )
             self.name = key
-            self._info: _ModelInfo | None = MODELS[key]
+            self._info: ModelInfo | None = MODELS[key]
             self._keras_model: Any = None
             self.dim = self._info.dim
             self.scales = _check_scales(resolution, scales, self._info.size)
@@ -650,6 +601,13 @@ class Embedder:
             if not self._precision_given or self.precision not in backends.PRECISIONS["keras"] or self._info is None:
                 self.precision = "float32" if self._info is None else backends.default_precision("keras")
 
+    def openvino_model(self) -> backends.OpenVINOModel:
+        """The OpenVINO model of this embedder (made on first use: read from the cache, or converted).
+
+        Its ``ir_path`` is the cached IR file, its ``loaded_from`` says how it was loaded.
+        """
+        return self._openvino_model()
+
     def _openvino_model(self) -> backends.OpenVINOModel:
         if self._ov is None:
             with self._lock:
@@ -722,7 +680,7 @@ class Embedder:
             return None, None, str(e)
         except OSError as e:
             return None, None, f"cannot read the file: {e.strerror or e}"
-        info = FileInfo(st.st_size, st.st_mtime_ns, hashlib.blake2b(data, digest_size=16).digest())
+        info = FileInfo(st.st_size, st.st_mtime_ns, file_digest(data))
         try:
             return info, self.prepare(data, label=str(path), dtype=np.uint8), None  # cast into the batch buffer
         except ImageReadError as e:

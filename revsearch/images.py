@@ -8,6 +8,8 @@ them into one thing, an 8-bit RGB :class:`PIL.Image.Image` with its real tones, 
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import io
 import logging
 import os
@@ -16,6 +18,7 @@ import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Union
 
 import numpy as np
@@ -30,8 +33,11 @@ __all__ = [
     "ImageSource",
     "SkippedFile",
     "format_size",
+    "file_digest",
     "find_images",
     "is_image_file",
+    "path_excluded",
+    "under_folder",
     "load_image",
     "pad_to_square",
     "prepare_image",
@@ -235,6 +241,70 @@ def find_images(
             search(rel, path)
     found.sort(key=lambda t: t[0])
     return [p for _, p in found]
+
+
+def file_digest(source: str | os.PathLike | bytes | bytearray | memoryview) -> bytes:
+    """The content hash of a file, as indexes record it (16-byte BLAKE2b): the one definition.
+
+    Parameters
+    ----------
+    source : path or bytes
+        A file (read in 1 MiB blocks) or its content already read.
+
+    Returns
+    -------
+    bytes
+        16 bytes.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return hashlib.blake2b(source, digest_size=16).digest()
+    h = hashlib.blake2b(digest_size=16)
+    with open(source, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.digest()
+
+
+def path_excluded(relpath: str, patterns: Sequence[str]) -> bool:
+    """Whether a relative path is excluded by any of ``patterns`` (the syntax of ``--exclude``).
+
+    A pattern without ``/`` is matched (:mod:`fnmatch`, case-sensitive) against each part of the
+    path, so ``thumbnails`` or ``.*`` leave out such folders or files anywhere; a pattern with
+    ``/`` is matched against the whole path and each of its parent folders, so
+    ``'*/thumbnails/*'`` and ``raw/2019`` work as expected. ``*`` matches ``/`` too.
+
+    Parameters
+    ----------
+    relpath : str
+        ``/``-separated, relative to the dataset folder.
+    patterns : sequence of str
+
+    Returns
+    -------
+    bool
+    """
+    if not patterns:
+        return False
+    parts = relpath.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pat in patterns:
+        pat = pat.strip().strip("/")
+        if not pat:
+            continue
+        if "/" in pat:
+            if any(fnmatch.fnmatchcase(p, pat) for p in prefixes):
+                return True
+        elif any(fnmatch.fnmatchcase(p, pat) for p in parts):
+            return True
+    return False
+
+
+def under_folder(relpath: str, folder: str | None) -> bool:
+    """Whether a relative path lies in ``folder`` (relative to the dataset folder; None or "" for all)."""
+    if not folder:
+        return True
+    folder = folder.strip("/")
+    return not folder or relpath == folder or relpath.startswith(folder + "/")
 
 
 def _describe(source: object) -> str:
@@ -472,7 +542,9 @@ def load_image(
 
 
 def format_size(n: float) -> str:
-    """A byte count in words: ``31_500_000_000`` -> ``'31.5 GB'`` (decimal units).
+    """A byte count in words: ``31_500_000_000`` -> ``'31.5 GB'`` (powers of 1000, as Drive counts).
+
+    The one byte formatter of the library (messages, storage reports).
 
     Parameters
     ----------
@@ -483,8 +555,8 @@ def format_size(n: float) -> str:
     -------
     str
     """
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} GB"  # pragma: no cover

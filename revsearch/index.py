@@ -3,18 +3,17 @@
 :class:`Index` opens a snapshot of the folder (:mod:`revsearch.store`: the manifest and every
 shard, memory-mapped) and searches it. A later update by another process does not change an
 open Index: it keeps answering from the state it opened (:meth:`Index.reload` moves it to the
-latest one). Building and updating indexes is :mod:`revsearch.indexing`'s job; the
-:meth:`Index.build` / :meth:`Index.update` / :meth:`Index.from_vectors` methods are kept here
-as the public entry points and call it.
+latest one). Building and updating indexes is :mod:`revsearch.indexing`'s job, called through
+the operations layer (:mod:`revsearch.operations`: ``build_index``, ``update_index``); the
+package's ``revsearch.Index`` is this class plus the ``build`` / ``update`` / ``from_vectors``
+conveniences that call it.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,104 +22,20 @@ import numpy as np
 from . import store
 from .embedding import Embedder, get_embedder, preprocessing_options, weights_id
 from .errors import ModelMismatchError, RevsearchError
-from .images import ImageSource, SkippedFile
+from .images import ImageSource, path_excluded, under_folder
 from .search import Match, topk_cosine
-from .store import FORMAT_VERSION, MANIFEST_NAME, ROW_DTYPE, SPEC_KEYS
+from .store import ROW_DTYPE, SPEC_KEYS, Manifest
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Index", "UpdateReport", "resolve_embedder", "path_excluded", "under_folder", "MANIFEST_NAME", "FORMAT_VERSION", "ROW_DTYPE", "SPEC_KEYS"]
-
-
-@dataclass
-class UpdateReport:
-    """What an indexing run did.
-
-    Attributes
-    ----------
-    added, updated, removed, unchanged : list of str
-        Relative paths of images that were new, changed (re-embedded), deleted from the folder
-        or excluded (dropped from the index), or kept as they were.
-    moved, copied : list of str
-        New relative paths whose content the index already held (found by content hash), so their
-        vector was reused, not computed again: ``moved`` if the old path is gone (a move or
-        rename; the old path is not listed in ``removed``), ``copied`` if it is still there.
-    skipped : list of SkippedFile
-        Files that could not be read, with the reason.
-    seconds : float
-        Wall time of the run.
-    """
-
-    added: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    skipped: list[SkippedFile] = field(default_factory=list)
-    seconds: float = 0.0
-    moved: list[str] = field(default_factory=list)
-    copied: list[str] = field(default_factory=list)
-
-    @property
-    def embedded(self) -> int:
-        """Number of images embedded in this run."""
-        return len(self.added) + len(self.updated)
-
-    def summary(self) -> str:
-        """One line: counts of each kind."""
-        reused = "".join(f"{len(v)} {k}, " for k, v in (("moved", self.moved), ("copied", self.copied)) if v)
-        return (
-            f"{len(self.added)} added, {len(self.updated)} updated, {len(self.removed)} removed, "
-            f"{len(self.unchanged)} unchanged, {reused}{len(self.skipped)} skipped in {self.seconds:.1f} s"
-        )
-
-
-def path_excluded(relpath: str, patterns: Sequence[str]) -> bool:
-    """Whether a relative path is excluded by any of ``patterns`` (the syntax of ``--exclude``).
-
-    A pattern without ``/`` is matched (:mod:`fnmatch`, case-sensitive) against each part of the
-    path, so ``thumbnails`` or ``.*`` leave out such folders or files anywhere; a pattern with
-    ``/`` is matched against the whole path and each of its parent folders, so
-    ``'*/thumbnails/*'`` and ``raw/2019`` work as expected. ``*`` matches ``/`` too.
-
-    Parameters
-    ----------
-    relpath : str
-        ``/``-separated, relative to the dataset folder.
-    patterns : sequence of str
-
-    Returns
-    -------
-    bool
-    """
-    if not patterns:
-        return False
-    parts = relpath.split("/")
-    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    for pat in patterns:
-        pat = pat.strip().strip("/")
-        if not pat:
-            continue
-        if "/" in pat:
-            if any(fnmatch.fnmatchcase(p, pat) for p in prefixes):
-                return True
-        elif any(fnmatch.fnmatchcase(p, pat) for p in parts):
-            return True
-    return False
-
-
-def under_folder(relpath: str, folder: str | None) -> bool:
-    """Whether a relative path lies in ``folder`` (relative to the dataset folder; None or "" for all)."""
-    if not folder:
-        return True
-    folder = folder.strip("/")
-    return not folder or relpath == folder or relpath.startswith(folder + "/")
+__all__ = ["Index", "resolve_embedder", "path_excluded", "under_folder", "ROW_DTYPE", "SPEC_KEYS"]
 
 
 class Index:
     """A searchable collection of image vectors stored in a folder (a read-only view).
 
-    Use :meth:`build` (or :meth:`update`) to create or refresh one from a dataset folder,
-    :meth:`open` to load an existing one (memory-mapped: milliseconds), and :meth:`search`,
+    Use :func:`revsearch.build_index` (or :func:`revsearch.update_index`) to create or refresh
+    one from a dataset folder, :meth:`open` to load an existing one (memory-mapped: milliseconds), and :meth:`search`,
     :meth:`search_vectors` or :meth:`topk` to query it.
 
     Attributes
@@ -201,24 +116,24 @@ class Index:
         return self._snapshot.folder
 
     @property
-    def manifest(self) -> dict[str, Any]:
-        """The manifest of the state this Index reads."""
+    def manifest(self) -> Manifest:
+        """The manifest of the state this Index reads (typed: see :class:`revsearch.store.Manifest`)."""
         return self._snapshot.manifest
 
     @property
     def spec(self) -> dict[str, Any]:
         """What made the vectors: ``model``, ``preprocessing``, ``dim``, ``weights``, ``precision``."""
-        return dict(self.manifest["spec"])
+        return self.manifest.spec
 
     @property
     def dim(self) -> int:
         """Vector dimension."""
-        return int(self.manifest["spec"]["dim"])
+        return self.manifest.dim
 
     @property
     def complete(self) -> bool:
         """False while (or if) an indexing run has not finished."""
-        return bool(self.manifest.get("complete", True))
+        return self.manifest.complete
 
     def __len__(self) -> int:
         return len(self._snapshot)
@@ -258,13 +173,7 @@ class Index:
     @property
     def dataset_dir(self) -> Path | None:
         """The dataset folder: found next to the index as when it was built, else its absolute path."""
-        d = self.manifest.get("dataset_dir") or {}
-        rel, absolute = d.get("relative_to_index"), d.get("absolute")
-        if rel is not None and (self.folder / rel).is_dir():
-            return (self.folder / rel).resolve()
-        if absolute:
-            return Path(absolute)
-        return None
+        return self.manifest.dataset_dir(self.folder)
 
     def path_of(self, row: int, dataset_dir: str | os.PathLike | None = None) -> Path:
         """The image file of a row."""
@@ -290,6 +199,18 @@ class Index:
                 "index's own), or build a new index in another folder."
             )
 
+    def use_embedder(self, embedder: Embedder) -> None:
+        """Search with this embedder from now on (one made for the index, e.g. the one that just
+        built it: its model is not loaded again).
+
+        Raises
+        ------
+        ModelMismatchError
+            If its vectors are not comparable with the index's.
+        """
+        self.check_compatible(embedder.spec)
+        self._embedder = embedder
+
     def embedder(self) -> Embedder:
         """The embedder recorded in the index (built on first use, shared between calls)."""
         if self._embedder is None:
@@ -304,7 +225,7 @@ class Index:
             if weights == "none":
                 weights = None
             elif weights.startswith("file:"):  # recorded by revsearch.indexing
-                weights = self.manifest.get("weights_path")
+                weights = self.manifest.weights_path
                 if not weights or not Path(weights).is_file():
                     raise ModelMismatchError(
                         f"the index was built with weights from a file ({spec['weights']}) that is not at "
@@ -394,7 +315,7 @@ class Index:
                 "indexed so far; index the dataset folder again to finish it",
                 self.folder, len(self),
             )
-        if not exact and self.manifest.get("ann"):
+        if not exact and self.manifest.ann:
             from . import ann
 
             return ann.ann_topk(self._snapshot, vectors, k, exclude=exclude)
@@ -530,80 +451,24 @@ class Index:
             emb.embed(images), k, dataset_dir=dataset_dir, exact=exact, under=under, exclude_paths=exclude_paths
         )
 
-    # ------------------------------------------------------------------ writing (revsearch.indexing)
-    @classmethod
-    def build(
-        cls,
-        dataset_dir: str | os.PathLike,
-        vector_dir: str | os.PathLike,
-        embedder: Embedder | str = "resnet50",
-        **kwargs: Any,
-    ) -> tuple[Index, UpdateReport]:
-        """Index every image of a folder, or bring an existing index of it up to date.
 
-        Same as :meth:`update_folder`; see there (and :func:`revsearch.indexing.update_folder`)
-        for the parameters.
-        """
-        return cls.update_folder(dataset_dir, vector_dir, embedder, **kwargs)
-
-    def update(self, dataset_dir: str | os.PathLike | None = None, **kwargs: Any) -> UpdateReport:
-        """Bring this index up to date with its dataset folder (see :meth:`update_folder`).
-
-        This Index then reads the new state.
-
-        Returns
-        -------
-        UpdateReport
-        """
-        base = dataset_dir if dataset_dir is not None else self.dataset_dir
-        if base is None:
-            raise RevsearchError("the index does not record its dataset folder: pass dataset_dir")
-        emb = kwargs.pop("embedder", None) or self.embedder()
-        new, report = Index.update_folder(base, self.folder, emb, **kwargs)
-        self._snapshot = new._snapshot
-        return report
+    # ------------------------------------------------------------------ writing lives above this view
+    _MOVED = (
+        "revsearch.index.Index is the read-only view; indexing is revsearch.build_index / revsearch.update_index "
+        "(revsearch.Index, the package's, keeps Index.build, index.update and Index.from_vectors)"
+    )
 
     @classmethod
-    def update_folder(
-        cls,
-        dataset_dir: str | os.PathLike,
-        vector_dir: str | os.PathLike,
-        embedder: Embedder | str = "resnet50",
-        **kwargs: Any,
-    ) -> tuple[Index, UpdateReport]:
-        """Create or incrementally update the index of ``dataset_dir`` in ``vector_dir``.
+    def build(cls, *args: Any, **kwargs: Any) -> Any:
+        """Moved: see :func:`revsearch.build_index` (or ``revsearch.Index.build``)."""
+        raise AttributeError(cls._MOVED)
 
-        Only new or changed images are embedded; rows of deleted files are dropped (an update
-        that would drop all or most rows is refused unless ``prune=True``). Progress is
-        committed every ``checkpoint_every`` images and every ``checkpoint_seconds``, so a
-        killed run loses little and a rerun resumes. See
-        :func:`revsearch.indexing.update_folder` for every parameter.
+    update_folder = build
+    from_vectors = build
 
-        Returns
-        -------
-        index : Index
-        report : UpdateReport
-        """
-        from .indexing import update_folder  # the writer lives above this read-only view
-
-        return update_folder(dataset_dir, vector_dir, embedder, **kwargs)
-
-    @classmethod
-    def from_vectors(
-        cls,
-        vector_dir: str | os.PathLike,
-        vectors: np.ndarray,
-        paths: Sequence[str],
-        spec: dict[str, Any],
-        **kwargs: Any,
-    ) -> Index:
-        """Write a new index from vectors made elsewhere (e.g. imported legacy files).
-
-        See :func:`revsearch.indexing.index_from_vectors` for the parameters.
-        """
-        from .indexing import index_from_vectors
-
-        return index_from_vectors(vector_dir, vectors, paths, spec, **kwargs)
+    def update(self, *args: Any, **kwargs: Any) -> Any:
+        """Moved: see :func:`revsearch.update_index` (or ``revsearch.Index.update``)."""
+        raise AttributeError(self._MOVED)
 
 
 def resolve_embedder(

@@ -23,7 +23,6 @@ progress committed:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -37,9 +36,9 @@ import numpy as np
 from . import store
 from .embedding import Embedder, FileInfo, get_embedder, l2_normalize
 from .errors import RevsearchError, StorageFullError, UpdateRefusedError
-from .images import SkippedFile, find_images
-from .index import Index, UpdateReport, path_excluded
-from .store import ROW_DTYPE, FolderWriter, ShardRef, ShardView
+from .images import SkippedFile, file_digest, find_images, path_excluded
+from .index import Index
+from .store import ROW_DTYPE, FolderWriter, Manifest, ShardRef, ShardView
 from .thumbs import fill_thumbnails
 
 logger = logging.getLogger(__name__)
@@ -51,6 +50,8 @@ __all__ = [
     "PRUNE_MIN_ROWS",
     "IGNORE_FILE",
     "Scan",
+    "UpdateReport",
+    "path_excluded",
     "scan_dataset",
     "read_ignore_file",
     "rows_from_infos",
@@ -72,6 +73,49 @@ TARGET_SHARD_BYTES = 256 * 2**20
 PRUNE_MIN_ROWS = 10
 #: A file in the dataset folder listing more exclusion patterns, one per line (``#`` starts a comment).
 IGNORE_FILE = ".revsearchignore"
+
+
+# ---------------------------------------------------------------------------------------- the report
+@dataclass
+class UpdateReport:
+    """What an indexing run did.
+
+    Attributes
+    ----------
+    added, updated, removed, unchanged : list of str
+        Relative paths of images that were new, changed (re-embedded), deleted from the folder
+        or excluded (dropped from the index), or kept as they were.
+    moved, copied : list of str
+        New relative paths whose content the index already held (found by content hash), so their
+        vector was reused, not computed again: ``moved`` if the old path is gone (a move or
+        rename; the old path is not listed in ``removed``), ``copied`` if it is still there.
+    skipped : list of SkippedFile
+        Files that could not be read, with the reason.
+    seconds : float
+        Wall time of the run.
+    """
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    seconds: float = 0.0
+    moved: list[str] = field(default_factory=list)
+    copied: list[str] = field(default_factory=list)
+
+    @property
+    def embedded(self) -> int:
+        """Number of images embedded in this run."""
+        return len(self.added) + len(self.updated)
+
+    def summary(self) -> str:
+        """One line: counts of each kind."""
+        reused = "".join(f"{len(v)} {k}, " for k, v in (("moved", self.moved), ("copied", self.copied)) if v)
+        return (
+            f"{len(self.added)} added, {len(self.updated)} updated, {len(self.removed)} removed, "
+            f"{len(self.unchanged)} unchanged, {reused}{len(self.skipped)} skipped in {self.seconds:.1f} s"
+        )
 
 
 # ---------------------------------------------------------------------------------------- scanning
@@ -129,7 +173,7 @@ def scan_dataset(
 
     Hidden files and folders and the index folder (if it lies inside ``dataset_dir``) are left
     out, and so is every path matching a pattern of ``exclude`` or of the folder's
-    :data:`IGNORE_FILE` (syntax: :func:`revsearch.index.path_excluded`).
+    :data:`IGNORE_FILE` (syntax: :func:`revsearch.images.path_excluded`).
 
     Parameters
     ----------
@@ -172,12 +216,12 @@ def rows_from_infos(infos: Sequence[FileInfo]) -> np.ndarray:
     return rows
 
 
-def index_fields(folder: Path, dataset: Path | None, emb: Embedder | None = None) -> dict[str, Any]:
-    """Manifest entries describing the dataset folder (absolute and relative to the index) and a weights file."""
+def index_fields(dataset: Path | None, emb: Embedder | None = None) -> dict[str, Any]:
+    """What an indexing run records about its dataset folder and weights file, as keyword arguments
+    of :meth:`revsearch.store.FolderWriter.commit` (the store knows how they are written)."""
     fields: dict[str, Any] = {}
     if dataset is not None:
-        ds = Path(dataset).resolve()
-        fields["dataset_dir"] = {"absolute": str(ds), "relative_to_index": os.path.relpath(ds, folder.resolve())}
+        fields["dataset_dir"] = Path(dataset)
     if emb is not None and emb.weights_path is not None:
         fields["weights_path"] = str(emb.weights_path)
     return fields
@@ -266,12 +310,9 @@ class _Run:
         self.buf_infos: list[FileInfo] = []
         self.last_commit = time.monotonic()
 
-    def commit(self, *, complete: bool) -> dict[str, Any]:
-        fields = dict(self.fields)
-        ann = (self.w.manifest or {}).get("ann")
-        if ann:  # the approximate index is stale once the vectors change: remember it for the end of the run
-            fields["ann_stale"], fields["ann"] = ann, None
-        manifest = self.w.commit(shards=self.shards, spec=self.emb.spec, complete=complete, fields=fields)
+    def commit(self, *, complete: bool) -> Manifest:
+        # the approximate index is stale once the vectors change: kept for the end of the run (stale_ann)
+        manifest = self.w.commit(shards=self.shards, spec=self.emb.spec, complete=complete, stale_ann=True, **self.fields)
         self.last_commit = time.monotonic()
         return manifest
 
@@ -290,7 +331,7 @@ class _Run:
         self.buf_vec, self.buf_paths, self.buf_infos = [], [], []
         self.commit(complete=False)
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self) -> Manifest:
         self.flush()
         self.shards = merge_shards(self.w, self.shards, self.emb.dim)
         return self.commit(complete=True)
@@ -305,11 +346,7 @@ def _same_file(path: Path, row: np.void) -> str:
     if int(row["size"]) == st.st_size and int(row["mtime_ns"]) == st.st_mtime_ns:
         return "same"
     if int(row["size"]) in (st.st_size, -1):
-        h = hashlib.blake2b(digest_size=16)
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        digest = h.digest()
+        digest = file_digest(path)
         if int(row["size"]) == -1:
             row["digest"] = digest  # a legacy row: trust the vector, learn the file
             row["size"], row["mtime_ns"] = st.st_size, st.st_mtime_ns
@@ -326,14 +363,6 @@ class _Plan:
     todo: list[int]
     n_old: int
     reuse: list[tuple[int, ShardView, int, FileInfo]] = field(default_factory=list)  # scan index, old row
-
-
-def _file_digest(path: Path) -> bytes:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.digest()
 
 
 def _find_reuse(plan: _Plan, scan: Scan, report: UpdateReport) -> None:
@@ -363,7 +392,7 @@ def _find_reuse(plan: _Plan, scan: Scan, report: UpdateReport) -> None:
             todo.append(i)
             continue
         try:
-            digest = _file_digest(scan.files[i])
+            digest = file_digest(scan.files[i])
         except OSError:
             todo.append(i)
             continue
@@ -475,7 +504,7 @@ def update_folder(
         :func:`check_prune`); without it such an update is refused before anything changes.
         Rows of files excluded on purpose do not count.
     exclude : sequence of str, optional
-        Exclusion patterns (see :func:`revsearch.index.path_excluded`), recorded in the index so
+        Exclusion patterns (see :func:`revsearch.images.path_excluded`), recorded in the index so
         later updates apply them too; None keeps the recorded ones, ``[]`` clears them. The
         dataset folder's :data:`IGNORE_FILE` adds more.
     progress : bool, default True
@@ -506,7 +535,7 @@ def update_folder(
     emb = embedder if isinstance(embedder, Embedder) else get_embedder(embedder, weights=weights)
     batch_size = int(batch_size or emb.batch_size)
     if exclude is None:
-        exclude = store.read_manifest(folder).get("exclude", []) if store.exists(folder) else []
+        exclude = store.read_manifest(folder).exclude if store.exists(folder) else []
     if isinstance(exclude, str):
         exclude = [exclude]
     exclude = [str(p) for p in exclude]
@@ -521,12 +550,12 @@ def update_folder(
         if snap is not None and len(snap):
             Index(snap).check_compatible(emb.spec)
         plan = _plan(snap, scan, report)
-        recorded = ((snap.manifest.get("dataset_dir") or {}).get("absolute")) if snap is not None else None
+        recorded = snap.manifest.dataset_absolute if snap is not None else None
         on_purpose = sum(1 for p in report.removed if path_excluded(p, scan.patterns))
         check_prune(folder, dataset, plan.n_old, len(report.removed) - on_purpose, len(scan.rel), recorded, prune)
         if plan.todo:
             emb.load()  # load the model before writing anything (OpenVINO: from its cache, without TensorFlow)
-        fields = {**index_fields(folder, dataset, emb), "exclude": list(exclude) or None}
+        fields = {**index_fields(dataset, emb), "exclude": list(exclude)}
         run = _Run(w, emb, fields, checkpoint_every, checkpoint_seconds)
         changed = snap is None or bool(problems) or w.needs_migration
         for view, mask, rows, rewrite in plan.kept:
@@ -537,7 +566,7 @@ def update_folder(
             if mask.any():  # rewrite this shard only (bounded memory: one shard at a time)
                 paths = [p for p, m in zip(view.paths, mask) if m]
                 run.shards.append(w.write_shard(np.asarray(view.vectors)[mask], rows[mask], paths))
-        if changed or snap.spec != emb.spec or list(exclude) != (snap.manifest.get("exclude") or []):
+        if changed or snap.spec != emb.spec or list(exclude) != snap.manifest.exclude:
             run.commit(complete=False)
         if plan.reuse:  # moved, renamed or copied files: their stored vectors, no model call
             for i, view, j, info in plan.reuse:
@@ -562,9 +591,9 @@ def update_folder(
     return Index.open(folder), report
 
 
-def refresh_ann(writer: FolderWriter, manifest: dict[str, Any], *, progress: bool = True) -> None:
+def refresh_ann(writer: FolderWriter, manifest: Manifest, *, progress: bool = True) -> None:
     """Extend or rebuild the approximate index an update made stale (see :func:`revsearch.ann.refresh_after_update`)."""
-    stale = manifest.get("ann_stale")
+    stale = manifest.ann_stale
     if stale:
         from . import ann
 
@@ -580,8 +609,9 @@ def index_from_vectors(
     *,
     dataset_dir: str | os.PathLike | None = None,
     rows: np.ndarray | None = None,
-    extra: dict[str, Any] | None = None,
+    imported_from: dict[str, Any] | None = None,
     shard_rows: int | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Index:
     """Write a new index from vectors made elsewhere (e.g. imported legacy files).
 
@@ -598,8 +628,11 @@ def index_from_vectors(
     dataset_dir : path, optional
     rows : numpy.ndarray, optional
         Shape (n,) file size/mtime/hash records; unknown (size -1) by default.
+    imported_from : dict, optional
+        Where the vectors came from (recorded: :attr:`revsearch.store.Manifest.imported_from`).
     extra : dict, optional
-        More manifest entries.
+        Other manifest entries, written as given (kept for callers of earlier versions; prefer the
+        keyword arguments, which :class:`revsearch.store.Manifest` reads back typed).
     shard_rows : int, optional
         Rows per shard (default: one shard).
 
@@ -634,7 +667,6 @@ def index_from_vectors(
             w.write_shard(vectors[a : a + step], rows[a : a + step], paths[a : a + step])
             for a in range(0, len(paths), step)
         ]
-        fields = dict(extra or {})
-        fields.update(index_fields(folder, Path(dataset_dir) if dataset_dir is not None else None))
-        w.commit(shards=shards, complete=True, fields=fields)
+        w.commit(shards=shards, complete=True, imported_from=imported_from, fields=dict(extra) if extra else None,
+                 **index_fields(Path(dataset_dir) if dataset_dir is not None else None))
     return Index.open(folder)

@@ -867,6 +867,7 @@ def import_legacy(
     """
     from .embedding import Embedder
     from .index import Index
+    from .indexing import index_from_vectors
 
     if Index.exists(vector_dir):
         raise LegacyFormatError(
@@ -878,12 +879,12 @@ def import_legacy(
     if unstorable:  # pragma: no cover - defensive
         raise LegacyFormatError(f"{legacy_dir}: cannot store the image name {unstorable[0]!r}; nothing was imported")
     spec = Embedder("resnet50-seed", weights="imagenet").spec
-    index = Index.from_vectors(
+    index = index_from_vectors(
         vector_dir,
         legacy.vectors,
         legacy.names,
         spec,
         dataset_dir=dataset_dir,
-        extra={"imported_from": {"legacy_dir": str(Path(legacy_dir).resolve()), "files_skipped": len(legacy.skipped)}},
+        imported_from={"legacy_dir": str(Path(legacy_dir).resolve()), "files_skipped": len(legacy.skipped)},
     )
     return index, legacy

@@ -1,4 +1,5 @@
-"""The steps of ``Reverse_Search.ipynb``: Colab detection, Google Drive, settings, data, index.
+"""The steps of ``Reverse_Search.ipynb``: settings, data, index, duplicates (the Colab environment
+itself, Google Drive and logging to the cell, is :mod:`revsearch.colab`).
 
 The notebook only calls the functions here (and the search widget of :mod:`revsearch.widgets`),
 so everything it does is tested:
@@ -26,18 +27,30 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .colab import (  # noqa: F401  (re-exported: the notebook's environment, revsearch.colab)
+    COLAB_CONTENT,
+    DRIVE_MOUNT,
+    NotebookHandler,
+    enable_colab_widgets,
+    gpu_devices,
+    in_colab,
+    mount_drive,
+    notebook_logging,
+)
+from .display import display_figure  # noqa: F401  (re-exported: notebook users call it from here)
 from .errors import RevsearchError
+from .measured import NOTEBOOK_VECTORS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .duplicates import DuplicateReport
-    from .index import Index, UpdateReport
+    from .index import Index
+    from .indexing import UpdateReport
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +78,6 @@ __all__ = [
     "storage_report",
 ]
 
-#: The VM's local disk in Colab (fast; emptied when the runtime is recycled).
-COLAB_CONTENT = Path("/content")
-#: Where Google Drive is mounted in Colab (``REVSEARCH_NB_DRIVE_MOUNT`` overrides it).
-DRIVE_MOUNT = Path("/content/drive")
 #: Environment variables named ``ENV_PREFIX + NAME`` override the notebook's form (see
 #: :func:`notebook_settings`).
 ENV_PREFIX = "REVSEARCH_NB_"
@@ -85,184 +94,14 @@ _IMAGES_FOLDER = "imagenet_resized"
 
 
 # --------------------------------------------------------------------------- environment
-
-
-def in_colab() -> bool:
-    """Tell whether the code runs in a Google Colab runtime."""
-    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
-
-
-def mount_drive(mountpoint: str | os.PathLike = DRIVE_MOUNT) -> Path:
-    """Mount Google Drive in Colab (asks for permission the first time), unless it is mounted.
-
-    Parameters
-    ----------
-    mountpoint : path, default ``/content/drive``
-
-    Returns
-    -------
-    pathlib.Path
-        The "My Drive" folder, ``mountpoint/MyDrive``.
-
-    Raises
-    ------
-    RevsearchError
-        Outside Colab, or if mounting fails.
-    """
-    mountpoint = Path(mountpoint)
-    my_drive = mountpoint / "MyDrive"
-    if my_drive.is_dir():
-        return my_drive
-    try:
-        from google.colab import drive  # type: ignore[import-not-found]
-    except ImportError:
-        raise RevsearchError("Google Drive can only be mounted in Google Colab; use a local folder here") from None
-    try:
-        drive.mount(str(mountpoint))
-    except Exception as e:  # Colab raises ValueError / MessageError when permission is refused
-        raise RevsearchError(
-            f"mounting Google Drive failed ({type(e).__name__}: {e}); allow access when asked, or choose "
-            "the VM disk in the settings"
-        ) from None
-    return my_drive
-
-
-def _ipywidgets_major() -> int:
-    import ipywidgets
-
-    try:
-        return int(str(ipywidgets.__version__).split(".")[0])
-    except ValueError:  # pragma: no cover - odd version string
-        return 8
-
-
-def enable_colab_widgets() -> bool:
-    """In Colab with ipywidgets 8 or later, enable the custom widget manager that those need.
-
-    Colab renders ipywidgets 7 natively, but ipywidgets 8 widgets (and tqdm's notebook progress
-    bars built on them) only after ``google.colab.output.enable_custom_widget_manager()``.
-    Elsewhere this does nothing.
-
-    Returns
-    -------
-    bool
-        True if the custom widget manager was enabled.
-    """
-    if not in_colab():
-        return False
-    if _ipywidgets_major() < 8:
-        return False
-    try:
-        from google.colab import output  # type: ignore[import-not-found]
-
-        output.enable_custom_widget_manager()
-    except Exception as e:  # pragma: no cover - only in Colab
-        logger.warning("could not enable Colab's custom widget manager (%s): widgets may not show", e)
-        return False
-    return True
-
-
-class _NotebookHandler(logging.Handler):
-    """Writes records to the current ``sys.stdout`` (which a notebook routes to the running cell)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            sys.stdout.write(self.format(record) + "\n")
-            sys.stdout.flush()
-        except Exception:  # pragma: no cover
-            self.handleError(record)
-
-
-def notebook_logging(level: int | str = logging.INFO) -> logging.Logger:
-    """Show revsearch's log messages (what is downloaded, indexed, skipped) in a notebook's output.
-
-    Adds one handler to the ``revsearch`` logger (once, however often it is called) that writes
-    ``message`` (``Warning: message`` for warnings and errors) to standard output.
-
-    Parameters
-    ----------
-    level : int or str, default ``logging.INFO``
-
-    Returns
-    -------
-    logging.Logger
-        The ``revsearch`` logger.
-    """
-    log = logging.getLogger("revsearch")
-    log.setLevel(level)
-    if not any(isinstance(h, _NotebookHandler) for h in log.handlers):
-        handler = _NotebookHandler()
-        handler.setFormatter(_NotebookFormatter())
-        log.addHandler(handler)
-    return log
-
-
-class _NotebookFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        text = record.getMessage()
-        return f"{record.levelname.capitalize()}: {text}" if record.levelno >= logging.WARNING else text
-
-
-# --------------------------------------------------------------------------- showing figures
-
-
-def display_figure(fig: Any) -> bool:
-    """Show a Matplotlib figure in a running IPython/Jupyter session.
-
-    Parameters
-    ----------
-    fig : matplotlib.figure.Figure
-
-    Returns
-    -------
-    bool
-        False outside IPython (nothing shown).
-    """
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-    except ImportError:
-        return False
-    shell = get_ipython()
-    if shell is None:
-        return False
-    # A Figure made without pyplot has no image/png formatter unless the inline backend was
-    # activated (pyplot imported): register one, so display() shows the picture, not "<Figure ...>".
-    png = getattr(getattr(shell, "display_formatter", None), "formatters", {}).get("image/png")
-    if png is not None:
-        from matplotlib.figure import Figure
-
-        from .display import figure_png
-
-        try:
-            png.lookup_by_type(Figure)
-        except KeyError:
-            png.for_type(Figure, figure_png)
-    display(fig)
-    return True
-
-
-# --------------------------------------------------------------------------- devices
-
-
-def gpu_devices() -> list[str]:
-    """The GPUs TensorFlow sees (imports TensorFlow).
-
-    Returns
-    -------
-    list of str
-        Device names such as ``"/physical_device:GPU:0"``; empty on a CPU-only machine.
-    """
-    import tensorflow as tf
-
-    return [d.name for d in tf.config.list_physical_devices("GPU")]
+# Colab, Google Drive, logging to the cell and the GPUs are revsearch.colab's (re-exported above).
 
 
 def default_vectors(devices: Sequence[str] | None = None) -> str:
     """The ``vectors`` choice "auto" stands for: re-index on a GPU, the original vectors on a CPU.
 
     Re-indexing the original images with the default pipeline gives much better results
-    (README, "The notebook's vectors") but runs the model over every image: minutes on a GPU,
+    (docs/notebook.md, "The notebook's vectors") but runs the model over every image: minutes on a GPU,
     much longer on Colab's 2 CPU cores, where importing the original vectors takes seconds.
 
     Parameters
@@ -519,7 +358,7 @@ def notebook_settings(
         An unknown storage, model or vectors choice, a bad source, or an unreadable override.
     """
     from .data import ORIGINAL_IMAGES_ID, ORIGINAL_VECTORS_ID
-    from .embedding import MODELS
+    from .models import MODELS
 
     env = os.environ if env is None else env
     offline = _parse_bool(_env(env, "OFFLINE") or "0", "OFFLINE")
@@ -659,7 +498,8 @@ def storage_report(settings: NotebookSettings) -> str:
         One line per folder that exists (images, original vector files, archives, index), with
         its size and whether it is on Google Drive or the VM's disk.
     """
-    from .data import folder_size, format_bytes
+    from .data import folder_size
+    from .images import format_size as format_bytes
 
     drive = settings.storage == "drive"
     rows = []
@@ -724,7 +564,7 @@ def fetch_data(settings: NotebookSettings, *, quiet: bool = False) -> dict[str, 
         logger.info("Using your own images in %s: nothing to download", settings.dataset_dir)
         return {}
     from .data import fetch_original_data
-    from .index import Index
+    from .operations import Index
 
     vectors = settings.vectors == ORIGINAL_VECTORS and not Index.exists(settings.vector_dir)
     found = fetch_original_data(
@@ -776,9 +616,11 @@ def pipeline_note(index: Index, settings: NotebookSettings | None = None) -> str
             "the original project's vectors: ResNet50 (ImageNet weights) on raw BGR pixels (no "
             "preprocess_input), padded to a square, average pooled"
         )
+        p9 = {k: v["precision@9"] for k, v in NOTEBOOK_VECTORS.items()}
         switch = (
             "For better matches set VECTORS to 're-index the images with the default pipeline' in step 2 "
-            "and run all again (precision@9 0.31 -> 0.88 with MobileNet on Oxford flowers; README)."
+            f"and run all again (precision@9 {p9['original']:.3f} -> {p9['default']:.3f} with MobileNet on Oxford "
+            "flowers; docs/notebook.md)."
         )
     else:
         what = f"{spec['model']} (weights: {spec['weights']}), preprocessing {spec['preprocessing']}"
@@ -878,7 +720,7 @@ def prepare_index(
       (:func:`revsearch.legacy.import_legacy`): no model run; then they are deleted unless
       ``keep_archives``. On a CPU, the time re-indexing would take is estimated from the first
       batches (:func:`estimate_indexing`) and logged with how to choose it.
-    - Otherwise the images are indexed with the model (:meth:`revsearch.index.Index.build`),
+    - Otherwise the images are indexed with the model (:func:`revsearch.operations.build_index`),
       with a progress bar; a rerun embeds only new or changed images and resumes an interrupted run.
 
     Logs which pipeline made the index (:func:`pipeline_note`) and the space the data takes.
@@ -903,7 +745,8 @@ def prepare_index(
     RevsearchError
         If the image folder does not exist (with what to do), or indexing fails.
     """
-    from .index import Index, resolve_embedder
+    from .console import quiet_tensorflow
+    from .operations import Index, build_index, open_index
 
     dataset = settings.dataset_dir
     if not dataset.is_dir():
@@ -917,8 +760,8 @@ def prepare_index(
     index: Index | None = None
     report = None
     if settings.vectors == ORIGINAL_VECTORS and Index.exists(vector_dir):
-        index = Index.open(vector_dir)
-        if "imported_from" in index.manifest and index.complete:
+        index = open_index(vector_dir)
+        if index.manifest.imported_from is not None and index.complete:
             logger.info("Reusing the index of the original vectors: %s", index)
         else:
             index = None
@@ -928,14 +771,15 @@ def prepare_index(
                 f"{vector_dir} holds an index that was not imported from the original vectors: delete it, "
                 "or choose 're-index the images' in step 2"
             )
-        from .legacy import import_legacy
+        from .operations import import_legacy
 
         logger.info("Importing the original vector files from %s", settings.legacy_dir)
         index, legacy = import_legacy(settings.legacy_dir, vector_dir, dataset_dir=dataset, progress=progress)
         if legacy.skipped:
             logger.warning("%d vector files could not be used (see the messages above)", len(legacy.skipped))
         if not settings.keep_archives:
-            from .data import folder_size, format_bytes
+            from .data import folder_size
+            from .images import format_size as format_bytes
 
             size = folder_size(settings.legacy_dir)
             shutil.rmtree(settings.legacy_dir, ignore_errors=True)
@@ -946,15 +790,17 @@ def prepare_index(
                 f"the original vector files are not in {str(settings.legacy_dir)!r}: turn on "
                 "DOWNLOAD_ORIGINAL_DATA and run step 3, or choose 're-index the images' in step 2"
             )
-        existing = Index.open(vector_dir) if Index.exists(vector_dir) else None
-        embedder = resolve_embedder(existing, settings.model, weights=settings.weights)
-        if settings.backend != "auto":
-            embedder = embedder.variant(backend=settings.backend)
-        index, report = Index.build(dataset, vector_dir, embedder, batch_size=batch_size, progress=progress)
+        backend = None if settings.backend == "auto" else settings.backend
+        with quiet_tensorflow():  # TensorFlow's C++ start-up lines filtered as the CLI does
+            index, report = build_index(
+                dataset, vector_dir, settings.model, weights=settings.weights, backend=backend, batch_size=batch_size,
+                progress=progress,
+            )
         if report.skipped:  # each one was logged with its reason while indexing
             logger.warning("%d files could not be read and were skipped (see the messages above)", len(report.skipped))
     if settings.vectors == ORIGINAL_VECTORS and estimate and not settings.own_dataset:
-        seconds = estimate_indexing(settings)
+        with quiet_tensorflow():
+            seconds = estimate_indexing(settings)
         if seconds is not None:
             logger.info(
                 "Re-indexing the %d images with the default pipeline (resnet50) would take about %s on "
@@ -1034,7 +880,8 @@ def show_duplicates(
     DuplicateReport
         The groups, best copy first; ``report.summary()`` says how many.
     """
-    from .duplicates import find_duplicates, plot_duplicates
+    from .duplicates import plot_duplicates
+    from .operations import find_duplicates
 
     if max_groups < 0:
         raise ValueError(f"max_groups must be at least 0, not {max_groups}")

@@ -13,7 +13,7 @@ All three work on an index's vectors as they are; nothing is re-embedded or rewr
 
 Radenovic, Tolias, Chum: "Fine-tuning CNN image retrieval with no human annotation" (alpha-QE and
 alpha-DBA, 2018); Arandjelovic, Zisserman: "Three things everyone should know..." (database-side
-augmentation, 2012). Measured effects and costs: README, Quality (``benchmarks/quality.py``).
+augmentation, 2012). Measured effects and costs: docs/quality.md (``benchmarks/quality.py``).
 """
 
 from __future__ import annotations

@@ -35,11 +35,17 @@ Rules the store keeps:
   A damaged index raises :class:`~revsearch.errors.IndexFormatError` (or its subclass
   :class:`~revsearch.errors.IndexDamagedError` when a rerun of the indexing can repair it).
 
-Format versions: 1 (revsearch 0.1.0: shard files ``vectors-<token>.npy``, no store id) is read
-as it is and migrated to 2 by the first write (the manifest is rewritten; the old shard files
-keep their names until a later commit replaces them). 3 adds the ``thumbs`` section (the
-duplicate verifier's thumbnails); an index of format 1 or 2 has none, and the next update
-makes them (until then ``revsearch duplicates`` makes them from the photos when it needs them).
+The manifest is read and written as a :class:`Manifest`: a typed view of its JSON object and
+the only code that names its keys (other modules use its properties, and say what changes
+through :meth:`FolderWriter.commit`'s keyword arguments).
+
+Format versions (:attr:`Manifest.VERSION`, with one migration per older version in
+:data:`MIGRATIONS`, applied in order when a manifest is read): 1 (revsearch 0.1.0: shard files
+``vectors-<token>.npy``, no store id) is read as it is and migrated to 2 by the first write (the
+manifest is rewritten; the old shard files keep their names until a later commit replaces them).
+3 adds the ``thumbs`` section (the duplicate verifier's thumbnails, :attr:`Manifest.thumbs`); an
+index of format 1 or 2 has none, and the next update makes them (until then ``revsearch
+duplicates`` makes them from the photos when it needs them).
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .errors import IndexDamagedError, IndexFormatError, IndexNotFoundError, RevsearchError, StorageFullError
+from .version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +79,8 @@ __all__ = [
     "FORMAT_VERSION",
     "ROW_DTYPE",
     "SPEC_KEYS",
+    "Manifest",
+    "MIGRATIONS",
     "ShardRef",
     "ShardView",
     "Snapshot",
@@ -79,6 +88,7 @@ __all__ = [
     "atomic_write",
     "write_npy",
     "read_manifest",
+    "validate_manifest",
     "open_snapshot",
     "writing",
     "exists",
@@ -95,7 +105,6 @@ MANIFEST_NAME = "revsearch.json"
 LOCK_NAME = ".revsearch.lock"
 FORMAT_NAME = "revsearch-index"
 #: 2: store id, file names per shard, paths stored with surrogateescape (non-UTF-8 names kept).
-#: 3: the ``thumbs`` section (thumbnails for the duplicate verifier).
 FORMAT_VERSION = 3
 ROW_DTYPE = np.dtype([("size", "<i8"), ("mtime_ns", "<i8"), ("digest", "V16")])
 #: Spec fields that must agree between an index and a query embedder.
@@ -295,7 +304,33 @@ def _valid_name(name: Any, store_id: str | None) -> bool:
     return _NAME_RE.fullmatch(name) is not None or _V1_NAME.fullmatch(name) is not None
 
 
-def validate_manifest(manifest: Any, mpath: Path) -> dict[str, Any]:
+def _migrate_1_to_2(raw: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 -> 2, in memory: each shard names its files (format 1's names, without a store id).
+
+    The store id stays absent until the first write draws one; ``format_version`` keeps what the
+    file says (so :attr:`Manifest.needs_migration` tells that the next commit rewrites it).
+    """
+    out = dict(raw)
+    shards = raw.get("shards")
+    if isinstance(shards, list):
+        out["shards"] = [
+            {**e, "files": _shard_names(None, e["token"])} if isinstance(e, dict) and isinstance(e.get("token"), str) else e
+            for e in shards
+        ]
+    return out
+
+
+#: The migrations, in order: ``MIGRATIONS[v]`` turns a manifest of format ``v`` into format ``v + 1``
+#: (in memory; the next commit writes :attr:`Manifest.VERSION`). Add one with each new format version.
+def _migrate_2_to_3(raw: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 -> 3: nothing to change (format 2 has no ``thumbs`` section; the next update makes it)."""
+    return dict(raw)
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+
+
+def validate_manifest(manifest: Any, mpath: Path) -> Manifest:
     """Check a manifest's structure and names; return it migrated to the current format (in memory).
 
     Raises
@@ -315,6 +350,8 @@ def validate_manifest(manifest: Any, mpath: Path) -> dict[str, Any]:
             f"the index in {str(mpath.parent)!r} has format version {version}, newer than this revsearch "
             f"understands ({FORMAT_VERSION}): upgrade revsearch"
         )
+    for v in range(version, FORMAT_VERSION):  # in order, each to the next version
+        manifest = MIGRATIONS[v](manifest)
     spec = manifest.get("spec")
     if not isinstance(spec, dict):
         raise _damaged(mpath, "'spec' is missing or not an object")
@@ -340,7 +377,7 @@ def validate_manifest(manifest: Any, mpath: Path) -> dict[str, Any]:
             raise _damaged(mpath, f"shard {i} has the token {token!r}")
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise _damaged(mpath, f"shard {i} has the count {count!r}")
-        files = entry.get("files") if version >= 2 else _shard_names(None, token)
+        files = entry.get("files")
         if not isinstance(files, dict) or set(files) != set(SHARD_FILES):
             raise _damaged(mpath, f"shard {i} does not name its files")
         for kind, name in files.items():
@@ -353,7 +390,7 @@ def validate_manifest(manifest: Any, mpath: Path) -> dict[str, Any]:
         raise _damaged(mpath, "two shards name the same file")
     if "count" in manifest and manifest["count"] != total:
         raise _damaged(mpath, f"'count' is {manifest['count']!r} but the shards hold {total} rows")
-    for section in ("ann", "ann_stale"):
+    for section in _ANN_KEYS:
         meta = manifest.get(section)
         if meta is None:
             continue
@@ -376,7 +413,7 @@ def validate_manifest(manifest: Any, mpath: Path) -> dict[str, Any]:
         not isinstance(ds, dict) or not all(isinstance(v, str) for v in ds.values() if v is not None)
     ):
         raise _damaged(mpath, "'dataset_dir' is not an object of strings")
-    out = dict(manifest)
+    out = Manifest(manifest)
     out["shards"] = out_shards
     out["count"] = total
     if not isinstance(out.get("complete", True), bool):
@@ -384,13 +421,180 @@ def validate_manifest(manifest: Any, mpath: Path) -> dict[str, Any]:
     return out
 
 
-def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+#: The manifest entries of the approximate index: the current one, and one an update made stale.
+_ANN_KEYS = ("ann", "ann_stale")
+
+
+class Manifest(dict):
+    """The manifest of an index, typed: the only code that names its keys.
+
+    A dict holding the manifest's JSON object (so it compares, copies and serialises as one),
+    with a typed property for each entry. Code outside :mod:`revsearch.store` reads these
+    properties and changes the manifest through :meth:`FolderWriter.commit`'s keyword arguments.
+    """
+
+    #: The format version this revsearch writes (older ones are migrated, see :data:`MIGRATIONS`).
+    VERSION = FORMAT_VERSION
+
+    # ------------------------------------------------------------------ the format
+    @property
+    def format_version(self) -> int:
+        """The version the file says (older than :attr:`VERSION` until the next commit migrates it)."""
+        return int(self.get("format_version", 1))
+
+    @property
+    def needs_migration(self) -> bool:
+        """True if the file is of an older format (the next commit rewrites it)."""
+        return self.format_version < self.VERSION
+
+    @property
+    def migrated_from(self) -> int | None:
+        """The format version an earlier commit migrated this index from, if any."""
+        return self.get("migrated_from")
+
+    @property
+    def store_id(self) -> str | None:
+        """12 hex digits carried by every file of the index (None for format 1 until its first write)."""
+        return self.get("store_id")
+
+    @property
+    def revsearch_version(self) -> str | None:
+        """The revsearch that committed this manifest."""
+        return self.get("revsearch_version")
+
+    @property
+    def created(self) -> str | None:
+        """When the index was created (ISO 8601, UTC)."""
+        return self.get("created")
+
+    @property
+    def updated(self) -> str | None:
+        """When the manifest was last committed (ISO 8601, UTC)."""
+        return self.get("updated")
+
+    # ------------------------------------------------------------------ the vectors
+    @property
+    def spec(self) -> dict[str, Any]:
+        """What made the vectors: ``model``, ``preprocessing``, ``dim``, ``weights``, ``precision``, ... (a copy)."""
+        return dict(self["spec"])
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return int(self["spec"]["dim"])
+
+    @property
+    def shards(self) -> list[ShardRef]:
+        """The committed shards, in row order."""
+        return [ShardRef(e["token"], int(e["count"]), dict(e["files"])) for e in self.get("shards", [])]
+
+    @property
+    def count(self) -> int:
+        """Rows of all shards together."""
+        return int(self.get("count", 0))
+
+    @property
+    def complete(self) -> bool:
+        """False while (or if) an indexing run has not finished."""
+        return bool(self.get("complete", True))
+
+    @property
+    def weights_path(self) -> str | None:
+        """The weights file the model was loaded from (spec ``weights`` ``"file:..."``), if any."""
+        return self.get("weights_path")
+
+    # ------------------------------------------------------------------ the dataset
+    @property
+    def dataset_absolute(self) -> str | None:
+        """The dataset folder's absolute path when it was last indexed."""
+        return (self.get("dataset_dir") or {}).get("absolute")
+
+    @property
+    def dataset_relative(self) -> str | None:
+        """The dataset folder relative to the index folder when it was last indexed."""
+        return (self.get("dataset_dir") or {}).get("relative_to_index")
+
+    def dataset_dir(self, folder: str | os.PathLike) -> Path | None:
+        """The dataset folder of the index in ``folder``: found next to it as when it was built, else
+        its recorded absolute path (None if none is recorded)."""
+        rel, absolute = self.dataset_relative, self.dataset_absolute
+        if rel is not None and (Path(folder) / rel).is_dir():
+            return (Path(folder) / rel).resolve()
+        return Path(absolute) if absolute else None
+
+    @property
+    def exclude(self) -> list[str]:
+        """Exclusion patterns later updates apply (see ``--exclude``)."""
+        return list(self.get("exclude") or [])
+
+    @property
+    def imported_from(self) -> dict[str, Any] | None:
+        """Where an imported index came from (``legacy_dir``, ``files_skipped``), if it was imported."""
+        return self.get("imported_from")
+
+    @property
+    def built_with(self) -> str | None:
+        """``"dask"`` if the last indexing ran on a Dask cluster."""
+        return self.get("built_with")
+
+    # ------------------------------------------------------------------ the approximate index
+    @property
+    def ann(self) -> dict[str, Any] | None:
+        """The approximate index's entry (:mod:`revsearch.ann`: ``file``, ``kind``, ``params``, ``count``...)."""
+        return self.get("ann")
+
+    @property
+    def ann_stale(self) -> dict[str, Any] | None:
+        """The entry of an approximate index an unfinished update made stale (extended or rebuilt at its end)."""
+        return self.get("ann_stale")
+
+    def with_ann(self, meta: dict[str, Any] | None) -> Manifest:
+        """A copy (in memory, not committed) naming ``meta`` as its approximate index."""
+        out = Manifest(self)
+        out.pop("ann_stale", None)
+        if meta is None:
+            out.pop("ann", None)
+        else:
+            out["ann"] = meta
+        return out
+
+    # ------------------------------------------------------------------ the duplicate verifier's thumbnails
+    @property
+    def thumbs(self) -> dict[str, Any] | None:
+        """The thumbnails' entry (:mod:`revsearch.thumbs`: ``side``, ``files``), None before format 3's first update."""
+        return self.get("thumbs")
+
+    @property
+    def thumb_side(self) -> int | None:
+        """Longer side (pixels) of the stored thumbnails, None without them."""
+        t = self.thumbs
+        return int(t["side"]) if t else None
+
+    @property
+    def thumb_files(self) -> list[str]:
+        """The files holding the stored thumbnails."""
+        t = self.thumbs
+        return list(t["files"]) if t else []
+
+    # ------------------------------------------------------------------ files
+    def file_names(self) -> set[str]:
+        """Every file the manifest names (shards and sections)."""
+        out = {n for s in self.get("shards", []) for n in s.get("files", {}).values()}
+        for section in _ANN_KEYS:
+            name = (self.get(section) or {}).get("file")
+            if name:
+                out.add(name)
+        out.update(self.thumb_files)
+        return out
+
+
+def read_manifest(folder: str | os.PathLike) -> Manifest:
     """Read and validate the manifest of the index in ``folder`` (format 1 is migrated in memory).
 
     Returns
     -------
-    dict
-        The manifest; ``format_version`` is what the file says, ``shards[i]["files"]`` is filled in.
+    Manifest
+        The manifest; ``format_version`` is what the file says, migrated to the current shape.
 
     Raises
     ------
@@ -529,29 +733,33 @@ class Snapshot:
     Attributes
     ----------
     folder : pathlib.Path
-    manifest : dict
+    manifest : Manifest
     shards : list of ShardView
     """
 
     folder: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     shards: list[ShardView] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.manifest, Manifest):
+            self.manifest = Manifest(self.manifest)
 
     @property
     def dim(self) -> int:
-        return int(self.manifest["spec"]["dim"])
+        return self.manifest.dim
 
     @property
     def spec(self) -> dict[str, Any]:
-        return dict(self.manifest["spec"])
+        return self.manifest.spec
 
     @property
     def complete(self) -> bool:
-        return bool(self.manifest.get("complete", True))
+        return self.manifest.complete
 
     @property
     def store_id(self) -> str | None:
-        return self.manifest.get("store_id")
+        return self.manifest.store_id
 
     def __len__(self) -> int:
         return sum(s.count for s in self.shards)
@@ -575,9 +783,8 @@ class Snapshot:
         raise IndexError("row out of range")
 
 
-def _open_shards(folder: Path, manifest: dict[str, Any]) -> list[ShardView]:
-    dim = int(manifest["spec"]["dim"])
-    return [ShardView(folder, ShardRef(e["token"], int(e["count"]), e["files"]), dim) for e in manifest["shards"]]
+def _open_shards(folder: Path, manifest: Manifest) -> list[ShardView]:
+    return [ShardView(folder, ref, manifest.dim) for ref in manifest.shards]
 
 
 def open_snapshot(folder: str | os.PathLike, *, attempts: int = 8) -> Snapshot:
@@ -679,6 +886,10 @@ def find_shard(folder: str | os.PathLike, store_id: str, token: str, dim: int) -
     return view.ref
 
 
+#: Default of :meth:`FolderWriter.commit`'s entries: keep what the committed manifest says.
+_KEEP: Any = object()
+
+
 class _FolderLock:
     """An exclusive lock on an index folder while it is written (advisory flock, POSIX only)."""
 
@@ -718,15 +929,15 @@ class FolderWriter:
     Attributes
     ----------
     folder : pathlib.Path
-    manifest : dict or None
+    manifest : Manifest or None
         The committed manifest (None before the first commit of a new index).
     store_id : str
     """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.manifest: dict[str, Any] | None = read_manifest(folder) if exists(folder) else None
-        sid = (self.manifest or {}).get("store_id")
+        self.manifest: Manifest | None = read_manifest(folder) if exists(folder) else None
+        sid = self.manifest.store_id if self.manifest is not None else None
         self.store_id: str = sid if isinstance(sid, str) else secrets.token_hex(6)
         self._pending: set[str] = set()
 
@@ -752,10 +963,9 @@ class FolderWriter:
         """
         if self.manifest is None:
             return None, []
-        dim = int(self.manifest["spec"]["dim"])
+        dim = self.manifest.dim
         views, problems = [], []
-        for e in self.manifest["shards"]:
-            ref = ShardRef(e["token"], int(e["count"]), e["files"])
+        for ref in self.manifest.shards:
             try:
                 view = ShardView(self.folder, ref, dim)
                 view.paths  # noqa: B018  (validates the stored paths)
@@ -773,7 +983,7 @@ class FolderWriter:
         if dim is None:
             if self.manifest is None:
                 raise ValueError("no spec yet: give dim or commit first")
-            dim = int(self.manifest["spec"]["dim"])
+            dim = self.manifest.dim
         try:
             return ShardView(self.folder, ref, dim)
         except _Missing as e:
@@ -782,7 +992,7 @@ class FolderWriter:
     @property
     def needs_migration(self) -> bool:
         """True if the committed manifest is of an older format (the next commit rewrites it)."""
-        return self.manifest is not None and self.manifest.get("format_version", 1) < FORMAT_VERSION
+        return self.manifest is not None and self.manifest.needs_migration
 
     # -------------------------------------------------------------- writing files
     def write_shard(
@@ -800,7 +1010,7 @@ class FolderWriter:
         return ref
 
     def write_section_file(self, kind: str, write: Callable[[BinaryIO], None]) -> str:
-        """Write a new file of a section (``"ann"``) atomically; return its name (for the manifest)."""
+        """Write a new file of a section (``"ann"``, ``"thumbs"``) atomically; return its name (for the manifest)."""
         if kind not in SECTION_FILES:
             raise ValueError(f"unknown section {kind!r}")
         name = f"{kind}-{self.store_id}-{new_token()}{SECTION_FILES[kind]}"
@@ -815,31 +1025,58 @@ class FolderWriter:
         shards: Sequence[ShardRef] | None = None,
         spec: dict[str, Any] | None = None,
         complete: bool | None = None,
+        dataset_dir: Any = _KEEP,
+        weights_path: Any = _KEEP,
+        exclude: Any = _KEEP,
+        imported_from: Any = _KEEP,
+        built_with: Any = _KEEP,
+        ann: Any = _KEEP,
+        stale_ann: bool = False,
+        thumbs: Any = _KEEP,
         fields: dict[str, Any] | None = None,
         protect: Iterable[str] = (),
-    ) -> dict[str, Any]:
+    ) -> Manifest:
         """Atomically replace the manifest, then delete the store's files it no longer names.
+
+        Every argument left out keeps what the committed manifest says; None removes an entry.
 
         Parameters
         ----------
         shards : sequence of ShardRef, optional
-            The new shard list (default: unchanged).
+            The new shard list.
         spec : dict, optional
             The model spec (required for a new index).
         complete : bool, optional
-            Whether the index is complete (default: unchanged; True for a new index).
+            Whether the index is complete (True for a new index).
+        dataset_dir : path or None, optional
+            The dataset folder (recorded absolute and relative to the index folder).
+        weights_path : str or None, optional
+            The weights file the model was loaded from.
+        exclude : sequence of str or None, optional
+            Exclusion patterns later updates apply (an empty list removes them).
+        imported_from : dict or None, optional
+            Where an imported index came from.
+        built_with : str or None, optional
+            ``"dask"`` when a Dask cluster indexed it.
+        ann : dict or None, optional
+            The approximate index's entry (None: none); replaces a stale one.
+        stale_ann : bool, default False
+            The vectors change: an approximate index the manifest names becomes stale (kept as
+            :attr:`Manifest.ann_stale` until the end of the run extends or rebuilds it).
+        thumbs : (int, list of str) or None, optional
+            The thumbnails' side and files (:mod:`revsearch.thumbs`; None: none).
         fields : dict, optional
-            Other manifest entries to set (a value of None removes the entry), e.g. ``ann``.
+            Entries no keyword covers yet (a value of None removes the entry); prefer a keyword.
         protect : iterable of str
             File names housekeeping must keep although no manifest names them (yet).
 
         Returns
         -------
-        dict
+        Manifest
             The new manifest.
         """
         previous = self.manifest
-        manifest: dict[str, Any] = dict(previous or {})
+        manifest = Manifest(previous or {})
         if spec is not None:
             manifest["spec"] = dict(spec)
         if "spec" not in manifest:
@@ -851,7 +1088,32 @@ class FolderWriter:
         if complete is not None:
             manifest["complete"] = bool(complete)
         manifest.setdefault("complete", True)
-        for key, value in (fields or {}).items():
+        changes: dict[str, Any] = dict(fields or {})
+        if dataset_dir is not _KEEP:
+            if dataset_dir is None:
+                changes["dataset_dir"] = None
+            else:
+                ds = Path(dataset_dir).resolve()
+                changes["dataset_dir"] = {
+                    "absolute": str(ds), "relative_to_index": os.path.relpath(ds, self.folder.resolve())
+                }
+        if weights_path is not _KEEP:
+            changes["weights_path"] = None if weights_path is None else str(weights_path)
+        if exclude is not _KEEP:
+            changes["exclude"] = [str(p) for p in exclude] if exclude else None
+        if imported_from is not _KEEP:
+            changes["imported_from"] = imported_from
+        if built_with is not _KEEP:
+            changes["built_with"] = built_with
+        if ann is not _KEEP:
+            if stale_ann:
+                raise ValueError("give ann or stale_ann, not both")
+            changes["ann"], changes["ann_stale"] = ann, None
+        elif stale_ann and manifest.ann:  # kept for the end of the run, which extends or rebuilds it
+            changes["ann_stale"], changes["ann"] = manifest.ann, None
+        if thumbs is not _KEEP:
+            changes["thumbs"] = None if thumbs is None else {"side": int(thumbs[0]), "files": [str(f) for f in thumbs[1]]}
+        for key, value in changes.items():
             if value is None:
                 manifest.pop(key, None)
             else:
@@ -861,20 +1123,20 @@ class FolderWriter:
             format=FORMAT_NAME,
             format_version=FORMAT_VERSION,
             store_id=self.store_id,
-            revsearch_version=_version(),
-            created=manifest.get("created") or now,
+            revsearch_version=__version__,
+            created=manifest.created or now,
             updated=now,
         )
-        if previous is not None and previous.get("format_version", 1) < FORMAT_VERSION:
-            manifest.setdefault("migrated_from", previous.get("format_version", 1))
+        if previous is not None and previous.needs_migration:
+            manifest.setdefault("migrated_from", previous.format_version)
         manifest = validate_manifest(json.loads(json.dumps(manifest)), self.folder / MANIFEST_NAME)
         data = json.dumps(manifest, indent=2).encode("utf-8")
         atomic_write(self.folder / MANIFEST_NAME, lambda f: f.write(data), tag=self.store_id)
         _fsync_dir(self.folder)
         self.manifest = manifest
-        live = _named_files(manifest)
+        live = manifest.file_names()
         self._pending -= live
-        self._housekeep(_named_files(previous) if previous else set(), live | set(protect))
+        self._housekeep(previous.file_names() if previous else set(), live | set(protect))
         return manifest
 
     def _housekeep(self, previously_named: set[str], keep: set[str]) -> None:
@@ -899,19 +1161,7 @@ class FolderWriter:
         self._pending.clear()
 
 
-def _named_files(manifest: dict[str, Any] | None) -> set[str]:
-    if not manifest:
-        return set()
-    out = {n for s in manifest.get("shards", []) for n in s.get("files", {}).values()}
-    for section in ("ann", "ann_stale"):
-        name = (manifest.get(section) or {}).get("file")
-        if name:
-            out.add(name)
-    out.update((manifest.get("thumbs") or {}).get("files") or [])
-    return out
-
-
-# ---------------------------------------------------------------------------------------- thumbnails
+# ---------------------------------------------------------------------------------------- section files
 def open_section_npy(folder: str | os.PathLike, name: str, dtype: np.dtype) -> np.ndarray:
     """Memory-map a section's .npy file of one-dimensional records of ``dtype`` (e.g. the thumbnails).
 
@@ -933,8 +1183,9 @@ def open_section_npy(folder: str | os.PathLike, name: str, dtype: np.dtype) -> n
     return arr
 
 
-def write_section_npy(writer: FolderWriter, kind: str, records: np.ndarray | Iterable[np.ndarray], count: int,
-                      dtype: np.dtype) -> str:
+def write_section_npy(
+    writer: FolderWriter, kind: str, records: np.ndarray | Iterable[np.ndarray], count: int, dtype: np.dtype
+) -> str:
     """Write a section's .npy file of ``count`` records (an array, or blocks of one); return its name."""
     return writer.write_section_file(kind, lambda fh: write_npy(fh, records, (count,), dtype))
 
@@ -967,7 +1218,3 @@ def writing(folder: str | os.PathLike, *, create: bool = True) -> Iterator[Folde
             writer.discard_pending()
 
 
-def _version() -> str:
-    from . import __version__
-
-    return __version__

@@ -144,11 +144,11 @@ class StoredThumbnails:
 
         self.snapshot = snapshot
         self.row_digests = _digests(snapshot)
-        meta = snapshot.manifest.get("thumbs") or {}
+        manifest = snapshot.manifest
         self.files: list[np.ndarray] = []
         self.names: list[str] = []
-        if meta and int(meta.get("side", 0)) == THUMB_SIDE:
-            for name in meta.get("files", []):
+        if manifest.thumb_side == THUMB_SIDE:
+            for name in manifest.thumb_files:
                 try:
                     self.files.append(store.open_section_npy(snapshot.folder, name, THUMB_DTYPE))
                     self.names.append(name)
@@ -247,13 +247,13 @@ def fill_thumbnails(
     if snap is None or dataset_dir is None or not len(snap):
         return 0
     have = StoredThumbnails(snap)
-    meta = snap.manifest.get("thumbs") or {}
+    manifest = snap.manifest
     files = list(have.names)  # the sound files of the right size (a damaged one is dropped, its thumbnails made again)
     missing = have.missing_digests()
     # drop thumbnails of contents no longer indexed once they are a large share (merge the files)
     stale = have.stale()
     if not len(missing) and len(files) <= store.THUMB_FILES_MAX and stale <= len(have) // 2:
-        if snap.manifest.get("thumbs") and files == list(meta.get("files", [])):
+        if manifest.thumbs is not None and files == manifest.thumb_files:
             return 0
     wanted = set(missing.tolist())  # S16 items read back as bytes without their trailing zero bytes
     first_row: dict[bytes, int] = {}
@@ -277,7 +277,7 @@ def fill_thumbnails(
             buf_t.clear()
         if final and (len(files) > store.THUMB_FILES_MAX or stale > len(have) // 2):
             files = [_merge(writer, files, have.row_digests)]
-        writer.commit(fields={"thumbs": {"side": THUMB_SIDE, "files": list(files)}})
+        writer.commit(thumbs=(THUMB_SIDE, list(files)))
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="revsearch-thumbs") as pool, tqdm(
         total=len(todo), desc="thumbnails", unit="img", disable=not progress or not todo

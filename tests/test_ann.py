@@ -16,7 +16,8 @@ faiss = pytest.importorskip("faiss")
 
 from revsearch import ann  # noqa: E402
 from revsearch.errors import OptionalDependencyError, RevsearchError  # noqa: E402
-from revsearch.index import MANIFEST_NAME, Index  # noqa: E402
+from revsearch import Index  # noqa: E402
+from revsearch.store import MANIFEST_NAME
 
 
 def clustered(n: int, dim: int, *, centres: int = 40, seed: int = 0) -> np.ndarray:
@@ -290,7 +291,7 @@ def own_recall(index: Index, rows: np.ndarray, k: int = 9) -> float:
     q = np.asarray(index.vectors[rows])
     _, truth = index.topk(q, k + 1, exact=True)
     _, got = index.topk(q, k + 1)
-    return ann._recall_without_self(got, truth, rows, k)
+    return ann.recall_without_self(got, truth, rows, k)
 
 
 @pytest.fixture(scope="module")
@@ -319,7 +320,7 @@ def test_planned_defaults_miss_neighbours_and_tuning_reaches_the_target(hard_ind
     assert own_recall(Index.open(hard_index.folder), rows) >= max(0.94, untuned + 0.03)
     # It chose the cheapest setting it found that reached the target.
     reached = [t for t in tuning["tried"] if t["recall"] >= 0.95]
-    assert min(t["cost"] for t in reached) == ann._search_cost(
+    assert min(t["cost"] for t in reached) == ann.search_cost(
         "ivfpq", meta["params"], len(hard_index), hard_index.dim, tuning["nprobe"], tuning["rerank"]
     )
 

@@ -15,7 +15,8 @@ from PIL import Image
 from revsearch import Match, SearchResults, reverse_image_search
 from revsearch.embedding import Embedder
 from revsearch.errors import ImageReadError, IndexNotFoundError, ModelMismatchError, RevsearchError
-from revsearch.index import MANIFEST_NAME, Index
+from revsearch import Index
+from revsearch.store import MANIFEST_NAME
 
 N = 12
 
@@ -205,7 +206,7 @@ def test_model_name_uses_the_preprocessing_recorded_in_the_index(tmp_path: Path)
     """An index built with non-default preprocessing (pad + average pooling) is searched with that
     preprocessing when the caller names the same model, instead of being refused as a mismatch."""
     from revsearch.embedding import get_embedder
-    from revsearch.index import Index
+    from revsearch import Index
 
     ds = tmp_path / "ds"
     write_photos(ds, 6)

@@ -19,7 +19,7 @@ from conftest import DATASETS, make_photo, needs_weights, write_photos
 from revsearch import backends
 from revsearch.backends import GpuDevice, gpu_policy
 from revsearch.embedding import Embedder, get_embedder
-from revsearch.index import Index
+from revsearch import Index
 
 REPO = Path(__file__).resolve().parents[1]
 FLOWERS = DATASETS / "oxford17_flowers"
@@ -69,7 +69,7 @@ def test_no_gpu_here_means_no_tensorflow_import() -> None:
     out = _python(
         """
         import sys, revsearch.backends as b
-        b._gpu_device_nodes = lambda: False
+        b.gpu_device_nodes = lambda: False
         print(b.gpu_devices(), "tensorflow" in sys.modules, "openvino" in sys.modules)
         """
     )
@@ -161,6 +161,7 @@ def test_import_revsearch_imports_neither_runtime() -> None:
 # ----------------------------------------------------------------------------- conversion and cache
 
 
+@pytest.mark.slow
 @needs_openvino
 @pytest.mark.parametrize("name", ["resnet50", "mobilenet", "resnet50-seed"])
 def test_conversion_matches_keras(name: str, tmp_path: Path) -> None:
@@ -178,6 +179,7 @@ def test_conversion_matches_keras(name: str, tmp_path: Path) -> None:
     np.testing.assert_allclose(np.linalg.norm(bf.embed(imgs), axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_custom_keras_model_converts(tmp_path: Path) -> None:
     import keras
@@ -198,12 +200,13 @@ def test_custom_keras_model_converts(tmp_path: Path) -> None:
         name="small",
     )
     e2 = Embedder(other, backend="openvino", precision="float32", cache_dir=tmp_path)
-    assert e2._openvino_model().ir_path != e._openvino_model().ir_path
+    assert e2.openvino_model().ir_path != e.openvino_model().ir_path
     np.testing.assert_allclose(e2.embed(imgs), Embedder(other, backend="keras").embed(imgs), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="set_dtype_policy"):
         Embedder(model, backend="keras", precision="bfloat16")
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_second_start_uses_the_cache_without_tensorflow(tmp_path: Path) -> None:
     """The first start converts (via Keras); a fresh process reads the IR and the compiled blob, and never
@@ -215,7 +218,7 @@ def test_second_start_uses_the_cache_without_tensorflow(tmp_path: Path) -> None:
         e = Embedder("mobilenet", weights=None, backend="openvino", precision="float32", cache_dir={cache!r})
         e.load()
         v = e.embed([np.full((64, 64, 3), 90, np.uint8), np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3)])
-        print(json.dumps({{"from": e._ov.loaded_from, "tf": "tensorflow" in sys.modules, "v": v[:, :8].tolist()}}))
+        print(json.dumps({{"from": e.openvino_model().loaded_from, "tf": "tensorflow" in sys.modules, "v": v[:, :8].tolist()}}))
     """.format(cache=str(tmp_path))
     first = json.loads(_python(code).strip().splitlines()[-1])
     second = json.loads(_python(code).strip().splitlines()[-1])
@@ -229,29 +232,31 @@ def test_second_start_uses_the_cache_without_tensorflow(tmp_path: Path) -> None:
     assert any((tmp_path / "compiled").iterdir())  # OpenVINO's CACHE_DIR holds the compiled blob
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_cache_keys_and_damaged_cache(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     a = Embedder("mobilenet", weights=None, backend="openvino", precision="float32", cache_dir=tmp_path)
     b = Embedder("mobilenet", weights=None, backend="openvino", precision="bfloat16", cache_dir=tmp_path)
     c = Embedder("mobilenet", weights=None, backend="openvino", pooling="gem", cache_dir=tmp_path)  # not the default
     d = Embedder("resnet50", weights=None, backend="openvino", cache_dir=tmp_path)
-    paths = {e._openvino_model().ir_path for e in (a, b, c, d)}
+    paths = {e.openvino_model().ir_path for e in (a, b, c, d)}
     assert len(paths) == 3  # one IR for both precisions (compiled twice), one per pooling, one per model
-    assert a._openvino_model().ir_path == b._openvino_model().ir_path
+    assert a.openvino_model().ir_path == b.openvino_model().ir_path
     img = make_photo(5)
     good = a.embed(img)
     # a hand-damaged cache entry is converted again, with a warning, not trusted
-    ir = a._openvino_model().ir_path
+    ir = a.openvino_model().ir_path
     ir.write_text("<net>this is not a model</net>")
     fresh = Embedder("mobilenet", weights=None, backend="openvino", precision="float32", cache_dir=tmp_path)
     with caplog.at_level(logging.WARNING, logger="revsearch.backends"):
         again = fresh.embed(img)
-    assert fresh._ov is not None and fresh._ov.loaded_from.startswith("converted")
+    assert fresh.openvino_model().loaded_from.startswith("converted")
     assert "unreadable" in caplog.text
     np.testing.assert_allclose(again, good, rtol=1e-5, atol=1e-6)
     assert "<net>" not in ir.read_text()
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_unwritable_cache_still_embeds(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     blocker = tmp_path / "file"
@@ -260,7 +265,7 @@ def test_unwritable_cache_still_embeds(tmp_path: Path, caplog: pytest.LogCapture
     with caplog.at_level(logging.WARNING, logger="revsearch.backends"):
         v = e.embed(make_photo(1))  # the cache folder cannot be made: it runs, uncached, and says so
     assert "cannot use the OpenVINO cache folder" in caplog.text
-    assert e._ov is not None and e._ov.loaded_from.startswith("converted")
+    assert e.openvino_model().loaded_from.startswith("converted")
     ref = Embedder("mobilenet", weights=None, backend="keras", precision="float32").embed(make_photo(1))
     assert float(v @ ref) > 0.9999
     assert blocker.read_text() == "not a folder"
@@ -313,6 +318,7 @@ def test_cross_backend_search_real_weights(tmp_path: Path) -> None:
     assert m.relpath == queries[0].relative_to(ds).as_posix() and m.score > 0.999
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_cross_backend_search_random_weights(tmp_path: Path) -> None:
     ds = tmp_path / "photos"
@@ -326,6 +332,7 @@ def test_cross_backend_search_random_weights(tmp_path: Path) -> None:
             assert m.relpath == q.name and m.score > 0.9999
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_cli_backend_option(tmp_path: Path) -> None:
     from revsearch.cli import main
@@ -374,6 +381,7 @@ def test_auto_falls_back_to_keras_when_openvino_cannot_convert(
         explicit.embed(make_photo(3))
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_index_update_with_cached_openvino_model_never_imports_tensorflow(tmp_path: Path) -> None:
     """Index.build loads the embedder before writing: with OpenVINO's cached model that is the compiled blob,
@@ -383,7 +391,7 @@ def test_index_update_with_cached_openvino_model_never_imports_tensorflow(tmp_pa
     code = """
         import json, sys
         from revsearch.embedding import Embedder
-        from revsearch.index import Index
+        from revsearch import Index
         emb = Embedder("resnet50", weights=None, backend="openvino", precision="float32", cache_dir={cache!r})
         index, report = Index.build({ds!r}, {vec!r}, emb, progress=False)
         print(json.dumps({{"n": len(index), "added": len(report.added), "tf": "tensorflow" in sys.modules,

@@ -13,7 +13,7 @@ import pytest
 from conftest import write_photos
 
 from revsearch import cli
-from revsearch.index import Index
+from revsearch import Index
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("index", "search", "import-legacy", "info")

@@ -39,6 +39,7 @@ def test_the_overlay_holds_colabs_versions(colab_overlay):
     assert (version_gdown, version_widgets) == ("5.2.0", "7.7.1") and path.startswith(str(colab_overlay))
 
 
+@pytest.mark.slow
 def test_download_path_under_gdown_5_2_0(colab_overlay):
     proc = _pytest_with_overlay(colab_overlay, "tests/test_data.py")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]

@@ -19,8 +19,8 @@ from revsearch.cli import main  # noqa: E402
 from revsearch.duplicates import find_duplicates  # noqa: E402
 from revsearch.duplicates.verify import verify_thumbnails  # noqa: E402
 from revsearch.embedding import Embedder  # noqa: E402
-from revsearch.evaluate import COPY_EDITS, burst_neighbours, jpeg_roundtrip  # noqa: E402
-from revsearch.index import Index  # noqa: E402
+from revsearch.edits import COPY_EDITS, burst_neighbours, jpeg_roundtrip  # noqa: E402
+from revsearch import Index  # noqa: E402
 from revsearch.thumbs import StoredThumbnails, make_thumbnail  # noqa: E402
 
 from conftest import write_photos  # noqa: E402
@@ -94,13 +94,14 @@ def _copies_dataset(folder: Path) -> dict[str, str]:
     return truth
 
 
+@pytest.mark.slow
 def test_thumbnails_are_stored_by_the_update_and_survive_kill_and_migration(
     tmp_path: Path, resnet_random: Embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ds, vec = tmp_path / "ds", tmp_path / "vec"
     truth = _copies_dataset(ds)
     idx, _ = Index.build(ds, vec, resnet_random, progress=False)
-    assert idx.manifest["format_version"] == store.FORMAT_VERSION == 3
+    assert idx.manifest.format_version == store.FORMAT_VERSION == 3
     st = StoredThumbnails(idx.snapshot)
     assert st.present.all() and len(st) == len(truth)
     t = st.get(idx.paths.index("coffee.jpg"))
@@ -130,7 +131,7 @@ def test_thumbnails_are_stored_by_the_update_and_survive_kill_and_migration(
     idx, _ = Index.build(ds, vec, resnet_random, progress=False)
     st = StoredThumbnails(idx.snapshot)
     assert st.present.all() and len(idx) == len(truth) + 4
-    assert sorted(p.name for p in vec.glob("thumbs-*.npy")) == sorted(idx.manifest["thumbs"]["files"])
+    assert sorted(p.name for p in vec.glob("thumbs-*.npy")) == sorted(idx.manifest.thumb_files)
 
     # an index of format 2 (no thumbnails): duplicates makes them from the photos, an update stores them
     m = json.loads((vec / store.MANIFEST_NAME).read_text())
@@ -143,11 +144,12 @@ def test_thumbnails_are_stored_by_the_update_and_survive_kill_and_migration(
     assert report.info["thumbnails_from_photos"] == len(old)
     assert len(report.groups) == 1 and len(report.groups[0]) == 5
     idx, _ = Index.build(ds, vec, resnet_random, progress=False)
-    assert idx.manifest["format_version"] == 3 and idx.manifest.get("migrated_from") is not None
+    assert idx.manifest.format_version == 3 and idx.manifest.migrated_from == 2
     assert StoredThumbnails(idx.snapshot).present.all()
     assert find_duplicates(idx).info["thumbnails_from_photos"] == 0
 
 
+@pytest.mark.slow
 def test_both_modes_through_the_cli(tmp_path: Path, resnet_random: Embedder, capsys: pytest.CaptureFixture) -> None:
     ds, vec = tmp_path / "ds", tmp_path / "vec"
     truth = _copies_dataset(ds)
@@ -164,6 +166,7 @@ def test_both_modes_through_the_cli(tmp_path: Path, resnet_random: Embedder, cap
     assert out["mode"] == "similar" and out["threshold"] == pytest.approx(0.999999) and out["groups"] == []
 
 
+@pytest.mark.slow
 def test_copies_against_another_collection(tmp_path: Path, resnet_random: Embedder) -> None:
     new, archive = tmp_path / "new", tmp_path / "archive"
     new.mkdir()
@@ -185,6 +188,7 @@ def test_copies_against_another_collection(tmp_path: Path, resnet_random: Embedd
     assert {f.relpath for _, f in report.movable()} <= {"turned.jpg", "cropped.jpg"}
 
 
+@pytest.mark.slow
 def test_a_damaged_thumbnail_file_is_made_again(tmp_path: Path, resnet_random: Embedder) -> None:
     ds, vec = tmp_path / "ds", tmp_path / "vec"
     truth = _copies_dataset(ds)

@@ -387,21 +387,21 @@ def test_tar_slip_is_refused(tmp_path):
 
 
 def test_drive_sources_are_recognised():
-    from revsearch.data import _parse_source
+    from revsearch.data import parse_source
 
     for source in (
         ORIGINAL_IMAGES_ID,
         f"https://drive.google.com/file/d/{ORIGINAL_IMAGES_ID}/view?usp=sharing",
         f"https://drive.google.com/uc?id={ORIGINAL_IMAGES_ID}&export=download",
     ):
-        parsed = _parse_source(source)
+        parsed = parse_source(source)
         assert parsed.drive_id == ORIGINAL_IMAGES_ID
         assert parsed.url == f"https://drive.google.com/uc?id={ORIGINAL_IMAGES_ID}"
-    assert _parse_source("http://127.0.0.1:8000/x.zip").drive_id is None
+    assert parse_source("http://127.0.0.1:8000/x.zip").drive_id is None
     with pytest.raises(ValueError):
-        _parse_source("not a source")
+        parse_source("not a source")
     with pytest.raises(ValueError, match="folder"):
-        _parse_source("https://drive.google.com/drive/folders/abc")
+        parse_source("https://drive.google.com/drive/folders/abc")
 
 
 def test_import_is_cheap():
@@ -533,7 +533,7 @@ def test_a_drive_download_with_several_stale_partials_starts_over(drive_via_serv
 def test_gdown_options_are_found_by_looking():
     import types
 
-    from revsearch.data import _gdown_options
+    from revsearch.data import gdown_options
 
     def old(url=None, output=None, quiet=False, resume=False):  # gdown 5.x / 6.0-6.2
         pass
@@ -548,13 +548,13 @@ def test_gdown_options_are_found_by_looking():
         pass
 
     five = types.SimpleNamespace(download=old, exceptions=types.SimpleNamespace(FileURLRetrievalError=FileURLRetrievalError))
-    kwargs, errors = _gdown_options(five)
+    kwargs, errors = gdown_options(five)
     assert kwargs == {} and errors == (FileURLRetrievalError,)
     six = types.SimpleNamespace(
         download=new,
         exceptions=types.SimpleNamespace(DownloadError=GdownDownloadError, FileURLRetrievalError=FileURLRetrievalError),
     )
-    kwargs, errors = _gdown_options(six)
+    kwargs, errors = gdown_options(six)
     assert set(kwargs) == {"timeout", "retries"} and errors == (GdownDownloadError, FileURLRetrievalError)
 
 

@@ -55,6 +55,7 @@ def test_demo_with_mobilenet_finds_the_cat_and_its_copies(tmp_path):
     assert len(result.results.index) == 60
 
 
+@pytest.mark.slow
 def test_cli_demo_with_random_weights(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     out = subprocess.run(

@@ -21,7 +21,7 @@ pytest.importorskip("distributed")
 
 from revsearch import distributed as rd  # noqa: E402
 from revsearch.errors import OptionalDependencyError, RevsearchError  # noqa: E402
-from revsearch.index import Index  # noqa: E402
+from revsearch import Index  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

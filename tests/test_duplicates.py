@@ -27,7 +27,7 @@ from revsearch.duplicates import (
 )
 from revsearch.embedding import Embedder
 from revsearch.errors import IndexNotFoundError, ModelMismatchError, RevsearchError
-from revsearch.index import Index
+from revsearch import Index
 
 from conftest import make_photo
 
@@ -445,6 +445,7 @@ def test_cli_errors_are_one_line(collection: dict, tmp_path: Path, capsys: pytes
     assert not (collection["ds"] / "x").exists()
 
 
+@pytest.mark.slow
 def test_cli_move_and_undo_updates_the_index(collection: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ds, vdir = collection["ds"], str(collection["vdir"])
     before = _tree(ds)

@@ -260,6 +260,7 @@ def test_embed_prepared_checks_shape(tiny: Embedder) -> None:
     assert tiny.embed_prepared(np.zeros((0, 32, 32, 3), np.float32)).shape == (0, 8)
 
 
+@pytest.mark.slow
 def test_resnet_random_vectors(resnet_random: Embedder) -> None:
     imgs = [make_photo(20), make_photo(21)]
     v = resnet_random.embed(imgs)
@@ -278,6 +279,7 @@ def test_resnet_random_vectors(resnet_random: Embedder) -> None:
     assert (v * l2_normalize(raw)).sum(1).min() > 0.9999  # whichever backend the default is
 
 
+@pytest.mark.slow
 def test_resnet50_seed_is_raw_bgr(resnet_random: Embedder) -> None:
     seed = get_embedder("resnet50-seed", weights=None, backend="keras", precision="float32")
     img = make_photo(22)
@@ -304,6 +306,7 @@ np.save(sys.argv[1], vecs)
 """
 
 
+@pytest.mark.slow
 def test_random_weights_are_seeded_across_processes(tmp_path: Path, resnet_random: Embedder) -> None:
     """weights=None gives the same model in a fresh process as in this one (which built others before)."""
     out = tmp_path / "vectors.npy"
@@ -317,6 +320,7 @@ def test_random_weights_are_seeded_across_processes(tmp_path: Path, resnet_rando
     assert np.abs(here[0] - here[1]).max() > 1e-3  # two images, two vectors: the check above can fail
 
 
+@pytest.mark.slow
 def test_random_weights_mobilenet() -> None:
     """Building with weights=None leaves the global random state alone; its tiny outputs come out unit length."""
     import random
@@ -369,6 +373,7 @@ else:
 """
 
 
+@pytest.mark.slow
 def test_imagenet_weights_unavailable_offline(tmp_path: Path) -> None:
     home = tmp_path / "empty_keras_home"
     home.mkdir()
@@ -458,7 +463,7 @@ _CLASSES = ("sunflower", "bluebell", "daisy", "tulip", "snowdrop")
 @pytest.fixture(scope="module")
 def photo_collection(tmp_path_factory: pytest.TempPathFactory, mobilenet: Embedder):
     """20 photos (real flowers if the shared dataset is there, else synthetic) and their index."""
-    from revsearch.index import Index
+    from revsearch import Index
 
     root = tmp_path_factory.mktemp("collection")
     dataset = root / "photos"

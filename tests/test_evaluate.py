@@ -24,7 +24,7 @@ from revsearch.evaluate import (
     near_duplicate_metrics,
     retrieval_metrics,
 )
-from revsearch.index import Index
+from revsearch import Index
 
 from conftest import make_photo, write_photos
 
@@ -286,6 +286,7 @@ def write_classes(root: Path, n_classes: int = 3, per_class: int = 3) -> None:
             Image.fromarray(img).save(root / f"class{c}" / f"img{j}.jpg", quality=92)
 
 
+@pytest.mark.slow
 def test_real_model_class_and_near_duplicate_modes(tmp_path: Path, mobilenet: Any, capsys: pytest.CaptureFixture[str]) -> None:
     ds = tmp_path / "ds"
     write_classes(ds)
@@ -344,6 +345,7 @@ def test_default_is_crop_and_avg_except_for_the_original_pipeline(tmp_path: Path
         assert index.embedder().spec == spec  # built lazily: no model needed
 
 
+@pytest.mark.slow
 def test_gem_model_matches_numpy_gem() -> None:
     import keras
 

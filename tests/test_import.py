@@ -67,7 +67,7 @@ def test_import_is_light_and_offline() -> None:
     assert r["sockets"] == []
     assert r["has_version"]
     # the lazy names resolve to the right objects, still without TensorFlow or the network
-    assert r["lazy"]["Index"] == "revsearch.index.Index"
+    assert r["lazy"]["Index"] == "revsearch.operations.Index"
     assert r["lazy"]["reverse_image_search"] == "revsearch.api.reverse_image_search"
     assert r["lazy"]["Match"] == "revsearch.search.Match"
     assert r["lazy"]["Embedder"] == "revsearch.embedding.Embedder"
@@ -81,7 +81,7 @@ def test_import_is_light_and_offline() -> None:
 
 def test_lazy_attributes_in_process() -> None:
     from revsearch.api import reverse_image_search
-    from revsearch.index import Index
+    from revsearch.operations import Index
     from revsearch.search import Match
 
     assert revsearch.Index is Index

@@ -22,7 +22,8 @@ import revsearch.indexing as indexing
 from revsearch import reverse_image_search, store
 from revsearch.embedding import Embedder
 from revsearch.errors import IndexFormatError, IndexNotFoundError, ModelMismatchError, StorageFullError
-from revsearch.index import MANIFEST_NAME, Index
+from revsearch import Index
+from revsearch.store import MANIFEST_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -405,7 +406,7 @@ SLOW_BUILD = textwrap.dedent(
     import sys, time
     sys.path.insert(0, {repo!r})
     from revsearch.embedding import Embedder
-    from revsearch.index import Index
+    from revsearch import Index
 
     original = Embedder.embed_files
 
@@ -487,6 +488,7 @@ def many_photos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[st
     return ds, [f"img{i:04d}.jpg" for i in range(48)]
 
 
+@pytest.mark.slow
 def test_killed_build_resumes_where_it_stopped(
     many_photos: tuple[Path, list[str]], tmp_path: Path, resnet_random: Embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:

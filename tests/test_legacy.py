@@ -472,6 +472,7 @@ def shared_array_pbz2(path: Path, n: int) -> Path:
     return write_pbz2(path, {f"photo_{i:06d}.jpg": arr for i in range(n)}, protocol=4)
 
 
+@pytest.mark.slow
 def test_200000_keys_sharing_one_array_are_refused_without_expanding(tmp_path: Path) -> None:
     """218 KB on disk that expanded to 3.3 GB of memory and 1.6 GB of index: refused, named, and cheap."""
     import tracemalloc

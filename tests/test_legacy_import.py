@@ -18,7 +18,7 @@ from conftest import write_photos
 from revsearch import cli, reverse_image_search
 from revsearch.embedding import RANDOM_WEIGHTS_SEED, Embedder, get_embedder, seed_random_weights
 from revsearch.errors import IndexNotFoundError, LegacyFormatError, ModelMismatchError, UnsafePickleError
-from revsearch.index import Index
+from revsearch import Index
 from revsearch.legacy import LEGACY_DIM, import_legacy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -212,6 +212,7 @@ def unpooled_resnet50_seed() -> Any:
     )
 
 
+@pytest.mark.slow
 def test_real_legacy_vectors_search_like_the_resnet50_seed_embedder(tmp_path: Path) -> None:
     ds = tmp_path / "photos"
     files = write_photos(ds, 5) + write_photos(ds, 1, start=5, ext=".png")

@@ -174,6 +174,7 @@ def _kernel_env(tmp_path: Path, photos: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_notebook_runs_offline_end_to_end(tmp_path, monkeypatch):
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")

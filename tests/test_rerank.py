@@ -15,7 +15,8 @@ from revsearch.cli import main
 from revsearch.embedding import MODELS, Embedder, get_embedder, l2_normalize, preprocessing_options, resize_prepared
 from revsearch.errors import ModelMismatchError
 from revsearch.evaluate import evaluate_index, retrieval_metrics
-from revsearch.index import Index, resolve_embedder
+from revsearch import Index
+from revsearch.index import resolve_embedder
 from revsearch.rerank import (
     DatabaseAugmentation,
     expand_queries,
@@ -146,6 +147,7 @@ def test_rotated_copies() -> None:
     assert np.array_equal(out[0], img) and np.array_equal(out[1], np.rot90(img)) and np.array_equal(out[2], img[::-1, ::-1])
 
 
+@pytest.mark.slow
 def test_rotation_option_finds_a_sideways_copy(tmp_path: Path, resnet_random: Embedder) -> None:
     photos = [make_photo(i, (160, 120)) for i in range(6)]
     folder = tmp_path / "photos"
@@ -168,6 +170,7 @@ def test_rotation_option_finds_a_sideways_copy(tmp_path: Path, resnet_random: Em
 # ---------------------------------------------------------------------------- multi-scale and resolution
 
 
+@pytest.mark.slow
 def test_multiscale_descriptor_is_the_normalised_sum() -> None:
     e = Embedder("mobilenet", weights=None, scales=(64, 96), pooling="avg")
     assert e.scales == (96, 64) and e.input_size == 96
@@ -220,6 +223,7 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     return code, out, err
 
 
+@pytest.mark.slow
 def test_cli_index_scales_search_options_and_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "photos"
     write_photos(data / "cat", 3, start=0)
@@ -271,6 +275,7 @@ def test_cli_index_scales_search_options_and_evaluate(tmp_path: Path, capsys: py
     ("efficientnetv2-s", 1280, "efficientnet_v2", 384),
     ("convnext-tiny", 768, "convnext", 224),
 ])
+@pytest.mark.slow
 def test_extra_backbones_build_and_embed_with_random_weights(name: str, dim: int, module: str, size: int) -> None:
     assert name in MODELS
     e = get_embedder(name, weights=None, resolution=96)  # small input: the same graph, less work

@@ -14,7 +14,9 @@ from PIL import Image
 
 from revsearch import cli
 from revsearch.embedding import Embedder
-from revsearch.index import MANIFEST_NAME, Index, path_excluded
+from revsearch import Index
+from revsearch.images import path_excluded
+from revsearch.store import MANIFEST_NAME
 
 
 class EmbedSpy:

@@ -10,7 +10,7 @@ import pytest
 import revsearch.indexing as indexing
 from revsearch.embedding import Embedder
 from revsearch.errors import ModelMismatchError, RevsearchError
-from revsearch.index import Index
+from revsearch import Index
 from revsearch.search import Match, topk_cosine
 
 DIM = 64

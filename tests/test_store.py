@@ -29,7 +29,8 @@ from revsearch.errors import (
     StorageFullError,
     UpdateRefusedError,
 )
-from revsearch.index import MANIFEST_NAME, Index
+from revsearch import Index
+from revsearch.store import MANIFEST_NAME
 from revsearch.search import topk_cosine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -519,6 +520,7 @@ NO_NETWORK = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_no_reachable_weights_leaves_the_vector_folder_untouched(tmp_path: Path) -> None:
     ds = tmp_path / "photos"
     write_photos(ds, 2)
@@ -539,6 +541,7 @@ def test_no_reachable_weights_leaves_the_vector_folder_untouched(tmp_path: Path)
             assert list(vec.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_an_empty_index_can_be_rebuilt_with_another_model(tmp_path: Path, resnet_random: Embedder) -> None:
     empty, ds, vec = tmp_path / "empty", tmp_path / "ds", tmp_path / "vec"
     empty.mkdir()

@@ -136,7 +136,7 @@ def _assert_message(output, *needles: str) -> None:
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory, resnet_random):
     """A folder of 10 photos and its index (ResNet50, random weights)."""
-    from revsearch.index import Index
+    from revsearch import Index
 
     root = tmp_path_factory.mktemp("widget")
     photos = root / "photos"
@@ -397,7 +397,7 @@ def test_drive_refused_is_one_line_and_the_vm_disk_is_used(fake_colab, monkeypat
     try:
         s = nb.notebook_settings("Google Drive", True, "", "resnet50-seed", 9)
     finally:
-        for h in [h for h in log.handlers if isinstance(h, nb._NotebookHandler)]:
+        for h in [h for h in log.handlers if isinstance(h, nb.NotebookHandler)]:
             log.removeHandler(h)
     out = capsys.readouterr().out
     assert s.storage == "local" and s.persist_dir == tmp_path / "content" / "revsearch-data"
@@ -545,6 +545,7 @@ def test_fetch_data_asks_for_what_the_settings_need(tmp_path, monkeypatch, choic
     assert calls[-1][1]["images"] is True and calls[-1][1]["vectors"] is False
 
 
+@pytest.mark.slow
 def test_prepare_index_builds_then_reuses(tmp_path, resnet_random):
     photos = tmp_path / "photos"
     write_photos(photos, 5)
@@ -600,6 +601,7 @@ def test_prepare_index_imports_the_original_vectors_once(tmp_path):
     assert "original project's vectors" in note and "raw BGR" in note and "re-index the images" in note
 
 
+@pytest.mark.slow
 def test_estimate_indexing_times_the_first_batches_and_remembers(tmp_path, monkeypatch):
     s = _settings(tmp_path, REVSEARCH_NB_VECTORS="original", REVSEARCH_NB_WEIGHTS="none")
     write_photos(s.dataset_dir, 12)
@@ -627,7 +629,7 @@ def test_notebook_logging_adds_one_handler(capsys):
     log = nb.notebook_logging()
     nb.notebook_logging()
     try:
-        handlers = [h for h in log.handlers if isinstance(h, nb._NotebookHandler)]
+        handlers = [h for h in log.handlers if isinstance(h, nb.NotebookHandler)]
         assert len(handlers) == 1
         logging.getLogger("revsearch.index").info("indexed %d images", 3)
         logging.getLogger("revsearch.data").warning("quota exceeded")

@@ -633,7 +633,7 @@ def knn_pairs(
         Shape (p,) float32 cosine.
     """
     floor_ = -1.0 if floor is None else float(floor)
-    ann_meta = (index.manifest.get("ann") or {}) if against is None else {}
+    ann_meta = (index.manifest.ann or {}) if against is None else {}
     if ann_meta.get("file") and ann_meta.get("kind") not in (None, "flat") and method in ("auto", "ann"):
         from ..ann import ann_topk
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as _dt
-import hashlib
 import logging
 import os
 import shutil
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RevsearchError
+from ..images import file_digest
 from .groups import DuplicateReport
 
 logger = logging.getLogger(__name__)
@@ -95,11 +95,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def _digest(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path).hex()  # the index's content hash (revsearch.images.file_digest), as hex
 
 
 def _free_name(path: Path) -> Path:
@@ -256,9 +252,10 @@ def move_duplicates(
 
 def _update_index(index_dir: Path | str, dataset: Path) -> bool:
     from ..index import Index
+    from ..indexing import update_folder
 
     try:
-        Index.open(index_dir).update(dataset, progress=False)
+        update_folder(dataset, index_dir, Index.open(index_dir).embedder(), progress=False)
         return True
     except RevsearchError as e:
         logger.warning("the index in %s was not updated (%s): run `revsearch index %s %s`", index_dir, e, dataset, index_dir)
