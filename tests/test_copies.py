@@ -149,7 +149,6 @@ def test_thumbnails_are_stored_by_the_update_and_survive_kill_and_migration(
     assert find_duplicates(idx).info["thumbnails_from_photos"] == 0
 
 
-@pytest.mark.slow
 def test_both_modes_through_the_cli(tmp_path: Path, resnet_random: Embedder, capsys: pytest.CaptureFixture) -> None:
     ds, vec = tmp_path / "ds", tmp_path / "vec"
     truth = _copies_dataset(ds)
@@ -166,7 +165,6 @@ def test_both_modes_through_the_cli(tmp_path: Path, resnet_random: Embedder, cap
     assert out["mode"] == "similar" and out["threshold"] == pytest.approx(0.999999) and out["groups"] == []
 
 
-@pytest.mark.slow
 def test_copies_against_another_collection(tmp_path: Path, resnet_random: Embedder) -> None:
     new, archive = tmp_path / "new", tmp_path / "archive"
     new.mkdir()
@@ -188,7 +186,6 @@ def test_copies_against_another_collection(tmp_path: Path, resnet_random: Embedd
     assert {f.relpath for _, f in report.movable()} <= {"turned.jpg", "cropped.jpg"}
 
 
-@pytest.mark.slow
 def test_a_damaged_thumbnail_file_is_made_again(tmp_path: Path, resnet_random: Embedder) -> None:
     ds, vec = tmp_path / "ds", tmp_path / "vec"
     truth = _copies_dataset(ds)
