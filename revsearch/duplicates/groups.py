@@ -46,8 +46,8 @@ KEEP_RULES = ("largest", "oldest", "newest", "first")
 #: What counts as a duplicate: ``copies`` (one image is an edited copy of the other, verified) or
 #: ``similar`` (the vectors' cosine reaches a threshold: near-identical shots, the same scene).
 MODES = ("copies", "similar")
-#: Mode copies: a member of a group not verified against the copy kept stays if it is a verified
-#: copy of at least this many other members.
+#: Mode copies: a member of a group not verified against the group's hub (the member with the most
+#: verified matches) stays if it is a verified copy of at least this many other members.
 MIN_LINKS = 3
 
 
@@ -233,7 +233,8 @@ class DuplicateGroup:
     matches : list of (int, int, Verdict)
         Mode ``copies``: for every copy j not kept, (0, j, verdict) when it is a verified copy
         of the kept one, else (i, j, verdict) for a verified copy i in the group (a member must
-        be verified against the kept copy or against :data:`MIN_LINKS` others, or it leaves the group). The
+        be verified against the group's hub - its member with the most verified matches - or against
+        :data:`MIN_LINKS` others, or it leaves the group). The
         verdict says why it matched (:class:`~revsearch.duplicates.verify.Verdict`: the
         transform mapping file j onto file i, tiles, residual).
     """
@@ -448,7 +449,8 @@ def find_duplicates(
     shortlist (each image's ``k`` nearest by the vectors, with a calibrated cosine floor when
     the model has one, plus the turned/mirrored thumbnails' nearest) is verified pair by pair
     on the stored thumbnails (:mod:`revsearch.duplicates.verify`); every member of a group is
-    verified against the copy kept or against MIN_LINKS (3) other members. ``"similar"``: the vectors'
+    verified against the group's hub (its member with the most verified matches) or against
+    MIN_LINKS (3) other members. ``"similar"``: the vectors'
     cosine reaches ``threshold`` (near-identical shots, the same scene).
 
     Parameters
@@ -554,38 +556,46 @@ def find_duplicates(
                 rel, folder, coll, row = other_paths[node - n], obase, "against", node - n
             path = (folder / rel) if folder is not None else Path(rel)
             files.append(DuplicateFile(path, rel, row, coll, 1.0, *_stat(path)))
-        order = sorted(range(len(files)), key=lambda i: _keep_key(keep)(files[i]))
-        kept = order[0]
         to_keep: dict[int, Any] = {}
         via: dict[int, tuple[int, Any]] = {}
         if check is not None:
-            # mode copies: a member stays if it is a verified copy of the copy kept, or of MIN_LINKS other
-            # members (one or two false matches never pull a photo into a group of copies)
-            dropped = set()
+            # mode copies: the group's hub is the member with the most verified matches (usually the
+            # original); a member stays if it is a verified copy of the hub, or of MIN_LINKS members (one
+            # or two false matches never pull another frame or shot into a group of copies)
+            in_group = set(nodes)
+            links = {u: [w for w in neighbours.get(u, ()) if w in in_group] for u in nodes}
+            hub = max(range(len(nodes)), key=lambda i: (len(set(links[nodes[i]])), -nodes[i]))
+            to_hub = {i: check(nodes[hub], nodes[i]) for i in range(len(nodes)) if i != hub}
+            valid = [i for i in range(len(nodes))
+                     if i == hub or to_hub[i].accepted or len(set(links[nodes[i]])) >= MIN_LINKS]
+            if len(valid) < len(nodes):
+                info["dropped_from_groups"] = info.get("dropped_from_groups", 0) + len(nodes) - len(valid)
+            if len(valid) < 2:
+                continue
+            remap = {old: new for new, old in enumerate(valid)}
+            files = [files[i] for i in valid]
+            nodes = [nodes[i] for i in valid]
+            to_hub = {remap[i]: v for i, v in to_hub.items() if i in remap}
+            hub = remap[hub]
+            order = sorted(range(len(files)), key=lambda i: _keep_key(keep)(files[i]))
+            kept = order[0]
+            # why each copy matched: against the kept copy if verified, else against the hub, else a link
             for i in range(len(files)):
                 if i == kept:
                     continue
                 v = check(nodes[kept], nodes[i])
-                to_keep[i] = v
-                if not v.accepted:
-                    links = [nodes.index(w) for w in neighbours.get(nodes[i], ()) if w in set(nodes)]
-                    if len(links) < MIN_LINKS:
-                        dropped.add(i)
-                    else:
-                        w = links[0]
-                        a, b = sorted((nodes[i], nodes[w]))
-                        via[i] = (w, edge_verdicts[(a, b)], a == nodes[w])
-            if dropped:
-                info["dropped_unverified_to_kept"] = info.get("dropped_unverified_to_kept", 0) + len(dropped)
-                keep_idx = [i for i in range(len(files)) if i not in dropped]
-                if len(keep_idx) < 2:
-                    continue
-                remap = {old: new for new, old in enumerate(keep_idx)}
-                files = [files[i] for i in keep_idx]
-                nodes = [nodes[i] for i in keep_idx]
-                to_keep = {remap[i]: v for i, v in to_keep.items() if i in remap}
-                via = {remap[i]: (remap.get(w, -1), v, d) for i, (w, v, d) in via.items() if i in remap}
-                kept = remap[kept]
+                if v.accepted:
+                    to_keep[i] = v
+                elif i != hub and to_hub.get(i) is not None and to_hub[i].accepted:
+                    via[i] = (hub, to_hub[i], True)
+                else:
+                    w_node = next((w for w in links[nodes[i]] if w in set(nodes)), None)
+                    if w_node is not None:
+                        a_, b_ = sorted((nodes[i], w_node))
+                        via[i] = (nodes.index(w_node), edge_verdicts[(a_, b_)], a_ == w_node)
+        else:
+            order = sorted(range(len(files)), key=lambda i: _keep_key(keep)(files[i]))
+            kept = order[0]
         vec = all_rows.take(np.asarray(nodes))
         to_kept = vec @ vec[kept]
         rest = sorted((i for i in range(len(files)) if i != kept), key=lambda i: (-float(to_kept[i]), files[i].relpath))
@@ -611,14 +621,10 @@ def find_duplicates(
                     seen.add((i, j))
                     pairs.append((i, j, float(sc)))
             pairs.sort()
-        matches = []
-        for i, v in to_keep.items():
-            if v.accepted:
-                matches.append((0, perm.index(i), v))
-            elif i in via and via[i][0] >= 0:
-                w, ev, w_is_first = via[i]
-                # edge verdicts map the higher row onto the lower one
-                matches.append((perm.index(w), perm.index(i), ev) if w_is_first else (perm.index(i), perm.index(w), ev))
+        matches = [(0, perm.index(i), v) for i, v in to_keep.items()]
+        for i, (w, ev, w_is_first) in via.items():
+            # a verdict maps its second image onto its first
+            matches.append((perm.index(w), perm.index(i), ev) if w_is_first else (perm.index(i), perm.index(w), ev))
         matches.sort(key=lambda m: (m[1], m[0]))
         groups.append(DuplicateGroup(files, pairs, matches))
     groups.sort(key=lambda g: (-len(g), str(g.keep.path)))
