@@ -1,6 +1,17 @@
-"""Near-duplicate detection: calibrate the default threshold, compare with pHash/dHash, and scale.
+"""Duplicate detection: mode copies end to end and its cost, mode similar's threshold, pHash/dHash, scale.
 
-Two parts (run from the repository root):
+Four parts (run from the repository root):
+
+``python benchmarks/duplicates.py copies --flowers 300 --originals 40``
+    Mode copies end to end on real photos (flowers, UKBench, the demo photos), every edit of
+    :data:`revsearch.edits.COPY_EDITS` of some originals, and hard negatives (UKBench's other views,
+    :func:`revsearch.edits.burst_neighbours` frames): the library indexes the folder (MobileNet, real
+    weights) and :func:`revsearch.duplicates.find_duplicates` groups it. Pair precision/recall, recall
+    per edit, false positives per kind of negative, against mode similar, plain cosine and pHash/dHash;
+    the cosine floor keeping 99.5% of the copy pairs (the shortlist's calibration).
+``python benchmarks/duplicates.py copies-cost --n 100000``
+    The verifier's cost per image and per pair on real thumbnails, the two shortlists timed on n
+    synthetic images, and the total extrapolated to n images.
 
 ``python benchmarks/duplicates.py calibrate``  (``REVSEARCH_SHARED=/path/to/shared`` if the
 data is not in ``../shared``)

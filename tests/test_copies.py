@@ -198,3 +198,25 @@ def test_a_damaged_thumbnail_file_is_made_again(tmp_path: Path, resnet_random: E
     idx, _ = Index.build(ds, vec, resnet_random, progress=False)  # the update stores them again
     assert StoredThumbnails(idx.snapshot).present.all()
     assert find_duplicates(idx).info["thumbnails_from_photos"] == 0
+
+
+def test_the_shortlist_uses_the_indexs_approximate_index(tmp_path: Path) -> None:
+    pytest.importorskip("faiss")
+    from revsearch.ann import build_ann
+    from revsearch.duplicates.candidates import knn_pairs
+
+    rng = np.random.default_rng(0)
+    n, d = 4000, 64
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    x[1::2] = x[0::2] + 0.05 * rng.standard_normal((n // 2, d)).astype(np.float32)  # planted pairs (2i, 2i+1)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    spec = {"model": "synthetic", "preprocessing": "none", "dim": d, "weights": "none", "precision": "float32"}
+    Index.from_vectors(tmp_path / "v", x, [f"{i}.jpg" for i in range(n)], spec)
+    build_ann(tmp_path / "v", kind="ivfpq", nlist=32, pq_bytes=8, target_recall=None, progress=False)
+    info: dict = {}
+    pairs, scores = knn_pairs(Index.open(tmp_path / "v"), 3, None, info=info)
+    assert info["method"] == "ann"
+    found = set(map(tuple, pairs.tolist()))
+    assert sum((i, i + 1) in found for i in range(0, n, 2)) >= 0.99 * (n // 2)
+    assert (pairs[:, 0] < pairs[:, 1]).all() and len(found) == len(pairs)
+    np.testing.assert_allclose(scores, np.einsum("ij,ij->i", x[pairs[:, 0]], x[pairs[:, 1]]), atol=1e-4)
