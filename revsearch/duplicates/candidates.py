@@ -283,20 +283,40 @@ def _exact_edges(a: Rows, b: Rows | None, threshold: float, top: TopK, block: in
         for j0 in range(i0 if b is None else 0, other.n, block):
             xj = np.asarray(other.slice(j0, min(other.n, j0 + block)), np.float32)
             s = xi @ xj.T  # (bi, bj) float32
-            hits = np.flatnonzero(s >= threshold)
-            if hits.size:
+            if b is None and j0 < i0 + len(xi):  # upper triangle only, no self pairs
+                gi_ = np.arange(i0, i0 + len(xi))[:, None]
+                gj_ = np.arange(j0, j0 + s.shape[1])[None, :]
+                s[gj_ <= gi_] = -np.inf
+            row_keep, col_keep = _block_best(s, threshold, top.k)
+            for keep_, forward in ((row_keep, True), (col_keep, False)):
+                hits = np.flatnonzero(keep_)
+                if not hits.size:
+                    continue
                 r, c = np.divmod(hits, s.shape[1])
                 sc = s.ravel()[hits]
-                gi, gj = r + i0, c + j0
-                if b is None:
-                    m = gj > gi  # upper triangle, no self pairs
-                    gi, gj, sc = gi[m], gj[m], sc[m]
+                gi, gj = r + i0, c + j0 + (nA if b is not None else 0)
+                if forward:
+                    top.add(gi, gj, sc)
                 else:
-                    gj = gj + nA
-                top.add(gi, gj, sc)
-                top.add(gj, gi, sc)
+                    top.add(gj, gi, sc)
             del s
         bar.update(len(xi))
+
+
+def _block_best(s: np.ndarray, threshold: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of a score block's entries that can be among a row's (resp. a column's) k best: scores
+    >= threshold and >= the row's (column's) k-th best score (ties kept). Without this, a low
+    threshold (the copies shortlist by rank) would pass every scored pair to the top-k merge."""
+    ok = s >= threshold
+    rows = ok.copy()
+    cols = ok
+    if s.shape[1] > k:
+        kth = np.partition(s, s.shape[1] - k, axis=1)[:, s.shape[1] - k]
+        rows &= s >= kth[:, None]
+    if s.shape[0] > k:
+        kth = np.partition(s, s.shape[0] - k, axis=0)[s.shape[0] - k, :]
+        cols = ok & (s >= kth[None, :])
+    return rows, cols
 
 
 def _spherical_kmeans(x: np.ndarray, nlist: int, iters: int, seed: int) -> np.ndarray:
@@ -377,16 +397,21 @@ def _approx_edges(
             qs = queries[q0 : q0 + BLOCK_ROWS]
             s = rows.take(qs) @ xm.T  # exact float32 scores of the candidate pairs
             scored += s.size
-            hits = np.flatnonzero(s >= threshold)
-            if hits.size:
+            invalid = qs[:, None] == members[None, :]
+            if n_first is not None:
+                invalid |= (qs[:, None] < n_first) == (members[None, :] < n_first)  # across the two collections only
+            s[invalid] = -np.inf
+            row_keep, col_keep = _block_best(s, threshold, top.k)
+            for keep_, forward in ((row_keep, True), (col_keep, False)):
+                hits = np.flatnonzero(keep_)
+                if not hits.size:
+                    continue
                 r, cc = np.divmod(hits, s.shape[1])
                 gi, gj, sc = qs[r], members[cc], s.ravel()[hits]
-                m = gi != gj
-                if n_first is not None:
-                    m &= (gi < n_first) != (gj < n_first)  # across the two collections only
-                gi, gj, sc = gi[m], gj[m], sc[m]
-                top.add(gi, gj, sc)
-                top.add(gj, gi, sc)
+                if forward:
+                    top.add(gi, gj, sc)
+                else:
+                    top.add(gj, gi, sc)
         bar.update(len(members))
     return {
         "nlist": nlist, "nprobe": nprobe, "train_sample": sample_size, "pairs_scored": int(scored),
