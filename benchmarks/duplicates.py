@@ -706,7 +706,7 @@ def copies_cost(args: argparse.Namespace) -> str:
     from revsearch.duplicates.candidates import knn_pairs, turn_descriptors, turn_pairs
     from revsearch.duplicates.verify import features, verify_pair
     from revsearch.edits import COPY_EDITS, jpeg_roundtrip
-    from revsearch.index import Index
+    from revsearch import Index
     from revsearch.thumbs import make_thumbnail
 
     t_start = time.perf_counter()
@@ -734,6 +734,7 @@ def copies_cost(args: argparse.Namespace) -> str:
         f"verification: {t_true * 1000:.2f} ms per copy pair ({np.mean(acc_true):.2f} accepted), "
         f"{t_false * 1000:.2f} ms per pair of different photos ({np.mean(acc_false):.2f} accepted)"
     )
+    print(lines[-1], file=sys.stderr, flush=True)
     n = args.n
     work = Path(args.tmp)
     shutil.rmtree(work, ignore_errors=True)
