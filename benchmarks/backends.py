@@ -47,13 +47,18 @@ import common  # noqa: E402  (puts the repository on sys.path)
 from indexing import copy_dataset, find_mobilenet_weights, pick_images, private_keras_home  # noqa: E402
 
 #: (label, backend, precision, OpenVINO hint)
-CONFIGS = [
+ALL_CONFIGS = [
     ("Keras float32", "keras", "float32", None),
     ("Keras bfloat16", "keras", "bfloat16", None),
-    ("OpenVINO float32", "openvino", "float32", "latency"),
-    ("OpenVINO bfloat16", "openvino", "bfloat16", "latency"),
-    ("OpenVINO bfloat16 THROUGHPUT", "openvino", "bfloat16", "throughput"),
+    ("OpenVINO float32", "openvino", "float32", "throughput"),
+    ("OpenVINO bfloat16", "openvino", "bfloat16", "throughput"),
+    ("OpenVINO int8", "openvino", "int8", "throughput"),
+    ("OpenVINO float32 LATENCY", "openvino", "float32", "latency"),
+    ("OpenVINO bfloat16 LATENCY", "openvino", "bfloat16", "latency"),
 ]
+#: Run by default (--configs): the baseline and the library's three OpenVINO precisions with its default hint.
+DEFAULT_CONFIGS = ["Keras float32", "OpenVINO float32", "OpenVINO bfloat16", "OpenVINO int8"]
+CONFIGS = [c for c in ALL_CONFIGS if c[0] in DEFAULT_CONFIGS]
 
 
 def cpu_seconds() -> float:
@@ -82,11 +87,15 @@ def openvino_line() -> str:
     return f"{ov.get_version()}; CPU plugin OPTIMIZATION_CAPABILITIES={list(caps)}, default INFERENCE_PRECISION_HINT={hint}"
 
 
-def make_embedder(name: str, weights: str | None, backend: str, precision: str, hint: str | None, cache: Path):
+def make_embedder(name: str, weights: str | None, backend: str, precision: str, hint: str | None, cache: Path,
+                  calibration: list[Path] | None = None):  # fmt: skip
     from revsearch.embedding import Embedder
 
-    return Embedder(name, weights=weights, backend=backend, precision=precision, openvino_hint=hint or "throughput",
-                    cache_dir=cache)  # fmt: skip
+    e = Embedder(name, weights=weights, backend=backend, precision=precision, openvino_hint=hint or "throughput",
+                 cache_dir=cache)  # fmt: skip
+    if precision == "int8":
+        e.calibrate(calibration or [])  # as Index.build does: a seeded sample of the collection
+    return e
 
 
 def decode_all(emb, files: list[Path], workers: int) -> None:
@@ -99,7 +108,7 @@ def bench_speed(name, weights, ds: Path, files: list[Path], args, cache: Path, w
 
     n, bs = len(files), args.batch_size
     workers = args.workers or min(8, os.cpu_count() or 1)
-    embs = {c[0]: make_embedder(name, weights, c[1], c[2], c[3], cache).load() for c in CONFIGS}
+    embs = {c[0]: make_embedder(name, weights, c[1], c[2], c[3], cache, files).load() for c in CONFIGS}
     first = next(iter(embs.values()))
     prepared = np.stack([first.prepare(p) for p in files])
     for e in embs.values():  # warm up every shape (full and last batch) and one small build
@@ -138,7 +147,7 @@ def bench_quality(weights, files: list[Path], root: Path, cache: Path, batch: in
     for label, backend, precision, hint in CONFIGS:
         if "THROUGHPUT" in label:
             continue  # same precision as the latency hint: the same numbers up to rounding
-        e = make_embedder("mobilenet", weights, backend, precision, hint, cache)
+        e = make_embedder("mobilenet", weights, backend, precision, hint, cache, files)
         out = np.zeros((len(files), e.dim), np.float32)
         for b in e.embed_files(files, batch_size=batch, progress=False):
             out[b.indices] = b.vectors
@@ -230,12 +239,18 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--models", nargs="+", default=["resnet50", "mobilenet"], choices=["resnet50", "mobilenet"])
-    ap.add_argument("--quality-images", type=int, default=1360, help="flowers photos for agreement / P@9 (0: skip)")
+    ap.add_argument("--quality-images", type=int, default=0,
+                    help="flowers photos for agreement / P@9 (0: skip; benchmarks/precision.py measures mAP per dataset)")
+    ap.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, choices=[c[0] for c in ALL_CONFIGS])
     ap.add_argument("--starts", type=int, default=3, help="second-start measurements per backend (0: skip)")
     ap.add_argument("--dataset", default=str(common.DEFAULT_DATASET))
     ap.add_argument("--keras-models", default=None)
     ap.add_argument("--markdown", default=None)
     args = ap.parse_args()
+    global CONFIGS
+    CONFIGS = [c for c in ALL_CONFIGS if c[0] in args.configs]
+    if CONFIGS[0][0] != "Keras float32":
+        ap.error("--configs must start with the baseline, Keras float32")
 
     dataset = Path(args.dataset)
     mobilenet_file = find_mobilenet_weights(args.keras_models)

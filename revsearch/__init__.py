@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .version import __version__
 
 from .errors import (  # noqa: E402  (light, no heavy imports)
+    DamagedVectorsError,
     DatasetLayoutError,
     DownloadError,
     ImageReadError,
@@ -29,6 +30,7 @@ from .errors import (  # noqa: E402  (light, no heavy imports)
     LegacyFormatError,
     ModelMismatchError,
     OptionalDependencyError,
+    OutsideFoldersError,
     RevsearchError,
     StorageFullError,
     UnknownModelError,
@@ -40,6 +42,8 @@ from .errors import (  # noqa: E402  (light, no heavy imports)
 # Public names and the module that defines each; loaded on first access (PEP 562).
 _LAZY = {
     "reverse_image_search": "api",
+    "search_text": "api",
+    "TextQuery": "operations",
     "SearchResults": "api",
     "Embedder": "embedding",
     "get_embedder": "embedding",
@@ -62,6 +66,7 @@ _LAZY = {
     "import_legacy": "legacy",
     "search_images": "rerank",
     "DatabaseAugmentation": "rerank",
+    "Expansion": "rerank",
     "find_duplicates": "duplicates",
     "DuplicateReport": "duplicates",
     "plot_duplicates": "duplicates",
@@ -86,6 +91,8 @@ __all__ = sorted(
         "DownloadError",
         "DatasetLayoutError",
         "OptionalDependencyError",
+        "OutsideFoldersError",
+        "DamagedVectorsError",
     ]
 )
 
@@ -104,7 +111,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import SearchResults, reverse_image_search
+    from .api import SearchResults, reverse_image_search, search_text
     from .display import plot_results
     from .duplicates import DuplicateReport, find_duplicates, plot_duplicates
     from .embedding import Embedder, get_embedder
@@ -116,6 +123,7 @@ if TYPE_CHECKING:  # pragma: no cover
         Index,
         IndexingResult,
         Query,
+        TextQuery,
         VectorQuery,
         build_index,
         open_index,
@@ -123,5 +131,5 @@ if TYPE_CHECKING:  # pragma: no cover
         update_index,
     )
     from .legacy import import_legacy
-    from .rerank import DatabaseAugmentation, search_images
+    from .rerank import DatabaseAugmentation, Expansion, search_images
     from .search import Match, topk_cosine

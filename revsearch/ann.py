@@ -46,7 +46,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,7 @@ __all__ = [
     "refresh_after_update",
     "tune_ann",
     "DEFAULT_TARGET_RECALL",
+    "neighbour_search",
 ]
 
 #: Below this many vectors "auto" chooses exact ("flat") search.
@@ -512,6 +513,64 @@ def ann_topk(
     return np.ascontiguousarray(top_s, np.float32), np.ascontiguousarray(top_r, np.int64)
 
 
+def neighbour_search(
+    index: IndexLike, *, nprobe: int = 32, rerank: int = 64, seed: int = 1234, progress: bool = False
+) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None:
+    """A k-NN search over a collection's own rows through a temporary in-memory IVF-PQ index.
+
+    For the database-side augmentation of a large collection (every row's nearest rows): the
+    index is planned as :func:`plan_ann` plans ``"ivfpq"`` (codes of a few bytes per vector,
+    nothing written to disk), each query scans ``nprobe`` cells and its ``rerank`` best candidates
+    are re-scored exactly from the memory-mapped shards. None when FAISS is not installed.
+
+    Parameters
+    ----------
+    index : Index or Snapshot
+    nprobe : int, default 32
+    rerank : int, default 64
+    seed : int, default 1234
+    progress : bool, default False
+
+    Returns
+    -------
+    callable or None
+        ``search(queries (b, d), k) -> (scores (b, k), rows (b, k))``, best first, ties by row.
+    """
+    index = _snap(index)
+    try:
+        faiss = _faiss()
+    except OptionalDependencyError:
+        return None
+    n, dim = len(index), index.dim
+    _, params, _ = plan_ann(n, dim, kind="ivfpq")
+    params["seed"] = seed
+    fidx = _new_faiss_index(faiss, "ivfpq", dim, params)
+    t0 = time.perf_counter()
+    fidx.train(_gather(index, _sample_rows(n, int(params["train_size"]), seed)))
+    _add_rows(fidx, index, 0, n, progress, "neighbours (IVF-PQ)")
+    sp = faiss.SearchParametersIVF(nprobe=int(min(nprobe, params["nlist"])))
+    logger.info("temporary IVF-PQ of %d vectors (%s) for the neighbour search in %.1f s", n, params,
+                time.perf_counter() - t0)
+
+    def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q, _ = as_queries(queries, dim)
+        kk = max(1, min(int(k), n))
+        kc = int(min(n, max(kk, rerank)))
+        _, cand = fidx.search(q, kc, params=sp)
+        cand = cand.astype(np.int64, copy=False)
+        scores = _rescore(index, q, cand)
+        scores[cand < 0] = -np.inf
+        order = np.lexsort((cand, -scores), axis=-1)[:, :kk]
+        top_s = np.take_along_axis(scores, order, axis=-1)
+        top_r = np.take_along_axis(cand, order, axis=-1)
+        short = ~np.isfinite(top_s).all(axis=1)
+        if short.any():  # too few candidates in the cells scanned: exact for those
+            top_s[short], top_r[short] = topk_cosine(index.vectors, q[short], kk)
+        return np.ascontiguousarray(top_s, np.float32), np.ascontiguousarray(top_r, np.int64)
+
+    return search
+
+
 def _rescore(index: Snapshot, q: np.ndarray, cand: np.ndarray, block_bytes: int = 32 * 2**20) -> np.ndarray:
     """Exact inner products of each query (b, d) with its candidates (b, c) read from the shards.
 
@@ -737,6 +796,15 @@ def _build_locked(
         raise RevsearchError(
             f"the index in {str(index.folder)!r} is incomplete (an indexing run did not finish): run "
             "`revsearch index` on it again before building an approximate index"
+        )
+    damaged = index.damaged_rows()
+    if damaged.size:
+        from .errors import IndexDamagedError
+
+        raise IndexDamagedError(
+            index.folder,
+            f"{damaged.size} vectors are damaged (NaN, infinite or not unit length; the first is row {int(damaged[0])}), "
+            "so no approximate index is built on them",
         )
     t0 = time.perf_counter()
     n, dim = len(index), index.dim

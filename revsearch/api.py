@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from .embedding import Embedder
 from .errors import IndexNotFoundError, RevsearchError
 from .images import ImageSource
 from .indexing import UpdateReport
-from .operations import ImageQuery, Index, build_index, open_index, resolve_embedder, search
+from .operations import ImageQuery, Index, Query, TextQuery, build_index, open_for_writing, open_index, resolve_embedder, search
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["reverse_image_search", "SearchResults"]
+__all__ = ["reverse_image_search", "search_text", "SearchResults"]
 
 
 class SearchResults(list):
@@ -47,7 +48,7 @@ class SearchResults(list):
 
 
 def reverse_image_search(
-    query: ImageSource,
+    query: ImageSource | None,
     model: str | Embedder | Any = None,
     dataset_dir: str | os.PathLike | None = None,
     vector_dir: str | os.PathLike | None = None,
@@ -59,6 +60,8 @@ def reverse_image_search(
     save_path: str | os.PathLike | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    expand: Any = None,
+    text: str | None = None,
 ) -> SearchResults:
     """Find the images most similar to ``query``.
 
@@ -97,6 +100,15 @@ def reverse_image_search(
         GPU).
     progress : bool, default True
         Show progress bars while indexing.
+    expand : bool or Expansion, optional
+        Query expansion and database-side augmentation (:class:`revsearch.Expansion`), on by
+        default: the index's recorded expansion (``qe=2, dba=2, alpha=3`` unless the index was
+        built with another). ``False``: a plain cosine search of the stored vectors. The
+        augmentation is stored in the index by every ``generate=True``.
+    text : str, optional
+        Search by words instead of by image (``query=None``): e.g. ``"a red car at night"``, on an
+        index built with a CLIP-family model (``model="clip-vit-b32"``, the default of a new index
+        searched by text). See :func:`search_text`.
 
     Returns
     -------
@@ -116,7 +128,19 @@ def reverse_image_search(
         raise RevsearchError("vector_dir is required: the folder where the vectors are (or will be) stored")
     if k < 1:
         raise ValueError(f"k must be at least 1, not {k}")
-    q = ImageQuery(query)  # read and decoded once: a bad query fails before any indexing
+    if text is not None:
+        if query is not None:
+            raise ValueError("give a query image or text=..., not both")
+        q: Query = TextQuery(text)  # an empty text fails here, before any indexing
+        existing = open_for_writing(vector_dir) if generate else None
+        if model is None and generate and existing is None:
+            model = "clip-vit-b32"  # a new index searched by words needs a model with a text tower
+        elif model is None and existing is not None:
+            q.check(existing)  # an image-only index: one line, before any indexing
+    elif query is None:
+        raise ValueError("give a query image (or text='words to search for' on a CLIP index)")
+    else:
+        q = ImageQuery(query)  # read and decoded once: a bad query fails before any indexing
     report = None
     if generate:
         if dataset_dir is None:
@@ -129,14 +153,91 @@ def reverse_image_search(
             index = open_index(vector_dir)
         except IndexNotFoundError as e:
             raise IndexNotFoundError(f"{e} (run reverse_image_search with generate=True first)") from None
+    if isinstance(q, TextQuery):
+        q.check(index)  # an image-only index: one line, before its model loads
     embedder = resolve_embedder(index, model, weights=weights)
-    matches = search(index, q, k, embedder=embedder, dataset_dir=dataset_dir)
+    matches = search(index, q, k, embedder=embedder, dataset_dir=dataset_dir, expand=expand)
     results = SearchResults(matches)
     results.report, results.index = report, index
     if show or save_path is not None:
         from .display import display_figure, plot_results, save_figure
 
         results.figure = plot_results(q.picture(), matches)
+        if isinstance(q, TextQuery):  # words: the text above the grid
+            results.figure.suptitle(q.label, fontsize=12, fontweight="bold")
+        if save_path is not None:
+            save_figure(results.figure, save_path)
+            logger.info("saved the result picture to %s", save_path)
+        if show and not display_figure(results.figure):
+            logger.info("show=True outside a notebook: the picture is in results.figure (or use save_path)")
+    return results
+
+
+
+def search_text(
+    text: str,
+    vector_dir: str | os.PathLike | Index,
+    k: int = 9,
+    *,
+    dataset_dir: str | os.PathLike | None = None,
+    exact: bool = False,
+    under: str | os.PathLike | None = None,
+    exclude: Sequence[str] | None = None,
+    qe: int = 0,
+    show: bool = False,
+    save_path: str | os.PathLike | None = None,
+) -> SearchResults:
+    """Find the images that best match a sentence, in an index built with an image-and-text model.
+
+    A :class:`~revsearch.operations.TextQuery` through :func:`revsearch.operations.search`, as the
+    command line's ``revsearch search --text`` and the widget's Words box.
+
+    Parameters
+    ----------
+    text : str
+        E.g. ``"a red car at night"``.
+    vector_dir : path or Index
+        The index folder (built with e.g. ``model="clip-vit-b32"``), or an open index.
+    k : int, default 9
+        Number of results.
+    dataset_dir : path, optional
+        Where the images are now (default: as recorded in the index).
+    exact : bool, default False
+        Exact search even where an approximate index exists.
+    under : path, optional
+        Search only images in this folder (relative to the dataset folder).
+    exclude : sequence of str, optional
+        Leave out images whose relative path matches one of these patterns.
+    qe : int, default 0
+        Alpha query expansion from the ``qe`` best matches (0: off).
+    show : bool, default False
+        Display the result picture (in a notebook) and keep it in ``results.figure``.
+    save_path : path, optional
+        Save the result picture there.
+
+    Returns
+    -------
+    SearchResults
+        ``k`` :class:`~revsearch.search.Match` (path, relpath, score), best first.
+
+    Raises
+    ------
+    ModelMismatchError
+        If the index was built with an image-only model (one line: which model, what to do).
+    WeightsUnavailableError
+        If the model's preset cannot be loaded (one line: where it comes from, what to do offline).
+    """
+    q = TextQuery(text)
+    index = open_index(vector_dir)
+    q.check(index)
+    matches = search(index, q, k, dataset_dir=dataset_dir, exact=exact, under=under, exclude=exclude, qe=qe)
+    results = SearchResults(matches)
+    results.index = index
+    if show or save_path is not None:
+        from .display import display_figure, plot_results, save_figure
+
+        results.figure = plot_results(None, matches)
+        results.figure.suptitle(q.label, fontsize=12, fontweight="bold")
         if save_path is not None:
             save_figure(results.figure, save_path)
             logger.info("saved the result picture to %s", save_path)

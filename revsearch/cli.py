@@ -7,7 +7,7 @@ non-zero; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
-import json
+
 import logging
 import re
 import sys
@@ -17,6 +17,7 @@ from typing import Any
 
 from .version import __version__
 from .errors import IndexDamagedError, RevsearchError
+from .safety import display_name, to_json
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -37,8 +38,9 @@ def _positive_int(value: str) -> int:
 
 
 def _say(text: str, *, err: bool = False) -> None:
-    """Print a line; file names that are not valid UTF-8 are written as their original bytes."""
+    """Print one line, control characters (of file names) escaped (see :func:`revsearch.safety.display_name`)."""
     stream = sys.stderr if err else sys.stdout
+    text = display_name(text)
     try:
         print(text, file=stream)
     except UnicodeEncodeError:
@@ -68,12 +70,18 @@ def _warn_incomplete(index: Any) -> None:
 def _cmd_index(args: argparse.Namespace) -> int:
     from .operations import build_index
 
+    # the search expansion recorded in the index (re-tuned for this collection), only where asked for
+    expansion = None
+    if _options_given(args) or args.no_expand:
+        from .operations import open_for_writing
+
+        expansion = _expansion(args, open_for_writing(args.vector_dir))
     result = build_index(
         args.dataset_dir, args.vector_dir, args.model, weights=args.weights, backend=args.backend,
         precision=args.precision, resolution=getattr(args, "resolution", None), scales=getattr(args, "scales", None),
         batch_size=args.batch_size, workers=args.workers, prune=args.prune, exclude=args.exclude,
         dask=getattr(args, "dask", None), dask_workers=args.dask_workers, partition_size=args.partition_size,
-        progress=not args.quiet,
+        follow_links=args.follow_links, progress=not args.quiet, expansion=expansion,
     )
     index = result.index
     for s in result.report.skipped:
@@ -98,42 +106,82 @@ def _scales(value: str) -> tuple[int, ...]:
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
-    """Search-side options (revsearch.rerank) of ``search`` and ``evaluate``."""
-    p.add_argument("--qe", type=int, default=0, metavar="K",
-                   help="alpha query expansion from the K best matches (0: off, default; 2 is a good start)")
-    p.add_argument("--alpha", type=float, default=3.0, help="query-expansion weight exponent (default 3; 0: average)")
-    p.add_argument("--dba", type=int, default=0, metavar="K",
-                   help="database-side augmentation with K neighbours, computed from the index (0: off, default)")
-    p.add_argument("--dba-alpha", type=float, default=3.0, help="database-augmentation weight exponent (default 3)")
+    """Search-side options (revsearch.rerank) of ``search`` and ``evaluate``: expansion is on by default."""
+    p.add_argument("--no-expand", action="store_true",
+                   help="plain cosine search: no query expansion, no database-side augmentation (they are on by "
+                        "default: the index's recorded expansion, else qe=2 dba=2 alpha=3)")
+    p.add_argument("--qe", type=int, default=None, metavar="K",
+                   help="alpha query expansion from the K best matches (0: off; default: the index's, 2)")
+    p.add_argument("--alpha", type=float, default=None, help="query-expansion weight exponent (default: the index's, 3)")
+    p.add_argument("--dba", type=int, default=None, metavar="K",
+                   help="database-side augmentation with K neighbours (0: off; default: the index's, 2; stored in the "
+                        "index by every update)")
+    p.add_argument("--dba-alpha", type=float, default=None, help="database-augmentation weight exponent (default: the index's, 3)")
+
+
+def _expansion(args: argparse.Namespace, index: Any, *, plain: bool = False) -> Any:
+    """The Expansion the search/evaluate options ask for, and whether any was given explicitly."""
+    from .rerank import NO_EXPANSION, Expansion
+
+    given = {k: getattr(args, k) for k in ("qe", "alpha", "dba", "dba_alpha") if getattr(args, k, None) is not None}
+    if getattr(args, "no_expand", False):
+        if given:
+            raise ValueError("--no-expand turns expansion off: leave out --qe/--alpha/--dba/--dba-alpha (or --no-expand)")
+        return NO_EXPANSION
+    base = NO_EXPANSION if plain else index.expansion if index is not None else Expansion()
+    return Expansion(**{**base.to_dict(), **given})
+
+
+def _options_given(args: argparse.Namespace) -> bool:
+    return any(getattr(args, k, None) is not None for k in ("qe", "alpha", "dba", "dba_alpha"))
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from .operations import ImageQuery, IncompatibleOptionsError, open_index, search
 
+    if args.text is not None:
+        if args.query is not None:
+            raise ValueError("give either a query image or --text, not both")
+        from .operations import TextQuery
+
+        query: Any = TextQuery(args.text)  # words: a CLIP index's text tower embeds them
+    elif args.query is None:
+        raise ValueError('give the query image (revsearch search QUERY VECTOR_DIR) or words (--text "a red car" VECTOR_DIR)')
+    else:
+        query = ImageQuery(args.query)  # a file, or an http(s) URL: a bad query fails here, before the model loads
     index = open_index(args.vector_dir)
-    query = ImageQuery(args.query)  # a file, or an http(s) URL: a bad query fails here, before the model loads
+    if args.text is not None:
+        query.check(index)  # an image-only index: one line, before any model loads
     _warn_incomplete(index)
+    expansion = _expansion(args, index, plain=not query.expands_by_default)
+    if getattr(args, "dask", None) and not _options_given(args) and not args.no_expand:
+        from .rerank import NO_EXPANSION
+
+        logging.getLogger(__name__).info("--dask: an exact plain search on the cluster (no expansion)")
+        expansion = NO_EXPANSION
     try:
         matches = search(
             index, query, args.k, dataset_dir=args.dataset_dir, exact=getattr(args, "exact", False),
-            backend=getattr(args, "backend", None), qe=args.qe, alpha=args.alpha, dba=args.dba,
-            dba_alpha=args.dba_alpha, rotations=args.rotations, under=args.under, exclude=args.exclude,
-            dask=getattr(args, "dask", None),
+            backend=getattr(args, "backend", None), expand=expansion, rotations=args.rotations, under=args.under,
+            exclude=args.exclude, dask=getattr(args, "dask", None),
         )
     except IncompatibleOptionsError as e:  # said with the command line's words
         raise ValueError(_option_words(str(e))) from None
     if args.out:
         from .display import plot_results, save_figure
 
-        save_figure(plot_results(query.picture(), matches), args.out)
+        fig = plot_results(query.picture(), matches)
+        if query.picture() is None:  # words: the text above the grid
+            fig.suptitle(query.label, fontsize=12, fontweight="bold")
+        save_figure(fig, args.out)
     if args.json:
         out: dict[str, Any] = {
             "query": args.query,
+            **({"text": args.text} if args.text is not None else {}),
             "index": str(index.folder),
             "model": index.spec["model"],
             "k": args.k,
-            "options": {"qe": args.qe, "alpha": args.alpha, "dba": args.dba, "dba_alpha": args.dba_alpha,
-                        "rotations": args.rotations},
+            "options": {**expansion.to_dict(), "rotations": args.rotations},
             "results": [
                 {"rank": m.rank + 1, "score": round(m.score, 6), "path": str(m.path), "relpath": m.relpath}
                 for m in matches  # type: ignore[union-attr]
@@ -141,7 +189,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         }
         if args.out:
             out["figure"] = args.out
-        print(json.dumps(out, indent=2))
+        print(to_json(out, indent=2))
     else:
         for m in matches:  # type: ignore[union-attr]
             _say(f"{m.rank + 1:>3}  {m.score:.4f}  {m.path}")
@@ -164,7 +212,7 @@ def _cmd_import_legacy(args: argparse.Namespace) -> int:
         args.legacy_dir, args.vector_dir, dataset_dir=args.dataset_dir, progress=not args.quiet
     )
     for path, reason in legacy.skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
+        _say(f"skipped {path}: {reason}", err=True)
     print(f"{index.folder}: imported {len(index)} vectors (resnet50-seed, {index.dim}-d), {len(legacy.skipped)} skipped")
     return 0
 
@@ -183,9 +231,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "shards": len(index.shards),
         "updated": index.manifest.updated,
         "ann": (lambda a: f"{a['kind']}, {a['count']} vectors" if a else None)(index.manifest.ann),
+        "expansion": index.expansion.describe() + ("" if index.snapshot.augmentation is not None or not index.expansion.dba
+                                                   else " (augmentation not stored yet: an update stores it)"),
     }
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(to_json(info, indent=2))
     else:
         for key, value in info.items():
             print(f"{key:>14}: {value}")
@@ -196,18 +246,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .operations import IncompatibleOptionsError, evaluate, open_index
 
     index = open_index(args.vector_dir)
+    if args.near_duplicates and (_options_given(args) or args.no_expand):
+        raise ValueError("--qe and --dba are evaluated on class retrieval: leave out --near-duplicates to use them")
+    options: dict[str, Any] = {} if args.near_duplicates else {"expand": _expansion(args, index)}
     try:
         report: Any = evaluate(
             index, args.dataset_dir, near_duplicates=args.near_duplicates, k=args.k, layout=args.layout,
-            qe=args.qe, alpha=args.alpha, dba=args.dba, dba_alpha=args.dba_alpha, sample=args.sample or None,
-            seed=args.seed, batch_size=args.batch_size, progress=not args.quiet and not args.json,
+            sample=args.sample or None, seed=args.seed, batch_size=args.batch_size,
+            progress=not args.quiet and not args.json, **options,
         )
     except IncompatibleOptionsError as e:
         raise ValueError(_option_words(str(e))) from None
     if args.json:
         head = {"dataset_dir": args.dataset_dir, "index": str(index.folder), "model": index.spec["model"],
                 "preprocessing": index.spec.get("preprocessing")}
-        print(json.dumps({**head, **report.to_dict()}, indent=2))
+        print(to_json({**head, **report.to_dict()}, indent=2))
         return 0
     k = report.k
     if args.near_duplicates:
@@ -271,7 +324,7 @@ def _cmd_ann(args: argparse.Namespace) -> int:
             target_recall=args.target_recall or None, progress=not args.quiet,
         )
     if args.json:
-        print(json.dumps(meta, indent=2))
+        print(to_json(meta, indent=2))
     elif meta is None:
         print(f"{args.vector_dir}: no approximate index (search is exact); build one with: revsearch ann {args.vector_dir}")
     else:
@@ -319,12 +372,17 @@ def _cmd_duplicates(args: argparse.Namespace) -> int:
     from .operations import find_duplicates, open_index
 
     if args.undo:
-        if args.vector_dir or args.move_to:
-            raise ValueError("--undo LOG puts moved files back; give it alone (no VECTOR_DIR or --move-to)")
-        undone = undo_moves(args.undo)
+        if not args.vector_dir and not args.dataset_dir:
+            raise ValueError(
+                "--undo LOG needs the index (or the dataset folder) the files were moved out of: "
+                "revsearch duplicates VECTOR_DIR --undo LOG (or --undo LOG --dataset-dir DIR)"
+            )
+        undone = undo_moves(
+            args.undo, index=args.vector_dir or None, dataset_dir=args.dataset_dir, move_to=args.move_to,
+        )
         for path, reason in undone.skipped:
-            print(f"not restored {path}: {reason}", file=sys.stderr)
-        print(undone.summary())
+            _say(f"not restored {path}: {reason}", err=True)
+        _say(undone.summary())
         return 0 if not undone.skipped else EXIT_ERROR
     if not args.vector_dir:
         raise ValueError("give the index folder: revsearch duplicates VECTOR_DIR (or --undo LOG)")
@@ -332,10 +390,11 @@ def _cmd_duplicates(args: argparse.Namespace) -> int:
         from .duplicates import check_destination
 
         index = open_index(args.vector_dir)
-        check_destination(args.move_to, index.dataset_dir, index.folder)
+        check_destination(args.move_to, args.dataset_dir or index.dataset_dir, index.folder)
     report = find_duplicates(
         args.vector_dir, args.threshold, against=args.against, k=args.k, keep=args.keep, progress=not args.quiet,
         mode=args.mode,
+        dataset_dir=args.dataset_dir,
     )
     cal = report.calibration
     if cal is not None and not cal.calibrated and args.mode == "similar":
@@ -364,18 +423,19 @@ def _cmd_duplicates(args: argparse.Namespace) -> int:
         if moved is not None:
             out_json["moved"] = [[str(a), str(b)] for a, b in moved.moved]
             out_json["log"] = str(moved.log)
-        print(json.dumps(out_json, indent=2))
+        print(to_json(out_json, indent=2))
     elif not args.csv:
         for gi, g in enumerate(report.groups):
             print(f"group {gi + 1} ({len(g)} files)")
             for j, f in enumerate(g.files):
                 tag = " [against]" if f.collection == "against" else ""
-                print(f"  {'keep' if j == 0 else f'{f.score:.4f}':>6}  {f.path}{tag}")
+                _say(f"  {'keep' if j == 0 else f'{f.score:.4f}':>6}  {f.path}{tag}")
     if moved is not None:
         for path, reason in moved.skipped:
-            print(f"not moved {path}: {reason}", file=sys.stderr)
+            _say(f"not moved {path}: {reason}", err=True)
         print(moved.summary(), file=sys.stderr if args.json else sys.stdout)
-        print(f"undo with: revsearch duplicates --undo {moved.log}", file=sys.stderr)
+        also = f" --dataset-dir {args.dataset_dir}" if args.dataset_dir else ""
+        _say(f"undo with: revsearch duplicates {args.vector_dir} --undo {moved.log}{also}", err=True)
     else:
         dry = "dry run, nothing moved" + ("" if not report.groups else "; pass --move-to DIR to move the copies")
         print(f"{report.summary()}; {dry}", file=sys.stderr)
@@ -415,7 +475,11 @@ def _add_duplicates_parser(sub: Any) -> None:
                    help="save pictures of the groups (one row per group; FILE-2.png... for more pages)")
     p.add_argument("--move-to", metavar="DIR", default=None,
                    help="move the copies not kept to DIR (outside the dataset folder), with a CSV log; never deletes")
-    p.add_argument("--undo", metavar="LOG", default=None, help="put back the files a --move-to LOG moved")
+    p.add_argument("--undo", metavar="LOG", default=None,
+                   help="put back the files a --move-to LOG moved out of VECTOR_DIR's dataset folder (safe to run again)")
+    p.add_argument("--dataset-dir", metavar="DIR", default=None,
+                   help="where the images are (default: the dataset folder VECTOR_DIR records); with --undo: the folder "
+                   "the files were moved out of")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_duplicates)
 
@@ -470,11 +534,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default=None,
-        help="resnet50 (default for a new index), mobilenet, efficientnetv2-b0, efficientnetv2-s, convnext-tiny or "
-        "resnet50-seed; an existing index keeps its model",
+        help="resnet50 (default for a new index), mobilenet, efficientnetv2-b0, efficientnetv2-s, convnext-tiny, "
+        "resnet50-seed, or clip-vit-b32 / clip-vit-b16 / siglip-b16-224 (also searchable by words; needs revsearch[clip]); an existing "
+        "index keeps its model",
     )
     p.add_argument(
-        "--weights", type=_weights, default="imagenet", help="imagenet (default), none (random, for tests) or a weights file"
+        "--weights", type=_weights, default="imagenet",
+        help="imagenet (default: the model's published weights), none (random, for tests), a weights file, or for "
+        "CLIP models a local keras-hub preset folder",
     )
     p.add_argument(
         "--backend", choices=["auto", "keras", "openvino"], default=None,
@@ -482,9 +549,10 @@ def build_parser() -> argparse.ArgumentParser:
         "openvino (pip install \"revsearch[openvino]\")",
     )  # fmt: skip
     p.add_argument(
-        "--precision", choices=["float32", "bfloat16", "float16"], default=None,
-        help="compute precision (default: float16/bfloat16 on a GPU, else float32; bfloat16 on OpenVINO is about "
-        "2x faster on CPUs with bfloat16 units, with slightly different rankings); vectors are float32 either way",
+        "--precision", choices=["float32", "bfloat16", "float16", "int8"], default=None,
+        help="compute precision (default: the fastest one within 0.005 mAP of float32 that the CPU runs natively: "
+        "bfloat16 with AVX512-BF16/AMX, else float32; float16/bfloat16 on a GPU). int8: OpenVINO model quantized "
+        "by NNCF, calibrated on a seeded sample of the photos indexed. Vectors are comparable whatever the precision",
     )  # fmt: skip
     p.add_argument(
         "--batch-size", type=_positive_int, default=None, help="images per model call (default 32; larger on a GPU)"
@@ -493,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input side in pixels (default: the model's, 224; larger keeps more detail, ~(side/224)^2 the time)")
     p.add_argument("--scales", type=_scales, default=None,
                    help="multi-scale descriptors: input sides, e.g. 224,320 (the sum of the per-scale vectors)")
+    _add_search_options(p)  # recorded in the index: what its searches use by default
     p.add_argument("--workers", type=_positive_int, default=None, help="image-reading threads (default: CPUs)")
     p.add_argument(
         "--prune", action="store_true",
@@ -504,6 +573,11 @@ def build_parser() -> argparse.ArgumentParser:
         "the index for later updates (default: the recorded ones); .revsearchignore in DATASET_DIR adds more",
     )
     p.add_argument(
+        "--follow-links", choices=["inside", "all", "none"], default=None,
+        help="which symbolic links in DATASET_DIR are followed: inside (default for a new index: only links whose "
+        "target lies inside DATASET_DIR), all, or none; recorded in the index for later updates",
+    )
+    p.add_argument(
         "--dask", metavar="ADDRESS", default=None,
         help="embed on a Dask cluster: a scheduler address (tcp://host:8786) or 'local' (needs revsearch[dask])",
     )
@@ -512,8 +586,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_index)
 
-    p = sub.add_parser("search", help="find the images most similar to QUERY")
-    p.add_argument("query", metavar="QUERY", help="the query image: a file or an http(s) URL")
+    p = sub.add_parser("search", help="find the images most similar to QUERY (or matching --text on a CLIP index)")
+    p.add_argument("query", metavar="QUERY", nargs="?", default=None,
+                   help="the query image: a file or an http(s) URL (leave it out with --text)")
+    p.add_argument("--text", metavar="WORDS", default=None,
+                   help='search by words, e.g. --text "a red car at night" (an index built with --model clip-vit-b32)')
     p.add_argument("vector_dir", metavar="VECTOR_DIR", help="the index folder")
     p.add_argument("-k", type=int, default=9, help="number of results (default 9)")
     p.add_argument("--out", default=None, help="save the result picture (query above a grid) to this file")
@@ -576,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = None
     if not args.debug:  # warnings the commands do not report themselves (the ANN falling back, a repair)
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("revsearch: warning: %(message)s"))
+        handler.setFormatter(_SafeFormatter("revsearch: warning: %(message)s"))
         for name in _WARNING_LOGGERS:  # shown here once, not again by the root logger's handler
             lg = logging.getLogger(name)
             lg.setLevel(logging.WARNING)
@@ -605,8 +682,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 lg.propagate = True
 
 
+class _SafeFormatter(logging.Formatter):
+    """Log lines with control characters of file names escaped: one record, one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return display_name(super().format(record))
+
+
 #: Loggers whose warnings reach the command line's stderr (others are reported by the commands).
-_WARNING_LOGGERS = ("revsearch.ann", "revsearch.indexing")
+_WARNING_LOGGERS = ("revsearch.ann", "revsearch.indexing", "revsearch.index")
 
 
 def _damaged_words(e: IndexDamagedError) -> str:

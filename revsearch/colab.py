@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .errors import RevsearchError
+from .safety import display_name
 
 logger = logging.getLogger(__name__)
 
@@ -143,10 +144,11 @@ def notebook_logging(level: int | str = logging.INFO) -> logging.Logger:
 
 
 class NotebookFormatter(logging.Formatter):
-    """``message``, or ``Warning: message`` for warnings and errors."""
+    """``message``, or ``Warning: message`` for warnings and errors; control characters of file names
+    escaped, line by line (some messages are several lines on purpose)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        text = record.getMessage()
+        text = "\n".join(display_name(line) for line in record.getMessage().split("\n"))
         return f"{record.levelname.capitalize()}: {text}" if record.levelno >= logging.WARNING else text
 
 

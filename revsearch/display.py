@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 from .errors import ImageReadError
 from .images import ImageSource, load_image
+from .safety import display_name
 from .search import Match
 
 logger = logging.getLogger(__name__)
@@ -61,17 +62,18 @@ def plot_results(
     if query is not None:
         ax = fig.add_subplot(grid[0, :])
         ax.imshow(load_image(query))
-        ax.set_title(title or "", fontsize=11, fontweight="bold")
+        ax.set_title(display_name(title or ""), fontsize=11, fontweight="bold")
         ax.set_axis_off()
     for i, m in enumerate(matches):
         ax = fig.add_subplot(grid[top + i // ncols, i % ncols])
         ax.set_axis_off()
-        name = m.name if len(m.name) <= 28 else m.name[:12] + "…" + m.name[-14:]
+        shown = display_name(m.name)  # a control character in a name is shown escaped, never interpreted
+        name = shown if len(shown) <= 28 else shown[:12] + "…" + shown[-14:]
         ax.set_title(f"{i + 1}. {name}\n{m.score:.3f}", fontsize=8)
         try:
             ax.imshow(load_image(m.path))
         except ImageReadError as e:
-            logger.warning("cannot show match %s: %s", m.path, e)
+            logger.warning("cannot show match %s: %s", display_name(m.path), display_name(e))
             ax.text(0.5, 0.5, "image not found" if not os.path.exists(m.path) else "unreadable",
                     ha="center", va="center", fontsize=8, transform=ax.transAxes)
     return fig

@@ -217,6 +217,13 @@ def _embedder_args(emb: Embedder) -> dict[str, Any]:
     if emb.weights_path is not None:
         weights = str(emb.weights_path)
     args: dict[str, Any] = {"model": emb.name, "weights": weights, "precision": emb.precision}
+    if emb.precision == "int8":  # workers read the int8 model named by its calibration id from their cache
+        if emb.calibration_id and "calibration" in accepted:
+            args["calibration"] = emb.calibration_id
+        else:  # nothing to calibrate with on the workers: the default precision (vectors are comparable)
+            logger.warning("int8 on Dask needs an embedder calibrated first (Embedder.calibrate): the workers "
+                           "use the default precision")
+            args["precision"] = None
     for name in ("fit", "fill", "pooling", "resolution", "scales", "backend"):
         if name in accepted and hasattr(emb, name):
             args[name] = getattr(emb, name)
@@ -357,6 +364,7 @@ def build_index_dask(
     retries: int = 2,
     prune: bool = False,
     exclude: Sequence[str] | None = None,
+    follow_links: str | None = None,
     progress: bool = True,
     _hook: Callable[[int, str], None] | None = None,
 ) -> tuple[Index, DaskReport]:
@@ -395,6 +403,9 @@ def build_index_dask(
     exclude : sequence of str, optional
         Exclusion patterns, recorded in the index (None: the recorded ones); see
         :func:`revsearch.indexing.update_folder`.
+    follow_links : {"inside", "all", "none"}, optional
+        Which symbolic links are followed, recorded in the index (None: the recorded choice,
+        ``"inside"`` for a new index); see :func:`revsearch.indexing.update_folder`.
     progress : bool, default True
         ``tqdm.auto`` progress bar over images.
     _hook : callable, optional
@@ -422,7 +433,7 @@ def build_index_dask(
     from .images import SkippedFile
     from .images import path_excluded
     from .index import Index
-    from .indexing import UpdateReport, check_prune, index_fields, refresh_ann, scan_dataset
+    from .indexing import UpdateReport, check_prune, index_fields, refresh_ann, refresh_augmentation, scan_dataset
 
     distributed = _distributed()
     t0 = time.perf_counter()
@@ -435,7 +446,9 @@ def build_index_dask(
     if exclude is None:  # the index's recorded exclusions (and .revsearchignore, always)
         exclude = store.read_manifest(folder).exclude if store.exists(folder) else []
     exclude = [exclude] if isinstance(exclude, str) else [str(p) for p in exclude]
-    scan = scan_dataset(dataset, folder, exclude)
+    if follow_links is None:  # as recorded (see revsearch.indexing.update_folder)
+        follow_links = (store.read_manifest(folder).follow_links if store.exists(folder) else None) or "inside"
+    scan = scan_dataset(dataset, folder, exclude, follow_links=follow_links)
     rel = scan.rel
     report = UpdateReport(skipped=list(scan.skipped))
     stats = scan.stats()
@@ -530,8 +543,9 @@ def build_index_dask(
         report.updated = [r for r in embedded if r in old_paths]
         # an approximate index is stale once the vectors change (stale_ann): extended or rebuilt below
         manifest = w.commit(shards=shards, spec=spec, complete=True, built_with="dask", exclude=exclude,
-                            stale_ann=True, **index_fields(dataset, emb))
+                            follow_links=follow_links, stale_ann=True, **index_fields(dataset, emb))
         refresh_ann(w, manifest, progress=progress)
+        report.augmented = refresh_augmentation(w)
     report.seconds = time.perf_counter() - t0
     out = DaskReport(report, partitions=len(parts), reused=len(parts) - len(todo), workers=workers,
                      tasks=[results[i] for i in sorted(results)])

@@ -24,7 +24,8 @@ import numpy as np
 from . import backends
 from .errors import ImageReadError, RevsearchError, UnknownModelError, WeightsUnavailableError
 from .images import ImageSource, SkippedFile, file_digest, prepare_image, read_image_file
-from .models import DEFAULT_FIT, DEFAULT_POOLING, MODELS, ModelInfo
+from .models import DEFAULT_FIT, DEFAULT_POOLING, MODELS, TEXT_MODELS, ModelInfo
+from .safety import display_name
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +35,13 @@ __all__ = [
     "Embedder",
     "EmbeddedBatch",
     "FileInfo",
+    "folder_id",
     "get_embedder",
     "l2_normalize",
     "preprocessing_options",
     "resize_prepared",
+    "RMAC_LEVELS",
+    "rmac_regions",
 ]
 
 #: Seed used to initialise a model built with ``weights=None``, so two processes build the same model.
@@ -158,6 +162,8 @@ def weights_id(weights: str | os.PathLike | None) -> str:
     if isinstance(weights, str) and weights == "imagenet":
         return "imagenet"
     p = Path(weights)
+    if p.is_dir() and (p / "config.json").is_file():  # a keras-hub preset folder (revsearch.clip)
+        return folder_id(p)
     if not p.is_file():
         raise WeightsUnavailableError(
             f"weights file {str(p)!r} does not exist: pass weights='imagenet', weights=None, "
@@ -168,6 +174,44 @@ def weights_id(weights: str | os.PathLike | None) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return f"file:{p.name}:sha256:{h.hexdigest()[:16]}"
+
+
+def folder_id(folder: str | os.PathLike) -> str:
+    """The weights id of a weights folder (a keras-hub preset): ``file:<name>:sha256:<hash of its files>``.
+
+    Parameters
+    ----------
+    folder : path
+        Every regular file under it (names and contents, in sorted order) goes into the hash.
+
+    Returns
+    -------
+    str
+    """
+    p = Path(folder)
+    h = hashlib.sha256()
+    for f in sorted(f for f in p.rglob("*") if f.is_file() and not f.is_symlink()):
+        h.update(f.relative_to(p).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
+    return f"file:{p.name}:sha256:{h.hexdigest()[:16]}"
+
+
+def _family(name: str) -> type | None:
+    """The Embedder subclass of a catalogue model implemented in a module of its own, or None.
+
+    The image-and-text models of :data:`revsearch.models.TEXT_MODELS` are built by
+    :class:`revsearch.clip.ClipEmbedder`, which builds on this module: it is reached here by name at
+    run time (a plug-in named by the catalogue), not imported at the top. Importing revsearch.clip
+    loads no TensorFlow or keras-hub.
+    """
+    if name not in TEXT_MODELS:
+        return None
+    import importlib
+
+    return importlib.import_module(f"{__package__}.clip").ClipEmbedder  # type: ignore[no-any-return]
 
 
 def _keras_cache_dir() -> Path:
@@ -186,12 +230,22 @@ class Embedder:
         For named models: ImageNet weights (downloaded by Keras to its cache, ``$KERAS_HOME/models``),
         ``None`` for a seeded random initialisation (same speed, meaningless features: for tests and
         speed benchmarks), or the path of a Keras weights file.
-    precision : {"float32", "bfloat16", "float16"}, optional
-        Compute precision of the model (the vectors are float32 either way). Default: the backend's
-        (:func:`revsearch.backends.default_precision`): float16/bfloat16 mixed precision on a GPU
-        (:func:`revsearch.backends.gpu_policy`), else ``"float32"``. ``"bfloat16"`` on OpenVINO is 2.3x
-        Keras float32's speed on an AVX512-BF16 CPU, its top-9 results agreeing 94.4% with float32's. On Keras, ``"bfloat16"``/``"float16"`` build the model under Keras's
-        ``mixed_bfloat16``/``mixed_float16`` policy; OpenVINO runs ``"float32"`` and ``"bfloat16"``.
+    precision : {"float32", "bfloat16", "float16", "int8"}, optional
+        Compute precision of the model (the vectors are float32 either way, and comparable whatever
+        the precision). Default: the backend's (:func:`revsearch.backends.default_precision`): on
+        OpenVINO the fastest precision the CPU runs natively among those within 0.005 mAP of float32
+        on every dataset measured (bfloat16 on CPUs with AVX512-BF16 or AMX, else float32); on Keras
+        float16/bfloat16 mixed precision on a GPU (:func:`revsearch.backends.gpu_policy`), else
+        ``"float32"``. On Keras, ``"bfloat16"``/``"float16"`` build the model under Keras's
+        ``mixed_bfloat16``/``mixed_float16`` policy; OpenVINO runs ``"float32"``, ``"bfloat16"`` and
+        ``"int8"`` (NNCF post-training quantization, calibrated on ``calibration``).
+    calibration : sequence of ImageSource or str, optional
+        With ``precision="int8"``: the calibration photos (at most
+        :data:`revsearch.backends.DEFAULT_CALIBRATION_SIZE`, a seeded sample of them, see
+        :meth:`calibrate`), or the :attr:`calibration_id` of a calibration made before (an index
+        records it: its cached int8 model is reused; where that model is not in the cache, the
+        embedder runs the default float precision instead, with a warning). Building an index
+        calibrates an int8 embedder on a seeded sample of the collection when none is given.
     backend : {"auto", "keras", "openvino"}, default "auto"
         What runs the model: Keras (TensorFlow), or OpenVINO (``pip install "revsearch[openvino]"``;
         converted from the Keras model once and cached on disk, see :mod:`revsearch.backends`).
@@ -208,9 +262,11 @@ class Embedder:
         Centre-crop to a square, or pad to a square (as the original project). Default ``"crop"``
         for ``"resnet50"`` and ``"mobilenet"``; ``"pad"`` for ``"resnet50-seed"`` (the original
         pipeline) and for a custom Keras model.
-    pooling : {"gem", "avg", "max"}, optional
+    pooling : {"gem", "avg", "max", "rmac"}, optional
         For named models: how the last convolutional block (7x7 positions) becomes one vector:
-        generalised mean (``"gem"``, p = :data:`GEM_P`), average or maximum. Default
+        generalised mean (``"gem"``, p = :data:`GEM_P`), average, maximum, or regional maximum
+        (``"rmac"``, R-MAC: :func:`rmac_regions` max-pooled, each L2-normalised, summed; no
+        whitening; measured for instance collections, see docs/quality.md). Default
         :data:`DEFAULT_POOLING` (``"avg"``) for every named model. A custom Keras model pools itself.
     preprocess : callable, optional
         For a custom Keras model: maps a float32 batch (n, S, S, 3) of RGB 0..255 to the model's
@@ -239,6 +295,14 @@ class Embedder:
     default are still searched with theirs.
     """
 
+    def __new__(cls, model: Any = "resnet50", *args: Any, **kwargs: Any) -> Embedder:
+        # A CLIP-family name builds the subclass with an image and a text tower (revsearch.clip).
+        if cls is Embedder and isinstance(model, str) and model.lower() not in MODELS:
+            family = _family(model.lower())
+            if family is not None:
+                return super().__new__(family)
+        return super().__new__(cls)
+
     def __init__(
         self,
         model: Any = "resnet50",
@@ -255,13 +319,14 @@ class Embedder:
         backend: str = "auto",
         cache_dir: str | os.PathLike | None = None,
         openvino_hint: str = "throughput",
+        calibration: Sequence[ImageSource] | str | None = None,
     ) -> None:
         if precision is not None and precision not in _ALL_PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(_ALL_PRECISIONS)} (or None), not {precision!r}")
         if fit not in (None, "pad", "crop"):
             raise ValueError(f"fit must be 'pad' or 'crop', not {fit!r}")
-        if pooling not in (None, "gem", "avg", "max"):
-            raise ValueError(f"pooling must be 'gem', 'avg' or 'max', not {pooling!r}")
+        if pooling not in (None, "gem", "avg", "max", "rmac"):
+            raise ValueError(f"pooling must be 'gem', 'avg', 'max' or 'rmac', not {pooling!r}")
         self.backend = backends.resolve_backend(backend, precision)
         self._chosen = backend == "auto" and self.backend == "openvino"  # may fall back to Keras
         self._precision_given = precision is not None
@@ -290,12 +355,18 @@ class Embedder:
         self.fill = fill
         self.fit = fit
         self._lock = threading.Lock()
+        self._calibration_sources: list[ImageSource] | None = None
+        self._calibration_id: str | None = None
+        if isinstance(calibration, str):
+            self._calibration_id = calibration
+        elif calibration is not None:
+            self.calibrate(calibration)
         self._custom_preprocess = preprocess
         if isinstance(model, str):
             key = model.lower()
             if key not in MODELS:
                 raise UnknownModelError(
-                    f"unknown model {model!r}: choose one of {', '.join(sorted(MODELS))}, "
+                    f"unknown model {model!r}: choose one of {', '.join(sorted([*MODELS, *TEXT_MODELS]))}, "
                     "or pass a Keras model whose output is one vector per image"
                 )
             self.name = key
@@ -355,7 +426,8 @@ class Embedder:
             norm = "raw-bgr-0-255"
         else:
             norm = f"keras.applications.{self._info.module}.preprocess_input"
-        pool = {None: "", "avg": "", "max": "/pool:max", "gem": f"/pool:gem:p={GEM_P:g}"}[self.pooling]
+        pool = {None: "", "avg": "", "max": "/pool:max", "gem": f"/pool:gem:p={GEM_P:g}",
+                "rmac": f"/pool:rmac:L={RMAC_LEVELS}"}[self.pooling]
         multi = "" if len(self.scales) == 1 else "/scales:" + "+".join(map(str, self.scales)) + ":sum-l2"
         return f"{self.fit}:{fill}/resize:{self.input_size}:bicubic/{norm}{pool}{multi}"
 
@@ -366,7 +438,7 @@ class Embedder:
         ``precision`` and ``backend`` are recorded for information: vectors made with another
         precision or backend are comparable (the models agree within rounding).
         """
-        return {
+        out = {
             "model": self.name,
             "preprocessing": self.preprocessing,
             "dim": self.dim,
@@ -374,6 +446,84 @@ class Embedder:
             "precision": self.precision,
             "backend": self.backend,
         }
+        if self.precision == "int8" and self._calibration_id:
+            out["calibration"] = self._calibration_id
+        return out
+
+    # ------------------------------------------------------------------ int8 calibration
+    @property
+    def calibration_id(self) -> str | None:
+        """What identifies the int8 calibration photos (``"sha256:..."`` of their contents), or None."""
+        return self._calibration_id
+
+    def calibrate(
+        self,
+        sources: Sequence[ImageSource],
+        *,
+        size: int = backends.DEFAULT_CALIBRATION_SIZE,
+        seed: int = 0,
+    ) -> Embedder:
+        """Set the photos an int8 model is calibrated on (a seeded sample of at most ``size`` of them).
+
+        The sample is drawn by position from ``sources`` (give them in a stable order, e.g. sorted
+        paths), so the same collection always gives the same calibration, and so the same cached
+        model. Nothing is read until the int8 model is needed and not in the cache, except the
+        files' bytes, hashed into :attr:`calibration_id`.
+
+        Parameters
+        ----------
+        sources : sequence of ImageSource
+            Paths, bytes, arrays or PIL images.
+        size : int, default :data:`revsearch.backends.DEFAULT_CALIBRATION_SIZE`
+        seed : int, default 0
+
+        Returns
+        -------
+        Embedder
+            ``self``.
+        """
+        items = list(sources)
+        if not items:
+            raise ValueError("calibration needs at least one image")
+        if len(items) > size:
+            pick = np.sort(np.random.default_rng(seed).choice(len(items), size=int(size), replace=False))
+            items = [items[i] for i in pick]
+        h = hashlib.sha256()
+        for item in items:
+            if isinstance(item, (str, os.PathLike)):
+                data = Path(item).read_bytes()
+            elif isinstance(item, (bytes, bytearray, memoryview)):
+                data = bytes(item)
+            elif isinstance(item, np.ndarray):
+                data = np.ascontiguousarray(item).tobytes() + repr(item.shape).encode()
+            else:  # a PIL image
+                data = np.asarray(item).tobytes() + repr(getattr(item, "size", None)).encode()
+            h.update(hashlib.sha256(data).digest())
+        new_id = f"sha256:{h.hexdigest()[:24]}:n={len(items)}"
+        with self._lock:
+            if new_id != self._calibration_id:
+                self._ov = None  # another calibration: another model
+            self._calibration_sources, self._calibration_id = items, new_id
+        return self
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether an int8 embedder lacks both its cached model and the photos to make it."""
+        if self.precision != "int8" or self.backend != "openvino" or self._calibration_sources is not None:
+            return False
+        return self._calibration_id is None or not self._openvino_model().cached
+
+    def _calibration_batch(self) -> np.ndarray:
+        assert self._calibration_sources is not None
+        out = []
+        for s in self._calibration_sources:
+            try:
+                out.append(self.prepare(s))
+            except ImageReadError as e:  # an unreadable photo does not calibrate anything
+                logger.warning("calibration: skipped %s", e)
+        if not out:
+            raise backends.CalibrationUnavailableError("none of the calibration photos could be read")
+        return np.stack(out)
 
     def __repr__(self) -> str:
         return (
@@ -403,14 +553,17 @@ class Embedder:
             precision = self.precision
         if new_backend == self.backend and precision == self.precision:
             return self
+        calibration = self._calibration_sources or self._calibration_id
         if self._info is None:
             return Embedder(
                 self._keras_model, precision=precision, fill=self.fill, fit=self.fit, preprocess=self._custom_preprocess,
                 name=self.name, backend=new_backend, cache_dir=self.cache_dir, openvino_hint=self.openvino_hint,
+                calibration=calibration if precision == "int8" else None,
             )  # fmt: skip
         return get_embedder(
             self.name, weights=self._weights_arg, precision=precision, fit=self.fit, fill=self.fill,
             pooling=self.pooling, backend=new_backend, scales=self.scales,
+            calibration=calibration if precision == "int8" else None,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ multi-scale
@@ -429,7 +582,9 @@ class Embedder:
                     self._scale_embedders = [
                         Embedder(self.name, weights=self._weights_arg, precision=self.precision, fill=self.fill,
                                  fit=self.fit, pooling=self.pooling, resolution=s, backend=self.backend,
-                                 cache_dir=self.cache_dir, openvino_hint=self.openvino_hint)
+                                 cache_dir=self.cache_dir, openvino_hint=self.openvino_hint,
+                                 calibration=(self._calibration_sources or self._calibration_id)
+                                 if self.precision == "int8" else None)
                         for s in self.scales
                     ]
         return self._scale_embedders
@@ -467,6 +622,8 @@ class Embedder:
 
     def _build(self) -> Any:
         base = self._build_backbone()
+        if self.pooling == "rmac":
+            return _rmac_model(base)
         if self.pooling != "gem":
             return base
         import keras
@@ -481,7 +638,7 @@ class Embedder:
         import keras
 
         builder = getattr(keras.applications, self._info.keras_name)
-        pooling = None if self.pooling == "gem" else self.pooling
+        pooling = None if self.pooling in ("gem", "rmac") else self.pooling
         kwargs = dict(include_top=False, pooling=pooling, input_shape=(self.input_size, self.input_size, 3))
         previous_policy = keras.config.dtype_policy()
         if self.backend == "keras" and self.precision != "float32":
@@ -580,6 +737,22 @@ class Embedder:
     def load(self) -> Embedder:
         """Build the model now rather than on first use: the Keras model, or the compiled OpenVINO
         model (converted from Keras the first time, then read from the cache). Returns ``self``."""
+        loaded = self._ov is not None and self._ov.loaded_from is not None
+        if self.backend == "openvino" and self.precision == "int8" and self._calibration_sources is None and not loaded:
+            if self._calibration_id is None:
+                raise backends.CalibrationUnavailableError(
+                    "precision='int8' needs calibration photos: Embedder(..., calibration=[paths]) or "
+                    "embedder.calibrate(paths) (building an index calibrates on its own photos)"
+                )
+            if not self._openvino_model().cached:
+                fallback = backends.cpu_precision() if backends.cpu_precision() != "int8" else "float32"
+                logger.warning(
+                    "the int8 model calibrated as %s is not in the cache %s (and its photos were not given): "
+                    "embedding with %s instead (vectors of every precision are comparable)",
+                    self._calibration_id, self._openvino_model().cache_dir, fallback,
+                )
+                with self._lock:
+                    self.precision, self._ov, self._calibration_id = fallback, None, None
         if self.backend == "openvino":
             try:
                 self._openvino_model().load()
@@ -620,9 +793,12 @@ class Embedder:
                         ]
                         arch = f"keras.applications.{self._info.keras_name}/pool:{self.pooling}:p={GEM_P:g}"
                     key = {"model": self.name, "architecture": arch, "weights": self.weights, "dim": self.dim}
+                    int8 = self.precision == "int8"
                     self._ov = backends.OpenVINOModel(
                         key, lambda: self.keras_model, self.input_size, norm, self.precision,
                         hint=self.openvino_hint, cache_dir=self.cache_dir,
+                        calibration_id=(self._calibration_id or "none") if int8 else None,
+                        calibration=self._calibration_batch if int8 and self._calibration_sources is not None else None,
                     )  # fmt: skip
         return self._ov
 
@@ -631,8 +807,8 @@ class Embedder:
         it is normalised in place, not copied."""
         if len(self.scales) > 1:
             return self._embed_multiscale(batch)
-        if self.backend == "openvino" and self._chosen:
-            self.load()  # where backend="auto" chose OpenVINO, a failed conversion falls back to Keras
+        if self.backend == "openvino" and (self._chosen or self.precision == "int8"):
+            self.load()  # backend="auto": a failed conversion falls back to Keras; int8: to float if uncalibrated
         if self.backend == "openvino":
             if self._info is None and self._custom_preprocess is not None:
                 batch = np.asarray(self._custom_preprocess(batch), dtype=np.float32)
@@ -748,7 +924,7 @@ class Embedder:
                     refill()
                     info, arr, err = fut.result()
                     if err is not None:
-                        logger.warning("skipped %s: %s", paths[i], err)
+                        logger.warning("skipped %s: %s", display_name(paths[i]), display_name(err))
                         skipped.append(SkippedFile(paths[i], err))
                         bar.update(1)
                     else:
@@ -835,6 +1011,7 @@ def get_embedder(
     resolution: int | None = None,
     scales: Sequence[int] | None = None,
     backend: str = "auto",
+    calibration: Sequence[ImageSource] | str | None = None,
 ) -> Embedder:
     """Return an :class:`Embedder`, reusing one built earlier for the same name and options.
 
@@ -846,8 +1023,12 @@ def get_embedder(
     model : str, Embedder or keras.Model
         An Embedder is returned as it is; a Keras model is wrapped.
     weights : {"imagenet", None} or path
-    precision : {"float32", "bfloat16", "float16"}, optional
+    precision : {"float32", "bfloat16", "float16", "int8"}, optional
         Default: the backend's.
+    calibration : sequence of ImageSource or str, optional
+        With ``precision="int8"`` (see :class:`Embedder`). An int8 embedder is shared only when
+        ``calibration`` is a recorded id (one given photos, or none, is new: :meth:`Embedder.calibrate`
+        changes it).
     fit, fill, pooling, backend, resolution, scales
         As for :class:`Embedder` (``None``: the model's default); see :func:`preprocessing_options`
         to get ``fit``, ``fill`` and ``pooling`` back from an index's spec.
@@ -859,16 +1040,66 @@ def get_embedder(
     if isinstance(model, Embedder):
         return model
     if not isinstance(model, str):
-        return Embedder(model, precision=precision, backend=backend)
+        return Embedder(model, precision=precision, backend=backend, calibration=calibration)
     new = Embedder(
         model, weights=weights, precision=precision, fit=fit, fill=fill, pooling=pooling, backend=backend,
-        resolution=resolution, scales=scales,
+        resolution=resolution, scales=scales, calibration=calibration,
     )
-    key = (new.name, new.weights, new.precision, new.preprocessing, new.backend)  # the Embedder is lazy: cheap
+    if new.precision == "int8" and not isinstance(calibration, str):
+        return new  # calibrate() changes it: never shared
+    key = (new.name, new.weights, new.precision, new.preprocessing, new.backend, new.calibration_id)  # lazy: cheap
     with _CACHE_LOCK:
         if key not in _CACHE:
             _CACHE[key] = new
         return _CACHE[key]
+
+
+#: Levels of R-MAC regions (``pooling="rmac"``): 1 + 4 + 9 = 14 regions on a square map.
+RMAC_LEVELS = 3
+
+
+def rmac_regions(h: int, w: int, levels: int = RMAC_LEVELS) -> list[tuple[int, int, int, int]]:
+    """R-MAC regions ``(y0, y1, x0, x1)`` of an ``h`` x ``w`` feature map (Tolias et al., 2016).
+
+    Level 1 is the largest centred square; at level ``l > 1``, ``l`` x ``l`` squares of side
+    ``round(2 min(h, w) / (l + 1))`` spread evenly (with overlap) over the map.
+
+    Returns
+    -------
+    list of tuple of int
+        14 regions on a square map with 3 levels.
+    """
+    def starts(total: int, side: int, count: int) -> list[int]:
+        if count == 1:
+            return [(total - side) // 2]
+        step = (total - side) / (count - 1)
+        return [int(round(i * step)) for i in range(count)]
+
+    out = []
+    m = min(h, w)
+    for lev in range(1, levels + 1):
+        side = m if lev == 1 else max(1, int(round(2 * m / (lev + 1))))
+        for y in starts(h, side, lev):
+            for x in starts(w, side, lev):
+                out.append((y, y + side, x, x + side))
+    return out
+
+
+def _rmac_model(base: Any) -> Any:
+    """``base`` (a backbone without pooling) followed by R-MAC pooling of its feature map."""
+    import keras
+    from keras import ops
+
+    fmap = ops.cast(base.output, "float32")
+    h, w = int(base.output.shape[1]), int(base.output.shape[2])
+    total = None
+    for y0, y1, x0, x1 in rmac_regions(h, w):
+        r = ops.max(fmap[:, y0:y1, x0:x1, :], axis=(1, 2))
+        # scaled by its largest entry first: features of random weights can be ~1e-18 (their squares underflow)
+        r = r / ops.maximum(ops.max(ops.abs(r), axis=-1, keepdims=True), 1e-37)
+        r = r / ops.sqrt(ops.sum(r * r, axis=-1, keepdims=True) + 1e-12)
+        total = r if total is None else total + r
+    return keras.Model(base.input, total, name=f"{base.name}_rmac")
 
 
 def preprocessing_options(preprocessing: str) -> dict[str, Any]:
@@ -890,7 +1121,7 @@ def preprocessing_options(preprocessing: str) -> dict[str, Any]:
     import re
 
     pattern = (
-        r"^(pad|crop):(edge|mean|rgb\((\d+),(\d+),(\d+)\))/resize:(\d+):bicubic/[^/]+(/pool:(gem|max)[^/]*)?"
+        r"^(pad|crop|stretch):(edge|mean|rgb\((\d+),(\d+),(\d+)\))/resize:(\d+):bicubic/[^/]+(/pool:(gem|max|rmac|own)[^/]*)?"
         r"(/scales:(\d+(?:\+\d+)+):sum-l2)?$"
     )
     m = re.match(pattern, preprocessing)

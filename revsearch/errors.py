@@ -23,6 +23,8 @@ __all__ = [
     "DownloadError",
     "DatasetLayoutError",
     "OptionalDependencyError",
+    "OutsideFoldersError",
+    "DamagedVectorsError",
 ]
 
 
@@ -102,3 +104,14 @@ class DatasetLayoutError(RevsearchError, ValueError):
 
 class OptionalDependencyError(RevsearchError, ImportError):
     """An optional extra (faiss, dask, ...) is needed but not installed."""
+
+
+class OutsideFoldersError(RevsearchError, ValueError):
+    """A file (manifest, move log, vector file...) named a path outside the folders named for this run.
+
+    Nothing was read, moved or created there (see :func:`revsearch.safety.confine`).
+    """
+
+
+class DamagedVectorsError(RevsearchError, ValueError):
+    """Vectors with NaN or infinite values, or not of unit length, were refused (nothing was written)."""

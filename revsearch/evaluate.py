@@ -36,6 +36,7 @@ from PIL import Image
 
 from .edits import EDITS, jpeg_roundtrip, make_edits
 from .errors import DatasetLayoutError, ImageReadError
+from .safety import damaged_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from .embedding import Embedder
@@ -215,7 +216,8 @@ class ClassRetrievalReport:
     excluded : list of str
         Images not used as queries because no other image shares their class.
     options : dict
-        The search-side options evaluated: ``qe``, ``alpha``, ``dba``, ``dba_alpha`` (0: off).
+        The search-side options evaluated: ``qe``, ``alpha``, ``dba``, ``dba_alpha`` (0: off), and
+        ``as_search`` (True when they are what a search of the index uses by default).
     """
 
     k: int
@@ -260,6 +262,8 @@ class ClassRetrievalReport:
         qe = f"query expansion qe={o['qe']} alpha={o['alpha']:g}" if o.get("qe") else "no query expansion"
         dba = (f"database augmentation k={o['dba']} alpha={o['dba_alpha']:g}" if o.get("dba")
                else "no database augmentation")
+        if "as_search" in o:
+            return f"{qe}; {dba} ({'what search does by default' if o['as_search'] else 'not the default search'})"
         return f"{qe}; {dba}"
 
 
@@ -328,6 +332,11 @@ def retrieval_metrics(
 
     shards = [np.asarray(s) for s in _shards_of(vectors)]
     n = sum(len(s) for s in shards)
+    bad = [damaged_rows(s) for s in shards]  # (n_i,) bool each
+    if any(b.any() for b in bad):  # a damaged vector (NaN, inf) scores 0 with everything: no NaN in any figure
+        logger.warning("%d damaged vector(s) (NaN, infinite or not unit length) count as matching nothing",
+                       sum(int(b.sum()) for b in bad))
+        shards = [np.where(b[:, None], 0.0, s).astype(np.float32) if b.any() else s for s, b in zip(shards, bad)]
     lab = np.asarray([str(x) for x in labels])
     if lab.shape != (n,):
         raise ValueError(f"labels must have shape ({n},) to match the vectors; got {lab.shape}")
@@ -429,12 +438,19 @@ def evaluate_index(
     k: int = 9,
     layout: str = "auto",
     progress: bool = False,
-    qe: int = 0,
-    alpha: float = 3.0,
-    dba: int = 0,
-    dba_alpha: float = 3.0,
+    qe: int | None = None,
+    alpha: float | None = None,
+    dba: int | None = None,
+    dba_alpha: float | None = None,
+    expand: Any = None,
 ) -> ClassRetrievalReport:
     """Leave-one-out class retrieval on an index of a labelled dataset.
+
+    With no options it measures exactly what a search of the index does by default: the index's
+    expansion (:attr:`revsearch.Index.expansion`: query expansion and database-side
+    augmentation, on by default); ``expand=False`` measures a plain cosine search, and ``qe``,
+    ``alpha``, ``dba``, ``dba_alpha`` change single settings. The report's ``options`` say which
+    (``as_search``).
 
     The classes come from the index's paths (relative to the dataset folder): one folder per
     class, or a ``CLASS_NUMBER.jpg`` file name prefix (see :func:`class_labels`). The index's
@@ -450,9 +466,12 @@ def evaluate_index(
     k : int, default 9
     layout : {"auto", "folder", "prefix"}, default "auto"
     progress : bool, default False
-    qe, alpha, dba, dba_alpha
-        Search-side options to evaluate, from the index's vectors as they are (nothing is
-        rebuilt): see :func:`retrieval_metrics` and :mod:`revsearch.rerank`.
+    qe, alpha, dba, dba_alpha : optional
+        Search-side settings to evaluate instead of the index's own (None: as a search does),
+        from the index's vectors as they are (nothing is rebuilt): see :func:`retrieval_metrics`
+        and :mod:`revsearch.rerank`.
+    expand : bool or Expansion, optional
+        None/True: the index's expansion (what search does); False: a plain cosine search.
 
     Returns
     -------
@@ -472,12 +491,20 @@ def evaluate_index(
         logger.warning("the index in %s is incomplete (an indexing run did not finish)", idx.folder)
     if dataset_dir is not None:
         _check_dataset_dir(idx, dataset_dir)
+    from .rerank import Expansion, resolve_expansion
+
+    default = idx.expansion
+    exp = resolve_expansion(expand, default)
+    given = {name: v for name, v in (("qe", qe), ("alpha", alpha), ("dba", dba), ("dba_alpha", dba_alpha)) if v is not None}
+    exp = Expansion(**{**exp.to_dict(), **given})
     paths = idx.paths
     labels, found = class_labels(paths, layout)
-    return retrieval_metrics(
-        idx.shards, labels, k, paths=paths, layout=found, progress=progress, qe=qe, alpha=alpha, dba=dba,
-        dba_alpha=dba_alpha,
+    report = retrieval_metrics(
+        idx.shards, labels, k, paths=paths, layout=found, progress=progress, qe=exp.qe, alpha=exp.alpha, dba=exp.dba,
+        dba_alpha=exp.dba_alpha,
     )
+    report.options["as_search"] = exp == default
+    return report
 
 
 # ============================================================================ near duplicates

@@ -25,10 +25,12 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageReadError
+from .safety import display_name
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "FOLLOW_LINKS",
     "IMAGE_EXTENSIONS",
     "ImageSource",
     "SkippedFile",
@@ -98,7 +100,7 @@ class SkippedFile:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
+        return display_name(f"{self.path}: {self.reason}")  # one line whatever the name holds
 
 
 def _has_image_signature(path: Path) -> bool:
@@ -144,6 +146,7 @@ def find_images(
     *,
     exclude: list[str | os.PathLike] | None = None,
     skipped: list[SkippedFile] | None = None,
+    follow_links: str = "inside",
 ) -> list[Path]:
     """List the images under a folder, recursively, in sorted order.
 
@@ -163,6 +166,11 @@ def find_images(
     skipped : list of SkippedFile, optional
         Where to report the folders that were not searched (unreadable, or a link to a folder
         already searched), one :class:`SkippedFile` each; they are logged as well.
+    follow_links : {"inside", "all", "none"}, default "inside"
+        Which symbolic links (to folders or to files) are followed: ``"inside"`` only those whose
+        target lies inside ``root`` (a link leading out is reported and left out: the listing
+        never reaches beyond the folder you named); ``"all"`` every one (a link to another disk
+        or to your home folder brings its images in); ``"none"`` no link at all.
 
     Returns
     -------
@@ -176,15 +184,32 @@ def find_images(
         If ``root`` is not a folder.
     """
     root = Path(root)
+    if follow_links not in FOLLOW_LINKS:
+        raise ValueError(f"follow_links must be one of {', '.join(FOLLOW_LINKS)}, not {follow_links!r}")
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {str(root)!r} does not exist or is not a folder")
+    real_root = Path(os.path.realpath(root))
+
+    def refused(path: Path) -> str | None:
+        """Why the link ``path`` is not followed (None: it is)."""
+        if follow_links == "all":
+            return None
+        if follow_links == "none":
+            return "a symbolic link: not followed (follow_links='none')"
+        target = Path(os.path.realpath(path))
+        if target == real_root or real_root in target.parents:
+            return None
+        return (
+            f"a symbolic link to {display_name(target)}, outside the dataset folder: not followed "
+            "(follow_links='all', command line --follow-links all, follows it)"
+        )
     excluded = {Path(e).resolve() for e in (exclude or [])}
     found: list[tuple[str, Path]] = []
     searched: dict[tuple[int, int], str] = {}  # (device, inode) of each folder searched -> its relative path
     links: list[tuple[str, Path]] = []  # symbolic links to folders, followed after the real folders
 
     def report(path: Path, reason: str, level: int = logging.WARNING) -> None:
-        logger.log(level, "skipped %s: %s", path, reason)
+        logger.log(level, "skipped %s: %s", display_name(path), display_name(reason))
         if skipped is not None:
             skipped.append(SkippedFile(path, reason))
 
@@ -221,9 +246,13 @@ def find_images(
                 child = f"{rel}/{name}" if rel else name
                 try:
                     is_dir = entry.is_dir()  # follows links
-                    is_link = is_dir and entry.is_symlink()
+                    link = entry.is_symlink()
+                    is_link = is_dir and link
                     is_file = not is_dir and entry.is_file()
                 except OSError:
+                    continue
+                if link and (is_dir or is_file) and (why := refused(path)) is not None:
+                    report(path, why)
                     continue
                 if is_dir:
                     if excluded and path.resolve() in excluded:
@@ -241,6 +270,10 @@ def find_images(
             search(rel, path)
     found.sort(key=lambda t: t[0])
     return [p for _, p in found]
+
+
+#: Values of ``follow_links`` (:func:`find_images`, indexing): which symbolic links are followed.
+FOLLOW_LINKS = ("inside", "all", "none")
 
 
 def file_digest(source: str | os.PathLike | bytes | bytearray | memoryview) -> bytes:
@@ -716,9 +749,10 @@ def prepare_image(
         Anything :func:`load_image` accepts.
     size : int, default 224
         The side of the square output.
-    fit : {"pad", "crop"}, default "pad"
+    fit : {"pad", "crop", "stretch"}, default "pad"
         ``"pad"`` pads to a centred square (as the original project did); ``"crop"`` takes the
-        centred square.
+        centred square; ``"stretch"`` resizes the whole image to the square, not keeping its aspect
+        ratio (as SigLIP's own preprocessing does).
     fill : tuple of 3 int, ``"edge"`` or ``"mean"``, default black
         The padding colour (see :func:`pad_to_square`).
     label : str, optional
@@ -732,15 +766,15 @@ def prepare_image(
     numpy.ndarray
         Shape (size, size, 3), ``dtype``, RGB values in 0..255.
     """
-    img = load_image(source, draft_size=size, draft_side="short" if fit == "crop" else "long", label=label)
+    img = load_image(source, draft_size=size, draft_side="short" if fit in ("crop", "stretch") else "long", label=label)
     if fit == "pad":
         img = pad_to_square(img, fill)
     elif fit == "crop":
         w, h = img.size
         s = min(w, h)
         img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    else:
-        raise ValueError(f"fit must be 'pad' or 'crop', not {fit!r}")
+    elif fit != "stretch":
+        raise ValueError(f"fit must be 'pad', 'crop' or 'stretch', not {fit!r}")
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
     return np.asarray(img, dtype=dtype)

@@ -19,16 +19,22 @@ from typing import Any
 
 import numpy as np
 
-from . import store
+from . import backends, store
 from .embedding import Embedder, get_embedder, preprocessing_options, weights_id
 from .errors import ModelMismatchError, RevsearchError
 from .images import ImageSource, path_excluded, under_folder
+from .safety import display_name
 from .search import Match, topk_cosine
 from .store import ROW_DTYPE, SPEC_KEYS, Manifest
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Index", "resolve_embedder", "path_excluded", "under_folder", "ROW_DTYPE", "SPEC_KEYS"]
+__all__ = ["Index", "IN_MEMORY_AUGMENTATION_MAX_ROWS", "resolve_embedder", "path_excluded", "under_folder", "ROW_DTYPE", "SPEC_KEYS"]
+
+
+#: An index storing no augmentation (written before revsearch stored it) gets one computed in memory at
+#: search time up to this many rows; a larger one is searched with query expansion only until an update stores it.
+IN_MEMORY_AUGMENTATION_MAX_ROWS = 50_000
 
 
 class Index:
@@ -50,6 +56,8 @@ class Index:
         self._snapshot = snapshot
         self._embedder: Embedder | None = None
         self._warned_incomplete = False
+        self._augmentations: dict[tuple[int, float], Any] = {}
+        self._warned_damaged = False
 
     # ------------------------------------------------------------------ opening
     @staticmethod
@@ -102,6 +110,8 @@ class Index:
         new = store.open_snapshot(self.folder)
         changed = new.manifest != self._snapshot.manifest
         self._snapshot = new
+        if changed:
+            self._augmentations.clear()
         return changed
 
     # ------------------------------------------------------------------ properties
@@ -226,20 +236,91 @@ class Index:
                 weights = None
             elif weights.startswith("file:"):  # recorded by revsearch.indexing
                 weights = self.manifest.weights_path
-                if not weights or not Path(weights).is_file():
+                if not weights or not Path(weights).exists():  # a file, or a keras-hub preset folder (CLIP)
                     raise ModelMismatchError(
                         f"the index was built with weights from a file ({spec['weights']}) that is not at "
                         f"{weights!r} any more: pass the weights file again (weights=... / --weights)"
                     )
+            int8 = spec.get("precision") == "int8" and backends.resolve_backend("auto", "int8") == "openvino"
             emb = get_embedder(
                 name,
                 weights=weights,
-                precision=spec.get("precision", "float32"),
+                # any precision makes comparable vectors: this machine's default, except that an int8 index's
+                # own quantized model is reused (from the cache) so its queries run the very same model
+                # (where OpenVINO runs it: without OpenVINO, or on a GPU, the default precision searches it as well)
+                precision="int8" if int8 else None,
+                calibration=spec.get("calibration") if int8 else None,
                 **preprocessing_options(spec.get("preprocessing", "")),  # fit, fill, pooling as recorded
             )
             self.check_compatible(emb.spec)
             self._embedder = emb
         return self._embedder
+
+    # ------------------------------------------------------------------ expansion
+    @property
+    def expansion(self) -> Any:
+        """The :class:`~revsearch.rerank.Expansion` searches of this index use by default (recorded
+        in it by ``Index.build(..., expansion=...)``; else :data:`revsearch.rerank.DEFAULT_EXPANSION`)."""
+        from .rerank import recorded_expansion
+
+        return recorded_expansion(self.manifest)
+
+    def augmentation(self, k: int | None = None, alpha: float | None = None) -> Any:
+        """The database-side augmentation of this index's vectors (what expanded search scores against).
+
+        The one stored in the index when it has ``k`` neighbours (memory-mapped; with another
+        ``alpha`` the vectors are recomputed in memory from its stored neighbours). Otherwise
+        (an index written before revsearch stored it, or an update that did not finish) it is
+        computed in memory once per opened Index, starting from what was stored, and a warning
+        says that the next update stores it.
+
+        Parameters
+        ----------
+        k : int, optional
+            Neighbours (default: :attr:`expansion`'s).
+        alpha : float, optional
+
+        Returns
+        -------
+        StoredAugmentation, AugmentedVectors or None
+            With ``.vectors`` of shape (n, dim) float32, L2-normalised. None for an index of more
+            than :data:`IN_MEMORY_AUGMENTATION_MAX_ROWS` rows that stores none (searches then use
+            query expansion only, with a warning, until an update stores it).
+        """
+        from . import rerank
+
+        exp = self.expansion
+        k = int(exp.dba or rerank.DEFAULT_EXPANSION.dba) if k is None else int(k)
+        alpha = float(exp.dba_alpha) if alpha is None else float(alpha)
+        stored = self._snapshot.augmentation
+        if stored is not None and stored.k == k and stored.alpha == alpha:
+            return stored
+        key = (k, alpha)
+        if key not in self._augmentations:
+            old = stored if stored is not None and stored.k == k else None
+            if old is None and self.manifest.dba_stale:
+                try:
+                    old = store.open_augmentation(self.folder, self.manifest, "dba_stale")
+                except Exception:  # noqa: BLE001 - its files may be gone already: compute from scratch
+                    old = None
+            if len(self) > IN_MEMORY_AUGMENTATION_MAX_ROWS:
+                logger.warning(
+                    "the index in %s stores no up-to-date database augmentation (k=%d) and is too large (%d rows) to "
+                    "compute it at search time: searching with query expansion only; updating the index (revsearch "
+                    "index / Index.build) stores it", self.folder, k, len(self),
+                )
+                self._augmentations[key] = None
+                return None
+            if old is None:
+                logger.warning(
+                    "the index in %s stores no database augmentation (k=%d): computing it in memory for this "
+                    "session; updating the index (revsearch index / Index.build) stores it", self.folder, k,
+                )
+            keys = store.row_keys(self.paths, self.rows)
+            upd = rerank.update_augmentation(self.shards, keys, k, old)
+            vectors = np.concatenate(list(rerank.augmented_blocks(self.shards, upd, alpha, old)))
+            self._augmentations[key] = rerank.AugmentedVectors(k, alpha, vectors, upd.neighbours, upd.scores)
+        return self._augmentations[key]
 
     # ------------------------------------------------------------------ searching
     def select(self, under: str | None = None, exclude_paths: Sequence[str] | None = None) -> np.ndarray | None:
@@ -301,6 +382,9 @@ class Index:
             Shape (b, k') int64.
         """
         mask = self.select(under, exclude_paths) if len(self) else None
+        use_ann = not exact and mask is None and bool(self.manifest.ann)
+        if not use_ann:  # exact search reads every vector anyway: one pass finds the damaged ones (cached)
+            exclude = self.without_damaged(exclude)
         if mask is not None:
             return self._topk_selected(vectors, k, mask, exclude)
         if len(self) == 0:
@@ -315,11 +399,69 @@ class Index:
                 "indexed so far; index the dataset folder again to finish it",
                 self.folder, len(self),
             )
-        if not exact and self.manifest.ann:
-            from . import ann
-
-            return ann.ann_topk(self._snapshot, vectors, k, exclude=exclude)
+        if use_ann:
+            return self._ann_topk(vectors, k, exclude)
         return topk_cosine(self.shards, vectors, k, exclude=exclude)
+
+    def _ann_topk(self, vectors: np.ndarray, k: int, exclude: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate top-k; only the rows it returns are checked for damage (never a pass over all vectors):
+        a damaged one is excluded and the search asked again."""
+        from . import ann
+        from .safety import damaged_rows
+
+        excluded = {int(r) for r in (exclude or ())}
+        for _ in range(8):
+            s, r = ann.ann_topk(self._snapshot, vectors, k, exclude=sorted(excluded) or None)
+            found = np.unique(r[r >= 0])
+            bad = found[damaged_rows(self._snapshot.take(found))] if found.size else found
+            if not bad.size:
+                break
+            self._warn_damaged(bad)
+            excluded.update(bad.tolist())
+        return s, r
+
+    def damaged_rows(self) -> np.ndarray:
+        """Rows whose stored vector is damaged (NaN, infinite, or a length far from 1), shape (m,) int64.
+
+        A vector revsearch wrote is checked when written; damage comes later (a bad copy or sync of
+        the vectors file). Searches skip these rows (with a warning) and still return ``k`` good
+        matches; :func:`revsearch.find_duplicates` ignores them; indexing the dataset folder again
+        embeds their images again. Computed with one pass over the vectors, once per opened state.
+        """
+        return self._snapshot.damaged_rows()
+
+    def _warn_damaged(self, bad: np.ndarray) -> None:
+        if not self._warned_damaged:
+            self._warned_damaged = True
+            logger.warning(
+                "the index in %s holds damaged vectors (NaN, infinite or not unit length: a damaged copy of its "
+                "files?), %d found, first row %d (%s): searches skip them; index the dataset folder again to repair "
+                "them", display_name(self.folder), bad.size, int(bad[0]), display_name(self._snapshot.path_at(int(bad[0]))),
+            )
+
+    def without_damaged(self, exclude: Sequence[int] | None) -> Sequence[int] | None:
+        """``exclude`` plus the damaged rows (:meth:`damaged_rows`), warning once when there are any.
+
+        For searches that score other vectors than the stored ones (the database augmentation's):
+        a damaged row must not be returned whatever vector stands for it.
+
+        Parameters
+        ----------
+        exclude : sequence of int, optional
+            Rows already excluded.
+
+        Returns
+        -------
+        sequence of int or None
+            None where nothing is excluded.
+        """
+        bad = self.damaged_rows() if len(self) else np.zeros(0, np.int64)
+        if not bad.size:
+            return exclude
+        self._warn_damaged(bad)
+        if exclude is None:
+            return bad.tolist()
+        return sorted(set(int(r) for r in exclude) | set(bad.tolist()))
 
     def _topk_selected(
         self, vectors: np.ndarray, k: int, mask: np.ndarray, exclude: Sequence[int] | None
@@ -379,6 +521,7 @@ class Index:
         exact: bool = False,
         under: str | None = None,
         exclude_paths: Sequence[str] | None = None,
+        expand: Any = None,
     ) -> list[Match] | list[list[Match]]:
         """Search with query vectors.
 
@@ -398,6 +541,11 @@ class Index:
             Search only images in this folder (relative to the dataset folder).
         exclude_paths : sequence of str, optional
             Leave out images whose relative path matches one of these patterns.
+        expand : bool or Expansion, optional
+            Query expansion and database-side augmentation (:class:`revsearch.rerank.Expansion`):
+            None or True: the index's :attr:`expansion` (the default: on); False: a plain cosine
+            search of the stored vectors. With expansion a score is the cosine of the expanded
+            query and the augmented vector, so even a photo's exact copy scores a little under 1.
 
         Returns
         -------
@@ -408,7 +556,9 @@ class Index:
 
         single = np.ndim(vectors) == 1
         vectors = l2_normalize(np.asarray(vectors, dtype=np.float32))
-        scores, rows = self.topk(vectors, k, exclude=exclude, exact=exact, under=under, exclude_paths=exclude_paths)
+        scores, rows = self.expanded_topk(
+            vectors, k, exclude=exclude, exact=exact, under=under, exclude_paths=exclude_paths, expand=expand
+        )
         out = self.matches(scores, rows, dataset_dir)
         return out[0] if single else out
 
@@ -422,6 +572,7 @@ class Index:
         exact: bool = False,
         under: str | None = None,
         exclude_paths: Sequence[str] | None = None,
+        expand: Any = None,
     ) -> list[Match] | list[list[Match]]:
         """Search with query images.
 
@@ -440,6 +591,8 @@ class Index:
             Search only images in this folder (relative to the dataset folder).
         exclude_paths : sequence of str, optional
             Leave out images whose relative path matches one of these patterns (see :func:`path_excluded`).
+        expand : bool or Expansion, optional
+            As for :meth:`search_vectors`: on by default (the index's :attr:`expansion`), False turns it off.
 
         Returns
         -------
@@ -448,7 +601,50 @@ class Index:
         emb = embedder if embedder is not None else self.embedder()
         self.check_compatible(emb.spec)
         return self.search_vectors(  # type: ignore[arg-type]
-            emb.embed(images), k, dataset_dir=dataset_dir, exact=exact, under=under, exclude_paths=exclude_paths
+            emb.embed(images), k, dataset_dir=dataset_dir, exact=exact, under=under, exclude_paths=exclude_paths,
+            expand=expand,
+        )
+
+    def expanded_topk(
+        self,
+        vectors: np.ndarray,
+        k: int = 9,
+        *,
+        exclude: Sequence[int] | None = None,
+        exact: bool = False,
+        under: str | None = None,
+        exclude_paths: Sequence[str] | None = None,
+        expand: Any = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`topk` with the index's expansion (query expansion, database-side augmentation) applied.
+
+        Parameters
+        ----------
+        vectors : numpy.ndarray
+            Shape (dim,) or (b, dim), L2-normalised float32.
+        k, exclude, exact, under, exclude_paths
+            As for :meth:`topk`.
+        expand : bool or Expansion, optional
+            As for :meth:`search_vectors`.
+
+        Returns
+        -------
+        scores : numpy.ndarray
+            Shape (b, k') float32, best first.
+        rows : numpy.ndarray
+            Shape (b, k') int64.
+        """
+        from .rerank import resolve_expansion, search_expanded
+
+        exp = resolve_expansion(expand, self.expansion)
+        if not exp.active or len(self) == 0:
+            return self.topk(vectors, k, exclude=exclude, exact=exact, under=under, exclude_paths=exclude_paths)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, not {k}")
+        aug = self.augmentation(exp.dba, exp.dba_alpha) if exp.dba else None
+        return search_expanded(
+            self, vectors, min(int(k), len(self)), qe=exp.qe, alpha=exp.alpha, dba=aug, exclude=exclude, exact=exact,
+            under=under, exclude_paths=exclude_paths,
         )
 
 
@@ -476,20 +672,24 @@ def resolve_embedder(
     model: Any = None,
     *,
     weights: str | os.PathLike | None = "imagenet",
-    precision: str = "float32",
+    precision: str | None = None,
 ) -> Embedder:
     """The embedder to use with an index that may already exist.
 
     The index's own embedder (with the preprocessing recorded in it) when ``model`` is None or
-    names the index's model with the same weights and precision; otherwise one built from
-    ``model`` (default ``"resnet50"``), which :meth:`Index.check_compatible` may then refuse.
+    names the index's model with the same weights, whatever ``precision`` (precision does not
+    change which vectors are comparable: an index built at one precision is searched, and updated,
+    at any other); otherwise one built from ``model`` (default ``"resnet50"``), which
+    :meth:`Index.check_compatible` may then refuse.
 
     Parameters
     ----------
     index : Index or None
     model : str, Embedder, keras.Model or None
     weights : {"imagenet", None} or path
-    precision : {"float32", "bfloat16"}
+    precision : {"float32", "bfloat16", "float16", "int8"}, optional
+        Default: int8 where the index records int8 (its quantized model is reused from the cache),
+        else this machine's default (:func:`revsearch.backends.default_precision`).
 
     Returns
     -------
@@ -497,12 +697,8 @@ def resolve_embedder(
     """
     if index is not None:
         spec = index.spec
-        same = (
-            isinstance(model, str)
-            and model.lower() == spec["model"]
-            and weights_id(weights) == spec["weights"]
-            and precision == spec.get("precision", "float32")
-        )
+        same = isinstance(model, str) and model.lower() == spec["model"] and weights_id(weights) == spec["weights"]
         if model is None or same:
-            return index.embedder()
+            emb = index.embedder()
+            return emb if precision is None or precision == emb.precision else emb.variant(precision=precision)
     return get_embedder(model if model is not None else "resnet50", weights=weights, precision=precision)

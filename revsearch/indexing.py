@@ -18,7 +18,11 @@ progress committed:
    and every ``checkpoint_seconds`` (default 30 s), whichever comes first;
 6. small shards are merged into shards of about :data:`TARGET_SHARD_BYTES` (skipped, with a
    warning, if the disk is too full for the copy), the index is marked complete, and an
-   approximate index it had is extended or rebuilt (:mod:`revsearch.ann`).
+   approximate index it had is extended or rebuilt (:mod:`revsearch.ann`);
+7. the database-side augmentation search uses (:func:`refresh_augmentation`) is brought up to
+   date: only rows whose neighbour lists change are computed again, then committed on its own.
+   A run killed before this commit leaves the previous augmentation aside (``dba_stale``), and
+   the next run starts from it; search meanwhile computes it in memory.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import numpy as np
 from . import store
 from .embedding import Embedder, FileInfo, get_embedder, l2_normalize
 from .errors import RevsearchError, StorageFullError, UpdateRefusedError
-from .images import SkippedFile, file_digest, find_images, path_excluded
+from .images import FOLLOW_LINKS, SkippedFile, file_digest, find_images, path_excluded
 from .index import Index
 from .store import ROW_DTYPE, FolderWriter, Manifest, ShardRef, ShardView
 from .thumbs import fill_thumbnails
@@ -59,6 +63,9 @@ __all__ = [
     "index_fields",
     "merge_shards",
     "refresh_ann",
+    "refresh_augmentation",
+    "ANN_AUGMENT_MIN_ROWS",
+    "ANN_AUGMENT_MIN_SEARCHES",
     "update_folder",
     "index_from_vectors",
 ]
@@ -73,6 +80,11 @@ TARGET_SHARD_BYTES = 256 * 2**20
 PRUNE_MIN_ROWS = 10
 #: A file in the dataset folder listing more exclusion patterns, one per line (``#`` starts a comment).
 IGNORE_FILE = ".revsearchignore"
+#: From this many rows, the augmentation's neighbours are found approximately (FAISS, where installed):
+#: through the index's approximate index if it has one, else a temporary IVF-PQ (:func:`revsearch.ann.neighbour_search`) ...
+ANN_AUGMENT_MIN_ROWS = 50_000
+#: ... when at least this many rows are to be searched (fewer, e.g. an update adding 1%: exactly).
+ANN_AUGMENT_MIN_SEARCHES = 20_000
 
 
 # ---------------------------------------------------------------------------------------- the report
@@ -93,6 +105,9 @@ class UpdateReport:
         Files that could not be read, with the reason.
     seconds : float
         Wall time of the run.
+    augmented : int
+        Rows whose database-side augmentation (stored for search) was computed again: only rows
+        whose neighbour lists changed (0 when nothing changed).
     """
 
     added: list[str] = field(default_factory=list)
@@ -103,6 +118,7 @@ class UpdateReport:
     seconds: float = 0.0
     moved: list[str] = field(default_factory=list)
     copied: list[str] = field(default_factory=list)
+    augmented: int = 0
 
     @property
     def embedded(self) -> int:
@@ -115,6 +131,7 @@ class UpdateReport:
         return (
             f"{len(self.added)} added, {len(self.updated)} updated, {len(self.removed)} removed, "
             f"{len(self.unchanged)} unchanged, {reused}{len(self.skipped)} skipped in {self.seconds:.1f} s"
+            + (f"; search augmentation recomputed for {self.augmented} rows" if self.augmented else "")
         )
 
 
@@ -167,7 +184,11 @@ def read_ignore_file(dataset_dir: str | os.PathLike) -> list[str]:
 
 
 def scan_dataset(
-    dataset_dir: str | os.PathLike, vector_dir: str | os.PathLike | None = None, exclude: Sequence[str] = ()
+    dataset_dir: str | os.PathLike,
+    vector_dir: str | os.PathLike | None = None,
+    exclude: Sequence[str] = (),
+    *,
+    follow_links: str = "inside",
 ) -> Scan:
     """List the images of a dataset folder for indexing.
 
@@ -182,6 +203,8 @@ def scan_dataset(
         The index folder.
     exclude : sequence of str
         Exclusion patterns, e.g. ``"*/thumbnails/*"``, ``"raw"``, ``"*.png"``.
+    follow_links : {"inside", "all", "none"}, default "inside"
+        Which symbolic links are followed (see :func:`revsearch.images.find_images`).
 
     Returns
     -------
@@ -190,7 +213,8 @@ def scan_dataset(
     dataset = Path(dataset_dir)
     folders_skipped: list[SkippedFile] = []  # unreadable folders, links to folders already searched
     files = find_images(
-        dataset, exclude=[Path(vector_dir)] if vector_dir is not None else None, skipped=folders_skipped
+        dataset, exclude=[Path(vector_dir)] if vector_dir is not None else None, skipped=folders_skipped,
+        follow_links=follow_links,
     )
     rel = [p.relative_to(dataset).as_posix() for p in files]
     patterns = [*exclude, *read_ignore_file(dataset)]
@@ -431,12 +455,19 @@ def _plan(snap: store.Snapshot | None, scan: Scan, report: UpdateReport) -> _Pla
         rows = np.array(shard.rows)  # small copy: (n,) records
         mask = np.zeros(shard.count, bool)
         refreshed = False
+        damaged = shard.damaged_rows()  # NaN, inf, wrong length: a damaged file; embedded again
+        if damaged.any():
+            logger.warning(
+                "the index in %s holds %d damaged vectors (NaN, infinite or not unit length) in %s: their images "
+                "are embedded again", snap.folder, int(damaged.sum()), shard.ref.files["vectors"],
+            )
+            rows["size"][damaged] = -2  # never taken for a moved or copied file
         for j, path in enumerate(shard.paths):
             i = where.get(path)
             if i is None:
                 report.removed.append(path)
                 continue
-            status = _same_file(scan.files[i], rows[j])
+            status = "changed" if damaged[j] else _same_file(scan.files[i], rows[j])
             if status == "changed":
                 again.add(path)
                 continue
@@ -471,6 +502,8 @@ def update_folder(
     prune: bool = False,
     exclude: Sequence[str] | None = None,
     progress: bool = True,
+    expansion: Any = None,
+    follow_links: str | None = None,
 ) -> tuple[Index, UpdateReport]:
     """Create or incrementally update the index of ``dataset_dir`` in ``vector_dir``.
 
@@ -508,6 +541,15 @@ def update_folder(
         later updates apply them too; None keeps the recorded ones, ``[]`` clears them. The
         dataset folder's :data:`IGNORE_FILE` adds more.
     progress : bool, default True
+    expansion : Expansion or bool, optional
+        The search-side expansion recorded in the index (what its searches use by default;
+        :class:`revsearch.rerank.Expansion`); its database-side augmentation is stored. None
+        keeps the recorded one (a new index: the default), False records no expansion.
+    follow_links : {"inside", "all", "none"}, optional
+        Which symbolic links in the dataset folder are followed (see
+        :func:`revsearch.images.find_images`): ``"inside"`` (the default for a new index) only
+        links whose target lies inside the dataset folder; ``"all"`` every one; ``"none"`` none.
+        Recorded in the index; None keeps the recorded choice.
 
     Returns
     -------
@@ -534,13 +576,20 @@ def update_folder(
     folder = Path(vector_dir)
     emb = embedder if isinstance(embedder, Embedder) else get_embedder(embedder, weights=weights)
     batch_size = int(batch_size or emb.batch_size)
+    recorded_manifest = store.read_manifest(folder) if store.exists(folder) else None
     if exclude is None:
-        exclude = store.read_manifest(folder).exclude if store.exists(folder) else []
+        exclude = recorded_manifest.exclude if recorded_manifest is not None else []
     if isinstance(exclude, str):
         exclude = [exclude]
     exclude = [str(p) for p in exclude]
-    scan = scan_dataset(dataset, folder, exclude)
+    if follow_links is None:
+        follow_links = (recorded_manifest.follow_links if recorded_manifest is not None else None) or "inside"
+    if follow_links not in FOLLOW_LINKS:
+        raise ValueError(f"follow_links must be one of {', '.join(FOLLOW_LINKS)}, not {follow_links!r}")
+    scan = scan_dataset(dataset, folder, exclude, follow_links=follow_links)
     report = UpdateReport(skipped=list(scan.skipped))
+    if scan.files and emb.needs_calibration:  # int8 without its cached model: calibrate on this collection
+        emb.calibrate(scan.files)
     if not store.exists(folder) and scan.files:
         emb.load()  # the weights (or the cached OpenVINO model) before anything is written: no weights, no folder
     with store.writing(folder) as w:
@@ -555,7 +604,7 @@ def update_folder(
         check_prune(folder, dataset, plan.n_old, len(report.removed) - on_purpose, len(scan.rel), recorded, prune)
         if plan.todo:
             emb.load()  # load the model before writing anything (OpenVINO: from its cache, without TensorFlow)
-        fields = {**index_fields(dataset, emb), "exclude": list(exclude)}
+        fields = {**index_fields(dataset, emb), "exclude": list(exclude), "follow_links": follow_links}
         run = _Run(w, emb, fields, checkpoint_every, checkpoint_seconds)
         changed = snap is None or bool(problems) or w.needs_migration
         for view, mask, rows, rewrite in plan.kept:
@@ -566,11 +615,20 @@ def update_folder(
             if mask.any():  # rewrite this shard only (bounded memory: one shard at a time)
                 paths = [p for p, m in zip(view.paths, mask) if m]
                 run.shards.append(w.write_shard(np.asarray(view.vectors)[mask], rows[mask], paths))
-        if changed or snap.spec != emb.spec or list(exclude) != snap.manifest.exclude:
+        if plan.reuse:  # moved, renamed or copied files: their stored vectors, no model call. Written before the
+            # first commit drops the old paths' rows, so a run killed in between never loses a vector it could reuse
+            for i, view, j, info in plan.reuse:  # one shard, one commit: all of them or none
+                run.buf_vec.append(np.asarray(view.vectors[j : j + 1], np.float32))
+                run.buf_paths.append(scan.rel[i])
+                run.buf_infos.append(info)
+            run.flush()
+        elif (
+            changed
+            or snap.spec != emb.spec
+            or list(exclude) != snap.manifest.exclude
+            or follow_links != snap.manifest.follow_links
+        ):
             run.commit(complete=False)
-        if plan.reuse:  # moved, renamed or copied files: their stored vectors, no model call
-            for i, view, j, info in plan.reuse:
-                run.add([scan.rel[i]], np.asarray(view.vectors[j : j + 1], np.float32), [info])
         done: set[str] = set()
         if plan.todo:
             for batch in emb.embed_files(
@@ -583,12 +641,101 @@ def update_folder(
                 report.skipped.extend(batch.skipped)
         manifest = run.finish()
         refresh_ann(w, manifest, progress=progress)
+        report.augmented = refresh_augmentation(w, expansion=expansion)
         fill_thumbnails(w, dataset, workers=workers, progress=progress)  # what the duplicate verifier compares
     report.added = [r for r in report.added if r in done]
     report.updated = [r for r in report.updated if r in done]
     report.seconds = time.perf_counter() - t0
     logger.info("index %s: %s", folder, report.summary())
     return Index.open(folder), report
+
+
+def refresh_augmentation(writer: FolderWriter, *, expansion: Any = None) -> int:
+    """Bring the stored database-side augmentation up to date with the committed rows, and commit it.
+
+    Rows are matched to the previous augmentation (``dba``, or ``dba_stale`` left by a commit
+    that changed the shards) by :func:`revsearch.store.row_keys`; only rows whose neighbour lists
+    change are computed again (:func:`revsearch.rerank.update_augmentation`). Neighbours are
+    found exactly, or through the approximate index from :data:`ANN_AUGMENT_MIN_ROWS` rows.
+    The augmented vectors are streamed to new files and committed in one manifest replacement,
+    so a process killed at any moment leaves the previous state.
+
+    Parameters
+    ----------
+    writer : FolderWriter
+    expansion : Expansion or bool, optional
+        Recorded in the manifest (None: keep the recorded one; False: no expansion, the section
+        is dropped).
+
+    Returns
+    -------
+    int
+        Rows whose augmented vector was computed again (0 when it was up to date).
+    """
+    from . import rerank
+
+    manifest = writer.manifest
+    if manifest is None:
+        return 0
+    if expansion is None:
+        exp = rerank.recorded_expansion(manifest)
+    else:
+        exp = rerank.resolve_expansion(expansion)
+    keywords: dict[str, Any] = {}  # of writer.commit
+    if expansion is not None and manifest.expansion != exp.to_dict():
+        keywords["expansion"] = exp.to_dict()
+    snap = writer.snapshot()
+    assert snap is not None
+    n = len(snap)
+    if not exp.dba or n == 0:
+        if manifest.dba or manifest.dba_stale or keywords:
+            writer.commit(dba=None, **keywords)
+        return 0
+    k, alpha = int(exp.dba), float(exp.dba_alpha)
+    current = store.open_augmentation(writer.folder, manifest, "dba", snap.shards) if manifest.dba else None
+    if current is not None and current.k == k and current.alpha == alpha:
+        if keywords:
+            writer.commit(**keywords)
+        return 0
+    old = current or store.open_augmentation(writer.folder, manifest, "dba_stale")
+    keys = store.row_keys(_all_paths(snap), np.concatenate([np.asarray(s.rows) for s in snap.shards]))
+    def approximate() -> Any:
+        from . import ann
+
+        if manifest.ann and manifest.ann.get("kind") != "flat":
+            return lambda q, kk: ann.ann_topk(snap, q, kk)
+        found = ann.neighbour_search(snap)
+        if found is None:
+            logger.info("FAISS is not installed: the augmentation's neighbours of %d rows are searched exactly", n)
+        return found
+
+    t0 = time.perf_counter()
+    upd = rerank.update_augmentation(
+        snap.vectors, keys, k, old, approximate=approximate if n >= ANN_AUGMENT_MIN_ROWS else None,
+        approximate_from=ANN_AUGMENT_MIN_SEARCHES,
+    )
+    try:
+        entry = writer.write_augmentation(
+            rerank.augmented_blocks(snap.vectors, upd, alpha, old), upd.neighbours, upd.scores, keys,
+            k=k, alpha=alpha, shards=snap.refs(), dim=snap.dim,
+        )
+    except StorageFullError as e:
+        logger.warning("%s; search computes the augmentation in memory until an update can store it", e)
+        if keywords:
+            writer.commit(**keywords)
+        return 0
+    writer.commit(dba=entry, **keywords)
+    recomputed = upd.recomputed if old is not None and old.alpha == alpha else n
+    logger.info("augmentation of %s: %d of %d rows recomputed (%d searched) in %.2f s", writer.folder, recomputed, n,
+                upd.searched, time.perf_counter() - t0)
+    return recomputed
+
+
+def _all_paths(snap: store.Snapshot) -> list[str]:
+    out: list[str] = []
+    for s in snap.shards:
+        out.extend(s.paths)
+    return out
 
 
 def refresh_ann(writer: FolderWriter, manifest: Manifest, *, progress: bool = True) -> None:
@@ -657,6 +804,7 @@ def index_from_vectors(
     vectors = l2_normalize(vectors.reshape(len(paths), -1 if len(paths) else dim))
     if vectors.shape[1] != dim:
         raise ValueError(f"vectors have dimension {vectors.shape[1]}, spec says {dim}")
+    store.check_vectors(vectors)  # refuse NaN, inf, wrong length before anything is written
     if rows is None:
         rows = np.zeros(len(paths), ROW_DTYPE)
         rows["size"] = -1
@@ -669,4 +817,5 @@ def index_from_vectors(
         ]
         w.commit(shards=shards, complete=True, imported_from=imported_from, fields=dict(extra) if extra else None,
                  **index_fields(Path(dataset_dir) if dataset_dir is not None else None))
+        refresh_augmentation(w)
     return Index.open(folder)

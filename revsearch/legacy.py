@@ -40,8 +40,9 @@ from typing import Any, BinaryIO
 import numpy as np
 from tqdm.auto import tqdm
 
-from .errors import LegacyFormatError, UnsafePickleError
+from .errors import LegacyFormatError, OutsideFoldersError, UnsafePickleError
 from .images import format_size
+from .safety import confine, damaged_rows, display_name
 
 __all__ = [
     "LEGACY_DIM",
@@ -768,11 +769,16 @@ def read_legacy_vectors(
     skipped: list[tuple[Path, str]] = []
 
     def skip(path: Path, reason: str) -> None:
-        logger.warning("Skipping %s: %s", path, reason)
+        logger.warning("Skipping %s: %s", display_name(path), display_name(reason))
         skipped.append((path, reason))
 
     bar: Iterable[Path] = tqdm(files, desc="Reading legacy vectors", unit="file", disable=not progress)
     for path in bar:
+        try:  # a vector file that is a link out of the folder named is never read
+            confine(path, [legacy_dir], source=path, what="the vector file (a symbolic link)")
+        except OutsideFoldersError as exc:
+            skip(path, str(exc))
+            continue
         try:
             entries = load_legacy_file(path, max_entries=max_entries)
         except UnsafePickleError:
@@ -791,6 +797,11 @@ def read_legacy_vectors(
                 continue
             try:
                 vector = reduce_legacy_vector(arr)
+                v64 = vector.astype(np.float64)
+                norm = float(np.sqrt(v64 @ v64))
+                unit = (v64 / norm).astype(np.float32)[None] if norm > 0 else vector[None]
+                if not np.isfinite(norm) or norm > float(np.finfo(np.float32).max) or damaged_rows(unit)[0]:
+                    raise LegacyFormatError("the vector cannot be normalised to unit length (a damaged file?).")
             except LegacyFormatError as exc:
                 skip(path, f"{name!r}: {exc}")
                 continue

@@ -73,6 +73,7 @@ __all__ = [
     "notebook_settings",
     "pipeline_note",
     "prepare_index",
+    "query_text",
     "sample_query",
     "show_duplicates",
     "storage_report",
@@ -164,6 +165,10 @@ class NotebookSettings:
     backend : {"auto", "keras", "openvino"}
         What runs the model while indexing (see :class:`revsearch.Embedder`); any backend
         searches any index.
+    precision : {"float32", "bfloat16", "float16", "int8"} or None
+        The compute precision while indexing; None: the default (the fastest precision within 0.005
+        mAP of float32 that this CPU runs natively, see :func:`revsearch.backends.default_precision`).
+        Vectors of every precision are comparable.
     """
 
     storage: str
@@ -187,6 +192,8 @@ class NotebookSettings:
     output_dir: Path
     own_dataset: bool
     backend: str = "auto"
+    expand: bool = True
+    precision: str | None = None
 
     def search_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`revsearch.widgets.search_widget` for these settings."""
@@ -196,6 +203,7 @@ class NotebookSettings:
             "model": self.model,
             "k": self.k,
             "weights": self.weights,
+            "expand": self.expand,
         }
 
     def describe(self) -> str:
@@ -301,13 +309,16 @@ def notebook_settings(
     devices: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
     backend: str = "auto",
+    expand: bool = True,
+    precision: str | None = None,
 ) -> NotebookSettings:
     """Turn the notebook's form into folders, mounting Google Drive if asked to and in Colab.
 
     Each argument can be overridden by an environment variable ``REVSEARCH_NB_<NAME>``, which wins
     over the form: ``STORAGE``, ``DOWNLOAD`` (1/0), ``DATASET_DIR``, ``VECTORS``, ``MODEL``, ``K``,
     ``IMAGES_SOURCE``, ``VECTORS_SOURCE``, ``KEEP_ARCHIVES`` (1/0), ``WEIGHTS`` (``imagenet``,
-    ``none`` or a file), ``BACKEND`` (``auto``, ``keras``, ``openvino``), ``WORK_DIR``, ``DRIVE_DIR``, ``DRIVE_MOUNT`` (where Drive is mounted) and
+    ``none`` or a file), ``BACKEND`` (``auto``, ``keras``, ``openvino``), ``PRECISION`` (``auto``, ``float32``,
+    ``bfloat16``, ``float16``, ``int8``), ``EXPAND`` (1/0), ``WORK_DIR``, ``DRIVE_DIR``, ``DRIVE_MOUNT`` (where Drive is mounted) and
     ``OFFLINE`` (1: never mount Drive nor download; for automated runs). The notebook's test uses
     them.
 
@@ -347,6 +358,12 @@ def notebook_settings(
     backend : {"auto", "keras", "openvino"}, default "auto"
         What runs the model while indexing: ``"auto"`` is OpenVINO on a CPU where it is
         installed, Keras on a GPU.
+    expand : bool, default True
+        Query expansion and database-side augmentation in searches (``EXPAND``: 1/0); off: a
+        plain cosine search.
+    precision : {"auto", "float32", "bfloat16", "float16", "int8"} or None, default None
+        The compute precision while indexing (None or ``"auto"``: the default). ``"int8"``
+        quantizes the OpenVINO model, calibrated on a seeded sample of the images indexed.
 
     Returns
     -------
@@ -357,6 +374,7 @@ def notebook_settings(
     RevsearchError
         An unknown storage, model or vectors choice, a bad source, or an unreadable override.
     """
+    from .clip import TEXT_MODELS
     from .data import ORIGINAL_IMAGES_ID, ORIGINAL_VECTORS_ID
     from .models import MODELS
 
@@ -387,6 +405,10 @@ def notebook_settings(
         weights = v
     if (v := _env(env, "BACKEND")) is not None:
         backend = v or "auto"
+    if (v := _env(env, "EXPAND")) is not None:
+        expand = _parse_bool(v or "1", "EXPAND")
+    if (v := _env(env, "PRECISION")) is not None:
+        precision = v or None
     if (v := _env(env, "WORK_DIR")) is not None:
         work_dir = v or None
     if (v := _env(env, "DRIVE_DIR")) is not None:
@@ -395,13 +417,16 @@ def notebook_settings(
 
     kind = _parse_storage(storage)
     model = model.strip().lower()
-    if model not in MODELS:
-        raise RevsearchError(f"unknown model {model!r}: choose one of {', '.join(sorted(MODELS))}")
+    if model not in MODELS and model not in TEXT_MODELS:
+        raise RevsearchError(f"unknown model {model!r}: choose one of {', '.join(sorted([*MODELS, *TEXT_MODELS]))}")
     if int(k) < 1:
         raise RevsearchError(f"k must be at least 1, not {k}")
     backend = str(backend).strip().lower()
     if backend not in ("auto", "keras", "openvino"):
         raise RevsearchError(f"unknown backend {backend!r}: choose auto, keras or openvino")
+    precision = None if precision is None or str(precision).strip().lower() in ("", "auto") else str(precision).strip().lower()
+    if precision not in (None, "float32", "bfloat16", "float16", "int8"):
+        raise RevsearchError(f"unknown precision {precision!r}: choose auto, float32, bfloat16, float16 or int8")
     weights = _parse_weights(weights)
     images_source = _check_source(images_source or ORIGINAL_IMAGES_ID, "IMAGES_SOURCE")
     vectors_source = _check_source(vectors_source or ORIGINAL_VECTORS_ID, "VECTORS_SOURCE")
@@ -414,6 +439,8 @@ def notebook_settings(
         choice, reason = REINDEX, "your own images are indexed"
         if model == "resnet50-seed":
             reason += " with the original pipeline"
+    elif choice == "auto" and model in TEXT_MODELS:
+        choice, reason = REINDEX, f"auto: {model} asked for (its index is also searched by words)"
     elif choice == "auto":
         choice = default_vectors(devices)
         reason = "auto: a GPU is available" if choice == REINDEX else "auto: no GPU, so the fast path"
@@ -479,6 +506,8 @@ def notebook_settings(
         output_dir=persist / "results",
         own_dataset=own,
         backend=backend,
+        expand=bool(expand),
+        precision=precision,
     )
 
 
@@ -630,6 +659,10 @@ def pipeline_note(index: Index, settings: NotebookSettings | None = None) -> str
         )
     if settings is not None and settings.own_dataset:
         switch = "Set MODEL in step 2 to index with another model."
+    from .clip import supports_text
+
+    if supports_text(spec["model"]):
+        switch += " This index is also searched by words: the Words box of step 5, or TEXT in step 6."
     return f"These results come from {what}.\n{switch}"
 
 
@@ -781,9 +814,12 @@ def prepare_index(
             from .data import folder_size
             from .images import format_size as format_bytes
 
-            size = folder_size(settings.legacy_dir)
-            shutil.rmtree(settings.legacy_dir, ignore_errors=True)
-            logger.info("Deleted the imported vector files %s (%s freed).", settings.legacy_dir, format_bytes(size))
+            if settings.legacy_dir.is_symlink():  # a link to a folder elsewhere: what it leads to is not ours to delete
+                logger.info("Kept the imported vector files: %s is a link to another folder.", settings.legacy_dir)
+            else:
+                size = folder_size(settings.legacy_dir)
+                shutil.rmtree(settings.legacy_dir, ignore_errors=True)
+                logger.info("Deleted the imported vector files %s (%s freed).", settings.legacy_dir, format_bytes(size))
     if index is None:
         if settings.vectors == ORIGINAL_VECTORS and not settings.own_dataset:
             raise RevsearchError(
@@ -793,8 +829,8 @@ def prepare_index(
         backend = None if settings.backend == "auto" else settings.backend
         with quiet_tensorflow():  # TensorFlow's C++ start-up lines filtered as the CLI does
             index, report = build_index(
-                dataset, vector_dir, settings.model, weights=settings.weights, backend=backend, batch_size=batch_size,
-                progress=progress,
+                dataset, vector_dir, settings.model, weights=settings.weights, backend=backend,
+                precision=settings.precision, batch_size=batch_size, progress=progress,
             )
         if report.skipped:  # each one was logged with its reason while indexing
             logger.warning("%d files could not be read and were skipped (see the messages above)", len(report.skipped))
@@ -810,6 +846,24 @@ def prepare_index(
     logger.info("%s", pipeline_note(index, settings))
     logger.info("%s", storage_report(settings))
     return index, report
+
+
+def query_text(text: str | None = None, env: Mapping[str, str] | None = None) -> str | None:
+    """The words of step 6's ``TEXT`` (a CLIP index searched by words), or ``REVSEARCH_NB_TEXT``; None for none.
+
+    Parameters
+    ----------
+    text : str, optional
+        The form's value.
+    env : mapping, optional
+        Default ``os.environ``.
+
+    Returns
+    -------
+    str or None
+    """
+    value = (text or "").strip() or (_env(os.environ if env is None else env, "TEXT") or "")
+    return value or None
 
 
 def sample_query(settings: NotebookSettings, query: str | os.PathLike | None = None) -> Path | str:

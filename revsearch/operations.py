@@ -46,6 +46,7 @@ __all__ = [
     "IncompatibleOptionsError",
     "Query",
     "ImageQuery",
+    "TextQuery",
     "VectorQuery",
     "as_query",
     "register_query_kind",
@@ -192,7 +193,7 @@ def resolve_embedder(
     model : str, Embedder, keras.Model or None
     weights : {"imagenet", None} or path
     backend : {"auto", "keras", "openvino"}, optional
-    precision : {"float32", "bfloat16", "float16"}, optional
+    precision : {"float32", "bfloat16", "float16", "int8"}, optional
     resolution : int, optional
     scales : sequence of int, optional
 
@@ -211,10 +212,9 @@ def resolve_embedder(
             name or "resnet50", weights=weights, precision=precision, resolution=resolution, scales=scales, **options
         )
     else:
-        # the index's recorded precision is passed, so naming the index's model keeps its recorded
+        # precision never changes which vectors are comparable: naming the index's model keeps its recorded
         # preprocessing whatever precision is asked for (applied below)
-        recorded = existing.spec.get("precision", "float32") if existing is not None else "float32"
-        emb = _index.resolve_embedder(existing, model, weights=weights, precision=recorded)  # type: ignore[arg-type]
+        emb = _index.resolve_embedder(existing, model, weights=weights)
     if backend is not None or precision is not None:
         emb = emb.variant(backend=backend, precision=precision)
     return emb
@@ -265,6 +265,7 @@ def build_index(
     dask_workers: int = 2,
     partition_size: int = 512,
     progress: bool = True,
+    expansion: Any = None,
     **kwargs: Any,
 ) -> IndexingResult:
     """Index every image of a folder, or bring the existing index of it up to date.
@@ -283,7 +284,7 @@ def build_index(
     weights : {"imagenet", None} or path, default "imagenet"
     backend : {"auto", "keras", "openvino"}, optional
         What runs the model (default: auto).
-    precision : {"float32", "bfloat16", "float16"}, optional
+    precision : {"float32", "bfloat16", "float16", "int8"}, optional
         Compute precision (vectors are float32 either way).
     resolution : int, optional
         Input side in pixels.
@@ -304,6 +305,10 @@ def build_index(
     partition_size : int, default 512
         Images per Dask task and shard.
     progress : bool, default True
+    expansion : Expansion or bool, optional
+        The search expansion recorded in the index, whose database-side augmentation every
+        update stores (:class:`revsearch.rerank.Expansion`): None keeps the recorded one (a new
+        index: the default, on), False records none.
     **kwargs
         More options of :func:`revsearch.indexing.update_folder` (``checkpoint_every``...).
 
@@ -326,13 +331,20 @@ def build_index(
             dataset_dir, vector_dir, embedder, client=dask, n_workers=dask_workers, partition_size=partition_size,
             batch_size=batch_size, prune=prune, exclude=exclude, progress=progress, **kwargs,
         )
+        if expansion is not None:  # recorded (and its augmentation stored) on this machine
+            from . import store
+            from .indexing import refresh_augmentation
+
+            with store.writing(vector_dir, create=False) as w:
+                dreport.report.augmented += refresh_augmentation(w, expansion=expansion)
+            index = _index.Index.open(vector_dir)
         result = IndexingResult(_public(index), dreport.report, dreport)
     else:
         from .indexing import update_folder
 
         index, report = update_folder(
             dataset_dir, vector_dir, embedder, batch_size=batch_size, workers=workers, prune=prune, exclude=exclude,
-            progress=progress, **kwargs,
+            progress=progress, expansion=expansion, **kwargs,
         )
         result = IndexingResult(_public(index), report)
     if len(result.index):
@@ -404,6 +416,9 @@ class Query:
 
     #: Whether the search-side options that re-embed the query (``rotations``) apply.
     is_image: bool = False
+    #: Whether the index's expansion (query expansion, database-side augmentation) applies by default: it
+    #: was chosen on image queries; a query of another kind (words) is searched plainly unless asked.
+    expands_by_default: bool = True
 
 
 @dataclass
@@ -457,6 +472,51 @@ class VectorQuery(Query):
         if v.ndim != 2 or v.shape[1] != index.dim:
             raise ValueError(f"a query vector of shape {np.shape(self.vector)} does not fit an index of {index.dim}-d vectors")
         return v
+
+
+@dataclass
+class TextQuery(Query):
+    """Words to find photos by (``"a red car at night"``), or a list of them: for an index built with an
+    image-and-text model (:data:`revsearch.models.TEXT_MODELS`, e.g. ``"clip-vit-b32"``), whose text tower
+    puts them in the space of its image vectors. A string is never taken for words by :func:`as_query`
+    (it is a file path there): wrap it in a TextQuery.
+    """
+
+    text: str | Sequence[str]
+    label: str = "text"
+
+    expands_by_default = False  # the expansion default was measured for image queries, not words
+
+    def __post_init__(self) -> None:
+        from .clip import clean_texts
+
+        single = isinstance(self.text, str)
+        texts = clean_texts(self.text)  # an empty or non-string query fails here, before any model loads
+        self.text = texts[0] if single else texts
+        self.label = f"“{texts[0]}”" if single else f"{len(texts)} texts"
+
+    def check(self, index: _index.Index) -> None:
+        """Raise a one-line :class:`ModelMismatchError` unless ``index`` was built with an image-and-text model."""
+        from .clip import supports_text
+
+        model = index.spec["model"]
+        if not supports_text(model):
+            from .errors import ModelMismatchError
+            from .models import TEXT_MODELS
+
+            raise ModelMismatchError(
+                f"the index in {str(index.folder)!r} was built with {model}, an image model: it cannot be searched "
+                f"by words. Build an index with an image-and-text model ({', '.join(sorted(TEXT_MODELS))}) in another "
+                f"folder: revsearch index {index.dataset_dir or 'DATASET_DIR'} NEW_VECTOR_DIR --model clip-vit-b32"
+            )
+
+    def vectors(self, index: _index.Index, embedder: Embedder | None) -> np.ndarray:
+        from .clip import embed_text
+
+        self.check(index)
+        emb = embedder if embedder is not None else index.embedder()
+        index.check_compatible(emb.spec)
+        return np.atleast_2d(embed_text(emb, self.text))
 
 
 #: How values are recognised as queries: (test, kind), tried in order (see :func:`register_query_kind`).
@@ -527,14 +587,15 @@ def search(
     backend: str | None = None,
     dataset_dir: str | os.PathLike | None = None,
     exact: bool = False,
-    qe: int = 0,
-    alpha: float = 3.0,
-    dba: Any = 0,
-    dba_alpha: float = 3.0,
+    qe: int | None = None,
+    alpha: float | None = None,
+    dba: Any = None,
+    dba_alpha: float | None = None,
     rotations: bool = False,
     under: str | os.PathLike | None = None,
     exclude: Sequence[str] | None = None,
     dask: Any = None,
+    expand: Any = None,
 ) -> list[Match]:
     """Find the indexed images most similar to a query.
 
@@ -560,13 +621,14 @@ def search(
         Where the images are now (default: as recorded in the index).
     exact : bool, default False
         Exact search even where an approximate (FAISS) index exists.
-    qe : int, default 0
-        Alpha query expansion from the ``qe`` best matches (0: off).
-    alpha : float, default 3.0
-        Query-expansion exponent.
-    dba : int or DatabaseAugmentation, default 0
-        Database-side augmentation with ``dba`` neighbours (0: off).
-    dba_alpha : float, default 3.0
+    qe : int, optional
+        Alpha query expansion from the ``qe`` best matches (0: off; default: the index's, 2).
+    alpha : float, optional
+        Query-expansion exponent (default: the index's, 3).
+    dba : int or DatabaseAugmentation, optional
+        Database-side augmentation with ``dba`` neighbours (0: off; default: the index's, 2), the
+        one stored in the index (:meth:`revsearch.index.Index.augmentation`).
+    dba_alpha : float, optional
     rotations : bool, default False
         Also search with the query rotated by 90/180/270 degrees (image queries).
     under : path, optional
@@ -574,7 +636,12 @@ def search(
     exclude : sequence of str, optional
         Leave out images whose relative path matches one of these patterns.
     dask : distributed.Client, str or None
-        Exact search on a Dask cluster (address or ``"local"``).
+        Exact search on a Dask cluster (address or ``"local"``): a plain search, without expansion.
+    expand : bool or Expansion, optional
+        Query expansion and database-side augmentation, on by default: None/True the index's
+        :attr:`~revsearch.index.Index.expansion` (``qe=2, dba=2, alpha=3`` unless re-tuned), False a
+        plain cosine search of the stored vectors, or an :class:`revsearch.rerank.Expansion`.
+        ``qe``, ``alpha``, ``dba``, ``dba_alpha`` change single settings of it.
 
     Returns
     -------
@@ -590,11 +657,18 @@ def search(
         raise ValueError(f"k must be at least 1, not {k}")
     if isinstance(exclude, str):
         exclude = [exclude]
-    reranked = bool(qe or dba or rotations)
-    if dask and reranked:
+    from .rerank import DatabaseAugmentation, Expansion, resolve_expansion
+
+    given_aug = dba if isinstance(dba, DatabaseAugmentation) else None
+    given = {n: v for n, v in (("qe", qe), ("alpha", alpha), ("dba", None if given_aug is not None else dba),
+                               ("dba_alpha", dba_alpha)) if v is not None}
+    if expand is False and (given or given_aug is not None):
+        raise IncompatibleOptionsError("expand=False turns expansion off: leave out qe, alpha, dba and dba_alpha")
+    asked = bool(given) or given_aug is not None or (isinstance(expand, Expansion) and expand.active)
+    if dask and (asked or rotations):
         raise IncompatibleOptionsError("qe, dba and rotations search on this machine: leave out dask to use them")
-    if reranked and (under or exclude):
-        raise IncompatibleOptionsError("qe, dba and rotations do not work with under/exclude yet: use one or the other")
+    if rotations and (under or exclude):
+        raise IncompatibleOptionsError("rotations do not work with under/exclude yet: use one or the other")
     if dask and (under or exclude):
         raise IncompatibleOptionsError("under and exclude do not work with dask yet: leave out dask to use them")
     q = as_query(query)  # a bad query fails here, before the index's model loads
@@ -605,30 +679,34 @@ def search(
         embedder = resolve_embedder(idx, model, weights=weights) if model is not None else idx.embedder()
         if backend is not None:
             embedder = embedder.variant(backend=backend)
+    from .rerank import NO_EXPANSION
+
+    default = idx.expansion if q.expands_by_default else NO_EXPANSION
+    exp = Expansion(**{**resolve_expansion(expand, default).to_dict(), **given})
     if rotations:
         from .rerank import search_images
 
         return search_images(  # type: ignore[return-value]
-            idx, q.data, k, qe=qe, alpha=alpha, dba=dba, dba_alpha=dba_alpha, rotations=True,  # type: ignore[attr-defined]
-            embedder=embedder, dataset_dir=dataset_dir, exact=exact,
+            idx, q.data, k, qe=exp.qe, alpha=exp.alpha, dba=given_aug if given_aug is not None else exp.dba,  # type: ignore[attr-defined]
+            dba_alpha=exp.dba_alpha, rotations=True, embedder=embedder, dataset_dir=dataset_dir, exact=exact,
         )
     from .embedding import l2_normalize
 
     vectors = l2_normalize(q.vectors(idx, embedder).astype(np.float32, copy=False))
-    if dask:
+    if dask:  # a plain exact search on the cluster
         from .distributed import search_dask
 
         scores, rows = search_dask(idx, vectors, k, client=dask)
-    elif reranked:
-        from .rerank import DatabaseAugmentation, search_expanded, search_options
+    elif given_aug is not None:
+        from .rerank import search_expanded
 
-        aug = dba if isinstance(dba, DatabaseAugmentation) else search_options(
-            idx, qe=qe, alpha=alpha, dba=dba, dba_alpha=dba_alpha
-        )["dba"]
-        scores, rows = search_expanded(idx, vectors, k, qe=qe, alpha=alpha, dba=aug, exact=exact)
-    else:
-        scores, rows = idx.topk(
-            vectors, k, exact=exact, under=_relative_folder(idx, under, dataset_dir), exclude_paths=exclude
+        scores, rows = search_expanded(
+            idx, vectors, k, qe=exp.qe, alpha=exp.alpha, dba=given_aug, exact=exact,
+            under=_relative_folder(idx, under, dataset_dir), exclude_paths=exclude,
+        )
+    else:  # the index's expansion (stored augmentation) unless turned off
+        scores, rows = idx.expanded_topk(
+            vectors, k, exact=exact, under=_relative_folder(idx, under, dataset_dir), exclude_paths=exclude, expand=exp
         )
     return idx.matches(scores, rows, dataset_dir)[0]
 
@@ -671,9 +749,10 @@ def evaluate(
     near_duplicates : bool, default False
     k : int, default 9
     **kwargs
-        Options of :func:`revsearch.evaluate.evaluate_index` (``layout``, ``qe``, ``alpha``, ``dba``,
-        ``dba_alpha``) or :func:`revsearch.evaluate.evaluate_near_duplicates` (``sample``, ``seed``,
-        ``batch_size``, ``progress``).
+        Options of :func:`revsearch.evaluate.evaluate_index` (``layout``, ``expand``, ``qe``, ``alpha``,
+        ``dba``, ``dba_alpha``: with none of them, exactly what a search of the index does by default)
+        or :func:`revsearch.evaluate.evaluate_near_duplicates` (``sample``, ``seed``, ``batch_size``,
+        ``progress``).
 
     Returns
     -------
@@ -687,7 +766,7 @@ def evaluate(
             raise IncompatibleOptionsError(
                 "qe and dba are evaluated on class retrieval: leave out near_duplicates to use them"
             )
-        for name in ("qe", "alpha", "dba", "dba_alpha", "layout"):
+        for name in ("qe", "alpha", "dba", "dba_alpha", "layout", "expand"):
             kwargs.pop(name, None)
         return ev.evaluate_near_duplicates(idx, dataset_dir, k=k, **kwargs)
     for name in ("sample", "seed", "batch_size"):

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .embedding import l2_normalize
+from .safety import damaged_rows
 from .search import topk_cosine
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,6 +39,17 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "AugmentationUpdate",
+    "AugmentedVectors",
+    "DEFAULT_EXPANSION",
+    "Expansion",
+    "NO_EXPANSION",
+    "augmented_blocks",
+    "augmented_rows",
+    "neighbours_of",
+    "recorded_expansion",
+    "resolve_expansion",
+    "update_augmentation",
     "DatabaseAugmentation",
     "ROTATIONS",
     "expand_queries",
@@ -164,6 +176,11 @@ class DatabaseAugmentation:
             raise ValueError("database-side augmentation needs k >= 1 neighbours")
         shards = [vectors] if isinstance(vectors, np.ndarray) else list(vectors)
         x = np.concatenate([np.asarray(s, np.float32) for s in shards]) if len(shards) != 1 else np.asarray(shards[0], np.float32)
+        bad = damaged_rows(x)  # (n,) bool
+        if bad.any():  # a damaged row (NaN, inf: a bad copy of the file) neighbours nobody and is searched by nobody
+            x = x.copy()
+            x[bad] = 0.0
+            shards = [x]
         n = len(x)
         nb = np.full((n, k + 1), -1, np.int64)
         sc = np.full((n, k + 1), -np.inf, np.float32)
@@ -275,9 +292,11 @@ def search_expanded(
     *,
     qe: int = 0,
     alpha: float = 3.0,
-    dba: DatabaseAugmentation | None = None,
+    dba: Any = None,
     exclude: Sequence[int] | None = None,
     exact: bool = False,
+    under: str | None = None,
+    exclude_paths: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of query vectors over an index, with query expansion and/or an augmented database.
 
@@ -291,13 +310,18 @@ def search_expanded(
         Query-expansion neighbours (0: none): the query is searched, expanded from its ``qe`` best
         matches (weights cosine ** ``alpha``) and searched again (twice the search cost).
     alpha : float, default 3.0
-    dba : DatabaseAugmentation, optional
-        Search its augmented vectors instead of the index's (exact search; it must have been made
-        from this index, see :func:`search_options`).
+    dba : DatabaseAugmentation or StoredAugmentation, optional
+        Search its augmented vectors instead of the index's (it must have been made from this
+        index: :meth:`revsearch.Index.augmentation`). Exact search of them; where the index has
+        an approximate index (and not ``exact``), its shortlist of ``max(4 k, 64)`` rows is
+        re-scored with their augmented vectors.
     exclude : sequence of int, optional
         Rows never to return (nor use for expansion).
     exact : bool, default False
-        Force exact search where the index has an approximate one (without ``dba``).
+        Force exact search where the index has an approximate one.
+    under, exclude_paths : optional
+        Search only the rows :meth:`revsearch.Index.select` selects (their augmented vectors are
+        made from the whole collection).
 
     Returns
     -------
@@ -314,10 +338,25 @@ def search_expanded(
             "compute it again from this index"
         )
 
+    mask = index.select(under, exclude_paths) if (under or exclude_paths) else None
+    if mask is not None and not mask.any():
+        b = len(q)
+        return np.zeros((b, 0), np.float32), np.zeros((b, 0), np.int64)
+    approximate = not exact and bool(index.manifest.ann)
+
     def search(v: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
-        if dba is not None:
-            return topk_cosine([dba.vectors], v, kk, exclude=exclude)
-        return index.topk(v, kk, exclude=exclude, exact=exact)
+        if dba is None:
+            return index.topk(v, kk, exclude=exclude, exact=exact, under=under, exclude_paths=exclude_paths)
+        if approximate:  # the approximate index's shortlist, re-scored with the augmented vectors
+            _, cand = index.topk(v, max(4 * kk, 64), exclude=exclude, under=under, exclude_paths=exclude_paths)
+            cs = np.einsum("bd,bkd->bk", v, _gather([dba.vectors], cand)).astype(np.float32)
+            cs[cand < 0] = -np.inf
+            order = np.lexsort((cand, -cs), axis=1)[:, :kk]
+            return np.take_along_axis(cs, order, axis=1), np.take_along_axis(cand, order, axis=1)
+        ex = list(index.without_damaged(exclude) or [])
+        if mask is not None:
+            ex = np.union1d(np.asarray(ex, np.int64), np.flatnonzero(~mask))
+        return topk_cosine([dba.vectors], v, kk, exclude=ex if len(ex) else None)
 
     if qe > 0:
         s, r = search(q, qe)
@@ -408,7 +447,8 @@ def search_options(
     alpha : float, default 3.0
         Query-expansion exponent.
     dba : int, default 0
-        Database-augmentation neighbours (0: off); computed here from the index's vectors.
+        Database-augmentation neighbours (0: off): the one stored in the index
+        (:meth:`revsearch.Index.augmentation`), computed in memory if it stores none with ``dba``.
     dba_alpha : float, default 3.0
 
     Returns
@@ -419,11 +459,7 @@ def search_options(
     """
     _check(qe, alpha)
     _check(dba, dba_alpha, "dba")
-    aug = None
-    if dba:
-        if len(index) > 200_000:
-            logger.warning("database augmentation of %d vectors is an exact k-NN of all of them: slow", len(index))
-        aug = DatabaseAugmentation.compute(index.shards, dba, dba_alpha)
+    aug = index.augmentation(dba, dba_alpha) if dba else None  # the stored one where it has these settings
     return {"qe": int(qe), "alpha": float(alpha), "dba": aug}
 
 
@@ -432,16 +468,20 @@ def search_images(
     images: ImageSource | Sequence[ImageSource],
     k: int = 9,
     *,
-    qe: int = 0,
-    alpha: float = 3.0,
-    dba: int | DatabaseAugmentation = 0,
-    dba_alpha: float = 3.0,
+    qe: int | None = None,
+    alpha: float | None = None,
+    dba: int | DatabaseAugmentation | None = None,
+    dba_alpha: float | None = None,
     rotations: bool = False,
     embedder: Embedder | None = None,
     dataset_dir: str | os.PathLike | None = None,
     exact: bool = False,
+    expand: bool | Expansion | None = None,
 ) -> list[Match] | list[list[Match]]:
     """Search an index with query images, with any of the search-side options.
+
+    Settings left at None are the index's expansion (:attr:`revsearch.Index.expansion`, on by
+    default); ``expand=False`` starts from a plain search instead.
 
     Parameters
     ----------
@@ -449,15 +489,15 @@ def search_images(
     images : ImageSource or list of ImageSource
         One image (path, bytes, PIL image or (H, W, 3) uint8 array) or a list of them.
     k : int, default 9
-    qe : int, default 0
-        Alpha query expansion from the ``qe`` best matches (0: off; ``qe=2`` is a good start).
-    alpha : float, default 3.0
-        Query-expansion exponent (0: average query expansion).
-    dba : int or DatabaseAugmentation, default 0
-        Database-side augmentation with ``dba`` neighbours (0: off), computed from the index here
-        (an exact k-NN of the collection), or one computed before with :class:`DatabaseAugmentation`
-        (reuse it over many searches).
-    dba_alpha : float, default 3.0
+    qe : int, optional
+        Alpha query expansion from the ``qe`` best matches (0: off; default: the index's, 2).
+    alpha : float, optional
+        Query-expansion exponent (0: average query expansion; default: the index's, 3).
+    dba : int or DatabaseAugmentation, optional
+        Database-side augmentation with ``dba`` neighbours (0: off; default: the index's, 2): the
+        one stored in the index (:meth:`revsearch.Index.augmentation`; computed in memory once if it
+        stores none with this ``dba``), or one computed before with :class:`DatabaseAugmentation`.
+    dba_alpha : float, optional
     rotations : bool, default False
         Also search with the query rotated by 90, 180 and 270 degrees; each image keeps its best score.
     embedder : Embedder, optional
@@ -473,12 +513,18 @@ def search_images(
         Best first.
     """
     single = not isinstance(images, (list, tuple))
+    base = resolve_expansion(expand, index.expansion)
+    qe = base.qe if qe is None else qe
+    alpha = base.alpha if alpha is None else alpha
+    dba_alpha = base.dba_alpha if dba_alpha is None else dba_alpha
     if isinstance(dba, DatabaseAugmentation):
         _check(qe, alpha)
-        aug: DatabaseAugmentation | None = dba
+        aug: Any = dba
     else:
-        opts = search_options(index, qe=qe, alpha=alpha, dba=dba, dba_alpha=dba_alpha)
-        aug = opts["dba"]
+        dba = base.dba if dba is None else dba
+        _check(qe, alpha)
+        _check(dba, dba_alpha, "dba")
+        aug = index.augmentation(dba, dba_alpha) if dba else None
     emb = embedder if embedder is not None else index.embedder()
     index.check_compatible(emb.spec)
     if rotations:
@@ -488,3 +534,334 @@ def search_images(
         scores, rows = search_expanded(index, vecs, k, qe=qe, alpha=alpha, dba=aug, exact=exact)
     out = index.matches(scores, rows, dataset_dir)
     return out[0] if single else out
+
+
+# ============================================================================ stored augmentation
+
+#: Query rows per exact k-NN batch when an augmentation is computed or brought up to date.
+AUGMENT_BLOCK = 1024
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """Search-side expansion settings: alpha query expansion and database-side augmentation.
+
+    ``Expansion()`` is the default every search uses (chosen by the rule over every dataset
+    measured, see README, Quality); :data:`NO_EXPANSION` is a plain cosine search.
+
+    Attributes
+    ----------
+    qe : int, default 2
+        Query-expansion neighbours (0: off).
+    alpha : float, default 3.0
+        Query-expansion exponent.
+    dba : int, default 2
+        Database-augmentation neighbours (0: off); stored in the index by every update.
+    dba_alpha : float, default 3.0
+    """
+
+    qe: int = 2
+    alpha: float = 3.0
+    dba: int = 2
+    dba_alpha: float = 3.0
+
+    def __post_init__(self) -> None:
+        _check(self.qe, self.alpha)
+        _check(self.dba, self.dba_alpha, "dba")
+
+    @property
+    def active(self) -> bool:
+        """Whether anything differs from a plain search."""
+        return bool(self.qe or self.dba)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"qe": int(self.qe), "alpha": float(self.alpha), "dba": int(self.dba), "dba_alpha": float(self.dba_alpha)}
+
+    def describe(self) -> str:
+        """E.g. ``"query expansion qe=2 alpha=3; database augmentation k=2 alpha=3"``."""
+        qe = f"query expansion qe={self.qe} alpha={self.alpha:g}" if self.qe else "no query expansion"
+        dba = f"database augmentation k={self.dba} alpha={self.dba_alpha:g}" if self.dba else "no database augmentation"
+        return f"{qe}; {dba}"
+
+
+#: The default expansion of every search (see :class:`Expansion`).
+DEFAULT_EXPANSION = Expansion()
+#: A plain cosine search (``expand=False``).
+NO_EXPANSION = Expansion(qe=0, dba=0)
+
+
+def resolve_expansion(expand: bool | Expansion | None, default: Expansion | None = None) -> Expansion:
+    """``True``/None: ``default`` (:data:`DEFAULT_EXPANSION` if None); ``False``: :data:`NO_EXPANSION`;
+    an :class:`Expansion` as it is."""
+    if isinstance(expand, Expansion):
+        return expand
+    if expand is None or expand is True:
+        return default if default is not None else DEFAULT_EXPANSION
+    if expand is False:
+        return NO_EXPANSION
+    raise TypeError(f"expand must be True, False or an Expansion, not {expand!r}")
+
+
+def recorded_expansion(manifest: Any) -> Expansion:
+    """The :class:`Expansion` an index's manifest (a :class:`revsearch.store.Manifest`) records
+    (:data:`DEFAULT_EXPANSION` where it records none)."""
+    rec = getattr(manifest, "expansion", None)
+    if not isinstance(rec, dict):
+        return DEFAULT_EXPANSION
+    try:
+        return Expansion(int(rec["qe"]), float(rec["alpha"]), int(rec["dba"]), float(rec["dba_alpha"]))
+    except (KeyError, TypeError, ValueError) as e:
+        logger.warning("the index records an unusable expansion %r (%s): using the default", rec, e)
+        return DEFAULT_EXPANSION
+
+
+KnnSearch = Any  # callable (queries (b, d), k) -> (scores (b, k'), rows (b, k'))
+
+
+def neighbours_of(
+    shards: Sequence[np.ndarray], rows: np.ndarray, k: int, *, search: KnnSearch | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` nearest other rows of the collection (itself left out, ties by row number).
+
+    Parameters
+    ----------
+    shards : sequence of numpy.ndarray
+        The collection, shards (n_i, d) whose rows run on; L2-normalised.
+    rows : numpy.ndarray
+        Shape (b,), global row numbers.
+    k : int
+    search : callable, optional
+        ``search(queries, kk) -> (scores, rows)``, e.g. an approximate index's; default exact
+        (:func:`~revsearch.search.topk_cosine`).
+
+    Returns
+    -------
+    neighbours : numpy.ndarray
+        Shape (b, k) int64, -1 where the collection has fewer other rows.
+    scores : numpy.ndarray
+        Shape (b, k) float32, their cosines, -inf for -1.
+    """
+    rows = np.asarray(rows, np.int64)
+    n = sum(len(s) for s in shards)
+    nb = np.full((len(rows), k), -1, np.int64)
+    sc = np.full((len(rows), k), -np.inf, np.float32)
+    if len(rows) == 0 or n <= 1:
+        return nb, sc
+    q = _gather(shards, rows)
+    good = np.isfinite(q).all(axis=1)  # a damaged stored vector (NaN, inf) gets no neighbours
+    if not good.all():
+        nb[good], sc[good] = neighbours_of(shards, rows[good], k, search=search)
+        return nb, sc
+    kk = min(n, k + 1)
+    s, r = search(q, kk) if search is not None else topk_cosine(shards, q, kk)
+    for j in range(len(rows)):
+        keep = (r[j] != rows[j]) & (r[j] >= 0)
+        rr, ss = r[j][keep][:k], s[j][keep][:k]
+        nb[j, : len(rr)], sc[j, : len(ss)] = rr, ss
+    return nb, sc
+
+
+def augmented_rows(
+    shards: Sequence[np.ndarray], rows: np.ndarray, neighbours: np.ndarray, scores: np.ndarray, alpha: float
+) -> np.ndarray:
+    """The augmented vectors of some rows: ``l2(x_j + sum_i cos_i ** alpha * x_i)`` over their neighbours.
+
+    Parameters
+    ----------
+    shards : sequence of numpy.ndarray
+    rows : numpy.ndarray
+        Shape (b,).
+    neighbours, scores : numpy.ndarray
+        Shape (b, k), as :func:`neighbours_of` returns them.
+    alpha : float
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (b, d) float32, L2-normalised.
+    """
+    nb = np.asarray(neighbours, np.int64)
+    w = np.where(nb >= 0, _weights(np.asarray(scores, np.float32), alpha), 0.0).astype(np.float32)
+    x = _gather(shards, np.asarray(rows, np.int64))
+    return l2_normalize(x + np.einsum("bk,bkd->bd", w, _gather(shards, nb)))
+
+
+@dataclass
+class AugmentedVectors:
+    """A database-side augmentation computed in memory (:meth:`revsearch.Index.augmentation`).
+
+    Attributes
+    ----------
+    k : int
+    alpha : float
+    vectors : numpy.ndarray
+        Shape (n, d) float32, L2-normalised.
+    neighbours : numpy.ndarray
+        Shape (n, k) int64.
+    scores : numpy.ndarray
+        Shape (n, k) float32.
+    """
+
+    k: int
+    alpha: float
+    vectors: np.ndarray
+    neighbours: np.ndarray
+    scores: np.ndarray
+
+
+@dataclass
+class AugmentationUpdate:
+    """An augmentation brought up to date with a collection (:func:`update_augmentation`).
+
+    Attributes
+    ----------
+    neighbours : numpy.ndarray
+        Shape (n, k) int64.
+    scores : numpy.ndarray
+        Shape (n, k) float32.
+    changed : numpy.ndarray
+        Shape (n,) bool: rows whose neighbour list (and so augmented vector) was recomputed.
+    searched : int
+        Rows whose neighbours were searched in the whole collection (new rows, and rows that lost
+        a neighbour); the other changed rows only merged the new rows into their list.
+    old_rows : numpy.ndarray
+        Shape (n,) int64: each row's row in the previous augmentation (-1 if new).
+    """
+
+    neighbours: np.ndarray
+    scores: np.ndarray
+    changed: np.ndarray
+    searched: int
+    old_rows: np.ndarray
+
+    @property
+    def recomputed(self) -> int:
+        """Rows whose augmented vector is computed again."""
+        return int(self.changed.sum())
+
+
+def update_augmentation(
+    shards: Sequence[np.ndarray],
+    keys: np.ndarray,
+    k: int,
+    old: Any = None,
+    *,
+    search: KnnSearch | None = None,
+    block: int = AUGMENT_BLOCK,
+    approximate: Any = None,
+    approximate_from: int = 0,
+) -> AugmentationUpdate:
+    """Bring a stored augmentation's neighbour lists up to date with the collection, recomputing only what changed.
+
+    Rows are matched to the previous augmentation by key (path and content hash). A kept row
+    whose neighbours are all still there keeps its list, merged with the new rows that beat its
+    k-th neighbour (exact: one product of the new rows with every row); a kept row that lost a
+    neighbour, and every new row, is searched in the whole collection (``search``, exact by
+    default). The result equals a computation from scratch (up to the approximation of ``search``).
+
+    Parameters
+    ----------
+    shards : sequence of numpy.ndarray
+        The collection now, (n_i, d) shards, L2-normalised.
+    keys : numpy.ndarray
+        Shape (n,), each row's key (:func:`revsearch.store.row_keys`).
+    k : int
+        Neighbours per row.
+    old : StoredAugmentation, optional
+        The previous augmentation (its ``keys``, ``neighbours``, ``scores``, ``k``); None computes
+        every row.
+    search : callable, optional
+        As for :func:`neighbours_of`.
+    block : int
+        Rows per batch.
+    approximate : callable, optional
+        Called without arguments when at least ``approximate_from`` rows are to be searched;
+        returns the ``search`` to use for them (e.g. :func:`revsearch.ann.neighbour_search`), or
+        None for exact search. Small updates search exactly without building anything.
+    approximate_from : int, default 0
+
+    Returns
+    -------
+    AugmentationUpdate
+    """
+    if k < 1:
+        raise ValueError("database-side augmentation needs k >= 1 neighbours")
+    keys = np.asarray(keys)
+    n = len(keys)
+    old_rows = np.full(n, -1, np.int64)
+    if old is not None and int(old.k) == k and len(old.keys):
+        where = {bytes(key): i for i, key in enumerate(np.asarray(old.keys))}
+        old_rows = np.fromiter((where.get(bytes(key), -1) for key in keys), np.int64, count=n)
+        if len(set(old_rows[old_rows >= 0].tolist())) != int((old_rows >= 0).sum()):  # two rows, one key: start over
+            old_rows[:] = -1
+    nb = np.full((n, k), -1, np.int64)
+    sc = np.full((n, k), -np.inf, np.float32)
+    kept = old_rows >= 0
+    search_rows = ~kept
+    if kept.any():
+        o2n = np.full(len(old.keys), -1, np.int64)
+        o2n[old_rows[kept]] = np.flatnonzero(kept)
+        onb = np.asarray(old.neighbours)[old_rows[kept]]
+        translated = np.where(onb >= 0, o2n[np.maximum(onb, 0)], -1)
+        lost = ((onb >= 0) & (translated < 0)).any(axis=1)
+        nb[kept], sc[kept] = translated, np.asarray(old.scores)[old_rows[kept]]
+        search_rows[np.flatnonzero(kept)[lost]] = True
+    changed = search_rows.copy()
+    new = np.flatnonzero(~kept)
+    # kept rows that lost nothing: merge the new rows that beat their k-th neighbour
+    merge = np.flatnonzero(kept & ~search_rows)
+    if merge.size and new.size:
+        xn = _gather(shards, new)  # (m, d)
+        for a in range(0, merge.size, block):
+            rows = merge[a : a + block]
+            s = _gather(shards, rows) @ xn.T  # (b, m)
+            s = np.where(np.isfinite(s), s, -np.inf)  # a damaged vector (NaN, inf) is nobody's neighbour
+            kk = min(k, new.size)
+            top = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if new.size > kk else np.tile(np.arange(new.size), (len(rows), 1))
+            cand_s = np.take_along_axis(s, top, axis=1).astype(np.float32)
+            cand_r = new[top]
+            all_s = np.concatenate([sc[rows], cand_s], axis=1)
+            all_r = np.concatenate([nb[rows], cand_r], axis=1)
+            order = np.lexsort((np.where(all_r >= 0, all_r, np.iinfo(np.int64).max), -all_s), axis=1)[:, :k]
+            new_r, new_s = np.take_along_axis(all_r, order, axis=1), np.take_along_axis(all_s, order, axis=1)
+            new_r = np.where(np.isfinite(new_s), new_r, -1)
+            changed[rows] = (new_r != nb[rows]).any(axis=1)
+            nb[rows], sc[rows] = new_r, new_s
+    todo = np.flatnonzero(search_rows)
+    if search is None and approximate is not None and todo.size and todo.size >= approximate_from:
+        search = approximate()
+    for a in range(0, todo.size, block):
+        rows = todo[a : a + block]
+        nb[rows], sc[rows] = neighbours_of(shards, rows, k, search=search)
+    return AugmentationUpdate(nb, sc, changed, int(todo.size), old_rows)
+
+
+def augmented_blocks(
+    shards: Sequence[np.ndarray],
+    update: AugmentationUpdate,
+    alpha: float,
+    old: Any = None,
+    *,
+    block: int = 8192,
+) -> Any:
+    """Yield the augmented vectors of every row in blocks of rows (to stream them to a file):
+    computed for changed rows (and all rows if ``alpha`` differs from ``old``'s), copied from
+    ``old.vectors`` for the others.
+
+    Yields
+    ------
+    numpy.ndarray
+        Shape (b, d) float32 blocks, in row order.
+    """
+    n = len(update.neighbours)
+    reuse_old = old is not None and float(old.alpha) == float(alpha)
+    for a in range(0, n, block):
+        rows = np.arange(a, min(n, a + block))
+        compute = update.changed[rows] | (update.old_rows[rows] < 0) | (not reuse_old)
+        out = np.empty((len(rows), shards[0].shape[1] if shards else 0), np.float32)
+        if (~compute).any():
+            out[~compute] = np.asarray(old.vectors)[update.old_rows[rows[~compute]]]
+        if compute.any():
+            c = rows[compute]
+            out[compute] = augmented_rows(shards, c, update.neighbours[c], update.scores[c], alpha)
+        yield out

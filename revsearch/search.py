@@ -170,7 +170,11 @@ def topk_cosine(
             block = np.asarray(shard[start : start + step])
             m = len(block)
             lo = offset + start
-            s = block @ qt  # (m, b) float32
+            with np.errstate(invalid="ignore", over="ignore"):
+                s = block @ qt  # (m, b) float32
+            bad = ~np.isfinite(s)  # a damaged row (NaN, inf) never takes a place from a good one
+            if bad.any():
+                s[bad] = -np.inf
             if excluded.size:
                 e = excluded[np.searchsorted(excluded, lo) : np.searchsorted(excluded, lo + m)]
                 if e.size:

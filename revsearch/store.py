@@ -10,6 +10,8 @@ An index is one folder holding a manifest and the files it names, with no pickle
         rows-<id>-<token>.npy               (n_i,) size, mtime_ns and content hash of each row's file
         paths-<id>-<token>.txt              n_i lines: each row's image path relative to the dataset folder
         ann-<id>-<token>.faiss              an approximate index (revsearch.ann), if one was built
+        dba-<id>-<token>.npy                the database-side augmentation (4 files: augmented vectors,
+                                            neighbour rows, their cosines, row keys), see below
         thumbs-<id>-<token>.npy             (m,) greyscale thumbnails for the duplicate verifier, keyed by
                                             content hash (revsearch.thumbs; 16 KiB per distinct photo)
 
@@ -41,11 +43,19 @@ through :meth:`FolderWriter.commit`'s keyword arguments).
 
 Format versions (:attr:`Manifest.VERSION`, with one migration per older version in
 :data:`MIGRATIONS`, applied in order when a manifest is read): 1 (revsearch 0.1.0: shard files
-``vectors-<token>.npy``, no store id) is read as it is and migrated to 2 by the first write (the
+``vectors-<token>.npy``, no store id) is read as it is and migrated by the first write (the
 manifest is rewritten; the old shard files keep their names until a later commit replaces them).
-3 adds the ``thumbs`` section (the duplicate verifier's thumbnails, :attr:`Manifest.thumbs`); an
-index of format 1 or 2 has none, and the next update makes them (until then ``revsearch
-duplicates`` makes them from the photos when it needs them).
+2 (no augmentation section) is read as it is; search then computes the augmentation in memory,
+and the first write (any update) stores it and migrates the manifest to 3.
+
+**The augmentation section** (:attr:`Manifest.dba`, format 3): each indexed vector replaced by the
+weighted sum of itself and its ``k`` nearest other vectors (:class:`revsearch.rerank.DatabaseAugmentation`),
+stored so search does not recompute it: ``vectors`` (n, dim) float32, ``neighbours`` (n, k) int64
+rows, ``scores`` (n, k) float32 cosines, ``keys`` (n,) 16-byte row keys (path and content hash, see
+:func:`row_keys`). It names the shard tokens it was made for; a commit that changes the shards
+without giving a new section moves it to :attr:`Manifest.dba_stale` (kept, with its files, for the
+next update to bring up to date incrementally: its keys say which of its rows are still there), so a
+reader never meets an augmentation of other rows.
 """
 
 from __future__ import annotations
@@ -60,6 +70,7 @@ import os
 import re
 import secrets
 import time
+from tokenize import TokenError
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +78,16 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import IndexDamagedError, IndexFormatError, IndexNotFoundError, RevsearchError, StorageFullError
+from .errors import (
+    DamagedVectorsError,
+    IndexDamagedError,
+    IndexFormatError,
+    IndexNotFoundError,
+    OutsideFoldersError,
+    RevsearchError,
+    StorageFullError,
+)
+from .safety import confine, crash_point, damaged_rows, display_name, vector_problem
 from .version import __version__
 
 logger = logging.getLogger(__name__)
@@ -96,33 +116,50 @@ __all__ = [
     "utc_now",
     "encode_paths",
     "check_relpath",
+    "check_vectors",
     "write_shard",
     "find_shard",
     "shard_file_names",
+    "StoredAugmentation",
+    "row_keys",
+    "open_augmentation",
+    "AUGMENTATION_SECTIONS",
+    "KEY_DTYPE",
 ]
 
 MANIFEST_NAME = "revsearch.json"
 LOCK_NAME = ".revsearch.lock"
 FORMAT_NAME = "revsearch-index"
 #: 2: store id, file names per shard, paths stored with surrogateescape (non-UTF-8 names kept).
-FORMAT_VERSION = 3
+#: 3: the database-side augmentation section (``dba``, ``dba_stale``).
+#: 4: the ``thumbs`` section (thumbnails for the duplicate verifier, :attr:`Manifest.thumbs`).
+FORMAT_VERSION = 4
 ROW_DTYPE = np.dtype([("size", "<i8"), ("mtime_ns", "<i8"), ("digest", "V16")])
 #: Spec fields that must agree between an index and a query embedder.
 SPEC_KEYS = ("model", "preprocessing", "dim", "weights")
 #: Kinds of shard file and their suffixes.
 SHARD_FILES = {"vectors": ".npy", "rows": ".npy", "paths": ".txt"}
 #: Kinds of section file (one per section, e.g. the approximate index) and their suffixes.
-SECTION_FILES = {"ann": ".faiss", "thumbs": ".npy"}
+SECTION_FILES = {"ann": ".faiss", "dba": ".npy", "thumbs": ".npy"}
 #: Most files the ``thumbs`` section may name (each update adds one; then they are merged).
 THUMB_FILES_MAX = 8
+#: Manifest sections holding a database-side augmentation, and the arrays each one names.
+AUGMENTATION_SECTIONS = ("dba", "dba_stale")
+AUGMENTATION_FILES = ("vectors", "neighbours", "scores", "keys")
+#: A row key of the augmentation section: 16 bytes (see :func:`row_keys`).
+KEY_DTYPE = np.dtype("V16")
 
 _ID_RE = re.compile(r"[0-9a-f]{12}")
 _TOKEN_RE = re.compile(r"[0-9a-z][0-9a-z_-]{0,63}")
 _V1_NAME = re.compile(r"(vectors|rows|paths)-[0-9a-zA-Z][0-9a-zA-Z_-]{0,63}\.(npy|txt)|ann-[0-9a-zA-Z_-]{1,64}\.faiss")
-_NAME_RE = re.compile(r"(vectors|rows|paths|ann|thumbs)-([0-9a-f]{12})-([0-9a-z][0-9a-z_-]{0,63})\.(npy|txt|faiss)")
+_NAME_RE = re.compile(r"(vectors|rows|paths|ann|dba|thumbs)-([0-9a-f]{12})-([0-9a-z][0-9a-z_-]{0,63})\.(npy|txt|faiss)")
 #: Text encoding of stored paths: UTF-8, with undecodable bytes of POSIX file names kept as they are.
 PATH_ERRORS = "surrogateescape"
 _WRITE_CHUNK = 16 * 2**20
+#: A manifest larger than this is damaged (one of a million shards takes ~250 bytes).
+MAX_MANIFEST_BYTES = 256 * 2**20
+#: Longest stored path, in bytes (PATH_MAX on Linux): a paths file longer than this per row is damaged.
+MAX_PATH_BYTES = 4096
 
 
 # ---------------------------------------------------------------------------------------- small helpers
@@ -179,11 +216,14 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None], *, tag: str = ""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{tag or 'x'}-{secrets.token_hex(4)}.tmp")
     try:
+        crash_point(f"write {path.name}")
         with open(tmp, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        crash_point(f"rename into {path.name}")
         os.replace(tmp, path)
+        crash_point(f"renamed into {path.name}")
     except OSError as e:
         if _is_disk_full(e):
             raise StorageFullError(
@@ -279,6 +319,35 @@ def encode_paths(paths: Sequence[str]) -> bytes:
     return "".join(p + "\n" for p in paths).encode("utf-8", PATH_ERRORS)
 
 
+# ---------------------------------------------------------------------------------------- confinement
+def _inside_folder(folder: Path, path: Path) -> Path:
+    """``path`` (a file of the index in ``folder``) if it resolves inside ``folder``; a link leading
+    out (a manifest or shard file replaced by a symbolic link) raises IndexDamagedError."""
+    try:
+        return confine(path, [folder], source=folder / MANIFEST_NAME, what="the index file")
+    except OutsideFoldersError as e:
+        raise IndexDamagedError(folder, f"{e} (a symbolic link leading out of the index folder)") from None
+
+
+def _read_small(folder: Path, path: Path, limit: int) -> bytes:
+    """The bytes of a file of the index (inside its folder, at most ``limit`` bytes)."""
+    if not path.is_symlink() and not path.exists():
+        raise FileNotFoundError(str(path))
+    real = _inside_folder(folder, path)
+    with open(real, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise IndexFormatError(
+                f"{display_name(path)!r} holds {size} bytes, more than any revsearch index file of its kind "
+                f"({limit}): it is damaged or not an index file; restore it or index the images again"
+            )
+        return f.read(limit + 1)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 # ---------------------------------------------------------------------------------------- manifest
 def _damaged(mpath: Path, what: str) -> IndexFormatError:
     return IndexFormatError(
@@ -321,13 +390,23 @@ def _migrate_1_to_2(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 #: The migrations, in order: ``MIGRATIONS[v]`` turns a manifest of format ``v`` into format ``v + 1``
-#: (in memory; the next commit writes :attr:`Manifest.VERSION`). Add one with each new format version.
+#: (in memory; the next commit writes :attr:`Manifest.VERSION`). A version whose manifests read as
+#: they are in the next one (e.g. a new optional section) needs no entry.
 def _migrate_2_to_3(raw: dict[str, Any]) -> dict[str, Any]:
-    """Format 2 -> 3: nothing to change (format 2 has no ``thumbs`` section; the next update makes it)."""
+    """Format 2 -> 3, in memory: nothing to change (format 3 adds the optional augmentation section;
+    search computes it in memory until the next update stores it)."""
     return dict(raw)
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+def _migrate_3_to_4(raw: dict[str, Any]) -> dict[str, Any]:
+    """Format 3 -> 4, in memory: nothing to change (format 4 adds the optional ``thumbs`` section;
+    ``duplicates`` makes thumbnails from the photos until the next update stores them)."""
+    return dict(raw)
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4,
+}
 
 
 def validate_manifest(manifest: Any, mpath: Path) -> Manifest:
@@ -351,7 +430,8 @@ def validate_manifest(manifest: Any, mpath: Path) -> Manifest:
             f"understands ({FORMAT_VERSION}): upgrade revsearch"
         )
     for v in range(version, FORMAT_VERSION):  # in order, each to the next version
-        manifest = MIGRATIONS[v](manifest)
+        if v in MIGRATIONS:
+            manifest = MIGRATIONS[v](manifest)
     spec = manifest.get("spec")
     if not isinstance(spec, dict):
         raise _damaged(mpath, "'spec' is missing or not an object")
@@ -390,7 +470,7 @@ def validate_manifest(manifest: Any, mpath: Path) -> Manifest:
         raise _damaged(mpath, "two shards name the same file")
     if "count" in manifest and manifest["count"] != total:
         raise _damaged(mpath, f"'count' is {manifest['count']!r} but the shards hold {total} rows")
-    for section in _ANN_KEYS:
+    for section in ("ann", "ann_stale"):
         meta = manifest.get(section)
         if meta is None:
             continue
@@ -399,6 +479,28 @@ def validate_manifest(manifest: Any, mpath: Path) -> Manifest:
         name = meta.get("file")
         if name is not None and (not _valid_name(name, store_id) or not str(name).endswith(".faiss")):
             raise _damaged(mpath, f"{section!r} names the file {name!r}")
+    for section in AUGMENTATION_SECTIONS:
+        meta = manifest.get(section)
+        if meta is None:
+            continue
+        if not isinstance(meta, dict):
+            raise _damaged(mpath, f"{section!r} is not an object")
+        files = meta.get("files")
+        if not isinstance(files, dict) or set(files) != set(AUGMENTATION_FILES) or not all(
+            isinstance(n, str) and n.startswith("dba-") and n.endswith(".npy") and _NAME_RE.fullmatch(n)
+            for n in files.values()
+        ):
+            raise _damaged(mpath, f"{section!r} does not name its files")
+        k, count, alpha = meta.get("k"), meta.get("count"), meta.get("alpha")
+        if not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
+            raise _damaged(mpath, f"{section!r} has k = {k!r}")
+        if not (isinstance(count, int) and not isinstance(count, bool) and count >= 0):
+            raise _damaged(mpath, f"{section!r} has count = {count!r}")
+        if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0 <= alpha < float("inf")):
+            raise _damaged(mpath, f"{section!r} has alpha = {alpha!r}")
+        tokens = meta.get("shards")
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise _damaged(mpath, f"{section!r} does not list its shards")
     thumbs = manifest.get("thumbs")
     if thumbs is not None:
         files = thumbs.get("files") if isinstance(thumbs, dict) else None
@@ -408,6 +510,9 @@ def validate_manifest(manifest: Any, mpath: Path) -> Manifest:
         for name in files:
             if not _valid_name(name, store_id) or not str(name).startswith("thumbs-") or not str(name).endswith(".npy"):
                 raise _damaged(mpath, f"'thumbs' names the file {name!r}")
+    links = manifest.get("follow_links")
+    if links is not None and links not in ("inside", "all", "none"):
+        raise _damaged(mpath, f"'follow_links' is {links!r}, not 'inside', 'all' or 'none'")
     ds = manifest.get("dataset_dir")
     if ds is not None and (
         not isinstance(ds, dict) or not all(isinstance(v, str) for v in ds.values() if v is not None)
@@ -419,10 +524,6 @@ def validate_manifest(manifest: Any, mpath: Path) -> Manifest:
     if not isinstance(out.get("complete", True), bool):
         raise _damaged(mpath, f"'complete' is {out['complete']!r}")
     return out
-
-
-#: The manifest entries of the approximate index: the current one, and one an update made stale.
-_ANN_KEYS = ("ann", "ann_stale")
 
 
 class Manifest(dict):
@@ -528,6 +629,13 @@ class Manifest(dict):
         return list(self.get("exclude") or [])
 
     @property
+    def follow_links(self) -> str | None:
+        """Which symbolic links of the dataset folder indexing follows (``"inside"``, ``"all"``, ``"none"``;
+        see :func:`revsearch.images.find_images`); None for an index made before the choice was recorded."""
+        value = self.get("follow_links")
+        return value if isinstance(value, str) else None
+
+    @property
     def imported_from(self) -> dict[str, Any] | None:
         """Where an imported index came from (``legacy_dir``, ``files_skipped``), if it was imported."""
         return self.get("imported_from")
@@ -558,10 +666,28 @@ class Manifest(dict):
             out["ann"] = meta
         return out
 
+    # ------------------------------------------------------------------ search expansion
+    @property
+    def dba(self) -> dict[str, Any] | None:
+        """The stored database-side augmentation of these rows (``k``, ``alpha``, ``count``, ``shards``,
+        ``files``; see :func:`open_augmentation`), or None."""
+        return self.get("dba")
+
+    @property
+    def dba_stale(self) -> dict[str, Any] | None:
+        """An augmentation a commit that changed the rows set aside (the next update starts from it)."""
+        return self.get("dba_stale")
+
+    @property
+    def expansion(self) -> dict[str, Any] | None:
+        """The search expansion recorded for this collection (``qe``, ``alpha``, ``dba``, ``dba_alpha``;
+        :class:`revsearch.rerank.Expansion`), or None for the default."""
+        return self.get("expansion")
+
     # ------------------------------------------------------------------ the duplicate verifier's thumbnails
     @property
     def thumbs(self) -> dict[str, Any] | None:
-        """The thumbnails' entry (:mod:`revsearch.thumbs`: ``side``, ``files``), None before format 3's first update."""
+        """The thumbnails' entry (:mod:`revsearch.thumbs`: ``side``, ``files``), None before format 4's first update."""
         return self.get("thumbs")
 
     @property
@@ -579,13 +705,7 @@ class Manifest(dict):
     # ------------------------------------------------------------------ files
     def file_names(self) -> set[str]:
         """Every file the manifest names (shards and sections)."""
-        out = {n for s in self.get("shards", []) for n in s.get("files", {}).values()}
-        for section in _ANN_KEYS:
-            name = (self.get(section) or {}).get("file")
-            if name:
-                out.add(name)
-        out.update(self.thumb_files)
-        return out
+        return _named_files(self)
 
 
 def read_manifest(folder: str | os.PathLike) -> Manifest:
@@ -606,7 +726,7 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
     folder = Path(folder)
     mpath = folder / MANIFEST_NAME
     try:
-        raw = mpath.read_bytes()
+        raw = _read_small(folder, mpath, MAX_MANIFEST_BYTES)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         legacy = folder.is_dir() and any(
             p.suffix.lower() in (".pbz2", ".pickle", ".pkl") for p in folder.iterdir() if p.is_file()
@@ -619,8 +739,8 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
         )
         raise IndexNotFoundError(f"no revsearch index in {str(folder)!r}.{hint}") from None
     try:
-        manifest = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
+        manifest = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise _damaged(mpath, f"not JSON: {e}") from None
     return validate_manifest(manifest, mpath)
 
@@ -662,26 +782,49 @@ class ShardView:
         self.ref = ref
         self._paths: list[str] | None = None
         f = ref.files
+        self._damaged: np.ndarray | None = None
         self.vectors = self._load_npy("vectors", np.dtype(np.float32), (ref.count, dim))
         self._rows = self._load_npy("rows", ROW_DTYPE, (ref.count,))
+        ppath = folder / f["paths"]
         try:
-            self._text = _map_bytes(folder / f["paths"])
+            real = _inside_folder(folder, ppath) if ppath.is_symlink() else ppath
+            self._text = _map_bytes(real)
         except FileNotFoundError:
-            raise _Missing(folder / f["paths"]) from None
+            raise _Missing(ppath) from None
+        except OSError as e:
+            raise IndexDamagedError(folder, f"index file {str(ppath)!r} cannot be read ({e})") from None
+        if len(self._text) > ref.count * (MAX_PATH_BYTES + 1):
+            raise IndexDamagedError(
+                folder, f"index file {str(ppath)!r} holds {len(self._text)} bytes, too many for {ref.count} paths"
+            )
 
     def _load_npy(self, kind: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
         path = self.folder / self.ref.files[kind]
         try:
-            arr = np.load(path, mmap_mode="r" if self.ref.count else None, allow_pickle=False)
+            real = _inside_folder(self.folder, path) if path.is_symlink() else path
+            arr = np.load(real, mmap_mode="r" if self.ref.count else None, allow_pickle=False)
+            size = os.stat(real).st_size
         except FileNotFoundError:
             raise _Missing(path) from None
-        except (OSError, ValueError) as e:
-            raise IndexDamagedError(self.folder, f"index file {str(path)!r} is damaged ({e})") from None
+        except (OSError, ValueError, EOFError, SyntaxError, TokenError, MemoryError, OverflowError, TypeError) as e:
+            # numpy parses the header with ast.literal_eval: a damaged one raises any of these
+            raise IndexDamagedError(self.folder, f"index file {str(path)!r} is damaged ({display_name(e)})") from None
         if arr.dtype != dtype or arr.shape != shape:
             raise IndexDamagedError(
                 self.folder, f"index file {str(path)!r} holds {arr.shape} {arr.dtype}, expected {shape} {dtype}"
             )
+        if isinstance(arr, np.memmap) and arr.offset + arr.nbytes != size:
+            raise IndexDamagedError(
+                self.folder, f"index file {str(path)!r} holds {size - arr.offset - arr.nbytes} bytes more than its {shape} rows"
+            )
         return arr
+
+    def damaged_rows(self) -> np.ndarray:
+        """Shape (count,) bool: rows whose vector is damaged (NaN, infinite, length far from 1;
+        see :func:`revsearch.safety.damaged_rows`). Computed once per view (one pass over the file)."""
+        if self._damaged is None:
+            self._damaged = damaged_rows(self.vectors)
+        return self._damaged
 
     @property
     def token(self) -> str:
@@ -740,6 +883,8 @@ class Snapshot:
     folder: Path
     manifest: Manifest
     shards: list[ShardView] = field(default_factory=list)
+    #: The stored augmentation of these rows (memory-mapped when the snapshot was opened), or None.
+    augmentation: StoredAugmentation | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.manifest, Manifest):
@@ -772,6 +917,32 @@ class Snapshot:
     def refs(self) -> list[ShardRef]:
         return [s.ref for s in self.shards]
 
+    def take(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The vectors of global rows ``rows`` (any order), shape (len(rows), dim) float32 (a copy)."""
+        rows = np.asarray(rows, np.int64).reshape(-1)
+        out = np.empty((len(rows), self.dim), np.float32)
+        offset = 0
+        for s in self.shards:
+            m = (rows >= offset) & (rows < offset + s.count)
+            if m.any():
+                out[m] = s.vectors[rows[m] - offset]
+            offset += s.count
+        if len(rows) and ((rows < 0) | (rows >= offset)).any():
+            raise IndexError("row out of range")
+        return out
+
+    def damaged_rows(self) -> np.ndarray:
+        """Global row numbers whose vector is damaged (NaN, infinite, length far from 1), shape (m,) int64.
+
+        One pass over the vectors on the first call (per shard, cached); an index written by
+        revsearch has none unless a file was damaged afterwards (a bad copy or sync).
+        """
+        out, offset = [], 0
+        for s in self.shards:
+            out.append(np.flatnonzero(s.damaged_rows()) + offset)
+            offset += s.count
+        return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
+
     def path_at(self, row: int) -> str:
         """The stored path of global row ``row``."""
         if row < 0:
@@ -801,7 +972,8 @@ def open_snapshot(folder: str | os.PathLike, *, attempts: int = 8) -> Snapshot:
     for _ in range(attempts):
         manifest = read_manifest(folder)
         try:
-            return Snapshot(folder, manifest, _open_shards(folder, manifest))
+            shards = _open_shards(folder, manifest)
+            return Snapshot(folder, manifest, shards, open_augmentation(folder, manifest, "dba", shards))
         except _Missing as e:
             missing = e.path
             try:
@@ -811,6 +983,116 @@ def open_snapshot(folder: str | os.PathLike, *, attempts: int = 8) -> Snapshot:
             if again == manifest:
                 raise IndexDamagedError(folder, f"index file {str(missing)!r} is missing") from None
     raise IndexDamagedError(folder, f"index file {str(missing)!r} is missing")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------------------- augmentation
+@dataclass(frozen=True)
+class StoredAugmentation:
+    """A database-side augmentation section, opened (every array memory-mapped).
+
+    Attributes
+    ----------
+    meta : dict
+        The manifest section: ``k``, ``alpha``, ``count``, ``shards`` (tokens), ``files``.
+    vectors : numpy.ndarray
+        Shape (n, dim) float32, the augmented, L2-normalised vectors.
+    neighbours : numpy.ndarray
+        Shape (n, k) int64, each row's k nearest other rows (-1 where there are fewer).
+    scores : numpy.ndarray
+        Shape (n, k) float32, their cosines (-inf for -1).
+    keys : numpy.ndarray
+        Shape (n,) :data:`KEY_DTYPE`, each row's key (:func:`row_keys`).
+    """
+
+    meta: dict[str, Any]
+    vectors: np.ndarray
+    neighbours: np.ndarray
+    scores: np.ndarray
+    keys: np.ndarray
+
+    @property
+    def k(self) -> int:
+        return int(self.meta["k"])
+
+    @property
+    def alpha(self) -> float:
+        return float(self.meta["alpha"])
+
+    def __len__(self) -> int:
+        return int(self.meta["count"])
+
+
+def row_keys(paths: Sequence[str], rows: np.ndarray) -> np.ndarray:
+    """Each row's key for the augmentation section: a 16-byte hash of its path and its file's content hash.
+
+    A row keeps its key while its file is unchanged (moved shards, merges, other rows added or
+    removed); a re-embedded file gets a new content hash and so a new key.
+
+    Parameters
+    ----------
+    paths : sequence of str
+        Shape (n,), stored paths.
+    rows : numpy.ndarray
+        Shape (n,) :data:`ROW_DTYPE`.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n,) :data:`KEY_DTYPE`.
+    """
+    import hashlib
+
+    rows = np.asarray(rows, ROW_DTYPE)
+    out = np.zeros(len(paths), KEY_DTYPE)
+    for i, (p, r) in enumerate(zip(paths, rows)):
+        h = hashlib.blake2b(p.encode("utf-8", PATH_ERRORS) + b"\0" + bytes(r["digest"]), digest_size=16)
+        out[i] = np.void(h.digest())
+    return out
+
+
+def open_augmentation(
+    folder: str | os.PathLike, manifest: dict[str, Any], section: str = "dba", shards: Sequence[ShardView] | None = None
+) -> StoredAugmentation | None:
+    """Memory-map the augmentation section ``section`` of a manifest (None if there is none or it is unusable).
+
+    With ``shards`` (the snapshot's), the section must have been made for exactly those shards
+    and the manifest's dimension. A missing or damaged file is logged, not raised: search then
+    computes the augmentation in memory and the next update writes it again.
+    """
+    meta = manifest.get(section)
+    if not meta:
+        return None
+    folder = Path(folder)
+    dim = int(manifest["spec"]["dim"])
+    n, k = int(meta["count"]), int(meta["k"])
+    if shards is not None and (meta["shards"] != [s.token for s in shards] or n != sum(s.count for s in shards)):
+        logger.warning("the augmentation stored in %s is not of the index's rows: ignored", folder)
+        return None
+    expect = {"vectors": (np.float32, (n, dim)), "neighbours": (np.int64, (n, k)), "scores": (np.float32, (n, k)),
+              "keys": (KEY_DTYPE, (n,))}
+    arrays = {}
+    for kind, (dtype, shape) in expect.items():
+        path = folder / meta["files"][kind]
+        try:
+            arr = np.load(path, mmap_mode="r" if n else None, allow_pickle=False)
+        except FileNotFoundError:
+            if section == "dba" and shards is not None:
+                raise _Missing(path) from None  # maybe a commit in between: open_snapshot reads the manifest again
+            logger.warning("the augmentation file %s is missing: ignored (the next update writes it again)", path)
+            return None
+        except (OSError, ValueError) as e:
+            logger.warning("the augmentation file %s is damaged (%s): ignored (the next update writes it again)", path, e)
+            return None
+        if arr.dtype != np.dtype(dtype) or arr.shape != shape:
+            logger.warning("the augmentation file %s holds %s %s, expected %s %s: ignored", path, arr.shape, arr.dtype,
+                           shape, np.dtype(dtype))
+            return None
+        arrays[kind] = arr
+    nb = arrays["neighbours"]
+    if n and (np.asarray(nb).min(initial=0) < -1 or np.asarray(nb).max(initial=-1) >= n):
+        logger.warning("the augmentation stored in %s names rows out of range: ignored", folder)
+        return None
+    return StoredAugmentation(dict(meta), arrays["vectors"], nb, arrays["scores"], arrays["keys"])
 
 
 # ---------------------------------------------------------------------------------------- writing
@@ -865,11 +1147,47 @@ def write_shard(
         dim = vectors.shape[1]
     elif dim is None:
         raise ValueError("dim is needed when vectors are given as blocks")
+    if isinstance(vectors, np.ndarray):
+        _check_vectors(vectors, 0)
+    else:
+        vectors = _checked_blocks(vectors)
     names = _shard_names(store_id, token)
     atomic_write(folder / names["vectors"], lambda fh: write_npy(fh, vectors, (n, dim), np.float32), tag=store_id)
     atomic_write(folder / names["rows"], lambda fh: write_npy(fh, rows, (n,), ROW_DTYPE), tag=store_id)
     atomic_write(folder / names["paths"], lambda fh: fh.write(text), tag=store_id)
     return ShardRef(token, n, names)
+
+
+def check_vectors(vectors: np.ndarray) -> None:
+    """Refuse vectors the store would not write: NaN or infinite values, or a length neither 1 nor 0.
+
+    Raises
+    ------
+    DamagedVectorsError
+        Naming the first bad row.
+    """
+    _check_vectors(vectors, 0)
+
+
+def _check_vectors(block: np.ndarray, start: int) -> None:
+    why = vector_problem(np.asarray(block, np.float32))
+    if why is not None:
+        if start and why.startswith("row "):
+            first, rest = why[4:].split(" ", 1)
+            why = f"row {int(first) + start} {rest}"
+        raise DamagedVectorsError(
+            f"refusing to store damaged vectors ({why}): every stored vector must be finite and of unit "
+            "length (or all zero); nothing was written. Normalise them (revsearch.embedding.l2_normalize) "
+            "or leave those images out"
+        )
+
+
+def _checked_blocks(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    start = 0
+    for block in blocks:
+        _check_vectors(block, start)
+        start += len(block)
+        yield block
 
 
 def find_shard(folder: str | os.PathLike, store_id: str, token: str, dim: int) -> ShardRef | None:
@@ -902,7 +1220,14 @@ class _FolderLock:
             import fcntl
         except ImportError:  # Windows: no advisory lock
             return self
-        self.fh = open(self.path, "a+")
+        try:  # never through a symbolic link (a lock file replaced by one would create a file elsewhere)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as e:
+            raise RevsearchError(
+                f"cannot take the lock {display_name(self.path)!r} ({e.strerror or e}): if it is a symbolic link, "
+                "delete it (revsearch creates it again)"
+            ) from None
+        self.fh = os.fdopen(fd, "a+")
         try:
             fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -1010,13 +1335,62 @@ class FolderWriter:
         return ref
 
     def write_section_file(self, kind: str, write: Callable[[BinaryIO], None]) -> str:
-        """Write a new file of a section (``"ann"``, ``"thumbs"``) atomically; return its name (for the manifest)."""
+        """Write a new file of a section (``"ann"``) atomically; return its name (for the manifest)."""
         if kind not in SECTION_FILES:
             raise ValueError(f"unknown section {kind!r}")
         name = f"{kind}-{self.store_id}-{new_token()}{SECTION_FILES[kind]}"
         atomic_write(self.folder / name, write, tag=self.store_id)
         self._pending.add(name)
         return name
+
+    def write_augmentation(
+        self,
+        vectors: np.ndarray | Iterable[np.ndarray],
+        neighbours: np.ndarray,
+        scores: np.ndarray,
+        keys: np.ndarray,
+        *,
+        k: int,
+        alpha: float,
+        shards: Sequence[ShardRef],
+        dim: int,
+    ) -> dict[str, Any]:
+        """Write an augmentation section's four files (each atomically); return its manifest entry.
+
+        Commit it with ``commit(dba=entry)``.
+
+        Parameters
+        ----------
+        vectors : numpy.ndarray or iterable of numpy.ndarray
+            Shape (n, dim) float32, or consecutive blocks of rows (streamed).
+        neighbours : numpy.ndarray
+            Shape (n, k) int64.
+        scores : numpy.ndarray
+            Shape (n, k) float32.
+        keys : numpy.ndarray
+            Shape (n,) :data:`KEY_DTYPE`.
+        k : int
+        alpha : float
+        shards : sequence of ShardRef
+            The shards whose rows these are, in order.
+        dim : int
+        """
+        n = len(keys)
+        neighbours = np.asarray(neighbours, np.int64)
+        scores = np.asarray(scores, np.float32)
+        if neighbours.shape != (n, k) or scores.shape != (n, k) or sum(s.count for s in shards) != n:
+            raise ValueError("augmentation arrays and shards do not agree")
+        files = {}
+        for kind, data, shape, dtype in (
+            ("neighbours", neighbours, (n, k), np.int64),
+            ("scores", scores, (n, k), np.float32),
+            ("keys", np.asarray(keys, KEY_DTYPE), (n,), KEY_DTYPE),
+            ("vectors", vectors, (n, dim), np.float32),
+        ):
+            files[kind] = self.write_section_file(
+                "dba", lambda fh, d=data, sh=shape, dt=dtype: write_npy(fh, d, sh, dt)  # type: ignore[misc]
+            )
+        return {"k": int(k), "alpha": float(alpha), "count": n, "shards": [s.token for s in shards], "files": files}
 
     # -------------------------------------------------------------- committing
     def commit(
@@ -1030,8 +1404,11 @@ class FolderWriter:
         exclude: Any = _KEEP,
         imported_from: Any = _KEEP,
         built_with: Any = _KEEP,
+        follow_links: Any = _KEEP,
         ann: Any = _KEEP,
         stale_ann: bool = False,
+        dba: Any = _KEEP,
+        expansion: Any = _KEEP,
         thumbs: Any = _KEEP,
         fields: dict[str, Any] | None = None,
         protect: Iterable[str] = (),
@@ -1058,13 +1435,21 @@ class FolderWriter:
             Where an imported index came from.
         built_with : str or None, optional
             ``"dask"`` when a Dask cluster indexed it.
+        follow_links : {"inside", "all", "none"} or None, optional
+            Which symbolic links of the dataset folder indexing follows (later updates keep it).
         ann : dict or None, optional
             The approximate index's entry (None: none); replaces a stale one.
         stale_ann : bool, default False
             The vectors change: an approximate index the manifest names becomes stale (kept as
             :attr:`Manifest.ann_stale` until the end of the run extends or rebuilds it).
+        dba : dict or None, optional
+            The augmentation section (:meth:`write_augmentation`'s entry; None: none); replaces
+            one set aside. Left out, a commit that changes the shards sets the current one aside
+            (:attr:`Manifest.dba_stale`): an augmentation never names other rows than the shards'.
         thumbs : (int, list of str) or None, optional
             The thumbnails' side and files (:mod:`revsearch.thumbs`; None: none).
+        expansion : dict or None, optional
+            The search expansion recorded for the collection (None: the default).
         fields : dict, optional
             Entries no keyword covers yet (a value of None removes the entry); prefer a keyword.
         protect : iterable of str
@@ -1084,6 +1469,12 @@ class FolderWriter:
         if shards is not None:
             manifest["shards"] = [s.entry() for s in shards]
         manifest.setdefault("shards", [])
+        current = manifest.dba
+        tokens = [s["token"] for s in manifest["shards"]]
+        if current and dba is _KEEP and current.get("shards") != tokens:
+            # an augmentation of other rows never stays current: kept aside for an incremental update
+            manifest["dba_stale"] = current
+            manifest.pop("dba")
         manifest["count"] = sum(int(s["count"]) for s in manifest["shards"])
         if complete is not None:
             manifest["complete"] = bool(complete)
@@ -1101,18 +1492,24 @@ class FolderWriter:
             changes["weights_path"] = None if weights_path is None else str(weights_path)
         if exclude is not _KEEP:
             changes["exclude"] = [str(p) for p in exclude] if exclude else None
+        if dba is not _KEEP:
+            changes["dba"], changes["dba_stale"] = dba, None
+        if expansion is not _KEEP:
+            changes["expansion"] = expansion
+        if thumbs is not _KEEP:
+            changes["thumbs"] = None if thumbs is None else {"side": int(thumbs[0]), "files": [str(f) for f in thumbs[1]]}
         if imported_from is not _KEEP:
             changes["imported_from"] = imported_from
         if built_with is not _KEEP:
             changes["built_with"] = built_with
+        if follow_links is not _KEEP:
+            changes["follow_links"] = follow_links
         if ann is not _KEEP:
             if stale_ann:
                 raise ValueError("give ann or stale_ann, not both")
             changes["ann"], changes["ann_stale"] = ann, None
         elif stale_ann and manifest.ann:  # kept for the end of the run, which extends or rebuilds it
             changes["ann_stale"], changes["ann"] = manifest.ann, None
-        if thumbs is not _KEEP:
-            changes["thumbs"] = None if thumbs is None else {"side": int(thumbs[0]), "files": [str(f) for f in thumbs[1]]}
         for key, value in changes.items():
             if value is None:
                 manifest.pop(key, None)
@@ -1133,22 +1530,24 @@ class FolderWriter:
         data = json.dumps(manifest, indent=2).encode("utf-8")
         atomic_write(self.folder / MANIFEST_NAME, lambda f: f.write(data), tag=self.store_id)
         _fsync_dir(self.folder)
+        crash_point("committed; housekeeping next")
         self.manifest = manifest
-        live = manifest.file_names()
+        live = _named_files(manifest)
         self._pending -= live
-        self._housekeep(previous.file_names() if previous else set(), live | set(protect))
+        self._housekeep(_named_files(previous) if previous else set(), live | set(protect))
         return manifest
 
     def _housekeep(self, previously_named: set[str], keep: set[str]) -> None:
         """Delete the store's own files that the committed manifest does not name."""
         ours = re.compile(
-            r"\.?(?:vectors|rows|paths|ann|thumbs)-" + re.escape(self.store_id) + r"-[0-9a-z][0-9a-z_-]{0,63}\.(?:npy|txt|faiss)"
+            r"\.?(?:vectors|rows|paths|ann|dba|thumbs)-" + re.escape(self.store_id) + r"-[0-9a-z][0-9a-z_-]{0,63}\.(?:npy|txt|faiss)"
             r"|\..+\." + re.escape(self.store_id) + r"-[0-9a-f]{8}\.tmp"
         )
         for name in sorted(os.listdir(self.folder)):
             if name in keep or name in self._pending:
                 continue
             if name in previously_named or ours.fullmatch(name):
+                crash_point(f"delete {name}")
                 with contextlib.suppress(OSError):
                     (self.folder / name).unlink()
                     logger.debug("removed %s", self.folder / name)
@@ -1159,6 +1558,20 @@ class FolderWriter:
             with contextlib.suppress(OSError):
                 (self.folder / name).unlink()
         self._pending.clear()
+
+
+def _named_files(manifest: dict[str, Any] | None) -> set[str]:
+    if not manifest:
+        return set()
+    out = {n for s in manifest.get("shards", []) for n in s.get("files", {}).values()}
+    for section in ("ann", "ann_stale"):
+        name = (manifest.get(section) or {}).get("file")
+        if name:
+            out.add(name)
+    for section in AUGMENTATION_SECTIONS:
+        out.update(((manifest.get(section) or {}).get("files") or {}).values())
+    out.update((manifest.get("thumbs") or {}).get("files") or [])
+    return out
 
 
 # ---------------------------------------------------------------------------------------- section files

@@ -38,6 +38,7 @@ __all__ = [
     "search_image",
     "search_widget",
     "show_search",
+    "show_text_search",
     "uploaded_files",
 ]
 
@@ -58,6 +59,7 @@ def search_image(
     k: int = 9,
     weights: str | os.PathLike | None = "imagenet",
     title: str | None = "query",
+    expand: Any = None,
 ) -> SearchResults:
     """Search an existing index and draw the query above its matches.
 
@@ -76,6 +78,9 @@ def search_image(
         Used with a model name.
     title : str, optional
         Title of the query panel.
+    expand : bool or Expansion, optional
+        Query expansion and database-side augmentation: on by default (the index's expansion);
+        False: a plain cosine search (see :func:`revsearch.reverse_image_search`).
 
     Returns
     -------
@@ -94,7 +99,7 @@ def search_image(
 
     image = load_image(read_query(query))  # a URL is downloaded (time limit, size cap), a path read
     results = reverse_image_search(
-        image, model, dataset_dir, vector_dir, generate=False, k=k, weights=weights, progress=False
+        image, model, dataset_dir, vector_dir, generate=False, k=k, weights=weights, progress=False, expand=expand
     )
     results.figure = plot_results(image, results, title=title)
     return results
@@ -165,7 +170,7 @@ def show_search(
     note : str, optional
         A line shown above the result (e.g. which pipeline made the index).
     **kwargs
-        ``dataset_dir``, ``model``, ``k``, ``weights``: see :func:`search_image`.
+        ``dataset_dir``, ``model``, ``k``, ``weights``, ``expand``: see :func:`search_image`.
 
     Returns
     -------
@@ -189,6 +194,74 @@ def show_search(
         return None
     output.outputs = (*before, *((_stream(note),) if note else ()), picture, _stream(_listing(results)))
     return results
+
+
+def show_text_search(
+    output: ipywidgets.Output,
+    text: str,
+    *,
+    vector_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike | None = None,
+    k: int = 9,
+    append: bool = False,
+    note: str | None = None,
+    **_ignored: Any,
+) -> SearchResults | None:
+    """Search a CLIP index by words and show the matches (or one clear message) in an Output widget.
+
+    Parameters
+    ----------
+    output : ipywidgets.Output
+    text : str
+        E.g. ``"a red car at night"``.
+    vector_dir : path
+        The index folder (built with a CLIP model, e.g. ``"clip-vit-b32"``).
+    dataset_dir : path, optional
+    k : int, default 9
+    append : bool, default False
+    note : str, optional
+        A line shown above the result.
+
+    Returns
+    -------
+    SearchResults or None
+        None if the search failed (the message is in ``output``: e.g. an image-only index).
+    """
+    from .api import search_text
+    from .display import figure_png
+
+    before = tuple(output.outputs) if append else ()
+    label = f"“{text}”"
+    output.outputs = (*before, _stream(f"Searching for {label} ..."))
+    try:
+        results = search_text(text, vector_dir, k, dataset_dir=dataset_dir)
+        from .display import plot_results
+
+        results.figure = plot_results(None, results)
+        results.figure.suptitle(label, fontsize=12, fontweight="bold")
+        picture = _picture(figure_png(results.figure), f"the {len(results)} best matches of {label}")
+    except (RevsearchError, ValueError) as e:
+        logger.info("search for %s failed: %s", label, e)
+        output.outputs = (*before, _message(f"Could not search for {label}: {e}"))
+        return None
+    except Exception as e:  # anything else: still one message for the user, details in the log
+        logger.debug("search for %s failed", label, exc_info=True)
+        output.outputs = (*before, _message(f"Could not search for {label}: unexpected {type(e).__name__}: {e}"))
+        return None
+    output.outputs = (*before, *((_stream(note),) if note else ()), picture, _stream(_listing(results)))
+    return results
+
+
+def _index_takes_text(vector_dir: str | os.PathLike) -> bool:
+    """Whether the index in ``vector_dir`` can be searched by words (True where that is not known yet)."""
+    from .clip import supports_text
+    from .operations import open_for_writing
+
+    try:
+        existing = open_for_writing(vector_dir)
+        return existing is None or supports_text(existing.spec["model"])
+    except (RevsearchError, OSError, KeyError, TypeError):
+        return True
 
 
 def uploaded_files(value: Any) -> list[tuple[str, bytes]]:
@@ -244,6 +317,9 @@ class SearchApp:
         The slider's maximum.
     note : str, optional
         Shown above the first result only (the notebook says which pipeline made the index).
+    text_search : bool, optional
+        Show the box for words (text queries, CLIP indexes). Default: shown unless the index in
+        ``vector_dir`` was built with an image-only model.
 
     Attributes
     ----------
@@ -255,6 +331,10 @@ class SearchApp:
         Number of matches; moving it searches the last query again.
     button : ipywidgets.Button
         Searches the link or path (or the last query again).
+    words : ipywidgets.Text
+        Words to search for (``"a red car at night"``) in a CLIP index; Enter or :attr:`words_button` searches.
+    words_button : ipywidgets.Button
+        Searches the words.
     output : ipywidgets.Output
         The query above its matches, or a message.
     widget : ipywidgets.VBox
@@ -275,6 +355,8 @@ class SearchApp:
         weights: str | os.PathLike | None = "imagenet",
         max_k: int = 30,
         note: str | None = None,
+        expand: Any = None,
+        text_search: bool | None = None,
     ) -> None:
         import ipywidgets as w
 
@@ -283,6 +365,7 @@ class SearchApp:
             "dataset_dir": dataset_dir,
             "model": model,
             "weights": weights,
+            "expand": expand,
         }
         self.note = note
         self.upload = w.FileUpload(accept="image/*", multiple=False, description="Upload a photo")
@@ -302,13 +385,26 @@ class SearchApp:
             description="Matches:",
             continuous_update=False,
         )
+        self.words = w.Text(
+            placeholder="... or describe the photos, e.g. a red car at night (CLIP index)",
+            description="Words:",
+            continuous_update=False,
+            style={"description_width": "initial"},
+            layout=w.Layout(width="70%"),
+        )
+        self.words_button = w.Button(description="Search words", icon="font", tooltip="Search the index by these words")
+        words_row = w.HBox([self.words, self.words_button])
+        if not (text_search if text_search is not None else _index_takes_text(vector_dir)):
+            words_row.layout.display = "none"
         self.output = w.Output()
-        self.widget = w.VBox([self.upload, w.HBox([self.path, self.button]), self.k, self.output])
+        self.widget = w.VBox([self.upload, w.HBox([self.path, self.button]), words_row, self.k, self.output])
         self.results: SearchResults | None = None
         self.searches = 0
-        self._last: tuple[Any, str] | None = None
+        self._last: tuple[Any, str | None] | None = None  # (query, name); name None: words
         self.upload.observe(self._on_upload, names="value")
         self.button.on_click(self._on_click)
+        self.words.observe(self._on_words, names="value")
+        self.words_button.on_click(lambda _b: self.search_words(self.words.value))
         self.k.observe(self._on_k, names="value")
 
     def search(self, query: ImageSource, name: str, *, append: bool = False) -> SearchResults | None:
@@ -320,6 +416,21 @@ class SearchApp:
             self.output, query, name=name, append=append, note=note, k=int(self.k.value), **self.options
         )
         return self.results
+
+    def search_words(self, text: str) -> SearchResults | None:
+        """Search the index by words (a CLIP index) and show the result in :attr:`output`."""
+        if not str(text).strip():
+            self.output.outputs = (_message("Type words that describe the photos to find, e.g. a red car at night."),)
+            return None
+        self._last = (str(text), None)
+        note = self.note if self.searches == 0 else None
+        self.searches += 1
+        self.results = show_text_search(self.output, str(text), note=note, k=int(self.k.value), **self.options)
+        return self.results
+
+    def _on_words(self, change: dict[str, Any]) -> None:
+        if str(change.get("new") or "").strip():
+            self.search_words(change["new"])
 
     def _on_upload(self, change: dict[str, Any]) -> None:
         try:
@@ -360,7 +471,7 @@ class SearchApp:
         elif text:
             self.search(_folder(text), text)
         elif self._last is not None:
-            self.search(*self._last)
+            self._again()
         else:
             self.output.outputs = (
                 _message("Upload a photo, or paste an image link or the path of an image file, then press Search."),
@@ -368,7 +479,15 @@ class SearchApp:
 
     def _on_k(self, _change: dict[str, Any]) -> None:
         if self._last is not None:
-            self.search(*self._last)
+            self._again()
+
+    def _again(self) -> None:
+        """The last search again: words (name None) or an image."""
+        query, name = self._last  # type: ignore[misc]
+        if name is None:
+            self.search_words(query)
+        else:
+            self.search(query, name)
 
     def _ipython_display_(self) -> None:  # pragma: no cover - notebook display
         from IPython.display import display
@@ -385,6 +504,8 @@ def search_widget(
     weights: str | os.PathLike | None = "imagenet",
     max_k: int = 30,
     note: str | None = None,
+    expand: Any = None,
+    text_search: bool | None = None,
 ) -> ipywidgets.VBox:
     """A search box for a notebook: upload a photo (or paste a link or a path) and see its best matches.
 
@@ -410,14 +531,20 @@ def search_widget(
         The slider's maximum.
     note : str, optional
         Shown above the first result.
+    expand : bool or Expansion, optional
+        Query expansion and database-side augmentation: on by default; False turns it off.
+    text_search : bool, optional
+        Show the box for words (a CLIP index). Default: unless the index was built with an image-only model.
 
     Returns
     -------
     ipywidgets.VBox
         Its children: the ``FileUpload``, an ``HBox`` of the link/path ``Text`` and the search
-        ``Button``, the k ``IntSlider``, and the ``Output`` area. (Use :class:`SearchApp` to
+        ``Button``, an ``HBox`` of the words ``Text`` and its ``Button`` (hidden for an image-only
+        index), the k ``IntSlider``, and the ``Output`` area. (Use :class:`SearchApp` to
         reach them by name.)
     """
     return SearchApp(
-        vector_dir, dataset_dir=dataset_dir, model=model, k=k, weights=weights, max_k=max_k, note=note
+        vector_dir, dataset_dir=dataset_dir, model=model, k=k, weights=weights, max_k=max_k, note=note,
+        text_search=text_search, expand=expand,
     ).widget

@@ -74,7 +74,8 @@ def test_search_json_uses_the_recorded_model(indexed) -> None:  # type: ignore[n
     assert [r["rank"] for r in data["results"]] == [1, 2, 3]
     best = data["results"][0]
     # found itself: the query was embedded with the index's own (seeded random) weights
-    assert best["relpath"] == "img0005.jpg" and best["score"] == pytest.approx(1.0, abs=1e-4)
+    # (the default expansion scores the expanded query against the augmented vector: close to, not exactly, 1)
+    assert best["relpath"] == "img0005.jpg" and best["score"] == pytest.approx(1.0, abs=1e-3)
     assert all(Path(r["path"]).is_file() for r in data["results"])
     scores = [r["score"] for r in data["results"]]
     assert scores == sorted(scores, reverse=True)

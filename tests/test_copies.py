@@ -101,7 +101,7 @@ def test_thumbnails_are_stored_by_the_update_and_survive_kill_and_migration(
     ds, vec = tmp_path / "ds", tmp_path / "vec"
     truth = _copies_dataset(ds)
     idx, _ = Index.build(ds, vec, resnet_random, progress=False)
-    assert idx.manifest.format_version == store.FORMAT_VERSION == 3
+    assert idx.manifest.format_version == store.FORMAT_VERSION == 4
     st = StoredThumbnails(idx.snapshot)
     assert st.present.all() and len(st) == len(truth)
     t = st.get(idx.paths.index("coffee.jpg"))
@@ -144,7 +144,7 @@ def test_thumbnails_are_stored_by_the_update_and_survive_kill_and_migration(
     assert report.info["thumbnails_from_photos"] == len(old)
     assert len(report.groups) == 1 and len(report.groups[0]) == 5
     idx, _ = Index.build(ds, vec, resnet_random, progress=False)
-    assert idx.manifest.format_version == 3 and idx.manifest.migrated_from == 2
+    assert idx.manifest.format_version == 4 and idx.manifest.migrated_from == 2
     assert StoredThumbnails(idx.snapshot).present.all()
     assert find_duplicates(idx).info["thumbnails_from_photos"] == 0
 

@@ -117,3 +117,14 @@ def test_links_between_the_pages_resolve() -> None:
 def test_readme_is_short() -> None:
     """The README is for a newcomer; reference material lives in docs/."""
     assert len(README.read_text(encoding="utf-8").splitlines()) <= 250
+
+
+def test_every_public_name_is_on_the_python_page() -> None:
+    """docs/python.md lists every name the package and its operations layer export."""
+    import revsearch
+    import revsearch.operations
+
+    text = (README.parent / "docs" / "python.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)", text))
+    missing = sorted((set(revsearch.__all__) | set(revsearch.operations.__all__)) - listed)
+    assert not missing, f"add these names to docs/python.md: {missing}"

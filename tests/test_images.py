@@ -585,8 +585,10 @@ def test_prepare_image_pad_vs_crop_wide() -> None:
     assert (padded[:, 0][60:164] == 255).all()
     cropped = prepare_image(wide, fit="crop")
     assert (cropped == 255).all()
+    stretched = prepare_image(wide, fit="stretch")  # the whole image, aspect ratio not kept (SigLIP's way)
+    assert stretched.shape == (224, 224, 3) and (stretched == 255).all()
     with pytest.raises(ValueError, match="fit"):
-        prepare_image(wide, fit="stretch")
+        prepare_image(wide, fit="squash")
 
 
 def test_prepare_image_crop_takes_centre() -> None:
@@ -733,13 +735,20 @@ def test_symlinked_folders_followed_once_without_loops(tmp_path: Path) -> None:
     (root / "again").symlink_to(root / "real", target_is_directory=True)  # a second name for a real folder
     (outside / "back").symlink_to(outside, target_is_directory=True)  # a loop inside the linked folder
     skipped: list[images.SkippedFile] = []
-    found = find_images(root, skipped=skipped)
+    found = find_images(root, skipped=skipped, follow_links="all")
     assert [p.relative_to(root).as_posix() for p in found] == ["linked/b.jpg", "linked/deeper/c.jpg", "real/a.jpg"]
     reasons = {p.path.relative_to(root).as_posix(): p.reason for p in skipped}
     assert set(reasons) == {"real/up", "again", "linked/back"}
     assert "loop" in reasons["real/up"] and "loop" in reasons["linked/back"]
     assert "already searched" in reasons["again"] and "'real'" in reasons["again"]
-    assert find_images(root) == found  # without a list to fill, the same answer
+    assert find_images(root, follow_links="all") == found  # without a list to fill, the same answer
+    # the default follows only links that stay inside the folder: the link out is reported, not followed
+    skipped = []
+    inside = find_images(root, skipped=skipped)
+    assert [p.relative_to(root).as_posix() for p in inside] == ["real/a.jpg"]
+    reasons = {p.path.relative_to(root).as_posix(): p.reason for p in skipped}
+    assert "outside the dataset folder" in reasons["linked"] and "already searched" in reasons["again"]
+    assert find_images(root, follow_links="none") == inside
 
 
 def test_unreadable_folder_is_reported_not_silent(

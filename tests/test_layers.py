@@ -18,7 +18,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "revsearch"
 #: modules, for a module that is a package). ``__init__`` (the lazy facade) and ``__main__`` stand apart.
 #: (Some names belong to branches not merged yet: safety, clip, thumbs, textsearch.)
 LAYERS: list[tuple[str, list[str]]] = [
-    ("foundation", ["errors", "version", "console", "edits", "models", "measured", "safety"]),
+    ("foundation", ["errors", "version", "console", "edits", "models", "measured"]),
+    ("what a file may make revsearch do: confinement, safe names, checked numbers", ["safety"]),
     ("images and devices", ["images", "backends", "search"]),
     ("embedding, storage, input", ["embedding", "store", "remote", "display", "data", "colab"]),
     ("approximate search, search options, other models", ["ann", "rerank", "clip", "thumbs"]),

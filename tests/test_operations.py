@@ -16,7 +16,7 @@ from revsearch import update_index
 from revsearch.embedding import Embedder
 from revsearch.errors import IndexNotFoundError, ModelMismatchError
 from revsearch.operations import IncompatibleOptionsError, register_query_kind, resolve_embedder, search
-from revsearch.store import MANIFEST_NAME, MIGRATIONS, Manifest, read_manifest, writing
+from revsearch.store import MANIFEST_NAME, MIGRATIONS, SPEC_KEYS, Manifest, read_manifest, writing
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,9 @@ def test_search_kinds_image_path_bytes_vector_agree(built) -> None:  # type: ign
     by_path = search_index(vec, query, k=4)
     by_bytes = search(result.index, query.read_bytes(), k=4)
     by_vector = search(vec, result.index.vectors[by_path[0].row], k=4)
-    assert by_path[0].relpath == "a/img0002.jpg" and by_path[0].score == pytest.approx(1.0, abs=1e-4)
+    # found itself (with the default expansion the score is the expanded query's cosine with the augmented vector)
+    assert by_path[0].relpath == "a/img0002.jpg" and by_path[0].score == pytest.approx(1.0, abs=1e-3)
+    assert search(vec, query, k=1, expand=False)[0].score == pytest.approx(1.0, abs=1e-4)
     assert [m.relpath for m in by_bytes] == [m.relpath for m in by_path]
     assert [m.relpath for m in by_vector] == [m.relpath for m in by_path]
     assert [m.relpath for m in search(vec, ImageQuery(query), k=4, exact=True)] == [m.relpath for m in by_path]
@@ -56,8 +58,12 @@ def test_scope_options_and_conflicts(built) -> None:  # type: ignore[no-untyped-
     assert len(under_b) == 4 and all(m.relpath.startswith("b/") for m in under_b)
     no_png = search(vec, query, k=9, exclude=["*.png"])
     assert len(no_png) == 6 and all(m.relpath.endswith(".jpg") for m in no_png)
+    scoped = search(vec, query, k=9, qe=3, under="b")  # expansion works within a scope
+    assert len(scoped) == 4 and all(m.relpath.startswith("b/") for m in scoped)
     with pytest.raises(IncompatibleOptionsError, match="under/exclude"):
-        search(vec, query, qe=2, under="b")
+        search(vec, query, rotations=True, under="b")
+    with pytest.raises(IncompatibleOptionsError, match="expand=False"):
+        search(vec, query, qe=2, expand=False)
     with pytest.raises(IncompatibleOptionsError, match="dask"):
         search(vec, query, qe=2, dask="local")
     with pytest.raises(IncompatibleOptionsError, match="image query"):
@@ -113,7 +119,8 @@ def test_update_index_uses_the_recorded_folder_and_moves_an_open_index(built, tm
 def test_resolve_embedder_keeps_the_recorded_pipeline(built) -> None:  # type: ignore[no-untyped-def]
     _, vec, result = built
     index = open_index(vec)
-    assert resolve_embedder(index).spec == index.spec  # the index's own
+    same = lambda spec: {k: spec.get(k) for k in SPEC_KEYS}  # noqa: E731  (what makes vectors comparable)
+    assert same(resolve_embedder(index).spec) == same(index.spec)  # the index's own (precision: the default's)
     assert resolve_embedder(index, "resnet50", weights=None).spec["preprocessing"] == index.spec["preprocessing"]
     with pytest.raises(ModelMismatchError):
         build_index(vec.parent / "photos", vec, "mobilenet", weights=None, progress=False)
@@ -128,7 +135,7 @@ def test_manifest_is_typed_and_the_only_reader_of_its_keys(built) -> None:  # ty
     assert m.dataset_dir(vec) == ds.resolve() and m.dataset_absolute == str(ds.resolve())
     assert m.exclude == [] and m.ann is None and m.ann_stale is None and m.imported_from is None
     assert json.loads((vec / MANIFEST_NAME).read_text()) == dict(m)  # what is on disk, as a dict
-    assert sorted(MIGRATIONS) == list(range(1, Manifest.VERSION))  # one migration per older version
+    assert MIGRATIONS and all(1 <= v < Manifest.VERSION for v in MIGRATIONS)  # only older versions migrate
 
 
 def test_commit_keywords_write_the_entries_and_the_stale_swap_happens_once(tmp_path: Path, built) -> None:  # type: ignore[no-untyped-def]

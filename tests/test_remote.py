@@ -188,7 +188,7 @@ def test_reverse_image_search_with_a_url(url_index, server):
     from revsearch import reverse_image_search
 
     photos, vectors = url_index
-    results = reverse_image_search(server + "/cat.jpg", vector_dir=vectors, k=3, weights=None)
+    results = reverse_image_search(server + "/cat.jpg", vector_dir=vectors, k=3, weights=None, expand=False)
     assert results[0].relpath == "cat.jpg" and results[0].score == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ImageReadError, match="bad query.*HTTP 404"):
         reverse_image_search(server + "/nope.jpg", vector_dir=vectors, weights=None)

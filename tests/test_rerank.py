@@ -242,7 +242,7 @@ def test_cli_index_scales_search_options_and_evaluate(tmp_path: Path, capsys: py
     assert exit_info.value.code == 2 and "--scales" in capsys.readouterr().err
 
     query = str(data / "dog" / "img0004.jpg")
-    code, out, err = run(["search", query, str(vec), "-k", "3", "--rotations", "--json"], capsys)
+    code, out, err = run(["search", query, str(vec), "-k", "3", "--rotations", "--no-expand", "--json"], capsys)
     assert code == 0, err
     res = json.loads(out)
     assert res["results"][0]["relpath"] == "dog/img0004.jpg" and res["results"][0]["score"] > 0.9999
@@ -256,12 +256,12 @@ def test_cli_index_scales_search_options_and_evaluate(tmp_path: Path, capsys: py
 
     code, out, err = run(["evaluate", str(data), str(vec), "-k", "2", "--qe", "2", "--json"], capsys)
     assert code == 0, err
-    rep = json.loads(out)
-    assert rep["options"] == {"qe": 2, "alpha": 3.0, "dba": 0, "dba_alpha": 3.0}
+    rep = json.loads(out)  # --qe changes one setting of the index's expansion (qe=2 dba=2 by default)
+    assert rep["options"] == {"qe": 2, "alpha": 3.0, "dba": 2, "dba_alpha": 3.0, "as_search": True}
     assert rep["preprocessing"] == spec["preprocessing"]
     assert rep["mean_average_precision"] == pytest.approx(
         evaluate_index(index, k=2, qe=2).mean_average_precision, abs=1e-6)
-    code, out, _ = run(["evaluate", str(data), str(vec), "-k", "2", "--dba", "2", "--dba-alpha", "1"], capsys)
+    code, out, _ = run(["evaluate", str(data), str(vec), "-k", "2", "--qe", "0", "--dba", "2", "--dba-alpha", "1"], capsys)
     assert code == 0 and "database augmentation k=2 alpha=1" in out and "no query expansion" in out
     code, _, err = run(["search", query, str(vec), "--qe", "-3"], capsys)
     assert code == 1 and "qe" in err

@@ -159,8 +159,12 @@ def test_scoped_search_equals_an_index_of_only_that_folder(two_folders, capsys) 
     ds, whole, only_b = two_folders
     q = np.asarray(whole.vectors[[0, 7, 13]])
     for k in (3, 5, 100):
-        got = whole.search_vectors(q, k=k, under="b", exclude_paths=["skip"])
-        want = only_b.search_vectors(q, k=k)
+        # a plain search of the scope is the search of an index of only those images (with the default expansion,
+        # the augmented vectors are made from the whole collection, so only the scope holds)
+        assert all(m.relpath.startswith("b/") and "skip" not in m.relpath
+                   for row in whole.search_vectors(q, k=k, under="b", exclude_paths=["skip"]) for m in row)
+        got = whole.search_vectors(q, k=k, under="b", exclude_paths=["skip"], expand=False)
+        want = only_b.search_vectors(q, k=k, expand=False)
         for g, w in zip(got, want):
             assert [m.relpath for m in g] == ["b/" + m.relpath for m in w]
             np.testing.assert_allclose([m.score for m in g], [m.score for m in w], atol=1e-6)
@@ -188,7 +192,9 @@ def test_scoped_search_with_an_approximate_index(two_folders, tmp_path: Path) ->
     idx = Index.from_vectors(tmp_path / "v", np.asarray(whole.vectors), whole.paths, whole.spec, dataset_dir=ds)
     ann.build_ann(idx, kind="hnsw", progress=False)
     q = np.asarray(whole.vectors[[1, 8]])
-    got = idx.search_vectors(q, k=4, under="b", exclude_paths=["skip"])
-    want = only_b.search_vectors(q, k=4)
+    got = idx.search_vectors(q, k=4, under="b", exclude_paths=["skip"], expand=False)
+    want = only_b.search_vectors(q, k=4, expand=False)
+    expanded = idx.search_vectors(q, k=4, under="b", exclude_paths=["skip"])  # the ANN shortlist, re-scored
+    assert all(m.relpath.startswith("b/") and "skip" not in m.relpath for row in expanded for m in row)
     for g, w in zip(got, want):
         assert [m.relpath for m in g] == ["b/" + m.relpath for m in w]

@@ -114,7 +114,7 @@ def test_topk_cosine_ties_are_broken_by_row_number() -> None:
 def test_search_vectors_equals_brute_force(one_shard: Index, collection) -> None:
     vecs, paths = collection
     q = unit(np.random.default_rng(4), 1)[0]
-    matches = one_shard.search_vectors(q, k=7)
+    matches = one_shard.search_vectors(q, k=7, expand=False)
     assert isinstance(matches, list) and len(matches) == 7
     assert all(isinstance(m, Match) for m in matches)
     ref_s, ref_r = brute_force(one_shard.vectors, q, 7)
@@ -130,7 +130,7 @@ def test_search_vectors_equals_brute_force(one_shard: Index, collection) -> None
 def test_search_vectors_batch_as_list_of_lists(one_shard: Index) -> None:
     rng = np.random.default_rng(5)
     queries = (unit(rng, 3) * 4.0).tolist()  # not normalised, plain Python lists
-    out = one_shard.search_vectors(queries, k=4)
+    out = one_shard.search_vectors(queries, k=4, expand=False)
     assert len(out) == 3 and all(len(row) == 4 for row in out)
     ref_s, ref_r = brute_force(one_shard.vectors, np.array(queries), 4)
     for i, row in enumerate(out):
@@ -143,10 +143,10 @@ def test_search_vectors_batch_as_list_of_lists(one_shard: Index) -> None:
 def test_search_vectors_finds_an_indexed_vector_first(one_shard: Index, collection) -> None:
     vecs, paths = collection
     for row in (0, 123, 299):
-        best = one_shard.search_vectors(vecs[row], k=3)[0]
+        best = one_shard.search_vectors(vecs[row], k=3, expand=False)[0]
         assert best.row == row and best.relpath == paths[row]
         assert best.score == pytest.approx(1.0, abs=1e-5)
-    assert one_shard.search_vectors(vecs[5], k=3, exclude=[5])[0].row != 5
+    assert one_shard.search_vectors(vecs[5], k=3, exclude=[5], expand=False)[0].row != 5
 
 
 def test_search_vectors_dataset_dir_override(one_shard: Index, tmp_path: Path) -> None:
@@ -205,15 +205,19 @@ def test_sharded_index_searches_like_one_shard(
     )
     assert len(single.shards) == 1
     queries = sharded.vectors[[0, 4, 9]]
-    got = sharded.search_vectors(queries, k=6)
-    want = single.search_vectors(queries, k=6)
+    got = sharded.search_vectors(queries, k=6, expand=False)
+    want = single.search_vectors(queries, k=6, expand=False)
     for g, w in zip(got, want):
         assert [m.relpath for m in g] == [m.relpath for m in w]
         np.testing.assert_allclose([m.score for m in g], [m.score for m in w], atol=1e-6)
     for i, row in zip((0, 4, 9), got):
         assert row[0].relpath == sharded.paths[i]
+    # the default (expanded) search of the stored augmentation agrees between the two layouts too
+    for g, w in zip(sharded.search_vectors(queries, k=6), single.search_vectors(queries, k=6)):
+        assert [m.relpath for m in g] == [m.relpath for m in w]
+        np.testing.assert_allclose([m.score for m in g], [m.score for m in w], atol=1e-5)
     # searching with images gives the same as searching with their vectors
-    by_image = sharded.search(tmp_path / "ds" / sharded.paths[4], k=6)
+    by_image = sharded.search(tmp_path / "ds" / sharded.paths[4], k=6, expand=False)
     assert [m.relpath for m in by_image] == [m.relpath for m in got[1]]
 
 
@@ -236,6 +240,6 @@ def test_sharded_synthetic_index_matches_brute_force(tmp_path: Path, collection)
     np.testing.assert_array_equal(idx.vectors, vecs)
     q = unit(np.random.default_rng(9), 4)
     ref_s, ref_r = brute_force(vecs, q, 10)
-    out = idx.search_vectors(q, k=10)
+    out = idx.search_vectors(q, k=10, expand=False)
     assert [[m.row for m in row] for row in out] == ref_r.tolist()
     assert idx.path_of(50, "/x") == Path("/x") / paths[50]

@@ -88,8 +88,8 @@ def test_housekeeping_never_deletes_files_it_did_not_write(work: tuple[Path, Pat
     idx, report = Index.build(ds, vec, resnet_random, progress=False, checkpoint_every=1, batch_size=1)
     assert report.removed == ["img0003.jpg"] and len(report.added) == 2
     assert all((vec / n).read_bytes() == d for n, d in theirs.items())
-    named = {n for s in idx.manifest["shards"] for n in s["files"].values()}
-    named |= set(idx.manifest["thumbs"]["files"])  # the duplicate verifier's thumbnails
+    named = {n for s in idx.manifest["shards"] for n in s["files"].values()} | set(idx.manifest["dba"]["files"].values())
+    named |= set(idx.manifest.thumb_files)  # the duplicate verifier's thumbnails
     assert {p.name for p in vec.iterdir()} == named | set(theirs) | {MANIFEST_NAME, store.LOCK_NAME}
 
 
@@ -455,12 +455,12 @@ def test_an_index_written_by_revsearch_0_1_opens_and_migrates(tmp_path: Path) ->
     np.testing.assert_allclose(idx.vectors, x, atol=1e-6)
     assert idx.search_vectors(x[7], k=1)[0].relpath == "b/café 07.png"
     files = snapshot_bytes(vec)
-    # the first write migrates it: format 2, a store id, the same shard files
+    # the first write migrates it: the current format, a store id, the same shard files
     from revsearch import ann
 
     ann.build_ann(vec, kind="flat", progress=False)
     m = json.loads((vec / MANIFEST_NAME).read_text())
-    assert m["format_version"] == store.FORMAT_VERSION == 3 and len(m["store_id"]) == 12 and m["migrated_from"] == 1
+    assert m["format_version"] == store.FORMAT_VERSION == 4 and len(m["store_id"]) == 12 and m["migrated_from"] == 1
     assert [s["files"]["vectors"] for s in m["shards"]] == [f"vectors-{s['token']}.npy" for s in first["shards"]]
     after = snapshot_bytes(vec)
     assert {n: b for n, b in after.items() if n != MANIFEST_NAME} == {n: b for n, b in files.items() if n != MANIFEST_NAME}
@@ -480,7 +480,9 @@ def test_an_index_of_format_1_is_updated_incrementally(
     for s in m["shards"]:  # rename to format 1: vectors-<token>.npy ...
         for kind, name in s.pop("files").items():
             os.rename(vec / name, vec / f"{kind}-{s['token']}{store.SHARD_FILES[kind]}")
-    for key in ("store_id", "migrated_from", "thumbs"):  # format 1 had neither
+    for name in m.pop("dba")["files"].values():  # format 1 stored no augmentation
+        (vec / name).unlink()
+    for key in ("store_id", "migrated_from", "expansion", "thumbs"):
         m.pop(key, None)
     m["format_version"] = 1
     (vec / MANIFEST_NAME).write_text(json.dumps(m, indent=2))
@@ -490,7 +492,7 @@ def test_an_index_of_format_1_is_updated_incrementally(
     write_photos(ds, 1, start=9)
     idx, report = Index.build(ds, vec, resnet_random, progress=False)
     assert report.removed == ["img0002.jpg"] and report.added == ["img0009.jpg"] and len(report.unchanged) == 5
-    assert idx.manifest["format_version"] == store.FORMAT_VERSION and idx.complete and len(idx) == 6
+    assert idx.manifest["format_version"] == store.FORMAT_VERSION and idx.complete and len(idx) == 6 and idx.snapshot.augmentation is not None
     assert not old_files & {p.name for p in vec.iterdir()}  # the rewritten shard's format-1 files are gone
     assert (vec / "paths-dead.txt").read_text() == "x\n"
 

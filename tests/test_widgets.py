@@ -42,8 +42,11 @@ def _walk(widget):
 
 
 def _parts(box):
-    """The upload, path box, button, slider and output of a search widget."""
-    found = {type(w).__name__: w for w in _walk(box)}
+    """The upload, path box, button, slider and output of a search widget (the first of each kind: the
+    words box and its button come after the path box)."""
+    found: dict = {}
+    for w in _walk(box):
+        found.setdefault(type(w).__name__, w)
     return found["FileUpload"], found["Text"], found["Button"], found["IntSlider"], found["Output"]
 
 

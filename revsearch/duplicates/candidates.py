@@ -51,6 +51,9 @@ KMEANS_ITERATIONS = 8
 CELL_ROWS = 1024
 #: Groups up to this size list every pairwise score; larger ones list the graph's edges only.
 PAIRWISE_MAX = 64
+#: Highest score of a pair of sound (unit-length) vectors, with float32 rounding; above it (or NaN) a vector
+#: is damaged and the pair is not a duplicate.
+MAX_SCORE = 1.01
 
 # ============================================================================ default thresholds
 
@@ -282,7 +285,9 @@ def _exact_edges(a: Rows, b: Rows | None, threshold: float, top: TopK, block: in
         # within one set, each pair once: the blocks on and above the diagonal only
         for j0 in range(i0 if b is None else 0, other.n, block):
             xj = np.asarray(other.slice(j0, min(other.n, j0 + block)), np.float32)
-            s = xi @ xj.T  # (bi, bj) float32
+            with np.errstate(invalid="ignore", over="ignore"):
+                s = xi @ xj.T  # (bi, bj) float32
+                s[~(s <= MAX_SCORE)] = -np.inf  # NaN, inf: a damaged vector
             if b is None and j0 < i0 + len(xi):  # upper triangle only, no self pairs
                 gi_ = np.arange(i0, i0 + len(xi))[:, None]
                 gj_ = np.arange(j0, j0 + s.shape[1])[None, :]
@@ -395,7 +400,9 @@ def _approx_edges(
         xm = rows.take(members)
         for q0 in range(0, len(queries), BLOCK_ROWS):
             qs = queries[q0 : q0 + BLOCK_ROWS]
-            s = rows.take(qs) @ xm.T  # exact float32 scores of the candidate pairs
+            with np.errstate(invalid="ignore", over="ignore"):
+                s = rows.take(qs) @ xm.T  # exact float32 scores of the candidate pairs
+                s[~(s <= MAX_SCORE)] = -np.inf  # NaN, inf: a damaged vector
             scored += s.size
             invalid = qs[:, None] == members[None, :]
             if n_first is not None:

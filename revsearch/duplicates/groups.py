@@ -7,7 +7,6 @@ one copy to keep, chosen by a rule (``keep``), and the others.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..safety import display_name, to_json
 from .candidates import (
     DEFAULT_K,
     DEFAULT_NPROBE,
@@ -374,7 +374,7 @@ class DuplicateReport:
     def to_json(self, **kwargs: Any) -> str:
         """The report as JSON text (``json.dumps`` keyword arguments pass through)."""
         kwargs.setdefault("indent", 2)
-        return json.dumps(self.to_dict(), **kwargs)
+        return to_json(self.to_dict(), **kwargs)  # NaN and infinity never written (strict JSON)
 
     def write_csv(self, path: str | os.PathLike) -> None:
         """Write one line per file: group, role (keep/duplicate), collection, path, score, pixels,
@@ -385,7 +385,9 @@ class DuplicateReport:
             for gi, g in enumerate(self.groups):
                 for j, m in enumerate(g.files):
                     w.writerow([
-                        gi + 1, "keep" if j == 0 else "duplicate", m.collection, str(m.path), m.relpath,
+                        # a report for people: control characters of names shown escaped
+                        gi + 1, "keep" if j == 0 else "duplicate", m.collection, display_name(m.path),
+                        display_name(m.relpath),
                         f"{m.score:.6f}", m.pixels, m.bytes, "" if math.isnan(m.mtime) else f"{m.mtime:.3f}",
                     ])
 
@@ -403,7 +405,7 @@ def _stat(path: Path) -> tuple[int, int, float]:
         with Image.open(path) as im:  # reads the header only
             pixels = int(im.size[0]) * int(im.size[1])
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # unreadable: ranked last by "largest"
-        logger.warning("cannot read the size of %s: %s", path, e)
+        logger.warning("cannot read the size of %s: %s", display_name(path), display_name(e))
     return pixels, int(st.st_size), float(st.st_mtime)
 
 
@@ -534,8 +536,18 @@ def find_duplicates(
         src, dst, scores, check, edge_verdicts = _copy_edges(
             index, other, base, obase, threshold, k, method, nprobe, workers, progress, info,
         )
-        for u, w in zip(src.tolist(), dst.tolist()):
-            neighbours.setdefault(u, []).append(w)
+    damaged = index.damaged_rows() if hasattr(index, "damaged_rows") else np.zeros(0, np.int64)
+    if other is not None and hasattr(other, "damaged_rows"):
+        damaged = np.concatenate([damaged, other.damaged_rows() + n])
+    if damaged.size:  # a damaged vector (NaN, inf, wrong length) is nobody's duplicate
+        logger.warning(
+            "%d damaged vectors (NaN, infinite or not unit length) are left out of the duplicate search; index "
+            "the dataset folder again to repair them", damaged.size,
+        )
+        good = ~(np.isin(src, damaged) | np.isin(dst, damaged))
+        src, dst, scores = src[good], dst[good], scores[good]
+    for u, w in zip(src.tolist(), dst.tolist()):  # mode copies: the verified matches of each image
+        neighbours.setdefault(u, []).append(w)
     labels = connected_components(n_total, src, dst)
     linked = np.unique(np.concatenate([src, dst]))
     groups_rows: dict[int, list[int]] = {}

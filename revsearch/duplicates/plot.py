@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..safety import display_name
 from .groups import DuplicateReport
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -118,7 +119,7 @@ def plot_duplicates(
             for c, f in enumerate(shown):
                 ax = fig.add_subplot(grid[r, c])
                 ax.set_axis_off()
-                name = Path(f.relpath).name
+                name = display_name(Path(f.relpath).name)  # control characters shown escaped
                 name = name if len(name) <= 22 else name[:9] + "…" + name[-12:]
                 head = f"#{p0 + r + 1} keep" if c == 0 else f"{f.score:.3f}"
                 tag = " (against)" if f.collection == "against" else ""
@@ -131,7 +132,7 @@ def plot_duplicates(
                     if v is not None:
                         _outline(ax, v, img.size)
                 except ImageReadError as e:
-                    logger.warning("cannot show %s: %s", f.path, e)
+                    logger.warning("cannot show %s: %s", display_name(f.path), display_name(e))
                     ax.text(0.5, 0.5, "missing" if not f.exists else "unreadable", ha="center", va="center",
                             fontsize=8, transform=ax.transAxes)
             if len(g) > len(shown):
