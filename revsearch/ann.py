@@ -514,7 +514,7 @@ def ann_topk(
 
 
 def neighbour_search(
-    index: IndexLike, *, nprobe: int = 32, rerank: int = 64, seed: int = 1234, progress: bool = False
+    index: IndexLike, *, nprobe: int = 16, rerank: int = 32, seed: int = 1234, progress: bool = False
 ) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None:
     """A k-NN search over a collection's own rows through a temporary in-memory IVF-PQ index.
 
@@ -526,8 +526,10 @@ def neighbour_search(
     Parameters
     ----------
     index : Index or Snapshot
-    nprobe : int, default 32
-    rerank : int, default 64
+    nprobe : int, default 16
+    rerank : int, default 32
+        With the defaults, 97.5% of the 2 nearest neighbours found exactly, at about 1/8 of the time
+        of an exact search (100,000 clustered 1024-d vectors; ``benchmarks/expansion.py``).
     seed : int, default 1234
     progress : bool, default False
 

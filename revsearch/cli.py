@@ -246,8 +246,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .operations import IncompatibleOptionsError, evaluate, open_index
 
     index = open_index(args.vector_dir)
-    if args.near_duplicates and (_options_given(args) or args.no_expand):
-        raise ValueError("--qe and --dba are evaluated on class retrieval: leave out --near-duplicates to use them")
+    if args.near_duplicates and (_options_given(args) or args.no_expand or args.tune):
+        raise ValueError("--qe, --dba and --tune are evaluated on class retrieval: leave out --near-duplicates to use them")
+    if args.tune:
+        return _tune(args, index)
     options: dict[str, Any] = {} if args.near_duplicates else {"expand": _expansion(args, index)}
     try:
         report: Any = evaluate(
@@ -285,6 +287,34 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace, index: Any) -> int:
+    """``evaluate --tune``: every expansion setting scored on the labelled collection, best first."""
+    from .operations import tune_expansion
+
+    if _options_given(args) or args.no_expand:
+        raise ValueError("--tune tries every setting itself: leave out --qe/--alpha/--dba/--dba-alpha/--no-expand")
+    results = tune_expansion(index, args.dataset_dir, k=args.k, layout=args.layout, progress=not args.quiet and not args.json)
+    if args.json:
+        print(to_json({"index": str(index.folder), "model": index.spec["model"], "k": args.k,
+                       "results": [{**e.to_dict(), "precision_at_k": round(r.precision_at_k, 6),
+                                    "mean_average_precision": round(r.mean_average_precision, 6),
+                                    "recall_at_1": round(r.recall_at_1, 6), "as_search": r.options["as_search"]}
+                                   for e, r in results]}, indent=2))
+        return 0
+    k = args.k
+    print(f"expansion settings on {index.folder} ({index.spec['model']}), leave-one-out, best first:")
+    print(f"{'qe':>3} {'dba':>3} {'alpha':>5} {'mAP':>7} {f'prec@{k}':>8} {'recall@1':>9}")
+    for e, r in results:
+        mark = "  <- what search does now" if r.options["as_search"] else ""
+        print(f"{e.qe:>3} {e.dba:>3} {e.alpha:>5g} {r.mean_average_precision:>7.4f} {r.precision_at_k:>8.4f} "
+              f"{r.recall_at_1:>9.4f}{mark}")
+    best = results[0][0]
+    record = "--no-expand" if not best.active else (
+        f"--qe {best.qe} --alpha {best.alpha:g} --dba {best.dba} --dba-alpha {best.dba_alpha:g}")
+    print(f"to search this collection with the best: revsearch index {args.dataset_dir} {index.folder} {record}")
+    return 0
+
+
 def _add_evaluate_parser(sub: Any) -> None:
     p = sub.add_parser(
         "evaluate",
@@ -304,6 +334,9 @@ def _add_evaluate_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--tune", action="store_true",
+                   help="score every expansion setting (qe 0-3 x dba 0-3 x alpha 1/3) on this labelled collection, best first, "
+                        "and print the command that records the best in the index")
     _add_search_options(p)  # evaluated from the index's vectors: nothing is rebuilt
     p.set_defaults(func=_cmd_evaluate)
 

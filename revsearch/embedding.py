@@ -12,9 +12,7 @@ import logging
 import os
 import random
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +21,9 @@ import numpy as np
 
 from . import backends
 from .errors import ImageReadError, RevsearchError, UnknownModelError, WeightsUnavailableError
-from .images import ImageSource, SkippedFile, file_digest, prepare_image, read_image_file
+from .images import ImageSource, SkippedFile, prepare_image
 from .models import DEFAULT_FIT, DEFAULT_POOLING, MODELS, TEXT_MODELS, ModelInfo
+from .reader import FileInfo, read_files
 from .safety import display_name
 
 logger = logging.getLogger(__name__)
@@ -123,15 +122,6 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     sq = np.einsum("...i,...i->...", moved, moved, dtype=np.float64)  # no float64 copy of x
     norm = np.expand_dims(np.sqrt(sq).astype(np.float32), axis)
     return np.divide(x, norm, out=np.zeros_like(x), where=norm != 0)
-
-
-@dataclass(frozen=True)
-class FileInfo:
-    """Size, modification time and content hash of a file, as read while embedding it."""
-
-    size: int
-    mtime_ns: int
-    digest: bytes  # 16-byte BLAKE2b of the content
 
 
 @dataclass
@@ -848,20 +838,6 @@ class Embedder:
         vecs = np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
         return vecs[0] if single else vecs
 
-    def _read_one(self, path: Path) -> tuple[FileInfo | None, np.ndarray | None, str | None]:
-        try:
-            st = os.stat(path)
-            data = read_image_file(path)  # size and first bytes checked before reading it whole
-        except ImageReadError as e:
-            return None, None, str(e)
-        except OSError as e:
-            return None, None, f"cannot read the file: {e.strerror or e}"
-        info = FileInfo(st.st_size, st.st_mtime_ns, file_digest(data))
-        try:
-            return info, self.prepare(data, label=str(path), dtype=np.uint8), None  # cast into the batch buffer
-        except ImageReadError as e:
-            return info, None, str(e)
-
     def embed_files(
         self,
         paths: Sequence[str | os.PathLike],
@@ -901,42 +877,32 @@ class Embedder:
         self.load()  # build before the threads start
         prefetch = max(2 * batch_size, 4 * workers)
         bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress)
-        todo = iter(range(len(paths)))
-        pending: deque = deque()
         idx: list[int] = []
         # One batch buffer, filled as images arrive and normalised in place (no stacking, no copy).
         buf = np.empty((batch_size, self.input_size, self.input_size, 3), np.float32)
         infos: list[FileInfo] = []
         skipped: list[SkippedFile] = []
+
+        def prepare(data: bytes, label: str) -> np.ndarray:
+            return self.prepare(data, label=label, dtype=np.uint8)  # cast into the batch buffer
+
         try:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="revsearch-read") as pool:
-
-                def refill() -> None:
-                    while len(pending) < prefetch:
-                        i = next(todo, None)
-                        if i is None:
-                            return
-                        pending.append((i, pool.submit(self._read_one, paths[i])))
-
-                refill()
-                while pending:
-                    i, fut = pending.popleft()
-                    refill()
-                    info, arr, err = fut.result()
-                    if err is not None:
-                        logger.warning("skipped %s: %s", display_name(paths[i]), display_name(err))
-                        skipped.append(SkippedFile(paths[i], err))
-                        bar.update(1)
-                    else:
-                        buf[len(idx)] = arr
-                        idx.append(i)
-                        infos.append(info)  # type: ignore[arg-type]
-                    if len(idx) == batch_size or (not pending and (idx or skipped)):
-                        n = len(idx)
-                        vecs = self._embed_own_batch(buf[:n]) if n else np.zeros((0, self.dim), np.float32)
-                        bar.update(n)
-                        yield EmbeddedBatch(idx, vecs, infos, skipped)
-                        idx, infos, skipped = [], [], []
+            for taken, (i, info, arr, err) in enumerate(read_files(paths, prepare, workers=workers, prefetch=prefetch)):
+                if err is not None:
+                    logger.warning("skipped %s: %s", display_name(paths[i]), display_name(err))
+                    skipped.append(SkippedFile(paths[i], err))
+                    bar.update(1)
+                else:
+                    buf[len(idx)] = arr
+                    idx.append(i)
+                    infos.append(info)  # type: ignore[arg-type]
+                last = taken == len(paths) - 1
+                if len(idx) == batch_size or (last and (idx or skipped)):
+                    n = len(idx)
+                    vecs = self._embed_own_batch(buf[:n]) if n else np.zeros((0, self.dim), np.float32)
+                    bar.update(n)
+                    yield EmbeddedBatch(idx, vecs, infos, skipped)
+                    idx, infos, skipped = [], [], []
         finally:
             bar.close()
 

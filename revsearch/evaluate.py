@@ -57,6 +57,7 @@ __all__ = [
     "make_edits",
     "near_duplicate_metrics",
     "retrieval_metrics",
+    "tune_expansion",
 ]
 
 #: A file name stem ``CLASS_NUMBER`` (the original project's ``0001_000026.jpg``).
@@ -766,3 +767,72 @@ def evaluate_near_duplicates(
         raise DatasetLayoutError(f"none of the {chosen.size} sampled photos could be read from {str(base)!r}")
     found_all = np.concatenate(found_parts)
     return near_duplicate_metrics(found_all, orig, kinds, k=k, n_images=n, skipped=skipped)
+
+
+# ============================================================================ tuning the search expansion
+
+
+def tune_expansion(
+    index: Index | str | os.PathLike,
+    dataset_dir: str | os.PathLike | None = None,
+    *,
+    k: int = 9,
+    layout: str = "auto",
+    qe: Sequence[int] = (0, 1, 2, 3),
+    dba: Sequence[int] = (0, 1, 2, 3),
+    alpha: Sequence[float] = (1.0, 3.0),
+    progress: bool = False,
+) -> list[tuple[Any, ClassRetrievalReport]]:
+    """Score search-expansion settings on a labelled collection, best first: to re-tune it for that collection.
+
+    Every combination of ``qe`` x ``dba`` x ``alpha`` (the same exponent for query expansion and
+    augmentation) is evaluated leave-one-out from the index's vectors (nothing is rebuilt), as
+    :func:`evaluate_index` does. Record the winner with ``Index.build(..., expansion=...)``
+    (``revsearch index ... --qe Q --dba D --alpha A --dba-alpha A``); searches then use it.
+
+    Parameters
+    ----------
+    index : Index or path
+    dataset_dir : path, optional
+    k : int, default 9
+    layout : {"auto", "folder", "prefix"}
+    qe, dba : sequence of int
+        Neighbours tried (0: off).
+    alpha : sequence of float
+        Exponents tried.
+    progress : bool, default False
+
+    Returns
+    -------
+    list of (Expansion, ClassRetrievalReport)
+        Sorted by mean average precision, then precision@k, best first; the plain search is one
+        of them (``qe=0, dba=0``).
+    """
+    from tqdm.auto import tqdm
+
+    from .index import Index
+    from .rerank import Expansion
+
+    idx = index if isinstance(index, Index) else Index.open(index)
+    if dataset_dir is not None:
+        _check_dataset_dir(idx, dataset_dir)
+    paths = idx.paths
+    labels, found = class_labels(paths, layout)
+    settings: list[Any] = []
+    for a in alpha:
+        for q in qe:
+            for d in dba:
+                e = Expansion(int(q), float(a), int(d), float(a))
+                if not e.active:
+                    e = Expansion(0, 3.0, 0, 3.0)
+                if e not in settings:
+                    settings.append(e)
+    default = idx.expansion
+    out = []
+    for e in tqdm(settings, desc="tuning", unit="setting", disable=not progress):
+        rep = retrieval_metrics(idx.shards, labels, k, paths=paths, layout=found, qe=e.qe, alpha=e.alpha, dba=e.dba,
+                                dba_alpha=e.dba_alpha)
+        rep.options["as_search"] = e == default
+        out.append((e, rep))
+    out.sort(key=lambda t: (-t[1].mean_average_precision, -t[1].precision_at_k))
+    return out

@@ -59,6 +59,7 @@ __all__ = [
     "search_index",
     "find_duplicates",
     "evaluate",
+    "tune_expansion",
     "import_legacy",
     "build_ann",
     "drop_ann",
@@ -772,6 +773,19 @@ def evaluate(
     for name in ("sample", "seed", "batch_size"):
         kwargs.pop(name, None)
     return ev.evaluate_index(idx, dataset_dir, k=k, **kwargs)
+
+
+def tune_expansion(index: str | os.PathLike | _index.Index, dataset_dir: str | os.PathLike | None = None, **kwargs: Any) -> Any:
+    """Score search-expansion settings on a labelled collection, best first (see
+    :func:`revsearch.evaluate.tune_expansion`); record the winner with ``build_index(..., expansion=...)``.
+
+    Returns
+    -------
+    list of (Expansion, ClassRetrievalReport)
+    """
+    from . import evaluate as ev
+
+    return ev.tune_expansion(open_index(index), dataset_dir, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------- other jobs

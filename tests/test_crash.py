@@ -55,12 +55,7 @@ def _index_files(folder: Path) -> set[str]:
 
 
 def _named(index: Index) -> set[str]:
-    m = index.manifest
-    names = {"revsearch.json"} | {n for s in m["shards"] for n in s["files"].values()}
-    for section in ("ann", "ann_stale"):
-        if (m.get(section) or {}).get("file"):
-            names.add(m[section]["file"])
-    return names
+    return {"revsearch.json"} | index.manifest.file_names()  # shards and every section (ANN, stored augmentation)
 
 
 def _spec() -> dict:

@@ -392,3 +392,23 @@ def test_a_damaged_stored_vector_is_nobodys_neighbour_and_never_returned(tmp_pat
     assert 3 not in np.asarray(aug.neighbours) and np.isfinite(np.delete(aug.vectors, 3, axis=0)).all()
     scores, rows = idx.expanded_topk(x[[3, 4]], 10)
     assert 3 not in rows and np.isfinite(scores).all()
+
+
+def test_evaluate_tune_scores_every_setting_and_says_how_to_record_the_best(tmp_path, resnet_random, capsys) -> None:  # type: ignore[no-untyped-def]
+    from revsearch.operations import tune_expansion
+
+    ds, vec = tmp_path / "ds", tmp_path / "vec"
+    write_photos(ds / "a", 6)
+    write_photos(ds / "b", 6, start=6)
+    Index.build(ds, vec, resnet_random, progress=False)
+    results = tune_expansion(vec, k=3, qe=(0, 2), dba=(0, 2), alpha=(3.0,))
+    assert len(results) == 4 and sum(r.options["as_search"] for _, r in results) == 1
+    maps = [r.mean_average_precision for _, r in results]
+    assert maps == sorted(maps, reverse=True)
+    for e, r in results:  # each is what evaluate measures for that setting
+        assert r.mean_average_precision == pytest.approx(evaluate_index(vec, k=3, expand=e).mean_average_precision)
+    assert cli.main(["evaluate", str(ds), str(vec), "-k", "3", "--tune", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "<- what search does now" in out and f"revsearch index {ds} {vec} " in out
+    assert len([line for line in out.splitlines() if line[:3].strip().isdigit()]) == 31
+    assert cli.main(["evaluate", str(ds), str(vec), "--tune", "--qe", "2"]) == cli.EXIT_ERROR

@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("foundation", ["errors", "version", "console", "edits", "models", "measured"]),
     ("what a file may make revsearch do: confinement, safe names, checked numbers", ["safety"]),
     ("images and devices", ["images", "backends", "search"]),
+    ("reading files", ["reader"]),
     ("embedding, storage, input", ["embedding", "store", "remote", "display", "data", "colab"]),
     ("approximate search, search options, other models", ["ann", "rerank", "clip", "thumbs"]),
     ("the read-only index", ["index"]),
