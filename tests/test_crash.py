@@ -181,7 +181,7 @@ def _dup_collection(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes]]:
 
 MOVE = (
     "from revsearch.duplicates import find_duplicates, move_duplicates\n"
-    "move_duplicates(find_duplicates({v!r}, 0.9), {dest!r}, log={log!r}, update_index=False)\n"
+    "move_duplicates(find_duplicates({v!r}, 0.9, mode='similar'), {dest!r}, log={log!r}, update_index=False)\n"
 )
 UNDO = (
     "import sys\n"
