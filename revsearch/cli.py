@@ -423,6 +423,12 @@ def _cmd_duplicates(args: argparse.Namespace) -> int:
         from .duplicates import check_destination
 
         index = open_index(args.vector_dir)
+        if not args.dataset_dir:  # which files move is never chosen by a file (the manifest) alone
+            raise ValueError(
+                "--move-to moves photos out of the dataset folder: name it with --dataset-dir DIR "
+                f"(this index records {display_name(index.dataset_dir)}); the folder an index file records "
+                "is not trusted to choose which files move"
+            )
         check_destination(args.move_to, args.dataset_dir or index.dataset_dir, index.folder)
     report = find_duplicates(
         args.vector_dir, args.threshold, against=args.against, k=args.k, keep=args.keep, progress=not args.quiet,

@@ -435,7 +435,7 @@ def test_cli_errors_are_one_line(collection: dict, tmp_path: Path, capsys: pytes
     cases = [
         (["duplicates", str(tmp_path / "missing")], "no revsearch index"),
         (["duplicates", str(collection["vdir"]), "--threshold", "2"], "[-1, 1]"),
-        (["duplicates", str(collection["vdir"]), "--mode", "similar", "--threshold", "0.9", "--move-to", str(collection["ds"] / "x")], "inside the dataset or index folder"),
+        (["duplicates", str(collection["vdir"]), "--mode", "similar", "--threshold", "0.9", "--move-to", str(collection["ds"] / "x"), "--dataset-dir", str(collection["ds"])], "inside the dataset or index folder"),
     ]
     for argv, needle in cases:
         assert main(argv + ["-q"]) == 1
@@ -448,7 +448,11 @@ def test_cli_errors_are_one_line(collection: dict, tmp_path: Path, capsys: pytes
 def test_cli_move_and_undo_updates_the_index(collection: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ds, vdir = collection["ds"], str(collection["vdir"])
     before = _tree(ds)
-    assert main(["duplicates", vdir, "--mode", "similar", "--threshold", "0.9", "--move-to", str(tmp_path / "dups"), "-q"]) == 0
+    # the photo folder is named by the user, never taken from the index's manifest alone
+    assert main(["duplicates", vdir, "--mode", "similar", "--threshold", "0.9", "--move-to", str(tmp_path / "dups"), "-q"]) == 1
+    assert "--dataset-dir" in capsys.readouterr().err and _tree(ds) == before and not (tmp_path / "dups").exists()
+    assert main(["duplicates", vdir, "--mode", "similar", "--threshold", "0.9", "--move-to", str(tmp_path / "dups"),
+                 "--dataset-dir", str(ds), "-q"]) == 0
     out = capsys.readouterr()
     assert "moved 3 files" in out.out
     assert len(Index.open(vdir)) == 4
