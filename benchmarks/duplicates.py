@@ -1,6 +1,17 @@
-"""Near-duplicate detection: calibrate the default threshold, compare with pHash/dHash, and scale.
+"""Duplicate detection: mode copies end to end and its cost, mode similar's threshold, pHash/dHash, scale.
 
-Two parts (run from the repository root):
+Four parts (run from the repository root):
+
+``python benchmarks/duplicates.py copies --flowers 300 --originals 40``
+    Mode copies end to end on real photos (flowers, UKBench, the demo photos), every edit of
+    :data:`revsearch.media.edits.COPY_EDITS` of some originals, and hard negatives (UKBench's other views,
+    :func:`revsearch.media.edits.burst_neighbours` frames): the library indexes the folder (MobileNet, real
+    weights) and :func:`revsearch.duplicates.find_duplicates` groups it. Pair precision/recall, recall
+    per edit, false positives per kind of negative, against mode similar, plain cosine and pHash/dHash;
+    the cosine floor keeping 99.5% of the copy pairs (the shortlist's calibration).
+``python benchmarks/duplicates.py copies-cost --n 100000``
+    The verifier's cost per image and per pair on real thumbnails, the two shortlists timed on n
+    synthetic images, and the total extrapolated to n images.
 
 ``python benchmarks/duplicates.py calibrate``  (``REVSEARCH_SHARED=/path/to/shared`` if the
 data is not in ``../shared``)
@@ -472,6 +483,305 @@ def scale(args: argparse.Namespace) -> str:
     return text
 
 
+# ============================================================================ mode copies
+
+
+def _copies_sets(seed: int, flowers: int, originals: int) -> list[tuple[str, Any, str, int]]:
+    """(file name, image, kind, group) of the copies benchmark: photos, their edited copies, burst frames.
+
+    kind: "photo", an edit name, or "burst". group: the original's number (copies share it; each
+    burst frame gets its own, as do unrelated photos); UKBench views carry their object in the name.
+    """
+    from PIL import Image
+    import skimage.data as sd
+
+    from revsearch.media.edits import COPY_EDITS, burst_neighbours, jpeg_roundtrip
+
+    rng = np.random.default_rng(seed)
+    root = Path(os.environ.get("REVSEARCH_SHARED", SHARED)) / "datasets"
+    fl = sorted((root / "oxford17_flowers").glob("*/*.jpg"))
+    uk = sorted((root / "ukbench_subset").glob("*/*.jpg"))
+    chosen = [fl[i] for i in sorted(rng.choice(len(fl), size=min(flowers, len(fl)), replace=False))]
+    listed = []
+    tsv = root / "oxford17_flowers" / "near_identical_pairs.tsv"
+    for line in tsv.read_text().splitlines():
+        if line and not line.startswith("#"):
+            a, b, _ = line.split("\t")
+            listed += [root / "oxford17_flowers" / a, root / "oxford17_flowers" / b]
+    photos = sorted(set(chosen) | set(listed)) + uk
+    items: list[tuple[str, Any, str, int]] = []
+    for g, p in enumerate(photos):
+        tag = f"uk-{p.parent.name}" if "ukbench" in str(p) else f"fl-{p.parent.name}"
+        items.append((f"{tag}-{p.stem}.jpg", p, "photo", g))
+    demo = [Image.fromarray(getattr(sd, n)()).convert("RGB") for n in ("astronaut", "coffee", "chelsea", "rocket")]
+    g0 = len(items)
+    origin_rows = list(rng.choice([i for i, it in enumerate(items) if "fl-" in it[0]], size=originals, replace=False))
+    origin_rows += [i for i, it in enumerate(items) if it[0].startswith("uk-")][::4]
+    sources = [(items[r][1], items[r][3], items[r][0][:-4]) for r in origin_rows]
+    for j, img in enumerate(demo):
+        items.append((f"demo-{j}.jpg", img, "photo", g0 + j))
+        sources.append((img, g0 + j, f"demo-{j}"))
+    g = g0 + len(demo)
+    for src, group, stem in sources:
+        img = src if not isinstance(src, Path) else Image.open(src).convert("RGB")
+        for e, fn in COPY_EDITS.items():
+            out = fn(img)
+            items.append((f"{stem}~{e}.jpg", out if e in ("jpeg_q30", "tiny_jpeg") else jpeg_roundtrip(out, 90), e, group))
+        f1, f2 = burst_neighbours(img, seed=int(rng.integers(1 << 30)))
+        items.append((f"{stem}~burst1.jpg", f1, "burst", g))
+        items.append((f"{stem}~burst2.jpg", f2, "burst", g + 1))
+        g += 2
+    return items
+
+
+def copies(args: argparse.Namespace) -> str:
+    """Mode copies end to end (index, shortlist, verifier) against cosine and pHash/dHash."""
+    import imagehash
+    from PIL import Image
+
+    from revsearch.duplicates import find_duplicates
+    from revsearch.models.embedding import get_embedder
+    from revsearch.storage.indexing import update_folder
+
+    offline_keras_home(Path(os.environ.get("REVSEARCH_SHARED", SHARED)) / "keras" / "models", WEIGHTS_FILE)
+    t_start = time.perf_counter()
+    work = Path(args.tmp)
+    shutil.rmtree(work, ignore_errors=True)
+    ds = work / "photos"
+    ds.mkdir(parents=True)
+    items = _copies_sets(args.seed, args.flowers, args.originals)
+    names, kinds, groups = [], [], []
+    for name, src, kind, group in items:
+        if isinstance(src, Path):
+            shutil.copyfile(src, ds / name)
+        else:
+            src.save(ds / name, quality=95)
+        names.append(name)
+        kinds.append(kind)
+        groups.append(group)
+    emb = get_embedder("mobilenet")
+    t0 = time.perf_counter()
+    index, _ = update_folder(ds, work / "vectors", emb, progress=False)
+    t_index = time.perf_counter() - t0
+    row = {p: i for i, p in enumerate(index.paths)}
+    order = np.array([row[n] for n in names])
+    kinds_a, groups_a = np.array(kinds, dtype=object), np.array(groups)
+    stems = [n.split("~")[0].removesuffix(".jpg") for n in names]
+    ukobj = np.array([n.split("-")[1] if n.startswith("uk-") else "" for n in stems], dtype=object)
+    n = len(names)
+    # the truth: same group = a copy pair (the flowers' listed near-identical pairs are one photo stored twice: copies)
+    listed = {}
+    tsv = Path(os.environ.get("REVSEARCH_SHARED", SHARED)) / "datasets" / "oxford17_flowers" / "near_identical_pairs.tsv"
+    for line in tsv.read_text().splitlines():
+        if line and not line.startswith("#"):
+            a, b, _ = line.split("\t")
+            listed[f"fl-{a.split('/')[0]}-{Path(a).stem}"] = f"fl-{b.split('/')[0]}-{Path(b).stem}"
+    parent = list(range(int(groups_a.max()) + 1))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    stem_group = {stems[i]: groups[i] for i in range(n) if kinds[i] == "photo"}
+    for a, b in listed.items():
+        if a in stem_group and b in stem_group:
+            parent[find(stem_group[a])] = find(stem_group[b])
+    true_group = np.array([find(int(x)) for x in groups_a])
+    iu, ju = np.triu_indices(n, 1)
+    same = true_group[iu] == true_group[ju]
+    # the edit of a true pair: the copy's edit (photo-photo pairs: "identical file")
+    def pair_kind(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        ki, kj = kinds_a[i], kinds_a[j]
+        out = np.where(ki == "photo", kj, ki)
+        both = (ki != "photo") & (kj != "photo")
+        out = np.where(both, "copy-copy", out)
+        return np.where((ki == "photo") & (kj == "photo"), "stored twice", out)
+
+    def neg_kind(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        out = np.full(len(i), "unrelated", dtype=object)
+        out[(ukobj[i] != "") & (ukobj[i] == ukobj[j])] = "ukbench other view"
+        burst = (kinds_a[i] == "burst") & (kinds_a[j] == "burst") & (np.array([stems[a] for a in i]) == np.array([stems[b] for b in j]))
+        out[burst] = "burst neighbours"
+        sb = np.array([s for s in stems], dtype=object)
+        near = ((kinds_a[i] == "burst") | (kinds_a[j] == "burst")) & (sb[i] == sb[j]) & ~burst
+        out[near] = "burst frame vs photo"
+        return out
+
+    # ---- methods: every pair scored (cosine, hashes); mode copies end to end
+    x = np.asarray(index.vectors, np.float32)[order]
+    cos = (x @ x.T)[iu, ju]
+    hashes = {}
+    for h, fn in (("phash", imagehash.phash), ("dhash", imagehash.dhash)):
+        bits = np.array([fn(Image.open(ds / nm)).hash.ravel() for nm in names], bool)
+        hashes[h] = (bits[iu] != bits[ju]).sum(axis=1)
+    t0 = time.perf_counter()
+    rep = find_duplicates(index, mode="copies", workers=args.workers)
+    t_dup = time.perf_counter() - t0
+    found = np.zeros(len(iu), bool)
+    pos_of = {(int(a), int(b)): k for k, (a, b) in enumerate(zip(iu.tolist(), ju.tolist()))}
+    inv = np.empty(n, np.int64)
+    inv[order] = np.arange(n)
+    for g in rep.groups:
+        rows = sorted(inv[f.row] for f in g.files)
+        for a in range(len(rows)):
+            for b in range(a + 1, len(rows)):
+                found[pos_of[(rows[a], rows[b])]] = True
+    if args.dump:  # the verified matches joining images of different originals, and why they matched
+        wrong = []
+        for g in rep.groups:
+            for i, j, v in g.matches:
+                a, b = inv[g.files[i].row], inv[g.files[j].row]
+                if true_group[a] != true_group[b]:
+                    wrong.append({"a": names[a], "b": names[b], **v.to_dict()})
+        Path(args.dump).write_text(json.dumps(wrong, indent=1))
+    sim = find_duplicates(index, mode="similar")
+    found_sim = np.zeros(len(iu), bool)
+    for g in sim.groups:
+        rows = sorted(inv[f.row] for f in g.files)
+        for a in range(len(rows)):
+            for b in range(a + 1, len(rows)):
+                found_sim[pos_of[(rows[a], rows[b])]] = True
+    # shortlist calibration: the cosine floor keeping 99.5% of the copy pairs (turns/mirrors are reached by thumbnails)
+    pk = pair_kind(iu[same], ju[same])
+    turned = np.isin(pk, ["rot90", "rot270", "rot180", "hflip"])
+    floor = float(np.quantile(cos[same][~turned], 0.005))
+    preds = {
+        "copies (verified)": found,
+        "similar (cosine >= %.3f)" % sim.threshold: found_sim,
+        "cosine >= %.3f (0.5%% floor)" % floor: cos >= floor,
+        "pHash <= 10": hashes["phash"] <= 10,
+        "dHash <= 10": hashes["dhash"] <= 10,
+    }
+    lines = machine_lines({"model": f"mobilenet (ImageNet), preprocessing {emb.preprocessing}"})
+    lines.append(f"command: {command_line()}")
+    lines.append(
+        f"{n} images ({sum(k == 'photo' for k in kinds)} photos; {len(set(kinds) - {'photo', 'burst'})} edits of "
+        f"{args.originals} flower, 14 UKBench and 4 demo originals; {sum(k == 'burst' for k in kinds)} burst frames); "
+        f"{int(same.sum())} true copy pairs among {len(iu)}; indexing {t_index:.0f} s"
+    )
+    lines.append(
+        f"mode copies: {rep.info.get('candidates')} candidate pairs ({rep.info.get('candidates_vectors')} from the vectors "
+        f"by rank, {rep.info.get('candidates_turned')} from turned/mirrored thumbnails), {rep.info.get('verified')} verified, "
+        f"{t_dup:.1f} s ({rep.info.get('ms_per_pair')} ms per candidate pair with {args.workers or 'all'} threads, features "
+        f"included); thumbnails made from photos: {rep.info.get('thumbnails_from_photos')}"
+    )
+    lines.append(f"shortlist: cosine floor keeping 99.5% of the copy pairs (turns and mirrors excluded): {floor:.3f}")
+    lines.append("")
+    rows = []
+    for name, pred in preds.items():
+        tp = int((pred & same).sum())
+        fp = int((pred & ~same).sum())
+        rows.append([name, f"{tp / max(1, tp + fp):.3f}", f"{tp / max(1, int(same.sum())):.3f}", tp, fp])
+    lines.append(table(["method", "pair precision", "recall", "TP", "FP"], rows))
+    lines.append("")
+    edits = sorted(set(pk.tolist()))
+    rows = []
+    for e in edits:
+        m = pk == e
+        rows.append([e, int(m.sum())] + [f"{preds[k][same][m].mean():.3f}" for k in preds])
+    lines.append("recall per edit (pairs of an original and its copy; copy-copy: two copies of one original)")
+    lines.append(table(["edit", "pairs", *preds], rows))
+    lines.append("")
+    nk = neg_kind(iu[~same], ju[~same])
+    rows = []
+    for kname in ("ukbench other view", "burst neighbours", "burst frame vs photo", "unrelated"):
+        m = nk == kname
+        rows.append([kname, int(m.sum())] + [f"{preds[k][~same][m].mean():.4f} ({int(preds[k][~same][m].sum())})" for k in preds])
+    lines.append("false positives per kind of negative pair (rate, count)")
+    lines.append(table(["negative", "pairs", *preds], rows))
+    text = "\n".join(lines)
+    emit(text, t_start, args.markdown)
+    if not args.keep_files:
+        shutil.rmtree(work, ignore_errors=True)
+    return text
+
+
+def copies_cost(args: argparse.Namespace) -> str:
+    """Mode copies at scale: the cost per image (features) and per candidate pair (verification) on real
+    thumbnails, and the two shortlists timed on n synthetic images; the total extrapolated to n."""
+    from PIL import Image
+
+    from revsearch.duplicates.candidates import knn_pairs, turn_descriptors, turn_pairs
+    from revsearch.duplicates.verify import features, verify_pair
+    from revsearch.media.edits import COPY_EDITS, jpeg_roundtrip
+    from revsearch import Index
+    from revsearch.storage.thumbs import make_thumbnail
+
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(args.seed)
+    root = Path(os.environ.get("REVSEARCH_SHARED", SHARED)) / "datasets"
+    fl = sorted((root / "oxford17_flowers").glob("*/*.jpg"))
+    photos = [Image.open(fl[i]).convert("RGB") for i in rng.choice(len(fl), size=args.photos, replace=False)]
+    thumbs_ = [make_thumbnail(p) for p in photos]
+    edits = list(COPY_EDITS)
+    copies_ = [make_thumbnail(jpeg_roundtrip(COPY_EDITS[edits[i % len(edits)]](p), 90)) for i, p in enumerate(photos)]
+    t0 = time.perf_counter()
+    feats = [features(t) for t in thumbs_]
+    t_feat = (time.perf_counter() - t0) / len(thumbs_)
+    cfeats = [features(t) for t in copies_]
+    t0 = time.perf_counter()
+    acc_true = [verify_pair(a, b).accepted for a, b in zip(feats, cfeats)]
+    t_true = (time.perf_counter() - t0) / len(feats)
+    t0 = time.perf_counter()
+    acc_false = [verify_pair(feats[i], feats[(i + 1) % len(feats)]).accepted for i in range(len(feats))]
+    t_false = (time.perf_counter() - t0) / len(feats)
+    lines = machine_lines({"threads": "1 (per-image and per-pair costs); the library runs 2 threads on 2 cores"})
+    lines.append(f"command: {command_line()}")
+    lines.append(
+        f"features (SIFT on a 128-px thumbnail, mirror by descriptor permutation): {t_feat * 1000:.2f} ms per image; "
+        f"verification: {t_true * 1000:.2f} ms per copy pair ({np.mean(acc_true):.2f} accepted), "
+        f"{t_false * 1000:.2f} ms per pair of different photos ({np.mean(acc_false):.2f} accepted)"
+    )
+    print(lines[-1], file=sys.stderr, flush=True)
+    n = args.n
+    work = Path(args.tmp)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    # the turn/mirror shortlist on n synthetic thumbnails (smooth random images)
+    small = rng.integers(0, 256, size=(n, 6, 8), dtype=np.uint8)
+    import cv2
+
+    th = [cv2.resize(s_, (96, 72), interpolation=cv2.INTER_CUBIC) for s_ in small]
+    t0 = time.perf_counter()
+    base = turn_descriptors(th).astype(np.float16)
+    t_desc = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tp = turn_pairs(base)
+    t_turn = time.perf_counter() - t0
+    del th, base
+    # the vectors' shortlist by rank (no calibration: the most candidates) on n clustered unit vectors
+    dim = args.dim
+    centres = rng.standard_normal((4096, dim)).astype(np.float32)
+    x = centres[rng.integers(0, 4096, n)] + rng.standard_normal((n, dim)).astype(np.float32) * 0.8
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    idx = Index.from_vectors(work / "v", x, [f"f{i:07d}.jpg" for i in range(n)], synthetic_spec(dim))
+    del x
+    t0 = time.perf_counter()
+    info: dict[str, Any] = {}
+    pairs, _ = knn_pairs(idx, 10, None, info=info)
+    t_knn = time.perf_counter() - t0
+    cand = len(pairs) + len(tp)
+    threads = 2
+    t_feat_all = n * t_feat / threads
+    t_ver = cand * t_false / threads
+    total = t_knn + t_desc + t_turn + t_feat_all + t_ver
+    lines.append(
+        f"n = {n:,}: vectors' shortlist by rank (k=10, {info.get('method')}) {t_knn:.0f} s, {len(pairs):,} pairs; "
+        f"turn descriptors {t_desc:.1f} s; turn/mirror shortlist {t_turn:.1f} s, {len(tp):,} pairs"
+    )
+    lines.append(
+        f"extrapolated for n = {n:,} on {threads} threads: features {t_feat_all:.0f} s + verification of {cand:,} "
+        f"candidate pairs {t_ver:.0f} s + shortlists {t_knn + t_desc + t_turn:.0f} s = {total:.0f} s ({total / 60:.1f} min); "
+        f"candidate pairs per image: {cand / n:.1f}"
+    )
+    text = "\n".join(lines)
+    emit(text, t_start, args.markdown)
+    shutil.rmtree(work, ignore_errors=True)
+    return text
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="part", required=True)
@@ -491,8 +801,24 @@ def main() -> None:
     s.add_argument("--tmp", default="/tmp/revsearch-dup-scale")
     s.add_argument("--keep-files", action="store_true")
     s.add_argument("--markdown", default=None)
+    cp = sub.add_parser("copies", help="mode copies end to end on real photos, their edits and hard negatives")
+    cp.add_argument("--flowers", type=int, default=300, help="flower photos (besides the listed stored-twice pairs)")
+    cp.add_argument("--originals", type=int, default=40, help="flower photos that get every edit")
+    cp.add_argument("--seed", type=int, default=0)
+    cp.add_argument("--workers", type=int, default=None)
+    cp.add_argument("--tmp", default="/tmp/revsearch-dup-copies")
+    cp.add_argument("--keep-files", action="store_true")
+    cp.add_argument("--dump", default=None, help="write the false matches (JSON) to this file")
+    cp.add_argument("--markdown", default=None)
+    cc = sub.add_parser("copies-cost", help="mode copies: cost per image and per pair, shortlists at n images")
+    cc.add_argument("--n", type=int, default=100_000)
+    cc.add_argument("--dim", type=int, default=1024)
+    cc.add_argument("--photos", type=int, default=200)
+    cc.add_argument("--seed", type=int, default=0)
+    cc.add_argument("--tmp", default="/tmp/revsearch-dup-cost")
+    cc.add_argument("--markdown", default=None)
     args = p.parse_args()
-    (calibrate if args.part == "calibrate" else scale)(args)
+    {"calibrate": calibrate, "scale": scale, "copies": copies, "copies-cost": copies_cost}[args.part](args)
 
 
 if __name__ == "__main__":

@@ -137,6 +137,7 @@ _MOVED = {
     "indexing": "storage.indexing",
     "distributed": "storage.distributed",
     "legacy": "storage.legacy",
+    "thumbs": "storage.thumbs",
     "search": "retrieval.exact",
     "ann": "retrieval.ann",
     "rerank": "retrieval.rerank",

@@ -423,13 +423,20 @@ def _cmd_duplicates(args: argparse.Namespace) -> int:
         from .duplicates import check_destination
 
         index = open_index(args.vector_dir)
+        if not args.dataset_dir:  # which files move is never chosen by a file (the manifest) alone
+            raise ValueError(
+                "--move-to moves photos out of the dataset folder: name it with --dataset-dir DIR "
+                f"(this index records {display_name(index.dataset_dir)}); the folder an index file records "
+                "is not trusted to choose which files move"
+            )
         check_destination(args.move_to, args.dataset_dir or index.dataset_dir, index.folder)
     report = find_duplicates(
         args.vector_dir, args.threshold, against=args.against, k=args.k, keep=args.keep, progress=not args.quiet,
+        mode=args.mode,
         dataset_dir=args.dataset_dir,
     )
     cal = report.calibration
-    if cal is not None and not cal.calibrated:
+    if cal is not None and not cal.calibrated and args.mode == "similar":
         print(f"note: threshold {report.threshold:.3f} is not calibrated for {cal.model!r}; check the groups "
               "(--plot) or pass --threshold", file=sys.stderr)
     if args.csv:
@@ -484,12 +491,20 @@ def _add_duplicates_parser(sub: Any) -> None:
     )
     p.add_argument("vector_dir", metavar="VECTOR_DIR", nargs="?", help="the index folder")
     p.add_argument(
+        "--mode", choices=["copies", "similar"], default="copies",
+        help="copies (default): one image is an edited copy of the other (crop, resize, JPEG, caption, turn, "
+        "mirror, colours...), each pair verified on the images; similar: near-identical shots and the same scene "
+        "(the vectors' cosine reaches --threshold)",
+    )
+    p.add_argument(
         "--threshold", type=float, default=None,
-        help="cosine in [-1, 1] at or above which images are duplicates (default: calibrated for the model)",
+        help="similar: cosine in [-1, 1] at or above which images are duplicates; copies: the shortlist's cosine "
+        "floor (default: calibrated for the model; a model without calibration: by rank)",
     )
     p.add_argument("--against", metavar="OTHER_VECTOR_DIR", default=None,
                    help="only pairs between VECTOR_DIR and this index (which is never changed)")
-    p.add_argument("-k", type=int, default=16, help="neighbours per image considered (default 16)")
+    p.add_argument("-k", type=int, default=None,
+                   help="neighbours per image considered (default 16 in mode similar, 10 in mode copies)")
     p.add_argument("--keep", choices=["largest", "oldest", "newest", "first"], default="largest",
                    help="copy to keep: largest (pixels, then bytes; default), oldest/newest (mtime), first (path)")
     out = p.add_mutually_exclusive_group()

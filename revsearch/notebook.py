@@ -906,8 +906,9 @@ def show_duplicates(
     keep: str = "largest",
     max_groups: int = 24,
     groups_per_page: int = 8,
+    mode: str = "copies",
 ) -> DuplicateReport:
-    """Find the near-duplicate groups of the notebook's index and show them as pictures.
+    """Find the duplicate groups of the notebook's index and show them as pictures.
 
     Nothing is moved or deleted: the report says which copies ``revsearch duplicates ...
     --move-to DIR`` would move.
@@ -916,14 +917,17 @@ def show_duplicates(
     ----------
     settings : NotebookSettings
     threshold : float, optional
-        Cosine similarity in [-1, 1] from which two images count as duplicates. Default: the
-        model's calibrated threshold (see :func:`revsearch.find_duplicates`).
+        Mode ``similar``: the cosine similarity in [-1, 1] from which two images count as
+        duplicates (default: the model's calibrated threshold). Mode ``copies``: ignored (the
+        shortlist is calibrated per model, or by rank; every pair is verified on the pictures).
     keep : {"largest", "oldest", "newest", "first"}, default "largest"
         Which copy of a group is kept (shown first).
     max_groups : int, default 24
         Groups drawn (all of them are in the report).
     groups_per_page : int, default 8
         Groups per figure.
+    mode : {"copies", "similar"}, default "copies"
+        What counts as a duplicate (see :func:`revsearch.find_duplicates`).
 
     Returns
     -------
@@ -935,7 +939,10 @@ def show_duplicates(
 
     if max_groups < 0:
         raise ValueError(f"max_groups must be at least 0, not {max_groups}")
-    report = find_duplicates(settings.vector_dir, threshold, keep=keep, dataset_dir=settings.dataset_dir)
+    report = find_duplicates(
+        settings.vector_dir, threshold if mode == "similar" else None, keep=keep, dataset_dir=settings.dataset_dir,
+        mode=mode,
+    )
     shown = dataclasses.replace(report, groups=report.groups[:max_groups])
     for fig in plot_duplicates(shown, groups_per_page=groups_per_page) if max_groups else []:
         display_figure(fig)

@@ -55,12 +55,7 @@ def _index_files(folder: Path) -> set[str]:
 
 
 def _named(index: Index) -> set[str]:
-    m = index.manifest
-    names = {"revsearch.json"} | {n for s in m["shards"] for n in s["files"].values()}
-    for section in ("ann", "ann_stale"):
-        if (m.get(section) or {}).get("file"):
-            names.add(m[section]["file"])
-    return names
+    return {"revsearch.json"} | index.manifest.file_names()  # shards and every section (ANN, stored augmentation)
 
 
 def _spec() -> dict:
@@ -186,7 +181,7 @@ def _dup_collection(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes]]:
 
 MOVE = (
     "from revsearch.duplicates import find_duplicates, move_duplicates\n"
-    "move_duplicates(find_duplicates({v!r}, 0.9), {dest!r}, log={log!r}, update_index=False)\n"
+    "move_duplicates(find_duplicates({v!r}, 0.9, mode='similar'), {dest!r}, log={log!r}, update_index=False)\n"
 )
 UNDO = (
     "import sys\n"

@@ -127,7 +127,7 @@ def test_groups_equal_brute_force_components(tmp_path: Path) -> None:
     x, planted = clustered(600, seed=7, planted=25)
     t, k = 0.9, 4
     index = Index.from_vectors(tmp_path / "v", x, [f"f{i:04d}.jpg" for i in range(len(x))], _spec())
-    report = find_duplicates(index, t, k=k, keep="first")
+    report = find_duplicates(index, t, k=k, keep="first", mode="similar")
     got = {frozenset(f.row for f in g.files) for g in report.groups}
     expected = brute_groups(len(x), brute_edges(x, t, k))
     assert got == expected
@@ -188,7 +188,7 @@ def test_against_pairs_only_across_and_equals_brute_force(tmp_path: Path) -> Non
     y[40:] = clustered(80, seed=22)[0]
     a = Index.from_vectors(tmp_path / "a", x, [f"a{i}.jpg" for i in range(len(x))], _spec())
     b = Index.from_vectors(tmp_path / "b", y, [f"b{i}.jpg" for i in range(len(y))], _spec())
-    report = find_duplicates(a, 0.9, against=b, k=3)
+    report = find_duplicates(a, 0.9, against=b, k=3, mode="similar")
     for g in report.groups:
         colls = {f.collection for f in g.files}
         assert colls == {"index", "against"}  # every group spans both
@@ -196,7 +196,7 @@ def test_against_pairs_only_across_and_equals_brute_force(tmp_path: Path) -> Non
     assert set(zip(src.tolist(), dst.tolist())) == brute_edges(x, 0.9, 3, y)
     assert all((s < len(x)) != (d < len(x)) for s, d in zip(src, dst))
     # the planted pairs inside x alone are not reported
-    alone = find_duplicates(a, 0.9, k=3)
+    alone = find_duplicates(a, 0.9, k=3, mode="similar")
     assert len(alone.groups) > 0
     assert {frozenset(f.row for f in g.files if f.collection == "index") for g in report.groups} != {
         frozenset(f.row for f in g.files) for g in alone.groups
@@ -212,7 +212,7 @@ def test_against_another_model_is_refused(tmp_path: Path) -> None:
     other = dict(_spec(), model="mobilenet")
     b = Index.from_vectors(tmp_path / "b", x, [f"b{i}.jpg" for i in range(20)], other)
     with pytest.raises(ModelMismatchError):
-        find_duplicates(a, 0.9, against=b)
+        find_duplicates(a, 0.9, against=b, mode="similar")
 
 
 # ---------------------------------------------------------------------------- files: keep, move, undo
@@ -263,7 +263,7 @@ def collection(tmp_path: Path) -> dict:
      ("first", ["a.jpg", "d.jpg"])],
 )
 def test_keep_rules(collection: dict, rule: str, kept: list[str]) -> None:
-    report = find_duplicates(collection["vdir"], 0.9, keep=rule)
+    report = find_duplicates(collection["vdir"], 0.9, keep=rule, mode="similar")
     assert sorted(g.keep.relpath for g in report.groups) == sorted(kept)
     assert [len(g) for g in report.groups] == [3, 2]
     for g in report.groups:
@@ -277,7 +277,7 @@ def test_keep_largest_breaks_pixel_ties_by_file_size(collection: dict) -> None:
     # d.jpg and sub/e.jpg have the same pixels: make e's file larger
     Image.fromarray(make_photo(2, (100, 100))).save(ds / "sub/e.jpg", quality=100)
     Image.fromarray(make_photo(2, (100, 100))).save(ds / "d.jpg", quality=40)
-    report = find_duplicates(collection["vdir"], 0.9, keep="largest")
+    report = find_duplicates(collection["vdir"], 0.9, keep="largest", mode="similar")
     assert report.groups[1].keep.relpath == "sub/e.jpg"
 
 
@@ -291,7 +291,7 @@ def _tree(root: Path) -> dict[str, tuple[str, int]]:
 def test_move_then_undo_restores_every_file_byte_for_byte(collection: dict, tmp_path: Path) -> None:
     ds, vdir = collection["ds"], collection["vdir"]
     before = _tree(ds)
-    report = find_duplicates(vdir, 0.9, keep="largest")
+    report = find_duplicates(vdir, 0.9, keep="largest", mode="similar")
     dest = tmp_path / "dups"
     moved = move_duplicates(report, dest)
     assert sorted(Path(a).relative_to(ds.resolve()).as_posix() for a, _ in moved.moved) == ["a.jpg", "c.png", "sub/e.jpg"]
@@ -308,7 +308,7 @@ def test_move_then_undo_restores_every_file_byte_for_byte(collection: dict, tmp_
     index = Index.open(vdir)
     assert moved.index_updated
     assert sorted(index.paths) == ["d.jpg", "f.jpg", "g.jpg", "sub/b.jpg"]
-    assert find_duplicates(index, 0.9).groups == []
+    assert find_duplicates(index, 0.9, mode="similar").groups == []
     # undo: every file back, same bytes, same mtime
     undone = undo_moves(moved.log, index=vdir, update_index=False)
     assert len(undone.restored) == 3 and not undone.skipped
@@ -327,7 +327,7 @@ def test_move_never_overwrites_and_undo_leaves_changed_files(collection: dict, t
     dest = tmp_path / "dups"
     dest.mkdir()
     (dest / "a.jpg").write_bytes(b"someone else's file")
-    report = find_duplicates(collection["vdir"], 0.9, keep="largest")
+    report = find_duplicates(collection["vdir"], 0.9, keep="largest", mode="similar")
     moved = move_duplicates(report, dest, update_index=False)
     assert (dest / "a.jpg").read_bytes() == b"someone else's file"
     assert (dest / "a (2).jpg").is_file()
@@ -341,7 +341,7 @@ def test_move_never_overwrites_and_undo_leaves_changed_files(collection: dict, t
 
 def test_move_into_the_dataset_folder_is_refused(collection: dict, tmp_path: Path) -> None:
     before = _tree(collection["ds"])
-    report = find_duplicates(collection["vdir"], 0.9)
+    report = find_duplicates(collection["vdir"], 0.9, mode="similar")
     for bad in (collection["ds"], collection["ds"] / "sub" / "dups", collection["vdir"] / "x"):
         with pytest.raises(RevsearchError, match="inside the"):
             move_duplicates(report, bad)
@@ -355,7 +355,7 @@ def test_against_collection_is_never_moved(collection: dict, tmp_path: Path) -> 
     Image.fromarray(make_photo(1, (400, 300))).save(other_ds / "big.jpg")  # largest: kept
     x = collection["x"]
     Index.from_vectors(tmp_path / "archive-vec", x[:1], ["big.jpg"], _spec(2048), dataset_dir=other_ds)
-    report = find_duplicates(collection["vdir"], 0.9, against=tmp_path / "archive-vec", keep="largest")
+    report = find_duplicates(collection["vdir"], 0.9, against=tmp_path / "archive-vec", keep="largest", mode="similar")
     assert len(report.groups) == 1
     g = report.groups[0]
     assert g.keep.collection == "against" and g.keep.relpath == "big.jpg"
@@ -372,12 +372,12 @@ def test_against_collection_is_never_moved(collection: dict, tmp_path: Path) -> 
 
 def test_errors(tmp_path: Path, collection: dict) -> None:
     with pytest.raises(IndexNotFoundError):
-        find_duplicates(tmp_path / "nothing-here")
+        find_duplicates(tmp_path / "nothing-here", mode="similar")
     for bad in (1.5, -1.01, float("nan")):
         with pytest.raises(ValueError, match=r"\[-1, 1\]"):
-            find_duplicates(collection["vdir"], bad)
+            find_duplicates(collection["vdir"], bad, mode="similar")
     with pytest.raises(ValueError, match="keep"):
-        find_duplicates(collection["vdir"], 0.9, keep="best")
+        find_duplicates(collection["vdir"], 0.9, keep="best", mode="similar")
     with pytest.raises(RevsearchError, match="move log"):
         undo_moves(tmp_path / "no-log.csv")
 
@@ -398,7 +398,7 @@ def test_default_threshold_per_model(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_plot_duplicates_pages(collection: dict) -> None:
-    report = find_duplicates(collection["vdir"], 0.9, keep="largest")
+    report = find_duplicates(collection["vdir"], 0.9, keep="largest", mode="similar")
     figs = plot_duplicates(report, groups_per_page=1)
     assert len(figs) == 2
     titles = [ax.get_title() for ax in figs[0].axes]
@@ -415,12 +415,12 @@ def test_plot_duplicates_pages(collection: dict) -> None:
 def test_cli_dry_run_json_csv_plot(collection: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     before = _tree(collection["ds"])
     vdir = str(collection["vdir"])
-    assert main(["duplicates", vdir, "--threshold", "0.9", "--json", "--plot", str(tmp_path / "g.png"), "-q"]) == 0
+    assert main(["duplicates", vdir, "--mode", "similar", "--threshold", "0.9", "--json", "--plot", str(tmp_path / "g.png"), "-q"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [len(g["duplicates"]) + 1 for g in out["groups"]] == [3, 2]
     assert out["groups"][0]["keep"]["relpath"] == "sub/b.jpg"
     assert (tmp_path / "g.png").stat().st_size > 0
-    assert main(["duplicates", vdir, "--threshold", "0.9", "--csv", str(tmp_path / "d.csv"), "--keep", "first", "-q"]) == 0
+    assert main(["duplicates", vdir, "--mode", "similar", "--threshold", "0.9", "--csv", str(tmp_path / "d.csv"), "--keep", "first", "-q"]) == 0
     with open(tmp_path / "d.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["group"], r["role"]) for r in rows] == [("1", "keep"), ("1", "duplicate"), ("1", "duplicate"),
@@ -435,7 +435,7 @@ def test_cli_errors_are_one_line(collection: dict, tmp_path: Path, capsys: pytes
     cases = [
         (["duplicates", str(tmp_path / "missing")], "no revsearch index"),
         (["duplicates", str(collection["vdir"]), "--threshold", "2"], "[-1, 1]"),
-        (["duplicates", str(collection["vdir"]), "--threshold", "0.9", "--move-to", str(collection["ds"] / "x")], "inside the dataset or index folder"),
+        (["duplicates", str(collection["vdir"]), "--mode", "similar", "--threshold", "0.9", "--move-to", str(collection["ds"] / "x"), "--dataset-dir", str(collection["ds"])], "inside the dataset or index folder"),
     ]
     for argv, needle in cases:
         assert main(argv + ["-q"]) == 1
@@ -448,7 +448,11 @@ def test_cli_errors_are_one_line(collection: dict, tmp_path: Path, capsys: pytes
 def test_cli_move_and_undo_updates_the_index(collection: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ds, vdir = collection["ds"], str(collection["vdir"])
     before = _tree(ds)
-    assert main(["duplicates", vdir, "--threshold", "0.9", "--move-to", str(tmp_path / "dups"), "-q"]) == 0
+    # the photo folder is named by the user, never taken from the index's manifest alone
+    assert main(["duplicates", vdir, "--mode", "similar", "--threshold", "0.9", "--move-to", str(tmp_path / "dups"), "-q"]) == 1
+    assert "--dataset-dir" in capsys.readouterr().err and _tree(ds) == before and not (tmp_path / "dups").exists()
+    assert main(["duplicates", vdir, "--mode", "similar", "--threshold", "0.9", "--move-to", str(tmp_path / "dups"),
+                 "--dataset-dir", str(ds), "-q"]) == 0
     out = capsys.readouterr()
     assert "moved 3 files" in out.out
     assert len(Index.open(vdir)) == 4

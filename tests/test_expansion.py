@@ -65,7 +65,7 @@ def built(tmp_path: Path, resnet_random: Embedder) -> tuple[Path, Path]:
 def test_every_index_stores_its_augmentation_and_search_expands_by_default(built, resnet_random) -> None:  # type: ignore[no-untyped-def]
     ds, vec = built
     idx = Index.open(vec)
-    assert idx.manifest["format_version"] == store.FORMAT_VERSION == 3
+    assert idx.manifest["format_version"] == store.FORMAT_VERSION == 4
     assert idx.expansion == DEFAULT_EXPANSION and DEFAULT_EXPANSION.active
     check_matches_full_computation(idx)
     q = idx.vectors[[3, 17]]
@@ -178,6 +178,7 @@ def test_a_killed_update_leaves_a_consistent_index_and_the_next_one_finishes(bui
     check_matches_full_computation(idx2)
     assert "dba_stale" not in idx2.manifest
     named = {n for s in idx2.manifest["shards"] for n in s["files"].values()} | set(idx2.manifest["dba"]["files"].values())
+    named |= set(idx2.manifest.thumb_files)  # the duplicate verifier's thumbnails
     ours = {p.name for p in vec.iterdir() if p.name not in (MANIFEST_NAME, store.LOCK_NAME)}
     assert ours == named  # the killed run's half-written files are gone
 
@@ -200,7 +201,7 @@ def test_an_index_of_format_2_is_searched_with_expansion_and_migrated_by_the_nex
     assert any("stores no database augmentation" in r.getMessage() for r in caplog.records)
     idx2, report = Index.build(ds, vec, resnet_random, progress=False)
     m2 = idx2.manifest
-    assert m2["format_version"] == 3 and m2["migrated_from"] == 2 and report.augmented == len(idx2) == 24
+    assert m2["format_version"] == store.FORMAT_VERSION and m2["migrated_from"] == 2 and report.augmented == len(idx2) == 24
     check_matches_full_computation(idx2)
 
 

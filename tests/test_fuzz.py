@@ -193,7 +193,7 @@ class _Moved:
         x = np.ones((4, DIM), np.float32) + 1e-3 * np.eye(4, DIM, dtype=np.float32)
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         Index.from_vectors(self.root / "v", x, ["a.jpg", "b.jpg", "d.jpg", "sub/c.jpg"], SPEC, dataset_dir=ds)
-        moved = move_duplicates(find_duplicates(self.root / "v", 0.9, keep="first"), self.root / "dups",
+        moved = move_duplicates(find_duplicates(self.root / "v", 0.9, keep="first", mode="similar"), self.root / "dups",
                                 update_index=False)
         assert len(moved.moved) == 3
         self.log = moved.log.relative_to(self.root)

@@ -61,6 +61,7 @@ def referenced(folder: Path) -> set[str]:
     for s in manifest["shards"]:
         out |= set(s["files"].values())
         assert set(s["files"]) == {"vectors", "rows", "paths"}
+    out |= set((manifest.get("thumbs") or {}).get("files", []))  # thumbnails, keyed by content
     for section in ("dba", "dba_stale"):  # the stored search augmentation (and one set aside by a killed update)
         out |= set((manifest.get(section) or {}).get("files", {}).values())
     return out
@@ -241,7 +242,8 @@ def test_an_index_opened_before_an_update_keeps_its_snapshot(work: tuple[Path, P
     old_files = files_in(vec)
     (ds / "a" / "img0000.jpg").unlink()
     fresh, _ = Index.build(ds, vec, resnet_random, progress=False)
-    assert not (old_files - {".revsearch.lock", MANIFEST_NAME}) & files_in(vec)  # every file it opened is deleted
+    # every file it opened is deleted (the thumbnails are kept: keyed by content, the other photos still need them)
+    assert not {f for f in old_files - {".revsearch.lock", MANIFEST_NAME} if not f.startswith("thumbs-")} & files_in(vec)
     got = stale.search_vectors(fresh.vectors[0], k=2)
     assert got[0].relpath == fresh.paths[0] and len(stale) == 8 and "a/img0000.jpg" in stale.paths
     assert stale.search_vectors(stale.vectors[0], k=1, expand=False)[0].relpath == "a/img0000.jpg"  # the old state, whole

@@ -425,6 +425,9 @@ def test_run_all_in_a_simulated_colab_with_colabs_versions_then_a_new_session(
     assert len(listed) == 4 and set(listed) <= set(names)  # k matches (the fake vectors are random)
     assert len(_pngs(_cell(nb, 6))) == 1
     assert "These results come from the original project's vectors" in _text(_cell(nb, 6))
+    # Step 7 on the original project's vectors (no calibration; here random, every cosine ~0.75): only verified
+    # copies are grouped, so ten distinct photos make no group (a cosine threshold put them all in one)
+    assert re.search(r"\b0 groups\b", _text(_cell(nb, 7))), _text(_cell(nb, 7))
 
     # A new session: the VM's disk is empty again; Drive keeps images and index. Switch to re-index.
     import shutil as _shutil

@@ -101,10 +101,10 @@ def test_duplicates_ignore_damaged_rows_and_json_is_json(tmp_path: Path, capsys)
     x = _unit(base[[0, 0, 1, 1, 2, 2]] + 0.001 * rng.standard_normal((6, DIM)))
     index = Index.from_vectors(tmp_path / "v", x, [f"{i}.jpg" for i in range(6)], _spec())
     _damage(index, 4, np.inf)
-    report = find_duplicates(tmp_path / "v", 0.9)
+    report = find_duplicates(tmp_path / "v", 0.9, mode="similar")
     assert sorted(sorted(f.row for f in g.files) for g in report.groups) == [[0, 1], [2, 3]]
     json.loads(report.to_json())
-    assert main(["duplicates", str(tmp_path / "v"), "--threshold", "0.9", "--json", "-q"]) == 0
+    assert main(["duplicates", str(tmp_path / "v"), "--mode", "similar", "--threshold", "0.9", "--json", "-q"]) == 0
     out = capsys.readouterr().out
     assert "Infinity" not in out and "NaN" not in out
     assert len(json.loads(out)["groups"]) == 2
@@ -121,7 +121,7 @@ def test_every_json_command_prints_json(tmp_path: Path, command: str, capsys) ->
     index, x = _index(tmp_path / "v", n=30)
     _damage(index, 7, np.inf)
     args = {"info": ["info", str(index.folder), "--json"], "ann": ["ann", str(index.folder), "--info", "--json"],
-            "duplicates": ["duplicates", str(index.folder), "--threshold", "0.5", "--json", "-q"]}[command]
+            "duplicates": ["duplicates", str(index.folder), "--mode", "similar", "--threshold", "0.5", "--json", "-q"]}[command]
     code = main(args)
     text = capsys.readouterr().out
     assert code == 0, text
@@ -273,7 +273,7 @@ def test_report_csv_and_plot_titles_escape_names(tmp_path: Path) -> None:
         Image.new("RGB", (8, 8), (200, 10, 10)).save(ds / n)
     v = _unit(np.ones((2, DIM)))
     Index.from_vectors(tmp_path / "v", v, names, _spec(), dataset_dir=ds)
-    report = find_duplicates(tmp_path / "v", 0.9)
+    report = find_duplicates(tmp_path / "v", 0.9, mode="similar")
     report.write_csv(tmp_path / "r.csv")
     text = (tmp_path / "r.csv").read_text()
     assert "\x1b" not in text and "b\\tc.png" in text and "a\\x1b[2J.png" in text
@@ -339,7 +339,7 @@ def _moved(tmp_path: Path) -> dict:
     v = _unit(np.ones((3, DIM)) + 1e-4 * np.random.default_rng(0).standard_normal((3, DIM)))
     Index.from_vectors(tmp_path / "v", v, names, _spec(), dataset_dir=ds)
     before = {p.name: p.read_bytes() for p in ds.iterdir()}
-    report = find_duplicates(tmp_path / "v", 0.9, keep="first")
+    report = find_duplicates(tmp_path / "v", 0.9, keep="first", mode="similar")
     moved = move_duplicates(report, tmp_path / "dups", update_index=False)
     assert len(moved.moved) == 2
     return {"ds": ds, "v": tmp_path / "v", "log": moved.log, "before": before, "dest": tmp_path / "dups"}

@@ -90,6 +90,7 @@ def test_housekeeping_never_deletes_files_it_did_not_write(work: tuple[Path, Pat
     assert report.removed == ["img0003.jpg"] and len(report.added) == 2
     assert all((vec / n).read_bytes() == d for n, d in theirs.items())
     named = {n for s in idx.manifest["shards"] for n in s["files"].values()} | set(idx.manifest["dba"]["files"].values())
+    named |= set(idx.manifest.thumb_files)  # the duplicate verifier's thumbnails
     assert {p.name for p in vec.iterdir()} == named | set(theirs) | {MANIFEST_NAME, store.LOCK_NAME}
 
 
@@ -460,7 +461,7 @@ def test_an_index_written_by_revsearch_0_1_opens_and_migrates(tmp_path: Path) ->
 
     ann.build_ann(vec, kind="flat", progress=False)
     m = json.loads((vec / MANIFEST_NAME).read_text())
-    assert m["format_version"] == store.FORMAT_VERSION == 3 and len(m["store_id"]) == 12 and m["migrated_from"] == 1
+    assert m["format_version"] == store.FORMAT_VERSION == 4 and len(m["store_id"]) == 12 and m["migrated_from"] == 1
     assert [s["files"]["vectors"] for s in m["shards"]] == [f"vectors-{s['token']}.npy" for s in first["shards"]]
     after = snapshot_bytes(vec)
     assert {n: b for n, b in after.items() if n != MANIFEST_NAME} == {n: b for n, b in files.items() if n != MANIFEST_NAME}
@@ -482,17 +483,17 @@ def test_an_index_of_format_1_is_updated_incrementally(
             os.rename(vec / name, vec / f"{kind}-{s['token']}{store.SHARD_FILES[kind]}")
     for name in m.pop("dba")["files"].values():  # format 1 stored no augmentation
         (vec / name).unlink()
-    for key in ("store_id", "migrated_from", "expansion"):
+    for key in ("store_id", "migrated_from", "expansion", "thumbs"):
         m.pop(key, None)
     m["format_version"] = 1
     (vec / MANIFEST_NAME).write_text(json.dumps(m, indent=2))
     (vec / "paths-dead.txt").write_text("x\n")  # debris a format-1 index cannot prove it wrote: kept
-    old_files = {p.name for p in vec.glob("*-*.*") if p.name != "paths-dead.txt"}
+    old_files = {p.name for p in vec.glob("*-*.*") if p.name != "paths-dead.txt" and not p.name.startswith("thumbs-")}
     (ds / "img0002.jpg").unlink()
     write_photos(ds, 1, start=9)
     idx, report = Index.build(ds, vec, resnet_random, progress=False)
     assert report.removed == ["img0002.jpg"] and report.added == ["img0009.jpg"] and len(report.unchanged) == 5
-    assert idx.manifest["format_version"] == 3 and idx.complete and len(idx) == 6 and idx.snapshot.augmentation is not None
+    assert idx.manifest["format_version"] == store.FORMAT_VERSION and idx.complete and len(idx) == 6 and idx.snapshot.augmentation is not None
     assert not old_files & {p.name for p in vec.iterdir()}  # the rewritten shard's format-1 files are gone
     assert (vec / "paths-dead.txt").read_text() == "x\n"
 

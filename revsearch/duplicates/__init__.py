@@ -1,4 +1,8 @@
-"""Near-duplicate groups in a collection, and what to do with them.
+"""Duplicate groups in a collection, and what to do with them.
+
+Two modes: ``copies`` (default; :func:`find_duplicates` verifies a shortlist pair by pair with
+:mod:`.verify`: one image must be an edited copy of the other) and ``similar`` (the vectors'
+cosine threshold, below: near-identical shots, the same scene).
 
 :func:`find_duplicates` reads the vectors an index already holds and groups the photos that are
 copies of one another (re-encoded, resized, cropped, captioned, recoloured...):
@@ -8,7 +12,7 @@ copies of one another (re-encoded, resized, cropped, captioned, recoloured...):
 2. The groups are the connected components of that graph (union-find); every group has one
    copy to keep, chosen by a rule (``keep``), and the others.
 
-Modules: :mod:`.candidates` (the vectors' shortlist), :mod:`.groups` (the groups and the report),
+Modules: :mod:`.candidates` (the shortlists), :mod:`.verify` (the verifier), :mod:`.groups` (the groups and the report),
 :mod:`.moves` (move and undo), :mod:`.plot` (pictures).
 
 How the neighbours are found:
@@ -47,9 +51,11 @@ from .candidates import (
     default_nlist,
     default_threshold,
     duplicate_edges,
+    shortlist_floor,
 )
 from .groups import (
     KEEP_RULES,
+    MODES,
     PAIRWISE_MAX,
     DuplicateFile,
     DuplicateGroup,
@@ -71,6 +77,7 @@ __all__ = [
     "DuplicateReport",
     "EXACT_MAX_VECTORS",
     "KEEP_RULES",
+    "MODES",
     "LOG_COLUMNS",
     "MoveReport",
     "PAIRWISE_MAX",
@@ -83,5 +90,6 @@ __all__ = [
     "find_duplicates",
     "move_duplicates",
     "plot_duplicates",
+    "shortlist_floor",
     "undo_moves",
 ]

@@ -76,6 +76,9 @@ class Calibration:
         (``benchmarks/duplicates.py``), rather than set by a rule.
     note : str
         How it was chosen.
+    shortlist : float or None
+        Mode ``copies``: the cosine floor of the shortlist, low enough to keep >= 99.5% of the
+        edited copies of the calibration sets (None: not measured; the shortlist is by rank).
     """
 
     model: str
@@ -83,6 +86,7 @@ class Calibration:
     preprocessing: str | None
     calibrated: bool
     note: str
+    shortlist: float | None = None
 
 
 #: The MobileNet pipeline the calibration was run with (``Embedder("mobilenet").preprocessing``).
@@ -98,7 +102,10 @@ CALIBRATIONS: dict[str, Calibration] = {
         True,
         "benchmarks/duplicates.py calibrate (2026-12-01, crop + average pooling): the lowest threshold from which "
         "pair precision stays >= 0.99 is 0.905 on Oxford flowers and 0.950 on UKBench (other shots of the same "
-        "object score high); the default is the higher (the earlier crop + GeM pipeline gave 0.910 and 0.950)",
+        "object score high); the default is the higher (the earlier crop + GeM pipeline gave 0.910 and 0.950). "
+        "Mode copies: benchmarks/duplicates.py copies (2026-12-05) - 99.5% of the edited-copy pairs (turns and "
+        "mirrors excluded: the thumbnails' shortlist reaches them) score >= 0.521; the shortlist floor is 0.50",
+        shortlist=0.50,
     ),
 }
 #: Models without a calibration get the highest calibrated threshold (fewer, surer groups).
@@ -106,6 +113,33 @@ _UNCALIBRATED_NOTE = (
     "not calibrated for this model (no real weights measured here): the highest calibrated threshold "
     "of any model is used; check a few groups, or pass threshold="
 )
+
+
+def shortlist_floor(spec: dict[str, Any]) -> tuple[float | None, Calibration]:
+    """The cosine floor of the copies shortlist for vectors made as ``spec`` says.
+
+    Parameters
+    ----------
+    spec : dict
+        An index's spec.
+
+    Returns
+    -------
+    floor : float or None
+        None for a model (or pipeline) without a calibration: the shortlist is then each
+        image's nearest neighbours by rank, and only verified pairs are reported.
+    calibration : Calibration
+    """
+    model = str(spec.get("model", ""))
+    cal = CALIBRATIONS.get(model)
+    if cal is None or cal.shortlist is None or (
+        cal.preprocessing is not None and spec.get("preprocessing") not in (None, cal.preprocessing)
+    ):
+        note = "no calibration for this model or pipeline: the shortlist is by rank (nearest neighbours), and only "
+        note += "verified pairs are reported"
+        logger.info("copies of %r: %s", model, note)
+        return None, Calibration(model, float("nan"), None, False, note, None)
+    return cal.shortlist, cal
 
 
 def default_threshold(spec: dict[str, Any]) -> tuple[float, Calibration]:
@@ -253,20 +287,41 @@ def _exact_edges(a: Rows, b: Rows | None, threshold: float, top: TopK, block: in
             xj = np.asarray(other.slice(j0, min(other.n, j0 + block)), np.float32)
             with np.errstate(invalid="ignore", over="ignore"):
                 s = xi @ xj.T  # (bi, bj) float32
-                hits = np.flatnonzero((s >= threshold) & (s <= MAX_SCORE))  # NaN, inf: a damaged vector
-            if hits.size:
+                s[~(s <= MAX_SCORE)] = -np.inf  # NaN, inf: a damaged vector
+            if b is None and j0 < i0 + len(xi):  # upper triangle only, no self pairs
+                gi_ = np.arange(i0, i0 + len(xi))[:, None]
+                gj_ = np.arange(j0, j0 + s.shape[1])[None, :]
+                s[gj_ <= gi_] = -np.inf
+            row_keep, col_keep = _block_best(s, threshold, top.k)
+            for keep_, forward in ((row_keep, True), (col_keep, False)):
+                hits = np.flatnonzero(keep_)
+                if not hits.size:
+                    continue
                 r, c = np.divmod(hits, s.shape[1])
                 sc = s.ravel()[hits]
-                gi, gj = r + i0, c + j0
-                if b is None:
-                    m = gj > gi  # upper triangle, no self pairs
-                    gi, gj, sc = gi[m], gj[m], sc[m]
+                gi, gj = r + i0, c + j0 + (nA if b is not None else 0)
+                if forward:
+                    top.add(gi, gj, sc)
                 else:
-                    gj = gj + nA
-                top.add(gi, gj, sc)
-                top.add(gj, gi, sc)
+                    top.add(gj, gi, sc)
             del s
         bar.update(len(xi))
+
+
+def _block_best(s: np.ndarray, threshold: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of a score block's entries that can be among a row's (resp. a column's) k best: scores
+    >= threshold and >= the row's (column's) k-th best score (ties kept). Without this, a low
+    threshold (the copies shortlist by rank) would pass every scored pair to the top-k merge."""
+    ok = s >= threshold
+    rows = ok.copy()
+    cols = ok
+    if s.shape[1] > k:
+        kth = np.partition(s, s.shape[1] - k, axis=1)[:, s.shape[1] - k]
+        rows &= s >= kth[:, None]
+    if s.shape[0] > k:
+        kth = np.partition(s, s.shape[0] - k, axis=0)[s.shape[0] - k, :]
+        cols = ok & (s >= kth[None, :])
+    return rows, cols
 
 
 def _spherical_kmeans(x: np.ndarray, nlist: int, iters: int, seed: int) -> np.ndarray:
@@ -347,17 +402,23 @@ def _approx_edges(
             qs = queries[q0 : q0 + BLOCK_ROWS]
             with np.errstate(invalid="ignore", over="ignore"):
                 s = rows.take(qs) @ xm.T  # exact float32 scores of the candidate pairs
-                hits = np.flatnonzero((s >= threshold) & (s <= MAX_SCORE))  # NaN, inf: a damaged vector
+                s[~(s <= MAX_SCORE)] = -np.inf  # NaN, inf: a damaged vector
             scored += s.size
-            if hits.size:
+            invalid = qs[:, None] == members[None, :]
+            if n_first is not None:
+                invalid |= (qs[:, None] < n_first) == (members[None, :] < n_first)  # across the two collections only
+            s[invalid] = -np.inf
+            row_keep, col_keep = _block_best(s, threshold, top.k)
+            for keep_, forward in ((row_keep, True), (col_keep, False)):
+                hits = np.flatnonzero(keep_)
+                if not hits.size:
+                    continue
                 r, cc = np.divmod(hits, s.shape[1])
                 gi, gj, sc = qs[r], members[cc], s.ravel()[hits]
-                m = gi != gj
-                if n_first is not None:
-                    m &= (gi < n_first) != (gj < n_first)  # across the two collections only
-                gi, gj, sc = gi[m], gj[m], sc[m]
-                top.add(gi, gj, sc)
-                top.add(gj, gi, sc)
+                if forward:
+                    top.add(gi, gj, sc)
+                else:
+                    top.add(gj, gi, sc)
         bar.update(len(members))
     return {
         "nlist": nlist, "nprobe": nprobe, "train_sample": sample_size, "pairs_scored": int(scored),
@@ -445,3 +506,196 @@ def duplicate_edges(
     if info is not None:
         info.update(details)
     return top.result()
+
+
+# ============================================================================ the copies shortlist
+
+#: Neighbours per image the copies shortlist takes from the vectors (before verification).
+SHORTLIST_K = 10
+#: Side of the turn/mirror descriptor grid (a SIDE x SIDE greyscale image, zero-mean, unit length).
+TURN_SIDE = 16
+#: Neighbours per turned or mirrored view of an image (the turn/mirror shortlist).
+TURN_K = 3
+#: Cosine of the turn/mirror descriptors from which a pair is a candidate.
+TURN_FLOOR = 0.75
+#: Up to this many images the turn/mirror shortlist is exact; above it FAISS (IVF) when installed.
+TURN_EXACT_MAX = 60_000
+
+
+def turn_descriptors(thumbs: Sequence[np.ndarray | None]) -> np.ndarray:
+    """The turn/mirror descriptor of each thumbnail.
+
+    The thumbnail is squeezed to a TURN_SIDE x TURN_SIDE grey grid (so turning the grid is
+    turning the photo: :func:`turned_views`), blurred, made zero-mean and unit-length.
+
+    Parameters
+    ----------
+    thumbs : sequence of numpy.ndarray or None
+        (h, w) uint8 thumbnails (None: unknown, a zero descriptor).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n, TURN_SIDE**2) float32.
+    """
+    from .verify import require_cv2
+
+    cv2 = require_cv2()
+    n, s = len(thumbs), TURN_SIDE
+    grids = np.zeros((n, s, s), np.float32)
+    for i, t in enumerate(thumbs):
+        if t is None or t.size == 0:
+            continue
+        g = cv2.resize(np.asarray(t, np.float32), (s, s), interpolation=cv2.INTER_AREA)
+        g = cv2.GaussianBlur(g, (3, 3), 0.6)
+        g -= g.mean()
+        norm = float(np.linalg.norm(g))
+        grids[i] = g / norm if norm > 1e-3 else 0.0
+    return grids.reshape(n, -1)
+
+
+def turned_views(base: np.ndarray) -> np.ndarray:
+    """Descriptors (b, d) of images turned by 90, 180, 270 degrees and mirrored: shape (b, 4, d)."""
+    s = TURN_SIDE
+    grids = np.asarray(base, np.float32).reshape(-1, s, s)
+    views = [np.rot90(grids, 1, axes=(1, 2)), np.rot90(grids, 2, axes=(1, 2)), np.rot90(grids, 3, axes=(1, 2)),
+             grids[:, :, ::-1]]
+    return np.ascontiguousarray(np.stack(views, axis=1).reshape(len(grids), 4, -1))
+
+
+#: Images per block of turned queries (4 views each).
+TURN_BLOCK = 4096
+
+
+def turn_pairs(
+    base: np.ndarray, *, k: int = TURN_K, floor: float = TURN_FLOOR, n_first: int | None = None,
+) -> np.ndarray:
+    """Candidate pairs (i, j) where a turned or mirrored view of i looks like j.
+
+    Parameters
+    ----------
+    base : numpy.ndarray
+        Shape (n, d) from :func:`turn_descriptors` (float16 or float32). The turned views are
+        made block by block (memory: the descriptors, and FAISS's copy of them above
+        :data:`TURN_EXACT_MAX` images).
+    k : int
+        Neighbours per turned view.
+    floor : float
+        Smallest descriptor cosine of a candidate.
+    n_first : int, optional
+        Only pairs across rows < n_first and rows >= n_first (two collections).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (p, 2) int64, i < j, each pair once.
+    """
+    n = len(base)
+    if n < 2:
+        return np.zeros((0, 2), np.int64)
+    kk = min(k + 1, n)
+    search = _turn_search_exact(base, kk) if n <= TURN_EXACT_MAX else _turn_search_faiss(base, kk)
+    found = []
+    for s0 in range(0, n, TURN_BLOCK):
+        q = turned_views(base[s0 : s0 + TURN_BLOCK]).reshape(-1, base.shape[1])
+        sc, idx = search(q)
+        src = np.repeat(np.arange(s0, s0 + len(q) // 4), 4 * kk)
+        dst, sc = idx.ravel().astype(np.int64), sc.ravel()
+        m = (sc >= floor) & (src != dst) & (dst >= 0)
+        if n_first is not None:
+            m &= (src < n_first) != (dst < n_first)
+        if m.any():
+            p = np.sort(np.stack([src[m], dst[m]], axis=1), axis=1)
+            found.append(np.unique(p, axis=0))
+    if not found:
+        return np.zeros((0, 2), np.int64)
+    return np.unique(np.concatenate(found), axis=0).astype(np.int64)
+
+
+def _turn_search_exact(base: np.ndarray, kk: int) -> Any:
+    bt = np.ascontiguousarray(np.asarray(base, np.float32).T)
+
+    def search(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = q @ bt
+        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        return np.take_along_axis(s, part, axis=1), part
+
+    return search
+
+
+def _turn_search_faiss(base: np.ndarray, kk: int) -> Any:
+    """Approximate k-NN of turned views with a FAISS inverted file (inner product); exact without FAISS."""
+    try:
+        import faiss
+    except ImportError:
+        logger.warning(
+            "%d images: the turn/mirror shortlist is exact (slow) without FAISS: pip install revsearch[ann]", len(base)
+        )
+        return _turn_search_exact(base, kk)
+    n, d = base.shape
+    nlist = int(min(4096, max(64, 2 ** round(math.log2(math.sqrt(n))))))
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(0)
+    ivf.train(np.asarray(base[np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))], np.float32))
+    for s0 in range(0, n, 65536):
+        ivf.add(np.ascontiguousarray(base[s0 : s0 + 65536], np.float32))
+    ivf.nprobe = 16
+
+    def search(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dist, idx = ivf.search(np.ascontiguousarray(q, np.float32), kk)
+        return dist, idx
+
+    return search
+
+
+def knn_pairs(
+    index: Any, k: int, floor: float | None, *, against: Any = None, method: str = "auto", nprobe: int = DEFAULT_NPROBE,
+    progress: bool = False, info: dict[str, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The vectors' shortlist: each image's ``k`` nearest images (cosine >= ``floor`` if given).
+
+    Uses the index's approximate (FAISS) index when it has one (:func:`revsearch.retrieval.ann.ann_topk`,
+    candidates re-scored exactly), else :func:`duplicate_edges` (exact, or its own inverted file).
+
+    Returns
+    -------
+    pairs : numpy.ndarray
+        Shape (p, 2) int64, i < j (rows of ``against`` numbered on after the index's), each once.
+    scores : numpy.ndarray
+        Shape (p,) float32 cosine.
+    """
+    floor_ = -1.0 if floor is None else float(floor)
+    ann_meta = (index.manifest.ann or {}) if against is None else {}
+    if ann_meta.get("file") and ann_meta.get("kind") not in (None, "flat") and method in ("auto", "ann"):
+        from ..retrieval.ann import ann_topk
+
+        n = len(index)
+        src_l, dst_l, sc_l = [], [], []
+        shards = index.shards
+        start = 0
+        for sh in shards:
+            for s0 in range(0, len(sh), 4096):
+                q = np.asarray(sh[s0 : s0 + 4096], np.float32)
+                sc, rows = ann_topk(index, q, min(k + 1, n))
+                src = np.repeat(np.arange(start + s0, start + s0 + len(q)), rows.shape[1])
+                src_l.append(src)
+                dst_l.append(rows.ravel())
+                sc_l.append(sc.ravel())
+            start += len(sh)
+        src, dst, sc = np.concatenate(src_l), np.concatenate(dst_l), np.concatenate(sc_l)
+        m = (src != dst) & (dst >= 0) & (sc >= floor_)
+        src, dst, sc = src[m], dst[m], sc[m]
+        if info is not None:
+            info.update({"method": "ann", "ann_kind": ann_meta.get("kind")})
+    else:
+        shards = list(index.shards)
+        other = list(against.shards) if against is not None else None
+        src, dst, sc = duplicate_edges(
+            shards, floor_, against=other, k=k, method=method if method != "ann" else "auto", nprobe=nprobe,
+            progress=progress, info=info,
+        )
+    pairs = np.sort(np.stack([src, dst], axis=1), axis=1) if len(src) else np.zeros((0, 2), np.int64)
+    if not len(pairs):
+        return pairs.astype(np.int64), np.zeros(0, np.float32)
+    pairs, first = np.unique(pairs, axis=0, return_index=True)
+    return pairs.astype(np.int64), np.asarray(sc, np.float32)[first]

@@ -43,6 +43,7 @@ from ..core.errors import RevsearchError, StorageFullError, UpdateRefusedError
 from ..media.images import FOLLOW_LINKS, SkippedFile, file_digest, find_images, path_excluded
 from .index import Index
 from .store import ROW_DTYPE, FolderWriter, Manifest, ShardRef, ShardView
+from .thumbs import fill_thumbnails
 
 logger = logging.getLogger(__name__)
 
@@ -641,6 +642,7 @@ def update_folder(
         manifest = run.finish()
         refresh_ann(w, manifest, progress=progress)
         report.augmented = refresh_augmentation(w, expansion=expansion)
+        fill_thumbnails(w, dataset, workers=workers, progress=progress)  # what the duplicate verifier compares
     report.added = [r for r in report.added if r in done]
     report.updated = [r for r in report.updated if r in done]
     report.seconds = time.perf_counter() - t0

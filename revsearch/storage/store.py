@@ -12,6 +12,8 @@ An index is one folder holding a manifest and the files it names, with no pickle
         ann-<id>-<token>.faiss              an approximate index (revsearch.retrieval.ann), if one was built
         dba-<id>-<token>.npy                the database-side augmentation (4 files: augmented vectors,
                                             neighbour rows, their cosines, row keys), see below
+        thumbs-<id>-<token>.npy             (m,) greyscale thumbnails for the duplicate verifier, keyed by
+                                            content hash (revsearch.storage.thumbs; 16 KiB per distinct photo)
 
 ``<id>`` is the store id: 12 random hex digits drawn when the index is created and recorded in
 the manifest. Every file the store writes carries it, so housekeeping can tell its own files
@@ -130,14 +132,17 @@ LOCK_NAME = ".revsearch.lock"
 FORMAT_NAME = "revsearch-index"
 #: 2: store id, file names per shard, paths stored with surrogateescape (non-UTF-8 names kept).
 #: 3: the database-side augmentation section (``dba``, ``dba_stale``).
-FORMAT_VERSION = 3
+#: 4: the ``thumbs`` section (thumbnails for the duplicate verifier, :attr:`Manifest.thumbs`).
+FORMAT_VERSION = 4
 ROW_DTYPE = np.dtype([("size", "<i8"), ("mtime_ns", "<i8"), ("digest", "V16")])
 #: Spec fields that must agree between an index and a query embedder.
 SPEC_KEYS = ("model", "preprocessing", "dim", "weights")
 #: Kinds of shard file and their suffixes.
 SHARD_FILES = {"vectors": ".npy", "rows": ".npy", "paths": ".txt"}
 #: Kinds of section file (one per section, e.g. the approximate index) and their suffixes.
-SECTION_FILES = {"ann": ".faiss", "dba": ".npy"}
+SECTION_FILES = {"ann": ".faiss", "dba": ".npy", "thumbs": ".npy"}
+#: Most files the ``thumbs`` section may name (each update adds one; then they are merged).
+THUMB_FILES_MAX = 8
 #: Manifest sections holding a database-side augmentation, and the arrays each one names.
 AUGMENTATION_SECTIONS = ("dba", "dba_stale")
 AUGMENTATION_FILES = ("vectors", "neighbours", "scores", "keys")
@@ -147,7 +152,7 @@ KEY_DTYPE = np.dtype("V16")
 _ID_RE = re.compile(r"[0-9a-f]{12}")
 _TOKEN_RE = re.compile(r"[0-9a-z][0-9a-z_-]{0,63}")
 _V1_NAME = re.compile(r"(vectors|rows|paths)-[0-9a-zA-Z][0-9a-zA-Z_-]{0,63}\.(npy|txt)|ann-[0-9a-zA-Z_-]{1,64}\.faiss")
-_NAME_RE = re.compile(r"(vectors|rows|paths|ann|dba)-([0-9a-f]{12})-([0-9a-z][0-9a-z_-]{0,63})\.(npy|txt|faiss)")
+_NAME_RE = re.compile(r"(vectors|rows|paths|ann|dba|thumbs)-([0-9a-f]{12})-([0-9a-z][0-9a-z_-]{0,63})\.(npy|txt|faiss)")
 #: Text encoding of stored paths: UTF-8, with undecodable bytes of POSIX file names kept as they are.
 PATH_ERRORS = "surrogateescape"
 _WRITE_CHUNK = 16 * 2**20
@@ -393,7 +398,15 @@ def _migrate_2_to_3(raw: dict[str, Any]) -> dict[str, Any]:
     return dict(raw)
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+def _migrate_3_to_4(raw: dict[str, Any]) -> dict[str, Any]:
+    """Format 3 -> 4, in memory: nothing to change (format 4 adds the optional ``thumbs`` section;
+    ``duplicates`` makes thumbnails from the photos until the next update stores them)."""
+    return dict(raw)
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4,
+}
 
 
 def validate_manifest(manifest: Any, mpath: Path) -> Manifest:
@@ -488,6 +501,15 @@ def validate_manifest(manifest: Any, mpath: Path) -> Manifest:
         tokens = meta.get("shards")
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
             raise _damaged(mpath, f"{section!r} does not list its shards")
+    thumbs = manifest.get("thumbs")
+    if thumbs is not None:
+        files = thumbs.get("files") if isinstance(thumbs, dict) else None
+        side = thumbs.get("side") if isinstance(thumbs, dict) else None
+        if not isinstance(files, list) or not isinstance(side, int) or isinstance(side, bool) or not 0 < side <= 1024:
+            raise _damaged(mpath, "'thumbs' is not an object with a list of 'files' and a 'side'")
+        for name in files:
+            if not _valid_name(name, store_id) or not str(name).startswith("thumbs-") or not str(name).endswith(".npy"):
+                raise _damaged(mpath, f"'thumbs' names the file {name!r}")
     links = manifest.get("follow_links")
     if links is not None and links not in ("inside", "all", "none"):
         raise _damaged(mpath, f"'follow_links' is {links!r}, not 'inside', 'all' or 'none'")
@@ -661,6 +683,24 @@ class Manifest(dict):
         """The search expansion recorded for this collection (``qe``, ``alpha``, ``dba``, ``dba_alpha``;
         :class:`revsearch.retrieval.rerank.Expansion`), or None for the default."""
         return self.get("expansion")
+
+    # ------------------------------------------------------------------ the duplicate verifier's thumbnails
+    @property
+    def thumbs(self) -> dict[str, Any] | None:
+        """The thumbnails' entry (:mod:`revsearch.storage.thumbs`: ``side``, ``files``), None before format 4's first update."""
+        return self.get("thumbs")
+
+    @property
+    def thumb_side(self) -> int | None:
+        """Longer side (pixels) of the stored thumbnails, None without them."""
+        t = self.thumbs
+        return int(t["side"]) if t else None
+
+    @property
+    def thumb_files(self) -> list[str]:
+        """The files holding the stored thumbnails."""
+        t = self.thumbs
+        return list(t["files"]) if t else []
 
     # ------------------------------------------------------------------ files
     def file_names(self) -> set[str]:
@@ -1369,6 +1409,7 @@ class FolderWriter:
         stale_ann: bool = False,
         dba: Any = _KEEP,
         expansion: Any = _KEEP,
+        thumbs: Any = _KEEP,
         fields: dict[str, Any] | None = None,
         protect: Iterable[str] = (),
     ) -> Manifest:
@@ -1405,6 +1446,8 @@ class FolderWriter:
             The augmentation section (:meth:`write_augmentation`'s entry; None: none); replaces
             one set aside. Left out, a commit that changes the shards sets the current one aside
             (:attr:`Manifest.dba_stale`): an augmentation never names other rows than the shards'.
+        thumbs : (int, list of str) or None, optional
+            The thumbnails' side and files (:mod:`revsearch.storage.thumbs`; None: none).
         expansion : dict or None, optional
             The search expansion recorded for the collection (None: the default).
         fields : dict, optional
@@ -1453,6 +1496,8 @@ class FolderWriter:
             changes["dba"], changes["dba_stale"] = dba, None
         if expansion is not _KEEP:
             changes["expansion"] = expansion
+        if thumbs is not _KEEP:
+            changes["thumbs"] = None if thumbs is None else {"side": int(thumbs[0]), "files": [str(f) for f in thumbs[1]]}
         if imported_from is not _KEEP:
             changes["imported_from"] = imported_from
         if built_with is not _KEEP:
@@ -1495,7 +1540,7 @@ class FolderWriter:
     def _housekeep(self, previously_named: set[str], keep: set[str]) -> None:
         """Delete the store's own files that the committed manifest does not name."""
         ours = re.compile(
-            r"\.?(?:vectors|rows|paths|ann|dba)-" + re.escape(self.store_id) + r"-[0-9a-z][0-9a-z_-]{0,63}\.(?:npy|txt|faiss)"
+            r"\.?(?:vectors|rows|paths|ann|dba|thumbs)-" + re.escape(self.store_id) + r"-[0-9a-z][0-9a-z_-]{0,63}\.(?:npy|txt|faiss)"
             r"|\..+\." + re.escape(self.store_id) + r"-[0-9a-f]{8}\.tmp"
         )
         for name in sorted(os.listdir(self.folder)):
@@ -1525,7 +1570,37 @@ def _named_files(manifest: dict[str, Any] | None) -> set[str]:
             out.add(name)
     for section in AUGMENTATION_SECTIONS:
         out.update(((manifest.get(section) or {}).get("files") or {}).values())
+    out.update((manifest.get("thumbs") or {}).get("files") or [])
     return out
+
+
+# ---------------------------------------------------------------------------------------- section files
+def open_section_npy(folder: str | os.PathLike, name: str, dtype: np.dtype) -> np.ndarray:
+    """Memory-map a section's .npy file of one-dimensional records of ``dtype`` (e.g. the thumbnails).
+
+    Raises
+    ------
+    IndexDamagedError
+        If the file is missing or does not hold such records.
+    """
+    folder = Path(folder)
+    path = folder / name
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise IndexDamagedError(folder, f"index file {str(path)!r} is missing") from None
+    except (OSError, ValueError) as e:
+        raise IndexDamagedError(folder, f"index file {str(path)!r} is damaged ({e})") from None
+    if arr.dtype != dtype or arr.ndim != 1:
+        raise IndexDamagedError(folder, f"index file {str(path)!r} holds {arr.shape} {arr.dtype}, expected (m,) {dtype}")
+    return arr
+
+
+def write_section_npy(
+    writer: FolderWriter, kind: str, records: np.ndarray | Iterable[np.ndarray], count: int, dtype: np.dtype
+) -> str:
+    """Write a section's .npy file of ``count`` records (an array, or blocks of one); return its name."""
+    return writer.write_section_file(kind, lambda fh: write_npy(fh, records, (count,), dtype))
 
 
 @contextlib.contextmanager
