@@ -8,12 +8,18 @@ by row number) are its candidate neighbours.
     time, each pair once), straight from the memory-mapped shards: memory stays bounded and the
     edges equal a brute-force computation.
 ``"approximate"`` (above it)
-    An inverted file, as approximate search indexes do: spherical k-means on a sample splits the
-    vectors into ~n/1024 cells; each vector lies in its nearest cell and is compared with every
-    vector of its ``nprobe`` nearest cells. Candidate pairs are scored exactly (float32 dot
-    products of the full vectors read from the shards), so a reported score is never an
-    estimate; a pair is missed only if neither image's ``nprobe`` nearest cells hold the
-    other. Memory: the cell assignment (n x nprobe int32) and one cell's vectors at a time.
+    :func:`revsearch.retrieval.ann.knn_join`: a temporary in-memory FAISS IVF-PQ index of the
+    vectors, planned as the index's own approximate index is (:func:`~revsearch.retrieval.ann.plan_ann`:
+    ~sqrt(n) cells, codes of ``dim / 32`` bytes per vector, nothing written to disk); each
+    vector's search scans ``nprobe`` cells, and its candidates whose estimated cosine comes
+    within :data:`~revsearch.retrieval.ann.JOIN_ESTIMATE_MARGIN` of the threshold are scored
+    exactly (float32 dot products of the full vectors read from the shards), so a reported
+    score is never an estimate. A pair counts when either image finds the other. Damaged
+    (non-finite or too long) vectors are neither indexed nor searched. Memory: the codes
+    (about ``dim / 32 + 8`` bytes per vector), one block of queries and the n x k graph.
+    Deterministic for a ``seed``. FAISS is the ``ann`` extra (also in ``duplicates``): without
+    it ``"auto"`` scores every pair exactly, with a logged warning (``pip install revsearch[ann]``),
+    and ``"approximate"`` raises :class:`~revsearch.core.errors.OptionalDependencyError`.
 ``"ann"``
     The index's own approximate index (:mod:`revsearch.retrieval.ann`, built with ``revsearch ann``):
     each vector's ``k`` nearest rows, re-scored exactly.
@@ -24,6 +30,7 @@ The default threshold depends on the model: see :data:`CALIBRATIONS` and
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import time
@@ -43,12 +50,9 @@ DEFAULT_K = 16
 EXACT_MAX_VECTORS = 30_000
 #: Rows per block of the exact computation: a (BLOCK_ROWS, BLOCK_ROWS) float32 score block is 64 MiB.
 BLOCK_ROWS = 4096
-#: Cells probed per vector by the approximate method.
-DEFAULT_NPROBE = 3
-#: k-means iterations of the approximate method (the cells only need to keep near vectors together).
-KMEANS_ITERATIONS = 8
-#: Vectors per cell the approximate method aims at (the work is about n x nprobe x CELL_ROWS dot products).
-CELL_ROWS = 1024
+#: IVF cells each vector's search scans in the approximate method; None: as
+#: :func:`revsearch.retrieval.ann.plan_ann` plans it (``max(16, nlist / 64)``).
+DEFAULT_NPROBE: int | None = None
 #: Groups up to this size list every pairwise score; larger ones list the graph's edges only.
 PAIRWISE_MAX = 64
 #: Highest score of a pair of sound (unit-length) vectors, with float32 rounding; above it (or NaN) a vector
@@ -324,106 +328,12 @@ def _block_best(s: np.ndarray, threshold: float, k: int) -> tuple[np.ndarray, np
     return rows, cols
 
 
-def _spherical_kmeans(x: np.ndarray, nlist: int, iters: int, seed: int) -> np.ndarray:
-    """Centroids (nlist, d), unit length, of unit vectors x (m, d)."""
-    rng = np.random.default_rng(seed)
-    c = x[rng.choice(len(x), size=nlist, replace=False)].copy()
-    for _ in range(iters):
-        assign = np.empty(len(x), np.int64)
-        for s in range(0, len(x), 16384):
-            assign[s : s + 16384] = np.argmax(x[s : s + 16384] @ c.T, axis=1)
-        new = np.zeros_like(c)
-        _sum_by(new, assign, x)
-        counts = np.bincount(assign, minlength=nlist)
-        empty = counts == 0
-        if empty.any():  # re-seed empty cells with random points
-            new[empty] = x[rng.choice(len(x), size=int(empty.sum()), replace=False)]
-        norms = np.linalg.norm(new, axis=1, keepdims=True)
-        c = (new / np.maximum(norms, 1e-12)).astype(np.float32)
-    return c
-
-
-def _sum_by(out: np.ndarray, labels: np.ndarray, x: np.ndarray) -> None:
-    """out[c] += sum of the rows of x labelled c."""
-    order = np.argsort(labels, kind="stable")
-    sl = labels[order]
-    bounds = np.flatnonzero(np.r_[True, sl[1:] != sl[:-1], True])
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        out[sl[a]] += x[order[a:b]].sum(axis=0)
-
-
 def default_nlist(n: int) -> int:
-    """Cells of the approximate method for n vectors: a power of 2 near n / CELL_ROWS (16..16384)."""
-    return int(min(max(16, 2 ** round(math.log2(max(1, n / CELL_ROWS)))), 1 << 14, max(1, n // 8)))
+    """IVF cells of the approximate method for n vectors: as :func:`revsearch.retrieval.ann.plan_ann` plans an
+    IVF-PQ index (a power of 2 near sqrt(n))."""
+    from ..retrieval.ann import plan_ann
 
-
-def _approx_edges(
-    rows: Rows, n_first: int | None, threshold: float, top: TopK, nprobe: int, nlist: int | None, seed: int,
-    bar: Any,
-) -> dict[str, Any]:
-    """Inverted-file search with exact scoring of every candidate pair (see the module docstring)."""
-    n = rows.n
-    nlist = int(min(nlist, n)) if nlist else default_nlist(n)
-    nprobe = int(min(max(1, nprobe), nlist))
-    rng = np.random.default_rng(seed)
-    sample_size = int(min(n, max(32 * nlist, 32768), 65536))
-    sample_rows = np.sort(rng.choice(n, size=sample_size, replace=False))
-    t0 = time.perf_counter()
-    centroids = _spherical_kmeans(rows.take(sample_rows), nlist, iters=KMEANS_ITERATIONS, seed=seed)
-    t_train = time.perf_counter() - t0
-    # every vector's nprobe nearest cells, the first being its own
-    probes = np.empty((n, nprobe), np.int32)
-    ct = np.ascontiguousarray(centroids.T)
-    for start, x in rows.blocks(16384):
-        s = np.asarray(x, np.float32) @ ct
-        if nprobe < nlist:
-            part = np.argpartition(-s, nprobe - 1, axis=1)[:, :nprobe]
-        else:
-            part = np.tile(np.arange(nlist), (len(s), 1))
-        ps = np.take_along_axis(s, part, axis=1)
-        probes[start : start + len(x)] = np.take_along_axis(part, np.argsort(-ps, axis=1, kind="stable"), axis=1)
-    t_assign = time.perf_counter() - t0 - t_train
-    own = probes[:, 0].astype(np.int64)
-    member_order = np.argsort(own, kind="stable")
-    member_start = np.searchsorted(own[member_order], np.arange(nlist + 1))
-    flat_cells = probes.ravel().astype(np.int64)
-    probe_order = np.argsort(flat_cells, kind="stable")
-    probe_start = np.searchsorted(flat_cells[probe_order], np.arange(nlist + 1))
-    probe_rows = (probe_order // nprobe).astype(np.int64)
-    del flat_cells, probe_order
-    scored = 0
-    for c in range(nlist):
-        members = member_order[member_start[c] : member_start[c + 1]]
-        queries = probe_rows[probe_start[c] : probe_start[c + 1]]
-        if not len(members) or not len(queries):
-            continue
-        xm = rows.take(members)
-        for q0 in range(0, len(queries), BLOCK_ROWS):
-            qs = queries[q0 : q0 + BLOCK_ROWS]
-            with np.errstate(invalid="ignore", over="ignore"):
-                s = rows.take(qs) @ xm.T  # exact float32 scores of the candidate pairs
-                s[~(s <= MAX_SCORE)] = -np.inf  # NaN, inf: a damaged vector
-            scored += s.size
-            invalid = qs[:, None] == members[None, :]
-            if n_first is not None:
-                invalid |= (qs[:, None] < n_first) == (members[None, :] < n_first)  # across the two collections only
-            s[invalid] = -np.inf
-            row_keep, col_keep = _block_best(s, threshold, top.k)
-            for keep_, forward in ((row_keep, True), (col_keep, False)):
-                hits = np.flatnonzero(keep_)
-                if not hits.size:
-                    continue
-                r, cc = np.divmod(hits, s.shape[1])
-                gi, gj, sc = qs[r], members[cc], s.ravel()[hits]
-                if forward:
-                    top.add(gi, gj, sc)
-                else:
-                    top.add(gj, gi, sc)
-        bar.update(len(members))
-    return {
-        "nlist": nlist, "nprobe": nprobe, "train_sample": sample_size, "pairs_scored": int(scored),
-        "train_seconds": round(t_train, 3), "assign_seconds": round(t_assign, 3),
-    }
+    return int(plan_ann(max(1, int(n)), 64, kind="ivfpq")[1]["nlist"])
 
 
 def duplicate_edges(
@@ -433,7 +343,7 @@ def duplicate_edges(
     against: np.ndarray | Sequence[np.ndarray] | None = None,
     k: int = DEFAULT_K,
     method: str = "auto",
-    nprobe: int = DEFAULT_NPROBE,
+    nprobe: int | None = DEFAULT_NPROBE,
     nlist: int | None = None,
     seed: int = 0,
     block_rows: int = BLOCK_ROWS,
@@ -455,20 +365,23 @@ def duplicate_edges(
     k : int, default DEFAULT_K
         Neighbours kept per vector (best score first, ties to the lower row).
     method : {"auto", "exact", "approximate"}
-        ``auto``: exact up to :data:`EXACT_MAX_VECTORS` vectors in all.
-    nprobe : int, default DEFAULT_NPROBE
-        Cells each vector is compared with (approximate method).
+        ``auto``: exact up to :data:`EXACT_MAX_VECTORS` vectors in all, approximate above it when
+        FAISS is installed (without it: exact, with a logged warning). ``approximate`` without
+        FAISS raises :class:`~revsearch.core.errors.OptionalDependencyError`.
+    nprobe : int, optional
+        IVF cells each vector's search scans (approximate method; default as
+        :func:`revsearch.retrieval.ann.plan_ann` plans).
     nlist : int, optional
-        Cells of the approximate method (default :func:`default_nlist`).
+        IVF cells in all (approximate method; default :func:`default_nlist`).
     seed : int, default 0
-        Seeds the approximate method's k-means.
+        Seeds the approximate method's training sample and k-means (same seed, same edges).
     block_rows : int, default BLOCK_ROWS
-        Rows per block of the exact method.
+        Rows per block of the exact method (queries per search of the approximate one).
     progress : bool, default False
-        Show a ``tqdm.auto`` progress bar.
+        Show ``tqdm.auto`` progress bars.
     info : dict, optional
         Filled with how the graph was computed (``method``, and the approximate method's
-        ``nlist``, ``nprobe``, ``pairs_scored``...).
+        ``nlist``, ``nprobe``, ``pairs_scored``, ``damaged``...).
 
     Returns
     -------
@@ -490,18 +403,39 @@ def duplicate_edges(
     if b is not None and a.n and b.n and a.dim != b.dim:
         raise ValueError(f"the two sets hold vectors of dimension {a.dim} and {b.dim}: they cannot be compared")
     n_total = a.n + (b.n if b is not None else 0)
+    details: dict[str, Any] = {"vectors": n_total}
     if method == "auto":
         method = "exact" if n_total <= EXACT_MAX_VECTORS else "approximate"
+        if method == "approximate" and importlib.util.find_spec("faiss") is None:
+            method = "exact"
+            details["fallback"] = "FAISS is not installed"
+            logger.warning(
+                "%d vectors: without FAISS every pair is scored exactly, which grows as n^2 (50,000 vectors: "
+                "minutes; 1,000,000: days). For the approximate method: pip install revsearch[ann]", n_total,
+            )
+    details["method"] = method
     top = TopK(k, max(1, n_total))
-    details: dict[str, Any] = {"method": method, "vectors": n_total}
     t0 = time.perf_counter()
-    with tqdm(total=a.n if method == "exact" else n_total, desc="duplicates", unit="vec", disable=not progress) as bar:
-        if a.n and (b is None or b.n):
-            if method == "exact":
+    if method == "exact":
+        with tqdm(total=a.n, desc="duplicates", unit="vec", disable=not progress) as bar:
+            if a.n and (b is None or b.n):
                 _exact_edges(a, b, t, top, int(block_rows), bar)
-            else:
-                rows = a if b is None else Rows([*a.shards, *b.shards])
-                details.update(_approx_edges(rows, a.n if b is not None else None, t, top, nprobe, nlist, seed, bar))
+    elif a.n and (b is None or b.n):
+        from ..retrieval.ann import knn_join
+
+        found: dict[str, Any] = {}
+        for src, dst, sc in knn_join(
+            a.shards, k, against=b.shards if b is not None else None, threshold=t, nprobe=nprobe, nlist=nlist,
+            seed=seed, max_score=MAX_SCORE, block_rows=int(block_rows), progress=progress, info=found,
+        ):
+            top.add(src, dst, sc)
+            top.add(dst, src, sc)  # a pair found from either side counts for both
+        ivf = [side for side in found.get("sides", []) if side["kind"] == "ivfpq"]
+        details.update({
+            "pairs_scored": found.get("pairs_scored", 0), "damaged": found.get("damaged", 0), "search": found.get("sides", []),
+            "nlist": max((side["params"]["nlist"] for side in ivf), default=0),
+            "nprobe": max((side["params"]["nprobe"] for side in ivf), default=0),
+        })
     details["seconds"] = round(time.perf_counter() - t0, 3)
     if info is not None:
         info.update(details)
@@ -649,13 +583,14 @@ def _turn_search_faiss(base: np.ndarray, kk: int) -> Any:
 
 
 def knn_pairs(
-    index: Any, k: int, floor: float | None, *, against: Any = None, method: str = "auto", nprobe: int = DEFAULT_NPROBE,
+    index: Any, k: int, floor: float | None, *, against: Any = None, method: str = "auto", nprobe: int | None = DEFAULT_NPROBE,
     progress: bool = False, info: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The vectors' shortlist: each image's ``k`` nearest images (cosine >= ``floor`` if given).
 
     Uses the index's approximate (FAISS) index when it has one (:func:`revsearch.retrieval.ann.ann_topk`,
-    candidates re-scored exactly), else :func:`duplicate_edges` (exact, or its own inverted file).
+    candidates re-scored exactly), else :func:`duplicate_edges` (exact, or a temporary FAISS index:
+    :func:`revsearch.retrieval.ann.knn_join`).
 
     Returns
     -------

@@ -77,6 +77,10 @@ __all__ = [
     "tune_ann",
     "DEFAULT_TARGET_RECALL",
     "neighbour_search",
+    "knn_join",
+    "JOIN_FLAT_MAX_ROWS",
+    "DEFAULT_JOIN_RERANK",
+    "JOIN_ESTIMATE_MARGIN",
 ]
 
 #: Below this many vectors "auto" chooses exact ("flat") search.
@@ -571,6 +575,190 @@ def neighbour_search(
         return np.ascontiguousarray(top_s, np.float32), np.ascontiguousarray(top_r, np.int64)
 
     return search
+
+
+#: :func:`knn_join` searches a side of at most this many vectors with an exact FAISS flat index (a copy
+#: of at most 32 MiB per 1024 dimensions), larger ones through a temporary IVF-PQ index.
+JOIN_FLAT_MAX_ROWS = 8192
+#: Candidates per query that :func:`knn_join` takes from the IVF-PQ index (at least ``2 (k + 1)``).
+DEFAULT_JOIN_RERANK = 48
+#: :func:`knn_join` re-scores a candidate exactly only if its IVF-PQ estimate of the cosine is at least
+#: ``threshold - JOIN_ESTIMATE_MARGIN`` (a product-quantized code of 1/128 of a float32 vector errs by a few
+#: hundredths; planted duplicates in benchmarks/duplicates.py scale lost none with 0.15).
+JOIN_ESTIMATE_MARGIN = 0.15
+
+
+class _Side:
+    """Rows of several (n_i, d) shards by global row number (duck-types the Snapshot that ``_gather`` reads)."""
+
+    def __init__(self, shards: Sequence[np.ndarray], dim: int) -> None:
+        self.vectors = [s for s in shards if len(s)]
+        self.dim = dim
+        self.n = int(sum(len(s) for s in self.vectors))
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _sound_rows(side: _Side, max_score: float) -> np.ndarray:
+    """Rows (sorted int64) whose vector is finite with a squared norm at most ``max_score`` (the others are damaged)."""
+    out, start = [], 0
+    for block in _iter_rows(side, 0, side.n):  # type: ignore[arg-type]
+        with np.errstate(invalid="ignore", over="ignore"):
+            sq = np.einsum("ij,ij->i", block, block)
+        out.append(start + np.flatnonzero(np.isfinite(sq) & (sq <= max_score)))
+        start += len(block)
+    return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
+
+
+def knn_join(
+    vectors: Sequence[np.ndarray],
+    k: int,
+    *,
+    against: Sequence[np.ndarray] | None = None,
+    threshold: float = -1.0,
+    nprobe: int | None = None,
+    nlist: int | None = None,
+    rerank: int | None = None,
+    seed: int = 1234,
+    max_score: float = 1.01,
+    block_rows: int = 4096,
+    progress: bool = False,
+    info: dict[str, Any] | None = None,
+) -> Any:
+    """Approximate k-NN self-join (or two-collection join) of unit vectors, every score exact.
+
+    Each vector's ``k`` nearest vectors with cosine at least ``threshold``: within ``vectors``
+    (itself excluded), or, with ``against``, in the other collection (each side searched in the
+    other). The searched side is held in a temporary in-memory FAISS index, planned as
+    :func:`plan_ann` plans ``"ivfpq"`` (about ``pq_bytes + 8`` bytes per vector, nothing written
+    to disk); a side of at most :data:`JOIN_FLAT_MAX_ROWS` vectors uses an exact flat index. Each
+    query takes ``rerank`` candidates from ``nprobe`` cells; those whose estimated cosine is at
+    least ``threshold - JOIN_ESTIMATE_MARGIN`` are re-scored exactly from the (memory-mapped)
+    shards, so a reported score is never an estimate. Vectors that are not finite or longer than
+    ``sqrt(max_score)`` (damaged) are neither indexed nor searched.
+
+    Parameters
+    ----------
+    vectors : sequence of numpy.ndarray
+        Shards (n_i, d), float32, L2-normalised; rows number on from one shard to the next.
+    k : int
+        Neighbours per vector.
+    against : sequence of numpy.ndarray, optional
+        Shards (m_i, d) of a second collection, numbered n..n+m-1 in the result; only pairs
+        across the two collections are searched.
+    threshold : float, default -1.0
+        Least exact cosine of a reported pair.
+    nprobe, nlist : int, optional
+        IVF cells scanned per query and in all (default: as :func:`plan_ann`).
+    rerank : int, optional
+        Candidates per query (default ``max(DEFAULT_JOIN_RERANK, 2 (k + 1))``).
+    seed : int, default 1234
+        Seeds the training sample and the k-means: the result is deterministic for a seed.
+    max_score : float, default 1.01
+        Largest squared norm of a sound vector.
+    block_rows : int, default 4096
+        Queries searched at a time.
+    progress : bool, default False
+        Show ``tqdm.auto`` progress bars (indexing, then searching).
+    info : dict, optional
+        Filled with how the search ran (``kind``, ``params``, ``pairs_scored``, ``damaged``, seconds).
+
+    Yields
+    ------
+    src, dst : numpy.ndarray
+        Shape (e,) int64 global rows: ``dst`` is among the ``k`` best neighbours found for ``src``.
+    scores : numpy.ndarray
+        Shape (e,) float32, the exact cosine of each pair (``>= threshold``).
+
+    Raises
+    ------
+    OptionalDependencyError
+        If FAISS is not installed (``pip install revsearch[ann]``).
+    """
+    from tqdm.auto import tqdm
+
+    faiss = _faiss()
+    if k < 1:
+        raise ValueError(f"k must be at least 1, not {k}")
+    dim = int(next((s.shape[1] for s in [*vectors, *(against or [])] if len(s)), 0))
+    a = _Side(vectors, dim)
+    b = _Side(against, dim) if against is not None else None
+    details: dict[str, Any] = {"pairs_scored": 0, "damaged": 0, "sides": []}
+    sound_a = _sound_rows(a, max_score)
+    sound_b = _sound_rows(b, max_score) if b is not None else None
+    details["damaged"] = a.n - len(sound_a) + (b.n - len(sound_b) if b is not None and sound_b is not None else 0)
+    # (queried side, its sound rows, its row offset; searched side, its sound rows, its row offset)
+    if b is None:
+        passes = [(a, sound_a, 0, a, sound_a, 0)]
+    else:
+        assert sound_b is not None
+        passes = [(a, sound_a, 0, b, sound_b, a.n), (b, sound_b, a.n, a, sound_a, 0)]
+    for qside, qrows, qoff, base, brows, boff in passes:
+        nb = len(brows)
+        if not len(qrows) or nb == 0 or (b is None and nb < 2):
+            continue
+        self_join = b is None
+        kk = int(min(k + (1 if self_join else 0), nb))
+        t0 = time.perf_counter()
+        if nb <= JOIN_FLAT_MAX_ROWS:
+            kind, params = "flat", {}
+            fidx = faiss.IndexFlatIP(dim)
+            kc = kk
+        else:
+            kind = "ivfpq"
+            _, params, _ = plan_ann(nb, dim, kind="ivfpq", nlist=nlist, nprobe=nprobe)
+            params["seed"] = seed
+            fidx = _new_faiss_index(faiss, "ivfpq", dim, params)
+            fidx.train(_gather(base, brows[_sample_rows(nb, int(params["train_size"]), seed)]))  # type: ignore[arg-type]
+            kc = int(min(nb, max(kk, rerank if rerank is not None else max(DEFAULT_JOIN_RERANK, 2 * (k + 1)))))
+            fidx.nprobe = int(params["nprobe"])
+        chunk = _add_chunk_rows(fidx, dim)
+        with tqdm(total=nb, desc="duplicates: indexing", unit="vec", disable=not progress) as bar:
+            for c0 in range(0, nb, chunk):
+                fidx.add(_gather(base, brows[c0 : c0 + chunk]))  # type: ignore[arg-type]
+                bar.update(min(chunk, nb - c0))
+        t_index = time.perf_counter() - t0
+        scored = 0
+        with tqdm(total=len(qrows), desc="duplicates: searching", unit="vec", disable=not progress) as bar:
+            for q0 in range(0, len(qrows), block_rows):
+                rows = qrows[q0 : q0 + block_rows]
+                q = _gather(qside, rows)  # type: ignore[arg-type]
+                dist, pos = fidx.search(q, kc)
+                valid = pos >= 0
+                cand = np.where(valid, brows[np.where(valid, pos, 0)], -1)
+                if kind == "flat":
+                    est = dist
+                else:
+                    est = 1.0 - dist / 2.0  # squared L2 between unit vectors -> cosine
+                valid &= est >= threshold - JOIN_ESTIMATE_MARGIN
+                if self_join:
+                    valid &= cand != rows[:, None]
+                scores = np.full(cand.shape, -np.inf, np.float32)
+                r, c = np.nonzero(valid)
+                step = 1 << 16
+                for s0 in range(0, len(r), step):  # exact scores, (65536, d) rows read at a time
+                    rr, cc = r[s0 : s0 + step], c[s0 : s0 + step]
+                    vecs = _gather(base, cand[rr, cc])  # type: ignore[arg-type]
+                    with np.errstate(invalid="ignore", over="ignore"):
+                        scores[rr, cc] = np.einsum("ij,ij->i", vecs, q[rr])
+                scored += len(r)
+                scores[~(scores <= max_score)] = -np.inf
+                order = np.lexsort((cand, -scores), axis=-1)[:, :k]
+                top_s = np.take_along_axis(scores, order, axis=-1)
+                top_r = np.take_along_axis(cand, order, axis=-1)
+                keep = top_s >= threshold
+                src = np.repeat(rows + qoff, keep.sum(axis=1))
+                yield src.astype(np.int64), (top_r[keep] + boff).astype(np.int64), top_s[keep].astype(np.float32)
+                bar.update(len(rows))
+        details["pairs_scored"] += scored
+        details["sides"].append({
+            "kind": kind, "params": {k_: v for k_, v in params.items() if k_ != "metric"}, "vectors": nb,
+            "candidates": kc, "index_seconds": round(t_index, 3), "search_seconds": round(time.perf_counter() - t0 - t_index, 3),
+        })
+        del fidx
+    if info is not None:
+        info.update(details)
 
 
 def _rescore(index: Snapshot, q: np.ndarray, cand: np.ndarray, block_bytes: int = 32 * 2**20) -> np.ndarray:
