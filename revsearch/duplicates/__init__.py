@@ -22,18 +22,18 @@ How the neighbours are found:
     time, each pair once), straight from the memory-mapped shards: memory stays bounded and the
     groups equal a brute-force computation.
 ``"approximate"`` (above it)
-    :func:`revsearch.retrieval.ann.knn_join`: a temporary in-memory FAISS IVF-PQ index of the
-    vectors, planned as the index's own approximate index is (:func:`~revsearch.retrieval.ann.plan_ann`:
-    ~sqrt(n) cells, codes of ``dim / 32`` bytes per vector, nothing written to disk); each
-    vector's search scans ``nprobe`` cells, and its candidates whose estimated cosine comes
-    within :data:`~revsearch.retrieval.ann.JOIN_ESTIMATE_MARGIN` of the threshold are scored
-    exactly (float32 dot products of the full vectors read from the shards), so a reported
-    score is never an estimate. A pair counts when either image finds the other. Damaged
-    (non-finite or too long) vectors are neither indexed nor searched. Memory: the codes
-    (about ``dim / 32 + 8`` bytes per vector), one block of queries and the n x k graph.
-    Deterministic for a ``seed``. FAISS is the ``ann`` extra (also in ``duplicates``): without
-    it ``"auto"`` scores every pair exactly, with a logged warning (``pip install revsearch[ann]``),
-    and ``"approximate"`` raises :class:`~revsearch.core.errors.OptionalDependencyError`.
+    :func:`revsearch.retrieval.ann.knn_join`, an inverted file as approximate search indexes
+    have: FAISS spherical k-means on a sample splits the vectors into ~n/1024 cells
+    (:func:`revsearch.retrieval.ann.plan_join`); each vector lies in its nearest cell and is
+    compared with every vector of its ``nprobe`` nearest cells. Candidate pairs are scored
+    exactly (float32 dot products of the full vectors read from the shards, a cell at a time),
+    so a reported score is never an estimate; a pair is missed only if neither image's
+    ``nprobe`` nearest cells hold the other. Damaged (non-finite or too long) vectors get no
+    cell and never pair. Memory: the cell assignment (n x nprobe) and one cell's vectors at a
+    time. Deterministic for a ``seed``. FAISS is the ``ann`` extra (also in ``duplicates``):
+    without it ``"auto"`` scores every pair exactly, with a logged warning naming
+    ``pip install revsearch[ann]``, and ``"approximate"`` raises
+    :class:`~revsearch.core.errors.OptionalDependencyError`.
 
 ``--against``: with ``against=OTHER`` only pairs with one image in each collection count (a new
 folder against an archive); the other collection is read, never changed.

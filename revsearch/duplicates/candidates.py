@@ -8,18 +8,18 @@ by row number) are its candidate neighbours.
     time, each pair once), straight from the memory-mapped shards: memory stays bounded and the
     edges equal a brute-force computation.
 ``"approximate"`` (above it)
-    :func:`revsearch.retrieval.ann.knn_join`: a temporary in-memory FAISS IVF-PQ index of the
-    vectors, planned as the index's own approximate index is (:func:`~revsearch.retrieval.ann.plan_ann`:
-    ~sqrt(n) cells, codes of ``dim / 32`` bytes per vector, nothing written to disk); each
-    vector's search scans ``nprobe`` cells, and its candidates whose estimated cosine comes
-    within :data:`~revsearch.retrieval.ann.JOIN_ESTIMATE_MARGIN` of the threshold are scored
-    exactly (float32 dot products of the full vectors read from the shards), so a reported
-    score is never an estimate. A pair counts when either image finds the other. Damaged
-    (non-finite or too long) vectors are neither indexed nor searched. Memory: the codes
-    (about ``dim / 32 + 8`` bytes per vector), one block of queries and the n x k graph.
-    Deterministic for a ``seed``. FAISS is the ``ann`` extra (also in ``duplicates``): without
-    it ``"auto"`` scores every pair exactly, with a logged warning (``pip install revsearch[ann]``),
-    and ``"approximate"`` raises :class:`~revsearch.core.errors.OptionalDependencyError`.
+    :func:`revsearch.retrieval.ann.knn_join`, an inverted file as approximate search indexes
+    have: FAISS spherical k-means on a sample splits the vectors into ~n/1024 cells
+    (:func:`revsearch.retrieval.ann.plan_join`); each vector lies in its nearest cell and is
+    compared with every vector of its ``nprobe`` nearest cells. Candidate pairs are scored
+    exactly (float32 dot products of the full vectors read from the shards, a cell at a time),
+    so a reported score is never an estimate; a pair is missed only if neither image's
+    ``nprobe`` nearest cells hold the other. Damaged (non-finite or too long) vectors get no
+    cell and never pair. Memory: the cell assignment (n x nprobe) and one cell's vectors at a
+    time. Deterministic for a ``seed``. FAISS is the ``ann`` extra (also in ``duplicates``):
+    without it ``"auto"`` scores every pair exactly, with a logged warning naming
+    ``pip install revsearch[ann]``, and ``"approximate"`` raises
+    :class:`~revsearch.core.errors.OptionalDependencyError`.
 ``"ann"``
     The index's own approximate index (:mod:`revsearch.retrieval.ann`, built with ``revsearch ann``):
     each vector's ``k`` nearest rows, re-scored exactly.
@@ -50,9 +50,8 @@ DEFAULT_K = 16
 EXACT_MAX_VECTORS = 30_000
 #: Rows per block of the exact computation: a (BLOCK_ROWS, BLOCK_ROWS) float32 score block is 64 MiB.
 BLOCK_ROWS = 4096
-#: IVF cells each vector's search scans in the approximate method; None: as
-#: :func:`revsearch.retrieval.ann.plan_ann` plans it (``max(16, nlist / 64)``).
-DEFAULT_NPROBE: int | None = None
+#: Cells each vector is compared with by the approximate method (:data:`revsearch.retrieval.ann.JOIN_NPROBE`).
+DEFAULT_NPROBE = 3
 #: Groups up to this size list every pairwise score; larger ones list the graph's edges only.
 PAIRWISE_MAX = 64
 #: Highest score of a pair of sound (unit-length) vectors, with float32 rounding; above it (or NaN) a vector
@@ -282,6 +281,8 @@ def check_threshold(threshold: float) -> float:
 
 def _exact_edges(a: Rows, b: Rows | None, threshold: float, top: TopK, block: int, bar: Any) -> None:
     """Score every pair (within ``a``, or between ``a`` and ``b``) block by block."""
+    from ..retrieval.ann import best_in_block  # a low threshold would pass every pair on
+
     nA = a.n
     other = b if b is not None else a
     for i0, xi in a.blocks(block):
@@ -296,7 +297,7 @@ def _exact_edges(a: Rows, b: Rows | None, threshold: float, top: TopK, block: in
                 gi_ = np.arange(i0, i0 + len(xi))[:, None]
                 gj_ = np.arange(j0, j0 + s.shape[1])[None, :]
                 s[gj_ <= gi_] = -np.inf
-            row_keep, col_keep = _block_best(s, threshold, top.k)
+            row_keep, col_keep = best_in_block(s, threshold, top.k)
             for keep_, forward in ((row_keep, True), (col_keep, False)):
                 hits = np.flatnonzero(keep_)
                 if not hits.size:
@@ -312,28 +313,12 @@ def _exact_edges(a: Rows, b: Rows | None, threshold: float, top: TopK, block: in
         bar.update(len(xi))
 
 
-def _block_best(s: np.ndarray, threshold: float, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Masks of a score block's entries that can be among a row's (resp. a column's) k best: scores
-    >= threshold and >= the row's (column's) k-th best score (ties kept). Without this, a low
-    threshold (the copies shortlist by rank) would pass every scored pair to the top-k merge."""
-    ok = s >= threshold
-    rows = ok.copy()
-    cols = ok
-    if s.shape[1] > k:
-        kth = np.partition(s, s.shape[1] - k, axis=1)[:, s.shape[1] - k]
-        rows &= s >= kth[:, None]
-    if s.shape[0] > k:
-        kth = np.partition(s, s.shape[0] - k, axis=0)[s.shape[0] - k, :]
-        cols = ok & (s >= kth[None, :])
-    return rows, cols
-
-
 def default_nlist(n: int) -> int:
-    """IVF cells of the approximate method for n vectors: as :func:`revsearch.retrieval.ann.plan_ann` plans an
-    IVF-PQ index (a power of 2 near sqrt(n))."""
-    from ..retrieval.ann import plan_ann
+    """Cells of the approximate method for n vectors: a power of 2 near n / 1024 (16..16384), as
+    :func:`revsearch.retrieval.ann.plan_join` plans them."""
+    from ..retrieval.ann import plan_join
 
-    return int(plan_ann(max(1, int(n)), 64, kind="ivfpq")[1]["nlist"])
+    return plan_join(max(1, int(n)))["nlist"]
 
 
 def duplicate_edges(
@@ -343,7 +328,7 @@ def duplicate_edges(
     against: np.ndarray | Sequence[np.ndarray] | None = None,
     k: int = DEFAULT_K,
     method: str = "auto",
-    nprobe: int | None = DEFAULT_NPROBE,
+    nprobe: int = DEFAULT_NPROBE,
     nlist: int | None = None,
     seed: int = 0,
     block_rows: int = BLOCK_ROWS,
@@ -368,20 +353,19 @@ def duplicate_edges(
         ``auto``: exact up to :data:`EXACT_MAX_VECTORS` vectors in all, approximate above it when
         FAISS is installed (without it: exact, with a logged warning). ``approximate`` without
         FAISS raises :class:`~revsearch.core.errors.OptionalDependencyError`.
-    nprobe : int, optional
-        IVF cells each vector's search scans (approximate method; default as
-        :func:`revsearch.retrieval.ann.plan_ann` plans).
+    nprobe : int, default DEFAULT_NPROBE
+        Cells each vector is compared with (approximate method).
     nlist : int, optional
         IVF cells in all (approximate method; default :func:`default_nlist`).
     seed : int, default 0
-        Seeds the approximate method's training sample and k-means (same seed, same edges).
+        Seeds the approximate method's k-means sample and its (FAISS) k-means: same seed, same edges.
     block_rows : int, default BLOCK_ROWS
-        Rows per block of the exact method (queries per search of the approximate one).
+        Rows per block of the exact method (query rows per cell block of the approximate one).
     progress : bool, default False
         Show ``tqdm.auto`` progress bars.
     info : dict, optional
         Filled with how the graph was computed (``method``, and the approximate method's
-        ``nlist``, ``nprobe``, ``pairs_scored``, ``damaged``...).
+        ``nlist``, ``nprobe``, ``pairs_scored``, ``damaged`` (vectors skipped)...).
 
     Returns
     -------
@@ -429,13 +413,8 @@ def duplicate_edges(
             seed=seed, max_score=MAX_SCORE, block_rows=int(block_rows), progress=progress, info=found,
         ):
             top.add(src, dst, sc)
-            top.add(dst, src, sc)  # a pair found from either side counts for both
-        ivf = [side for side in found.get("sides", []) if side["kind"] == "ivfpq"]
-        details.update({
-            "pairs_scored": found.get("pairs_scored", 0), "damaged": found.get("damaged", 0), "search": found.get("sides", []),
-            "nlist": max((side["params"]["nlist"] for side in ivf), default=0),
-            "nprobe": max((side["params"]["nprobe"] for side in ivf), default=0),
-        })
+        details.update({key: found[key] for key in ("nlist", "nprobe", "train_size", "pairs_scored", "damaged",
+                                                    "train_seconds", "assign_seconds") if key in found})
     details["seconds"] = round(time.perf_counter() - t0, 3)
     if info is not None:
         info.update(details)
@@ -583,7 +562,7 @@ def _turn_search_faiss(base: np.ndarray, kk: int) -> Any:
 
 
 def knn_pairs(
-    index: Any, k: int, floor: float | None, *, against: Any = None, method: str = "auto", nprobe: int | None = DEFAULT_NPROBE,
+    index: Any, k: int, floor: float | None, *, against: Any = None, method: str = "auto", nprobe: int = DEFAULT_NPROBE,
     progress: bool = False, info: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The vectors' shortlist: each image's ``k`` nearest images (cosine >= ``floor`` if given).

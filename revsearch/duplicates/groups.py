@@ -53,7 +53,7 @@ MIN_LINKS = 3
 
 def _copy_edges(
     index: Index, other: Index | None, base: Path | None, obase: Path | None, floor: float | None, k: int,
-    method: str, nprobe: int | None, workers: int | None, progress: bool, info: dict[str, Any],
+    method: str, nprobe: int, workers: int | None, progress: bool, info: dict[str, Any],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any, dict[tuple[int, int], Any]]:
     """Mode copies: the shortlist (vectors, and turned/mirrored thumbnails), then the verifier.
 
@@ -438,7 +438,7 @@ def find_duplicates(
     k: int | None = None,
     keep: str = "largest",
     method: str = "auto",
-    nprobe: int | None = DEFAULT_NPROBE,
+    nprobe: int = DEFAULT_NPROBE,
     dataset_dir: str | os.PathLike | None = None,
     against_dataset_dir: str | os.PathLike | None = None,
     progress: bool = False,
@@ -476,9 +476,8 @@ def find_duplicates(
     method : {"auto", "exact", "approximate"}
         See the module docstring; ``auto`` is exact up to :data:`EXACT_MAX_VECTORS` vectors, approximate
         (FAISS, :func:`revsearch.retrieval.ann.knn_join`) above it where FAISS is installed.
-    nprobe : int, optional
-        IVF cells each vector's search scans in the approximate method (default as planned by
-        :func:`revsearch.retrieval.ann.plan_ann`).
+    nprobe : int, default DEFAULT_NPROBE
+        Cells compared per vector by the approximate method.
     dataset_dir, against_dataset_dir : path, optional
         Where the images are (default: as recorded in each index).
     progress : bool, default False
