@@ -359,3 +359,42 @@ def test_target_recall_is_validated_and_the_cli_shows_the_measured_recall(hard_i
     assert recall_line in built and recall_line in info and "target 0.950 reached" in info
     assert main(["ann", str(hard_index.folder), "--target-recall", "2"]) == 1
     assert "target_recall must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_knn_join_finds_each_rows_nearest_with_exact_scores_over_shards() -> None:
+    x = clustered(3000, 32, seed=5)
+    k = 4
+    info: dict = {}
+    got: dict[int, dict[int, float]] = {}
+    for src, dst, sc in ann.knn_join([x[:1000], x[1000:]], k, info=info, seed=3):
+        for a, b, s in zip(src.tolist(), dst.tolist(), sc.tolist()):
+            got.setdefault(a, {})[b] = s
+            got.setdefault(b, {})[a] = s
+    plan = ann.plan_join(len(x))
+    assert (info["nlist"], info["nprobe"]) == (plan["nlist"], plan["nprobe"]) and info["pairs_scored"] < len(x) ** 2
+    s = x @ x.T
+    np.fill_diagonal(s, -np.inf)
+    truth = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    found = np.mean([len(set(truth[i]) & set(got.get(i, {}))) / k for i in range(len(x))])
+    assert found >= 0.95  # recall@4 of the cells (3 probed of 16)
+    for a, nbrs in list(got.items())[:200]:
+        for b, sc in nbrs.items():
+            assert a != b and sc == pytest.approx(float(x[a] @ x[b]), abs=1e-5)  # exact, never estimated
+    # the same seed: the same pairs
+    again = [np.concatenate(p) for p in zip(*ann.knn_join([x], k, seed=3))]
+    first = [np.concatenate(p) for p in zip(*ann.knn_join([x[:1000], x[1000:]], k, seed=3))]
+    assert all(np.array_equal(u, v) for u, v in zip(first, again))
+
+
+def test_knn_join_against_scores_only_pairs_across() -> None:
+    x, y = clustered(800, 16, seed=6), clustered(500, 16, seed=7)
+    y[:50] = x[:50]  # copies across
+    y[60] = np.nan  # damaged: never pairs
+    info: dict = {}
+    pairs = [np.concatenate(p) for p in zip(*ann.knn_join([x], 3, against=[y], threshold=0.99, info=info))]
+    src, dst, sc = pairs
+    assert info["damaged"] == 1 and len(src)
+    assert all((a < 800) != (b < 800) for a, b in zip(src, dst))
+    assert 800 + 60 not in set(src.tolist()) | set(dst.tolist())
+    assert {frozenset((i, 800 + i)) for i in range(50)} <= {frozenset(p) for p in zip(src.tolist(), dst.tolist())}
+    assert (sc >= 0.99).all()

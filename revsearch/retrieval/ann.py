@@ -671,7 +671,7 @@ def knn_join(
     vectors a temporary IVF-PQ index with exact re-ranking took 66 s where this takes 10 s, for
     the same recall (2-core Sapphire Rapids; see docs/duplicates.md).
     Vectors that are not finite or whose squared norm exceeds ``max_score`` (damaged) are given
-    no cell: they never pair. Memory: the cell assignment (n x nprobe int32), the k-means sample
+    no cell: they never pair. Memory: the cell assignment (n x nprobe int64), the k-means sample
     and one cell's vectors at a time.
 
     Parameters
