@@ -584,6 +584,13 @@ def copies(args: argparse.Namespace) -> str:
             x = parent[x]
         return x
 
+    # ... and so are the crops/zooms of one photograph the dataset holds twice, labelled by eye (as in `calibrate`)
+    labels = Path(__file__).resolve().parent / "data" / "flowers_visual_labels.tsv"
+    for line in labels.read_text().splitlines():
+        if line and not line.startswith("#"):
+            a, b, _, label = line.split("\t")
+            if label == "duplicate":
+                listed[f"fl-{a.split('/')[0]}-{Path(a).stem}"] = f"fl-{b.split('/')[0]}-{Path(b).stem}"
     stem_group = {stems[i]: groups[i] for i in range(n) if kinds[i] == "photo"}
     for a, b in listed.items():
         if a in stem_group and b in stem_group:
