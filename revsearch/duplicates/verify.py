@@ -66,6 +66,11 @@ MIN_COVER = 0.55
 #: mapped by the fitted similarity: copies fit to 0.02-0.27 px (0.55 for a tiny JPEG of quality
 #: 15), other frames and views to 0.3-2 px (perspective, parallax, motion).
 MAX_RESIDUAL = 0.30
+#: Above this residual (and up to MAX_RESIDUAL) the aligned tiles must agree closely too
+#: (TILE_AGREE_CLOSE of them): burst frames matched with a copy shown smaller fit to 0.22-0.30 px
+#: with 72-87% of the tiles agreeing; copies fitting that loosely agree on 88% or more.
+MAX_RESIDUAL_LOOSE = 0.22
+TILE_AGREE_CLOSE = 0.88
 #: ... or up to this when the aligned details agree closely (a small, heavily compressed copy
 #: whose keypoints are less precise): high-pass correlation >= SHARP_EXACT, 90% of tiles agreeing,
 #: and both thumbnails at the same scale (a copy shown smaller, in bars or a frame, compares at a
@@ -459,7 +464,7 @@ def _verify(fa: Features, fb: Features, side: int) -> Verdict:
             n, agree, cover, _, sharp = _pixel_check(cv2, a, bb, M)
             v.tiles, v.agree, v.cover, v.sharp = n, agree, cover, sharp
             small = min(max(a.shape), max(b.shape)) < side  # a photo smaller than a thumbnail
-            exact = v.residual <= MAX_RESIDUAL or (
+            exact = v.residual <= MAX_RESIDUAL_LOOSE or (v.residual <= MAX_RESIDUAL and agree >= TILE_AGREE_CLOSE) or (
                 v.residual <= MAX_RESIDUAL_SHARP and agree >= 0.9 and (
                     (sharp >= SHARP_EXACT and abs(math.log(s)) < 0.1) or (small and sharp >= SHARP_EXACT_SMALL)
                 )
