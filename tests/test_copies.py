@@ -148,6 +148,21 @@ def test_thumbnails_are_stored_by_the_update_and_survive_kill_and_migration(
     assert StoredThumbnails(idx.snapshot).present.all()
     assert find_duplicates(idx).info["thumbnails_from_photos"] == 0
 
+    # thumbnails stored at another side (the first format-4 indexes: 128 px) are not read: made from the
+    # photos, then replaced by the next update (their files removed)
+    m = json.loads((vec / store.MANIFEST_NAME).read_text())
+    before = list(m["thumbs"]["files"])
+    m["thumbs"]["side"] = 128
+    (vec / store.MANIFEST_NAME).write_text(json.dumps(m))
+    old = Index.open(vec)
+    assert old.manifest.thumb_side == 128 and not StoredThumbnails(old.snapshot).present.any()
+    report = find_duplicates(old)
+    assert report.info["thumbnails_from_photos"] == len(old) and len(report.groups) == 1
+    idx, _ = Index.build(ds, vec, resnet_random, progress=False)
+    assert idx.manifest.thumb_side == thumbs.THUMB_SIDE and StoredThumbnails(idx.snapshot).present.all()
+    assert not set(before) & set(idx.manifest.thumb_files)
+    assert sorted(p.name for p in vec.glob("thumbs-*.npy")) == sorted(idx.manifest.thumb_files)
+
 
 def test_both_modes_through_the_cli(tmp_path: Path, resnet_random: Embedder, capsys: pytest.CaptureFixture) -> None:
     ds, vec = tmp_path / "ds", tmp_path / "vec"

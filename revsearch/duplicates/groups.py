@@ -91,7 +91,7 @@ def _copy_edges(
             logger.warning("cannot verify %s: %s", path, e)
             t = None
         from_photos[row] = t
-        if len(from_photos) > 50_000:
+        if len(from_photos) > 20_000:  # 37 KiB each
             from_photos.popitem(last=False)
         return t
 

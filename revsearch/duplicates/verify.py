@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import OptionalDependencyError
+from ..storage.thumbs import THUMB_SIDE
 
 logger = logging.getLogger(__name__)
 
@@ -65,18 +66,30 @@ MIN_COVER = 0.55
 #: mapped by the fitted similarity: copies fit to 0.02-0.27 px (0.55 for a tiny JPEG of quality
 #: 15), other frames and views to 0.3-2 px (perspective, parallax, motion).
 MAX_RESIDUAL = 0.30
+#: Above this residual (and up to MAX_RESIDUAL) the aligned tiles must agree closely too
+#: (TILE_AGREE_CLOSE of them): burst frames matched with a copy shown smaller fit to 0.22-0.30 px
+#: with 72-87% of the tiles agreeing; copies fitting that loosely agree on 88% or more.
+MAX_RESIDUAL_LOOSE = 0.22
+TILE_AGREE_CLOSE = 0.88
 #: ... or up to this when the aligned details agree closely (a small, heavily compressed copy
 #: whose keypoints are less precise): high-pass correlation >= SHARP_EXACT, 90% of tiles agreeing,
 #: and both thumbnails at the same scale (a copy shown smaller, in bars or a frame, compares at a
 #: coarse resolution where other frames agree too).
 MAX_RESIDUAL_SHARP = 0.55
 SHARP_EXACT = 0.93
+#: ... or when one image is a small photo (smaller than a stored thumbnail, whatever the scale:
+#: its keypoints are imprecise) and its aligned details agree this closely.
+SHARP_EXACT_SMALL = 0.88
 #: Smallest median correlation of the high-pass (detail) images over the textured tiles.
 MIN_SHARP = 0.85
 #: A fitted rotation this close (degrees) to a multiple of 90 is snapped to it.
 SNAP_DEGREES = 1.5
 #: Keypoints kept per thumbnail.
 MAX_KEYPOINTS = 400
+#: A pair with a photo smaller than a stored thumbnail (a tiny copy, whose keypoints are imprecise)
+#: is verified on both thumbnails reduced to this longer side, where such a copy and its original
+#: compare at equal scale (measured: benchmarks/duplicates.py copies, tiny q15 JPEGs).
+COARSE_SIDE = 128
 #: Fallback (too few features): correlation from which a tile agrees, and the fraction that must.
 FALLBACK_NCC = 0.85
 FALLBACK_AGREE = 0.8
@@ -115,6 +128,20 @@ class Features:
     desc: np.ndarray | None
     mirror_points: np.ndarray
     mirror_desc: np.ndarray | None
+    _coarse: Features | None = field(default=None, repr=False, compare=False)
+
+    def coarse(self) -> Features:
+        """The features of this thumbnail reduced to a longer side of :data:`COARSE_SIDE` (made once)."""
+        if self._coarse is None:
+            h, w = self.image.shape
+            if max(h, w) <= COARSE_SIDE:
+                self._coarse = self
+            else:
+                cv2 = require_cv2()
+                f = COARSE_SIDE / max(h, w)
+                size = (max(1, round(w * f)), max(1, round(h * f)))
+                self._coarse = features(cv2.resize(self.image, size, interpolation=cv2.INTER_AREA))
+        return self._coarse
 
     @property
     def nbytes(self) -> int:
@@ -384,18 +411,24 @@ def verify_pair(fa: Features, fb: Features) -> Verdict:
     Verdict
         Its ``matrix`` maps ``fb``'s thumbnail (mirrored first if ``mirrored``) onto ``fa``'s.
     """
-    v = _verify(fa, fb)
+    if min(max(fa.image.shape), max(fb.image.shape)) < THUMB_SIDE and max(max(fa.image.shape), max(fb.image.shape)) > COARSE_SIDE:
+        fa, fb = fa.coarse(), fb.coarse()  # a small photo: compared at the coarse side (its matrix too)
+        v = _verify(fa, fb, COARSE_SIDE)
+    else:
+        v = _verify(fa, fb, THUMB_SIDE)
     v.a_shape, v.b_shape = tuple(fa.image.shape), tuple(fb.image.shape)  # type: ignore[assignment]
     return v
 
 
-def _verify(fa: Features, fb: Features) -> Verdict:
+def _verify(fa: Features, fb: Features, side: int) -> Verdict:
     """Decide whether one of two thumbnails is an edited copy of the other.
 
     Parameters
     ----------
     fa, fb : Features
         From :func:`features`.
+    side : int
+        Longer side of a full-size thumbnail at this comparison (smaller: a small photo).
 
     Returns
     -------
@@ -430,8 +463,11 @@ def _verify(fa: Features, fb: Features) -> Verdict:
             bb = np.ascontiguousarray(b[:, ::-1]) if mirrored else b
             n, agree, cover, _, sharp = _pixel_check(cv2, a, bb, M)
             v.tiles, v.agree, v.cover, v.sharp = n, agree, cover, sharp
-            exact = v.residual <= MAX_RESIDUAL or (
-                v.residual <= MAX_RESIDUAL_SHARP and sharp >= SHARP_EXACT and agree >= 0.9 and abs(math.log(s)) < 0.1
+            small = min(max(a.shape), max(b.shape)) < side  # a photo smaller than a thumbnail
+            exact = v.residual <= MAX_RESIDUAL_LOOSE or (v.residual <= MAX_RESIDUAL and agree >= TILE_AGREE_CLOSE) or (
+                v.residual <= MAX_RESIDUAL_SHARP and agree >= 0.9 and (
+                    (sharp >= SHARP_EXACT and abs(math.log(s)) < 0.1) or (small and sharp >= SHARP_EXACT_SMALL)
+                )
             )
             if not exact:
                 v.reason = f"the matches fit a similarity only to {v.residual:.2f} px (another view or frame)"

@@ -13,7 +13,7 @@ An index is one folder holding a manifest and the files it names, with no pickle
         dba-<id>-<token>.npy                the database-side augmentation (4 files: augmented vectors,
                                             neighbour rows, their cosines, row keys), see below
         thumbs-<id>-<token>.npy             (m,) greyscale thumbnails for the duplicate verifier, keyed by
-                                            content hash (revsearch.storage.thumbs; 16 KiB per distinct photo)
+                                            content hash (revsearch.storage.thumbs; 36 KiB per distinct photo)
 
 ``<id>`` is the store id: 12 random hex digits drawn when the index is created and recorded in
 the manifest. Every file the store writes carries it, so housekeeping can tell its own files

@@ -28,8 +28,11 @@ __all__ = [
     "thumbnail_of_file", "pack", "unpack",
 ]
 
-#: Longer side of a stored thumbnail, in pixels.
-THUMB_SIDE = 128
+#: Longer side of a stored thumbnail, in pixels. 192 (was 128 in the first format-4 indexes, whose
+#: thumbnails the manifest records as 128 px: they are made again from the photos): a copy shown
+#: small (letterboxed, framed, bordered) keeps enough pixels for the verifier to see the perspective
+#: that tells a neighbouring burst frame from a copy (benchmarks/duplicates.py copies, docs/duplicates.md).
+THUMB_SIDE = 192
 #: One stored thumbnail: the content hash of its file, its height and width, and its pixels
 #: (top-left corner of a THUMB_SIDE x THUMB_SIDE buffer).
 THUMB_DTYPE = np.dtype([("digest", "V16"), ("h", "<u2"), ("w", "<u2"), ("pix", "u1", (THUMB_SIDE, THUMB_SIDE))])
