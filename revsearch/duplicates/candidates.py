@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from ..retrieval.ann import Rows, ann_topk, best_in_block, knn_join, plan_join
+
 logger = logging.getLogger(__name__)
 
 #: Neighbours per image considered (the graph's out-degree bound; memory is n x k edges at most).
@@ -186,44 +188,6 @@ def shards_of(vectors: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
     return list(vectors)
 
 
-class Rows:
-    """Rows of several (n_i, d) shards addressed by global row number, read in place."""
-
-    def __init__(self, shards: Sequence[np.ndarray]) -> None:
-        self.shards = [s for s in shards if len(s)]
-        self.offsets = np.cumsum([0] + [len(s) for s in self.shards])
-        self.n = int(self.offsets[-1])
-        self.dim = int(shards[0].shape[1]) if shards else 0
-
-    def blocks(self, size: int) -> Any:
-        """Yield (start, block) with block of shape (<= size, d), views where possible."""
-        for start in range(0, self.n, size):
-            yield start, self.slice(start, min(self.n, start + size))
-
-    def slice(self, start: int, stop: int) -> np.ndarray:
-        parts = []
-        for s, lo in zip(self.shards, self.offsets[:-1]):
-            a, b = max(start, int(lo)), min(stop, int(lo) + len(s))
-            if a < b:
-                parts.append(s[a - int(lo) : b - int(lo)])
-        if len(parts) == 1:
-            return parts[0]
-        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
-
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        """Copy of the given rows (any order), shape (len(rows), d) float32."""
-        rows = np.asarray(rows, np.int64)
-        out = np.empty((len(rows), self.dim), np.float32)
-        which = np.searchsorted(self.offsets, rows, side="right") - 1
-        for i, s in enumerate(self.shards):
-            m = which == i
-            if m.any():
-                local = rows[m] - int(self.offsets[i])
-                order = np.argsort(local, kind="stable")  # read in file order
-                out[np.flatnonzero(m)[order]] = s[local[order]]
-        return out
-
-
 class TopK:
     """Per node, the k best (score, neighbour) candidates, ties to the lower neighbour id."""
 
@@ -281,8 +245,6 @@ def check_threshold(threshold: float) -> float:
 
 def _exact_edges(a: Rows, b: Rows | None, threshold: float, top: TopK, block: int, bar: Any) -> None:
     """Score every pair (within ``a``, or between ``a`` and ``b``) block by block."""
-    from ..retrieval.ann import best_in_block  # a low threshold would pass every pair on
-
     nA = a.n
     other = b if b is not None else a
     for i0, xi in a.blocks(block):
@@ -297,6 +259,8 @@ def _exact_edges(a: Rows, b: Rows | None, threshold: float, top: TopK, block: in
                 gi_ = np.arange(i0, i0 + len(xi))[:, None]
                 gj_ = np.arange(j0, j0 + s.shape[1])[None, :]
                 s[gj_ <= gi_] = -np.inf
+            # only entries that can be among a row's or column's k best: a low threshold would pass
+            # every pair on to the top-k merge
             row_keep, col_keep = best_in_block(s, threshold, top.k)
             for keep_, forward in ((row_keep, True), (col_keep, False)):
                 hits = np.flatnonzero(keep_)
@@ -316,7 +280,6 @@ def _exact_edges(a: Rows, b: Rows | None, threshold: float, top: TopK, block: in
 def default_nlist(n: int) -> int:
     """Cells of the approximate method for n vectors: a power of 2 near n / 1024 (16..16384), as
     :func:`revsearch.retrieval.ann.plan_join` plans them."""
-    from ..retrieval.ann import plan_join
 
     return plan_join(max(1, int(n)))["nlist"]
 
@@ -405,7 +368,6 @@ def duplicate_edges(
             if a.n and (b is None or b.n):
                 _exact_edges(a, b, t, top, int(block_rows), bar)
     elif a.n and (b is None or b.n):
-        from ..retrieval.ann import knn_join
 
         found: dict[str, Any] = {}
         for src, dst, sc in knn_join(
@@ -581,7 +543,6 @@ def knn_pairs(
     floor_ = -1.0 if floor is None else float(floor)
     ann_meta = (index.manifest.ann or {}) if against is None else {}
     if ann_meta.get("file") and ann_meta.get("kind") not in (None, "flat") and method in ("auto", "ann"):
-        from ..retrieval.ann import ann_topk
 
         n = len(index)
         src_l, dst_l, sc_l = [], [], []

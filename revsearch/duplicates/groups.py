@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core.safety import display_name, to_json
+from ..retrieval.ann import Rows
 from .candidates import (
     DEFAULT_K,
     DEFAULT_NPROBE,
     SHORTLIST_K,
     TURN_SIDE,
     Calibration,
-    Rows,
     check_threshold,
     default_threshold,
     duplicate_edges,

@@ -82,6 +82,7 @@ __all__ = [
     "tune_ann",
     "DEFAULT_TARGET_RECALL",
     "neighbour_search",
+    "Rows",
     "knn_join",
     "plan_join",
     "best_in_block",
@@ -289,12 +290,12 @@ def _pow2_floor(x: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------- rows
-def _offsets(index: Snapshot) -> np.ndarray:
+def _offsets(index: Snapshot | Rows) -> np.ndarray:
     """Row number of each shard's first row, shape (n_shards + 1,)."""
     return np.concatenate([[0], np.cumsum([len(s) for s in index.vectors])]).astype(np.int64)
 
 
-def _gather(index: Snapshot, rows: np.ndarray) -> np.ndarray:
+def _gather(index: Snapshot | Rows, rows: np.ndarray) -> np.ndarray:
     """Read the vectors of global ``rows`` (shape (r,), any order) from the memory-mapped shards: (r, dim)."""
     offsets = _offsets(index)
     shards = index.vectors
@@ -311,7 +312,7 @@ def _gather(index: Snapshot, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def _iter_rows(index: Snapshot, start: int, stop: int, chunk: int = ADD_CHUNK_ROWS) -> Any:
+def _iter_rows(index: Snapshot | Rows, start: int, stop: int, chunk: int = ADD_CHUNK_ROWS) -> Any:
     """Yield contiguous float32 blocks of rows ``start:stop`` (each at most ``chunk`` rows)."""
     offsets = _offsets(index)
     for s, shard in enumerate(index.vectors):
@@ -603,16 +604,50 @@ def plan_join(n: int, *, nlist: int | None = None, nprobe: int | None = None) ->
     return {"nlist": nlist, "nprobe": nprobe, "train_size": int(min(n, max(32 * nlist, 32768), 65536))}
 
 
-class _Side:
-    """Rows of several (n_i, d) shards by global row number (duck-types the Snapshot that ``_gather`` reads)."""
+class Rows:
+    """Rows of several (n_i, d) shards addressed by global row number, read in place.
 
-    def __init__(self, shards: Sequence[np.ndarray], dim: int) -> None:
+    Parameters
+    ----------
+    shards : sequence of numpy.ndarray
+        Shapes (n_i, d), float32 (memory-mapped arrays are read in place); empty ones are dropped.
+    dim : int, optional
+        d, for a collection with no rows (default: the first shard's).
+    """
+
+    def __init__(self, shards: Sequence[np.ndarray], dim: int | None = None) -> None:
         self.vectors = [s for s in shards if len(s)]
-        self.dim = dim
-        self.n = int(sum(len(s) for s in self.vectors))
+        self.offsets = np.cumsum([0] + [len(s) for s in self.vectors]).astype(np.int64)
+        self.n = int(self.offsets[-1])
+        self.dim = int(dim) if dim is not None else (int(shards[0].shape[1]) if len(shards) else 0)
+
+    @property
+    def shards(self) -> list[np.ndarray]:
+        """The non-empty shards, in row order."""
+        return self.vectors
 
     def __len__(self) -> int:
         return self.n
+
+    def blocks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (start, block), block of shape (<= size, d), views where possible."""
+        for start in range(0, self.n, size):
+            yield start, self.slice(start, min(self.n, start + size))
+
+    def slice(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop``, shape (stop - start, d): a view when they lie in one shard."""
+        parts = []
+        for s, lo in zip(self.vectors, self.offsets[:-1].tolist()):
+            a, b = max(start, lo), min(stop, lo + len(s))
+            if a < b:
+                parts.append(s[a - lo : b - lo])
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Copy of the given global rows (shape (r,), any order): (r, d) float32."""
+        return _gather(self, np.asarray(rows, np.int64))
 
 
 def best_in_block(s: np.ndarray, threshold: float, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -718,13 +753,13 @@ def knn_join(
         raise ValueError(f"k must be at least 1, not {k}")
     shards = [*vectors, *(against or [])]
     dim = int(next((s.shape[1] for s in shards if len(s)), 0))
-    rows = _Side(shards, dim)
-    n_first = _Side(vectors, dim).n if against is not None else None
+    rows = Rows(shards, dim)
+    n_first = Rows(vectors, dim).n if against is not None else None
     n = rows.n
     t0 = time.perf_counter()
     # sound rows: finite, squared norm <= max_score
     sound_l, start = [], 0
-    for block in _iter_rows(rows, 0, n):  # type: ignore[arg-type]
+    for block in _iter_rows(rows, 0, n):
         with np.errstate(invalid="ignore", over="ignore"):
             sq = np.einsum("ij,ij->i", block, block)
         sound_l.append(start + np.flatnonzero(np.isfinite(sq) & (sq <= max_score)))
@@ -737,7 +772,7 @@ def knn_join(
             info.update(details)
         return
     nlist, nprobe = plan["nlist"], plan["nprobe"]
-    sample = _gather(rows, sound[_sample_rows(len(sound), plan["train_size"], seed)])  # type: ignore[arg-type]
+    sample = _gather(rows, sound[_sample_rows(len(sound), plan["train_size"], seed)])
     km = faiss.Kmeans(dim, nlist, niter=JOIN_KMEANS_ITERATIONS, spherical=True, seed=int(seed) % (2**31),
                       max_points_per_centroid=max(256, plan["train_size"] // nlist + 1),
                       min_points_per_centroid=1, verbose=False)
@@ -749,7 +784,7 @@ def knn_join(
     # every sound vector's nprobe nearest cells, the first being its own
     probes = np.empty((len(sound), nprobe), np.int64)
     for s0 in range(0, len(sound), 16384):
-        _, probes[s0 : s0 + 16384] = cells.search(_gather(rows, sound[s0 : s0 + 16384]), nprobe)  # type: ignore[arg-type]
+        _, probes[s0 : s0 + 16384] = cells.search(_gather(rows, sound[s0 : s0 + 16384]), nprobe)
     t_assign = time.perf_counter() - t0 - t_train
     own = probes[:, 0]
     member_order = np.argsort(own, kind="stable")
@@ -768,11 +803,11 @@ def knn_join(
             if not len(members) or not len(queries):
                 bar.update(len(members))
                 continue
-            xm = _gather(rows, members)  # type: ignore[arg-type]
+            xm = _gather(rows, members)
             for q0 in range(0, len(queries), block_rows):
                 qs = queries[q0 : q0 + block_rows]
                 with np.errstate(invalid="ignore", over="ignore"):
-                    s = _gather(rows, qs) @ xm.T  # (q, members) exact float32 scores  # type: ignore[arg-type]
+                    s = _gather(rows, qs) @ xm.T  # (q, members) exact float32 scores
                     s[~(s <= max_score)] = -np.inf
                 scored += s.size
                 invalid = qs[:, None] == members[None, :]
